@@ -1,0 +1,105 @@
+"""Thin Dagster assets: call unitledger.pipeline, report metadata and check results."""
+
+
+from datetime import timedelta
+
+import dagster as dg
+
+from pipelines.partitions import daily_partitions
+from pipelines.resources import Warehouse
+from unitledger import pipeline
+from unitledger.landing import InputFileError
+from unitledger.pipeline import StepResult
+from unitledger.warehouse import refresh_views
+
+DAILY_TABLE_DESCRIPTIONS = {name: model.__doc__ for name, model in pipeline.DAILY_TABLES.items()}
+
+
+def _report(result: StepResult, specs: dict[str, dg.AssetKey]):
+    """Check results first, then materializations; a failed blocking check fails the step."""
+    check_results = {
+        table: [
+            dg.AssetCheckResult(
+                asset_key=specs[table],
+                check_name=c.name,
+                passed=c.passed,
+                description=c.description,
+                metadata=c.metadata,
+            )
+            for c in outcomes
+        ]
+        for table, outcomes in result.checks.items()
+    }
+    if not result.passed:
+        for results in check_results.values():
+            yield from results
+        raise dg.Failure(description="Blocking checks failed; nothing was published:\n" + "\n".join(result.failures()))
+    for table, meta in result.tables.items():
+        timings = {f"seconds_{k}": round(v, 3) for k, v in result.timings.items()}
+        yield dg.MaterializeResult(asset_key=specs[table], metadata={**meta, **timings}, check_results=check_results.get(table, []))
+
+
+def _input_failure(exc: InputFileError) -> dg.Failure:
+    return dg.Failure(description=f"Unreadable landing file: {exc}")
+
+
+@dg.multi_asset(
+    specs=[dg.AssetSpec("staged_billing", group_name="staging", description="FOCUS landing files staged as typed Parquet; bad rows quarantined.")],
+    check_specs=[dg.AssetCheckSpec("schema", asset="staged_billing", blocking=True, description="Pandera: StagedFocus")],
+    pool="warehouse",
+)
+def staged_billing(context: dg.AssetExecutionContext, warehouse: Warehouse):
+    try:
+        result = pipeline.stage_billing(warehouse.layout)
+    except InputFileError as exc:
+        raise _input_failure(exc) from exc
+    yield from _report(result, {"staged_billing": dg.AssetKey("staged_billing")})
+
+
+@dg.multi_asset(
+    specs=[dg.AssetSpec("staged_events", group_name="staging", description="Event landing files staged as typed llm_calls and outcomes; bad rows quarantined.")],
+    check_specs=[
+        dg.AssetCheckSpec("llm_call_schema", asset="staged_events", blocking=True, description="Pandera: StagedLlmCall"),
+        dg.AssetCheckSpec("outcome_schema", asset="staged_events", blocking=True, description="Pandera: StagedOutcome"),
+    ],
+    pool="warehouse",
+)
+def staged_events(context: dg.AssetExecutionContext, warehouse: Warehouse):
+    try:
+        result = pipeline.stage_events(warehouse.layout)
+    except InputFileError as exc:
+        raise _input_failure(exc) from exc
+    yield from _report(result, {"staged_events": dg.AssetKey("staged_events")})
+
+
+_DAILY_SPECS = [
+    dg.AssetSpec("request_costs", deps=["staged_billing", "staged_events"], group_name="daily", description=DAILY_TABLE_DESCRIPTIONS["request_costs"]),
+    dg.AssetSpec("intent_costs", deps=["request_costs", "staged_events"], group_name="daily", description=DAILY_TABLE_DESCRIPTIONS["intent_costs"]),
+    dg.AssetSpec("cost_per_intent", deps=["intent_costs"], group_name="daily", description=DAILY_TABLE_DESCRIPTIONS["cost_per_intent"]),
+    dg.AssetSpec("cost_per_success", deps=["intent_costs"], group_name="daily", description=DAILY_TABLE_DESCRIPTIONS["cost_per_success"]),
+]
+_DAILY_CHECKS = [
+    dg.AssetCheckSpec("schema", asset=spec.key, blocking=True, description=f"Pandera: {pipeline.DAILY_TABLES[spec.key.path[-1]].__name__}")
+    for spec in _DAILY_SPECS
+] + [
+    dg.AssetCheckSpec("conservation", asset="request_costs", blocking=True, description="Per day and currency, cost equals the FOCUS rows with a request id assigned to that day, exactly."),
+    dg.AssetCheckSpec("single_currency", asset="intent_costs", blocking=True, description="No session is billed in two currencies."),
+]
+
+
+@dg.multi_asset(
+    specs=_DAILY_SPECS,
+    check_specs=_DAILY_CHECKS,
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="warehouse",
+)
+def daily_tables(context: dg.AssetExecutionContext, warehouse: Warehouse):
+    """All four daily tables in one pass over the joined data (one run may cover a range of days)."""
+    window = context.partition_time_window
+    start, end_inclusive = window.start.date(), window.end.date() - timedelta(days=1)
+    context.log.info(f"Building daily tables for {start}..{end_inclusive}")
+    result = pipeline.build_daily_tables(warehouse.layout, warehouse.settings, start, end_inclusive)
+    yield from _report(result, {spec.key.path[-1]: spec.key for spec in _DAILY_SPECS})
+    views = refresh_views(warehouse.layout)
+    context.log.info(f"DuckDB views: {', '.join(views)}")

@@ -1,0 +1,170 @@
+"""Output tables. Money is an exact decimal in the row's billing_currency; ratios are Float64
+computed from the exact sums stored beside them, so analysts can re-aggregate."""
+
+import polars as pl
+import pandera.polars as pa
+from pandera.engines import polars_engine as pe
+
+from schemas.types import ISO_4217, MATCH_STATUSES, OUTCOMES
+
+_MONEY = pe.Decimal(38, 18)
+_TS = pe.DateTime(time_unit="us", time_zone="UTC")
+_CURRENCIES = sorted(ISO_4217)
+
+
+class RequestCosts(pa.DataFrameModel):
+    """One row per request seen in billing, telemetry or both."""
+
+    request_id: str = pa.Field(unique=True, description="Request id (telemetry request_id = FOCUS x_RequestId).")
+    date: pl.Date = pa.Field(description="Partition: the call's UTC date; for billing-only requests the UTC date of the earliest ChargePeriodStart.")
+    session_id: str = pa.Field(nullable=True, description="Session of the call; null for billing-only requests.")
+    called_at: _TS = pa.Field(nullable=True, description="Call timestamp, UTC; null for billing-only requests.")
+    feature_tag: str = pa.Field(nullable=True, description="Feature: telemetry's, else FOCUS x_FeatureTag.")
+    provider: str = pa.Field(nullable=True, description="Provider: telemetry's, else FOCUS ServiceProviderName.")
+    model: str = pa.Field(nullable=True, description="Model name (telemetry).")
+    model_version: str = pa.Field(nullable=True, description="Model version: telemetry's, else FOCUS x_ModelVersion.")
+    prompt_version: str = pa.Field(nullable=True, description="Prompt version: telemetry's, else FOCUS x_PromptVersion.")
+    billing_account_id: str = pa.Field(nullable=True, description="FOCUS BillingAccountId; null for telemetry-only requests.")
+    billing_currency: str = pa.Field(nullable=True, isin=_CURRENCIES, description="ISO 4217 currency of every money column of the row; null when nothing was billed.")
+    billed_cost: _MONEY = pa.Field(nullable=True, description="Sum of FOCUS BilledCost of the request's rows (billing_currency); null for telemetry-only.")
+    effective_cost: _MONEY = pa.Field(nullable=True, description="Sum of FOCUS EffectiveCost (billing_currency): the cost basis of unit economics; null for telemetry-only.")
+    list_cost: _MONEY = pa.Field(nullable=True, description="Sum of FOCUS ListCost (billing_currency); null for telemetry-only.")
+    billing_rows: pl.Int64 = pa.Field(ge=0, description="Number of FOCUS rows billed to the request.")
+    input_tokens: pl.Int64 = pa.Field(nullable=True, ge=0, description="Telemetry input tokens (cache reads and writes included).")
+    output_tokens: pl.Int64 = pa.Field(nullable=True, ge=0, description="Telemetry output tokens.")
+    cache_read_input_tokens: pl.Int64 = pa.Field(nullable=True, ge=0, description="Telemetry cache-read input tokens.")
+    cache_write_input_tokens: pl.Int64 = pa.Field(nullable=True, ge=0, description="Telemetry cache-write input tokens.")
+    attempt: pl.Int64 = pa.Field(nullable=True, ge=1, description="1 for a first try, 2+ for a retry.")
+    status: str = pa.Field(nullable=True, isin=["ok", "error"], description="Call status: ok or error.")
+    match_status: str = pa.Field(isin=list(MATCH_STATUSES), description="matched, billing_only (no telemetry) or telemetry_only (no billing).")
+
+    class Config:
+        strict = True
+
+    @pa.dataframe_check
+    def match_status_agrees_with_sides(cls, data) -> pl.LazyFrame:
+        billed = pl.col("billing_rows") > 0
+        seen = pl.col("session_id").is_not_null()
+        expected = (
+            pl.when(billed & seen).then(pl.lit("matched"))
+            .when(billed).then(pl.lit("billing_only"))
+            .otherwise(pl.lit("telemetry_only"))
+        )
+        return data.lazyframe.select(pl.col("match_status") == expected)
+
+
+class IntentCosts(pa.DataFrameModel):
+    """One row per session (intent)."""
+
+    session_id: str = pa.Field(unique=True, description="The intent: one session.")
+    date: pl.Date = pa.Field(description="Partition: UTC date of the session's earliest call.")
+    feature_tag: str = pa.Field(description="Feature of the session's last call.")
+    model: str = pa.Field(nullable=True, description="Model of the session's last call.")
+    model_version: str = pa.Field(nullable=True, description="Model version of the session's last call.")
+    prompt_version: str = pa.Field(nullable=True, description="Prompt version of the session's last call.")
+    billing_currency: str = pa.Field(nullable=True, isin=_CURRENCIES, description="Currency of the session's billed calls; null when none was billed.")
+    requests: pl.Int64 = pa.Field(ge=1, description="Calls in the session, retries included.")
+    turns: pl.Int64 = pa.Field(ge=0, description="First attempts (calls with attempt = 1): the conversation's turns.")
+    retries: pl.Int64 = pa.Field(ge=0, description="Calls with attempt > 1.")
+    unbilled_requests: pl.Int64 = pa.Field(ge=0, description="Calls with no FOCUS row (yet).")
+    token_cost: _MONEY = pa.Field(nullable=True, description="Sum of effective_cost of all the session's calls, failed and retried ones included; null when none was billed.")
+    outcome: str = pa.Field(isin=list(OUTCOMES), description="success, failure, or unlabeled (no label yet), from the session's latest label.")
+    escalated: bool = pa.Field(nullable=True, description="Latest label's escalated flag; null when unlabeled.")
+    labor_cost: _MONEY = pa.Field(nullable=True, description="L(feature, currency) from the labor config when the outcome is failure, else 0; null when billing_currency is null.")
+    total_cost: _MONEY = pa.Field(nullable=True, description="token_cost + labor_cost.")
+
+    class Config:
+        strict = True
+
+    @pa.dataframe_check
+    def total_is_token_plus_labor(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(
+            (pl.col("total_cost") == pl.col("token_cost") + pl.col("labor_cost")).fill_null(
+                pl.col("total_cost").is_null()
+            )
+        )
+
+    @pa.dataframe_check
+    def failures_have_labor_cost(cls, data) -> pl.LazyFrame:
+        # A failed, billed intent without a labor cost means the labor config lacks its currency.
+        return data.lazyframe.select(
+            ~((pl.col("outcome") == "failure") & pl.col("billing_currency").is_not_null() & pl.col("labor_cost").is_null())
+        )
+
+
+class _Grain(pa.DataFrameModel):
+    date: pl.Date = pa.Field(description="Partition: the intents' date.")
+    feature_tag: str = pa.Field(description="Feature.")
+    model_version: str = pa.Field(nullable=True, description="Model version of the intents' last call.")
+    prompt_version: str = pa.Field(nullable=True, description="Prompt version of the intents' last call.")
+    billing_currency: str = pa.Field(nullable=True, isin=_CURRENCIES, description="Currency of every money column; null for intents none of whose calls were billed (their money columns are null).")
+
+
+class CostPerIntent(_Grain):
+    """Cost per intent, every intent counted."""
+
+    intents: pl.Int64 = pa.Field(ge=1, description="Intents (sessions).")
+    requests: pl.Int64 = pa.Field(ge=1, description="Calls, retries included.")
+    token_cost: _MONEY = pa.Field(nullable=True, description="Sum of intents' token_cost.")
+    labor_cost: _MONEY = pa.Field(nullable=True, description="Sum of intents' labor_cost (failures × L).")
+    total_cost: _MONEY = pa.Field(nullable=True, description="token_cost + labor_cost.")
+    token_cost_per_intent: float = pa.Field(nullable=True, description="token_cost / intents.")
+    cost_per_intent: float = pa.Field(nullable=True, description="total_cost / intents.")
+
+    class Config:
+        strict = True
+        unique = ["date", "feature_tag", "model_version", "prompt_version", "billing_currency"]
+
+
+class CostPerSuccess(_Grain):
+    """Cost per successful intent, over labeled intents only, with a delta-method 95% interval."""
+
+    intents: pl.Int64 = pa.Field(ge=1, description="All intents of the grain, labeled or not (denominator of label_coverage).")
+    labeled_intents: pl.Int64 = pa.Field(ge=0, description="Intents with an outcome label.")
+    successes: pl.Int64 = pa.Field(ge=0, description="Labeled intents whose outcome is success.")
+    failures: pl.Int64 = pa.Field(ge=0, description="Labeled intents whose outcome is failure.")
+    escalations: pl.Int64 = pa.Field(ge=0, description="Labeled intents escalated to a human.")
+    success_rate: float = pa.Field(nullable=True, description="successes / labeled_intents.")
+    label_coverage: float = pa.Field(description="labeled_intents / intents.")
+    token_cost: _MONEY = pa.Field(nullable=True, description="Sum of token_cost over labeled intents.")
+    labor_cost: _MONEY = pa.Field(nullable=True, description="Sum of labor_cost over labeled intents.")
+    total_cost: _MONEY = pa.Field(nullable=True, description="token_cost + labor_cost over labeled intents.")
+    success_total_cost: _MONEY = pa.Field(nullable=True, description="Sum of total_cost over successful intents (a moment for re-aggregating the interval).")
+    total_cost_sq: float = pa.Field(nullable=True, description="Sum of squared intent total_cost over labeled intents (a moment for re-aggregating the interval).")
+    token_cost_per_success: float = pa.Field(nullable=True, description="token_cost / successes; null when there is no success.")
+    cost_per_success: float = pa.Field(nullable=True, description="total_cost / successes; null when there is no success.")
+    ci95_low: float = pa.Field(nullable=True, description="Lower bound of the delta-method 95% interval of cost_per_success (intents as the sampling unit).")
+    ci95_high: float = pa.Field(nullable=True, description="Upper bound of that interval.")
+    sample_ok: bool = pa.Field(description="labeled_intents >= 100.")
+
+    class Config:
+        strict = True
+        unique = ["date", "feature_tag", "model_version", "prompt_version", "billing_currency"]
+
+    @pa.dataframe_check
+    def counts_add_up(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(
+            (pl.col("successes") + pl.col("failures") == pl.col("labeled_intents"))
+            & (pl.col("labeled_intents") <= pl.col("intents"))
+        )
+
+
+class Quarantine(pa.DataFrameModel):
+    """Input rows that failed validation, with where they came from and why. Nothing is dropped silently."""
+
+    source: str = pa.Field(isin=["focus", "events"], description="Which landing folder.")
+    source_file: str = pa.Field(description="File, relative to its landing folder.")
+    source_line: pl.Int64 = pa.Field(ge=1, description="Line (CSV: header is line 1; JSONL: physical line) or Parquet row number.")
+    column: str = pa.Field(description="Failing column(s), comma-separated.")
+    reason: str = pa.Field(description="Why the row was rejected.")
+    raw: str = pa.Field(description="The row as read, as a JSON object of strings.")
+    billing_account_id: str = pa.Field(nullable=True, description="FOCUS BillingAccountId text, when the row has one.")
+    billing_currency: str = pa.Field(nullable=True, description="FOCUS BillingCurrency text.")
+    billing_period_start: _TS = pa.Field(nullable=True, description="FOCUS BillingPeriodStart when it parses.")
+    invoice_id: str = pa.Field(nullable=True, description="FOCUS InvoiceId.")
+    service_provider_name: str = pa.Field(nullable=True, description="FOCUS ServiceProviderName (or ProviderName).")
+    billed_cost: _MONEY = pa.Field(nullable=True, description="FOCUS BilledCost when it parses: quarantined cost still counts in reconciliation.")
+    effective_cost: _MONEY = pa.Field(nullable=True, description="FOCUS EffectiveCost when it parses.")
+
+    class Config:
+        strict = True

@@ -1,0 +1,105 @@
+"""Settings users edit without touching code: unitledger.toml (see the file for its keys)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from datetime import date
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from pathlib import Path
+
+import polars as pl
+
+from schemas.types import ISO_4217, MONEY
+
+CONFIG_ENV = "UNITLEDGER_CONFIG"
+START_DATE_ENV = "UNITLEDGER_START_DATE"
+_BUNDLED = Path(__file__).resolve().parents[1] / "unitledger.toml"
+_CENT = Decimal("0.01")
+
+
+class ConfigError(Exception):
+    """The settings file is wrong; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class LaborCost:
+    currency: str
+    feature_tag: str | None  # None: the currency's default
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: Path
+    start_date: date
+    labor: tuple[LaborCost, ...]
+
+    def labor_table(self) -> pl.LazyFrame:
+        """Labor cost of one failed intent per (feature_tag, billing_currency); feature null = default."""
+        return pl.DataFrame(
+            {
+                "feature_tag": [c.feature_tag for c in self.labor],
+                "billing_currency": [c.currency for c in self.labor],
+                "labor_cost_per_failure": [c.amount for c in self.labor],
+            },
+            schema={"feature_tag": pl.String, "billing_currency": pl.String, "labor_cost_per_failure": MONEY},
+        ).lazy()
+
+
+def config_path(explicit: Path | None = None) -> Path:
+    chosen = explicit or os.environ.get(CONFIG_ENV)
+    if chosen:
+        if not Path(chosen).is_file():
+            raise ConfigError(f"{chosen}: no such config file")
+        return Path(chosen).resolve()
+    local = Path("unitledger.toml")
+    return local.resolve() if local.is_file() else _BUNDLED
+
+
+def load_settings(explicit: Path | None = None) -> Settings:
+    path = config_path(explicit)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    start_text = os.environ.get(START_DATE_ENV) or raw.get("pipeline", {}).get("start_date", "2026-01-01")
+    try:
+        start = date.fromisoformat(str(start_text))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: pipeline.start_date {start_text!r} is not a YYYY-MM-DD date") from exc
+    return Settings(path=path, start_date=start, labor=tuple(_labor(path, raw.get("labor", {}))))
+
+
+def _labor(path: Path, section: dict) -> list[LaborCost]:
+    costs = []
+    for currency, table in section.items():
+        if currency not in ISO_4217:
+            raise ConfigError(f"{path}: [labor.{currency}]: not an ISO 4217 currency code")
+        if "default" not in table:
+            raise ConfigError(f"{path}: [labor.{currency}] needs a `default` entry")
+        costs.append(LaborCost(currency, None, _amount(path, f"labor.{currency}.default", table["default"])))
+        for feature, spec in table.get("features", {}).items():
+            costs.append(LaborCost(currency, feature, _amount(path, f"labor.{currency}.features.{feature}", spec)))
+    return costs
+
+
+def _decimal(path: Path, key: str, value: object) -> Decimal:
+    try:
+        result = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise ConfigError(f"{path}: {key}: {value!r} is not a number") from exc
+    if not result.is_finite() or result < 0:
+        raise ConfigError(f"{path}: {key}: {value!r} must be a finite number >= 0")
+    return result
+
+
+def _amount(path: Path, key: str, spec: object) -> Decimal:
+    if isinstance(spec, dict) and set(spec) == {"flat"}:
+        return _decimal(path, f"{key}.flat", spec["flat"])
+    if isinstance(spec, dict) and set(spec) == {"hourly_rate", "minutes_to_fix"}:
+        rate = _decimal(path, f"{key}.hourly_rate", spec["hourly_rate"])
+        minutes = _decimal(path, f"{key}.minutes_to_fix", spec["minutes_to_fix"])
+        return (rate * minutes / 60).quantize(_CENT, rounding=ROUND_HALF_EVEN)
+    raise ConfigError(f"{path}: {key}: give either {{ flat = ... }} or {{ hourly_rate = ..., minutes_to_fix = ... }}")

@@ -1,0 +1,351 @@
+"""Landing files → staged, validated inputs.
+
+Each landing file is staged once: parsed into typed Parquet (`warehouse/staged/<table>/<id>.parquet`)
+and its bad rows into `warehouse/quarantine/<source>/<id>.parquet`. The id is a hash of the file's
+path, size and modification time, so a changed or re-delivered file is staged again and a removed
+one disappears from staging. Downstream steps read staging only.
+
+A file that cannot be read at all (corrupt, truncated, empty, a mandatory column missing) raises
+InputFileError naming the file and the place; nothing is staged from it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from unitledger import parse
+from unitledger.layout import Layout
+from unitledger.storage import write_parquet_atomic
+
+FOCUS_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+EVENT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+
+
+class InputFileError(Exception):
+    """A landing file that cannot be read; the message names the file and the place."""
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    path: Path
+    relpath: str  # relative to its landing folder, '/'-separated
+    size: int
+    mtime_ns: int
+
+    @property
+    def file_id(self) -> str:
+        key = f"{self.relpath}\0{self.size}\0{self.mtime_ns}".encode()
+        return hashlib.sha256(key).hexdigest()[:24]
+
+    @property
+    def delivery(self) -> str:
+        """The folder the file was delivered in: all files of one folder form one delivery."""
+        parent = Path(self.relpath).parent.as_posix()
+        return "" if parent == "." else parent
+
+
+def list_landing(root: Path, suffixes: tuple[str, ...]) -> list[LandingFile]:
+    """Data files below `root` (nested folders allowed), sorted by path. Hidden files, files in
+    hidden folders and symbolic links are skipped."""
+    if not root.is_dir():
+        return []
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            path = Path(dirpath) / name
+            if name.startswith(".") or path.is_symlink() or not name.lower().endswith(suffixes):
+                continue
+            st = path.stat()
+            found.append(LandingFile(path, path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+    return sorted(found, key=lambda f: f.relpath)
+
+
+# --- reading one file ---------------------------------------------------------------------------
+
+
+def _check_readable(f: LandingFile) -> None:
+    if f.size == 0:
+        raise InputFileError(f"{f.relpath}: empty file (0 bytes)")
+    if f.relpath.lower().endswith(".gz"):
+        try:
+            with gzip.open(f.path, "rb") as fh:
+                while fh.read(1 << 20):
+                    pass
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputFileError(f"{f.relpath}: corrupt gzip data ({exc})") from exc
+
+
+def _scan_parquet_as_text(f: LandingFile, wanted: tuple[str, ...]) -> pl.LazyFrame:
+    try:
+        names = pl.scan_parquet(f.path).collect_schema().names()
+    except Exception as exc:  # polars raises several types for a broken footer
+        raise InputFileError(f"{f.relpath}: not a readable Parquet file ({_first_line(exc)})") from exc
+    present = [c for c in wanted if c in names]
+    return pl.scan_parquet(f.path).select(
+        [pl.col(c).cast(pl.String) for c in present]
+    ).with_row_index("source_line", offset=1)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def read_focus_raw(f: LandingFile) -> pl.LazyFrame:
+    """All FOCUS columns the pipeline reads, as text, plus source_file/source_line/delivery."""
+    _check_readable(f)
+    wanted = parse.FOCUS_COLUMNS + tuple(parse.FOCUS_LEGACY_NAMES.values())
+    if f.relpath.lower().endswith(".parquet"):
+        raw = _scan_parquet_as_text(f, wanted)
+    else:
+        try:
+            header = pl.scan_csv(f.path, infer_schema=False, n_rows=0).collect_schema().names()
+        except Exception as exc:
+            raise InputFileError(f"{f.relpath}: line 1: cannot read the CSV header ({_first_line(exc)})") from exc
+        present = [c for c in wanted if c in header]
+        raw = (
+            pl.scan_csv(f.path, infer_schema=False, null_values=["NULL"])
+            .select(present)
+            # Line 1 is the header; a record spanning several lines shifts later numbers.
+            .with_row_index("source_line", offset=2)
+        )
+    names = raw.collect_schema().names()
+    for new, old in parse.FOCUS_LEGACY_NAMES.items():
+        if new not in names and old in names:
+            raw = raw.rename({old: new})
+            names[names.index(old)] = new
+    missing = [c for c in parse.FOCUS_MANDATORY if c not in names]
+    if missing:
+        raise InputFileError(f"{f.relpath}: line 1: missing mandatory FOCUS column(s) {', '.join(missing)}")
+    return raw.with_columns(
+        [pl.lit(None, dtype=pl.String).alias(c) for c in parse.FOCUS_COLUMNS if c not in names]
+    ).with_columns(
+        source_file=pl.lit(f.relpath),
+        source_line=pl.col("source_line").cast(pl.Int64),
+        delivery=pl.lit(f.delivery),
+    )
+
+
+def read_events_raw(f: LandingFile) -> pl.LazyFrame:
+    """Every known event field as text, plus source_file/source_line (content fields never read)."""
+    _check_readable(f)
+    if f.relpath.lower().endswith(".parquet"):
+        raw = _scan_parquet_as_text(f, parse.EVENT_FIELDS)
+    else:
+        _check_json_lines(f)
+        struct = pl.Struct({name: pl.String for name in parse.EVENT_FIELDS})
+        raw = (
+            pl.scan_lines(f.path, name="_json")
+            .with_row_index("source_line", offset=1)
+            .filter(pl.col("_json").str.strip_chars() != "")
+            .select("source_line", pl.col("_json").str.json_decode(struct).alias("_event"))
+            .unnest("_event")
+        )
+    names = raw.collect_schema().names()
+    return raw.with_columns(
+        [pl.lit(None, dtype=pl.String).alias(c) for c in parse.EVENT_FIELDS if c not in names]
+    ).with_columns(source_file=pl.lit(f.relpath), source_line=pl.col("source_line").cast(pl.Int64))
+
+
+def _check_json_lines(f: LandingFile) -> None:
+    """Fail with the file and line of the first line that is not a JSON object.
+
+    Streams the file once; Polars' own JSON error does not say which line is broken."""
+    opener: Callable = gzip.open if f.relpath.lower().endswith(".gz") else open
+    with opener(f.path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise InputFileError(f"{f.relpath}: line {number}: not valid JSON ({exc})") from exc
+            if not isinstance(value, dict):
+                raise InputFileError(f"{f.relpath}: line {number}: not a JSON object")
+
+
+# --- staging ------------------------------------------------------------------------------------
+
+
+@dataclass
+class StagingReport:
+    staged_files: int = 0
+    reused_files: int = 0
+    removed_files: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    quarantined_rows: int = 0
+
+
+def _row_count(path: Path) -> int:
+    return pl.scan_parquet(path).select(pl.len()).collect().item()
+
+
+def _stage(outputs: dict[Path, pl.LazyFrame], f: LandingFile, marker: Path) -> None:
+    """Write every output of one landing file; `marker` (written last) says the file is staged."""
+    try:
+        pl.collect_all([lf.sink_parquet(p.with_name(p.name + ".part"), lazy=True, mkdir=True) for p, lf in outputs.items()])
+    except InputFileError:
+        raise
+    except Exception as exc:
+        for p in outputs:
+            p.with_name(p.name + ".part").unlink(missing_ok=True)
+        raise InputFileError(f"{f.relpath}: cannot be read ({_first_line(exc)})") from exc
+    total = sum(_row_count(p.with_name(p.name + ".part")) for p in outputs)
+    if total == 0:
+        for p in outputs:
+            p.with_name(p.name + ".part").unlink(missing_ok=True)
+        raise InputFileError(f"{f.relpath}: no data rows (empty or header only)")
+    for p in sorted(outputs, key=lambda p: p == marker):
+        os.replace(p.with_name(p.name + ".part"), p)
+
+
+def _sync(
+    files: list[LandingFile],
+    marker_dir: Path,
+    output_dirs: list[Path],
+    stage_one: Callable[[LandingFile], None],
+    report: StagingReport,
+) -> None:
+    wanted = {f.file_id for f in files}
+    for f in files:
+        if (marker_dir / f"{f.file_id}.parquet").exists():
+            report.reused_files += 1
+        else:
+            stage_one(f)
+            report.staged_files += 1
+    for directory in output_dirs:
+        for old in directory.glob("*.parquet") if directory.is_dir() else []:
+            if old.stem not in wanted:
+                old.unlink()
+                report.removed_files += directory == marker_dir
+        for part in directory.glob("*.part") if directory.is_dir() else []:
+            part.unlink()  # left by a killed run
+
+
+def stage_focus(layout: Layout) -> StagingReport:
+    """Stage every FOCUS landing file not staged yet; drop staging of files no longer landed."""
+    files = list_landing(layout.landing_focus, FOCUS_SUFFIXES)
+    staged, quarantine = layout.staged("focus"), layout.quarantine("focus")
+    report = StagingReport()
+
+    def stage_one(f: LandingFile) -> None:
+        checked = parse.focus_problems(read_focus_raw(f))
+        outputs = {
+            quarantine / f"{f.file_id}.parquet": parse.focus_quarantine(checked),
+            staged / f"{f.file_id}.parquet": parse.focus_typed(checked),
+        }
+        _stage(outputs, f, staged / f"{f.file_id}.parquet")
+
+    _sync(files, staged, [staged, quarantine], stage_one, report)
+    write_parquet_atomic(deliveries_frame(files), layout.staged("focus_deliveries") / "deliveries.parquet")
+    report.rows["focus"] = _total_rows(staged)
+    report.quarantined_rows = _total_rows(quarantine)
+    return report
+
+
+def stage_events(layout: Layout) -> StagingReport:
+    """Stage every event landing file not staged yet into staged/llm_calls and staged/outcomes."""
+    files = list_landing(layout.landing_events, EVENT_SUFFIXES)
+    calls, outcomes, quarantine = layout.staged("llm_calls"), layout.staged("outcomes"), layout.quarantine("events")
+    report = StagingReport()
+
+    def stage_one(f: LandingFile) -> None:
+        checked = parse.events_problems(read_events_raw(f))
+        outputs = {
+            quarantine / f"{f.file_id}.parquet": parse.events_quarantine(checked),
+            outcomes / f"{f.file_id}.parquet": parse.outcomes_typed(checked),
+            calls / f"{f.file_id}.parquet": parse.llm_calls_typed(checked),
+        }
+        _stage(outputs, f, calls / f"{f.file_id}.parquet")
+
+    _sync(files, calls, [calls, outcomes, quarantine], stage_one, report)
+    report.rows["llm_calls"] = _total_rows(calls)
+    report.rows["outcomes"] = _total_rows(outcomes)
+    report.quarantined_rows = _total_rows(quarantine)
+    return report
+
+
+def _total_rows(directory: Path) -> int:
+    files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+    return sum(_row_count(p) for p in files)
+
+
+def deliveries_frame(files: list[LandingFile]) -> pl.DataFrame:
+    """Each FOCUS delivery (folder) with its rank: newer deliveries rank higher.
+
+    A delivery's time is the newest modification time among its files; ties are broken by the
+    folder name. The restatement rule uses the rank: for each billing account and billing period,
+    only the highest-ranked delivery that contains it counts."""
+    newest: dict[str, int] = {}
+    for f in files:
+        newest[f.delivery] = max(newest.get(f.delivery, 0), f.mtime_ns)
+    order = sorted(newest, key=lambda d: (newest[d], d))
+    return pl.DataFrame(
+        {
+            "delivery": order,
+            "delivery_mtime_ns": [newest[d] for d in order],
+            "delivery_rank": list(range(1, len(order) + 1)),
+        },
+        schema={"delivery": pl.String, "delivery_mtime_ns": pl.Int64, "delivery_rank": pl.Int64},
+    )
+
+
+# --- reading staging ------------------------------------------------------------------------------
+
+
+def _scan_dir(directory: Path, schema_model) -> pl.LazyFrame:
+    files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+    if not files:
+        return pl.DataFrame(schema=_polars_schema(schema_model)).lazy()
+    return pl.scan_parquet(files)
+
+
+def _polars_schema(model) -> dict[str, pl.DataType]:
+    return {name: col.dtype.type for name, col in model.to_schema().columns.items()}
+
+
+def scan_staged_focus(layout: Layout) -> pl.LazyFrame:
+    """Current FOCUS rows: staged rows of superseded deliveries removed (see deliveries_frame)."""
+    from schemas.focus import StagedFocus
+
+    rows = _scan_dir(layout.staged("focus"), StagedFocus)
+    deliveries_file = layout.staged("focus_deliveries") / "deliveries.parquet"
+    if not deliveries_file.exists():
+        return rows
+    return current_deliveries(rows, pl.scan_parquet(deliveries_file))
+
+
+def current_deliveries(rows: pl.LazyFrame, deliveries: pl.LazyFrame) -> pl.LazyFrame:
+    """Keep, per (BillingAccountId, BillingPeriodStart), the rows of its newest delivery only."""
+    key = ["BillingAccountId", "BillingPeriodStart"]
+    ranked = rows.join(deliveries.select("delivery", "delivery_rank"), on="delivery", how="left")
+    newest = ranked.group_by(key).agg(pl.col("delivery_rank").max())
+    return ranked.join(newest, on=[*key, "delivery_rank"], how="semi").drop("delivery_rank")
+
+
+def scan_staged_calls(layout: Layout) -> pl.LazyFrame:
+    from schemas.events import StagedLlmCall
+
+    return _scan_dir(layout.staged("llm_calls"), StagedLlmCall)
+
+
+def scan_staged_outcomes(layout: Layout) -> pl.LazyFrame:
+    from schemas.events import StagedOutcome
+
+    return _scan_dir(layout.staged("outcomes"), StagedOutcome)
+
+
+def scan_quarantine(layout: Layout) -> pl.LazyFrame:
+    from schemas.outputs import Quarantine
+
+    files = sorted(layout.warehouse.glob("quarantine/*/*.parquet"))
+    return pl.scan_parquet(files) if files else pl.DataFrame(schema=_polars_schema(Quarantine)).lazy()

@@ -1,0 +1,54 @@
+"""Where everything lives under the data root. Only these paths are ever written: nothing taken
+from an input file is used as a path."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA_DIR_ENV = "UNITLEDGER_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get(DATA_DIR_ENV, "data")).resolve()
+
+
+@dataclass(frozen=True)
+class Layout:
+    data_dir: Path
+
+    @property
+    def landing_focus(self) -> Path:
+        return self.data_dir / "landing" / "focus"
+
+    @property
+    def landing_events(self) -> Path:
+        return self.data_dir / "landing" / "events"
+
+    @property
+    def landing_invoices(self) -> Path:
+        return self.data_dir / "landing" / "invoices"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.data_dir / "warehouse"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def tmp(self) -> Path:
+        # Same filesystem as the tables, so a finished file can be renamed into place atomically.
+        return self.warehouse / "_tmp"
+
+    def staged(self, name: str) -> Path:
+        """Per-landing-file typed Parquet: staged/focus, staged/llm_calls, staged/outcomes."""
+        return self.warehouse / "staged" / name
+
+    def quarantine(self, source: str) -> Path:
+        return self.warehouse / "quarantine" / source
+
+    def table(self, name: str) -> Path:
+        return self.warehouse / name

@@ -1,0 +1,227 @@
+"""The pipeline's steps: read staging, call the pure transforms, validate, publish atomically.
+
+Dagster assets (pipelines/) are thin wrappers around these functions; the CLI runs the assets, and
+the benchmark calls these same functions, so there is one implementation.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import polars as pl
+
+from schemas import CostPerIntent, CostPerSuccess, IntentCosts, RequestCosts, StagedFocus, StagedLlmCall, StagedOutcome
+from unitledger import landing, transforms
+from unitledger.config import Settings
+from unitledger.layout import Layout
+from unitledger.storage import Spill, clear_scratch
+from unitledger.validation import CheckOutcome, validate
+
+DAILY_TABLES = {
+    "request_costs": RequestCosts,
+    "intent_costs": IntentCosts,
+    "cost_per_intent": CostPerIntent,
+    "cost_per_success": CostPerSuccess,
+}
+
+
+def polars_schema(model) -> dict[str, pl.DataType]:
+    return {name: col.dtype.type for name, col in model.to_schema().columns.items()}
+
+
+@dataclass
+class StepResult:
+    """What a step produced: per table metadata, check outcomes, and seconds per stage."""
+
+    tables: dict[str, dict] = field(default_factory=dict)
+    checks: dict[str, list[CheckOutcome]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for outcomes in self.checks.values() for c in outcomes)
+
+    def failures(self) -> list[str]:
+        return [f"{table}.{c.name}: {c.description}" for table, cs in self.checks.items() for c in cs if not c.passed]
+
+    @contextmanager
+    def timed(self, stage: str):
+        began = time.perf_counter()
+        yield
+        self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - began
+
+
+# --- staging ------------------------------------------------------------------------------------
+
+
+def stage_billing(layout: Layout) -> StepResult:
+    """Stage new FOCUS landing files; validate what staging holds."""
+    result = StepResult()
+    with result.timed("ingest"):
+        report = landing.stage_focus(layout)
+    with result.timed("validate"):
+        check = validate(StagedFocus, landing.scan_staged_focus(layout), "schema")
+    result.checks["staged_billing"] = [check]
+    result.tables["staged_billing"] = {
+        "files_staged": report.staged_files,
+        "files_unchanged": report.reused_files,
+        "files_removed": report.removed_files,
+        "dagster/row_count": report.rows["focus"],
+        "quarantined_rows": report.quarantined_rows,
+    }
+    return result
+
+
+def stage_events(layout: Layout) -> StepResult:
+    """Stage new event landing files; validate what staging holds."""
+    result = StepResult()
+    with result.timed("ingest"):
+        report = landing.stage_events(layout)
+    with result.timed("validate"):
+        checks = [
+            validate(StagedLlmCall, landing.scan_staged_calls(layout), "llm_call_schema"),
+            validate(StagedOutcome, landing.scan_staged_outcomes(layout), "outcome_schema"),
+        ]
+    result.checks["staged_events"] = checks
+    result.tables["staged_events"] = {
+        "files_staged": report.staged_files,
+        "files_unchanged": report.reused_files,
+        "files_removed": report.removed_files,
+        "llm_calls": report.rows["llm_calls"],
+        "outcomes": report.rows["outcomes"],
+        "dagster/row_count": report.rows["llm_calls"] + report.rows["outcomes"],
+        "quarantined_rows": report.quarantined_rows,
+    }
+    return result
+
+
+# --- daily tables -------------------------------------------------------------------------------
+
+
+def _money_total(frame: pl.LazyFrame, column: str) -> dict[str, str]:
+    """Exact per-currency total of a money column, as text (Dagster metadata has no decimal type)."""
+    totals = (
+        frame.group_by("billing_currency")
+        .agg(pl.col(column).sum())
+        .filter(pl.col("billing_currency").is_not_null())
+        .sort("billing_currency")
+        .collect()
+    )
+    return {row["billing_currency"]: str(row[column]) for row in totals.iter_rows(named=True)}
+
+
+def build_daily_tables(layout: Layout, settings: Settings, start: date, end_inclusive: date) -> StepResult:
+    """Compute request_costs, intent_costs, cost_per_intent and cost_per_success for the dates
+    [start, end_inclusive]; validate them; publish them only if every check passed."""
+    result = StepResult()
+    end = end_inclusive + timedelta(days=1)
+    keys = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days)]
+    lo, hi = transforms.with_lookaround(start, end)
+    clear_scratch(layout.tmp)
+    spills = {name: Spill(layout.tmp, name, "date") for name in DAILY_TABLES}
+    joined_spill = Spill(layout.tmp, "joined", "date")
+    try:
+        with result.timed("join"):
+            calls = transforms.dedupe_calls(landing.scan_staged_calls(layout).filter(transforms.in_dates("call_date", lo, hi)))
+            billing = landing.scan_staged_focus(layout).filter(transforms.in_dates("charge_date", lo, hi))
+            joined = transforms.join_requests(calls, transforms.billing_by_request(billing))
+            # Spilled once: request_costs and intents both read it.
+            joined_schema = joined.collect_schema()
+            joined_spill.sink(joined)
+            joined = joined_spill.scan(dict(joined_schema))
+            spills["request_costs"].sink(transforms.request_costs(joined, start, end))
+        with result.timed("intents"):
+            sessions = joined.select("session_id").filter(pl.col("session_id").is_not_null()).unique()
+            outcomes = transforms.latest_outcomes(
+                landing.scan_staged_outcomes(layout).join(sessions, on="session_id", how="semi")
+            )
+            intents = transforms.intent_costs(joined, outcomes, settings.labor_table(), start, end)
+            spills["intent_costs"].sink(intents)
+            intents = spills["intent_costs"].scan(polars_schema(IntentCosts))
+        with result.timed("features"):
+            pl.collect_all(
+                [
+                    spills["cost_per_intent"].sink(transforms.cost_per_intent(intents), lazy=True),
+                    spills["cost_per_success"].sink(transforms.cost_per_success(intents), lazy=True),
+                ]
+            )
+        with result.timed("validate"):
+            for name, model in DAILY_TABLES.items():
+                frame = spills[name].scan(polars_schema(model))
+                checks = [validate(model, frame)]
+                if name == "request_costs":
+                    checks.append(conservation_check(frame, billing, calls, start, end))
+                if name == "intent_costs":
+                    checks.append(single_currency_check(joined))
+                result.checks[name] = checks
+        if result.passed:
+            with result.timed("write"):
+                for name, model in DAILY_TABLES.items():
+                    frame = spills[name].scan(polars_schema(model))
+                    meta: dict = {"dates": f"{keys[0]}..{keys[-1]}"}
+                    if "total_cost" in polars_schema(model):
+                        meta["total_cost"] = _money_total(frame, "total_cost")
+                    if name == "request_costs":
+                        meta["effective_cost"] = _money_total(frame, "effective_cost")
+                        meta["billed_cost"] = _money_total(frame, "billed_cost")
+                    counts = spills[name].publish(layout.table(name), keys, polars_schema(model))
+                    meta["dagster/row_count"] = sum(counts.values())
+                    result.tables[name] = meta
+        return result
+    finally:
+        for spill in [*spills.values(), joined_spill]:
+            spill.cleanup()
+
+
+def conservation_check(
+    request_costs: pl.LazyFrame, billing: pl.LazyFrame, calls: pl.LazyFrame, start: date, end: date
+) -> CheckOutcome:
+    """Per day and currency, request_costs' cost equals the FOCUS rows with a request id assigned
+    to that day, computed row by row (transforms.billed_cost_by_assigned_day), exactly."""
+    money = ["billed_cost", "effective_cost", "list_cost"]
+    ours = (
+        request_costs.filter(pl.col("billing_rows") > 0)
+        .group_by("date", "billing_currency")
+        .agg([pl.col(c).sum() for c in money])
+    )
+    theirs = transforms.billed_cost_by_assigned_day(billing, calls, start, end)
+    compared = (
+        ours.join(theirs, on=["date", "billing_currency"], how="full", coalesce=True, suffix="_focus")
+        .filter(pl.any_horizontal([pl.col(c).fill_null(0) != pl.col(f"{c}_focus").fill_null(0) for c in money]))
+        .sort("date", "billing_currency")
+        .collect()
+    )
+    if compared.is_empty():
+        return CheckOutcome("conservation", True, "request_costs holds every billed cent of its days exactly once")
+    first = compared.row(0, named=True)
+    return CheckOutcome(
+        "conservation",
+        False,
+        f"{compared.height} (day, currency) totals differ; first {first['date']} {first['billing_currency']}: "
+        f"request_costs {first['effective_cost']} vs FOCUS {first['effective_cost_focus']} (EffectiveCost)",
+        {"mismatches": compared.height},
+    )
+
+
+def single_currency_check(joined: pl.LazyFrame) -> CheckOutcome:
+    """An intent's cost is one currency's: a session billed in two currencies cannot be summed."""
+    mixed = (
+        joined.filter(pl.col("session_id").is_not_null() & pl.col("billing_currency").is_not_null())
+        .group_by("session_id")
+        .agg(pl.col("billing_currency").n_unique().alias("currencies"))
+        .filter(pl.col("currencies") > 1)
+        .select("session_id")
+        .sort("session_id")
+        .head(5)
+        .collect()
+    )
+    if mixed.is_empty():
+        return CheckOutcome("single_currency", True, "every intent is billed in one currency")
+    return CheckOutcome(
+        "single_currency",
+        False,
+        f"sessions billed in more than one currency (first: {', '.join(mixed['session_id'])})",
+    )

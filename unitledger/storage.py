@@ -1,0 +1,112 @@
+"""Atomic Parquet writes. Readers see a partition's old file or its new one, never a mix or a
+half-written file: every file is written beside its target under a name no reader globs (no
+`.parquet` suffix), then renamed over it (rename is atomic on POSIX filesystems).
+
+A table is `<table>/<key>=<value>/data.parquet`, hive style; the key is not stored in the file.
+Outputs are first spilled to a scratch folder, validated there, and only then published.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import polars as pl
+
+PARTITION_FILE = "data.parquet"
+
+
+def _tmp_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
+
+def write_parquet_atomic(frame: pl.DataFrame | pl.LazyFrame, target: Path) -> None:
+    """Write `frame` to `target` atomically (streaming when it is lazy)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(target)
+    try:
+        if isinstance(frame, pl.LazyFrame):
+            frame.sink_parquet(tmp)
+        else:
+            frame.write_parquet(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def partition_file(table_dir: Path, key: str, value: str) -> Path:
+    return table_dir / f"{key}={value}" / PARTITION_FILE
+
+
+def scan_partitions(table_dir: Path, key: str, values: Iterable[str], key_dtype: pl.DataType = pl.Date) -> pl.LazyFrame | None:
+    """The given partitions of a table (those that exist) with the key column restored, or None."""
+    files = [f for f in (partition_file(table_dir, key, str(v)) for v in values) if f.exists()]
+    if not files:
+        return None
+    return pl.scan_parquet(files, hive_partitioning=True, hive_schema={key: key_dtype})
+
+
+class Spill:
+    """A table's new partitions, written to scratch before they replace the published ones."""
+
+    def __init__(self, scratch: Path, name: str, key: str, key_dtype: pl.DataType = pl.Date):
+        self.dir = scratch / f"{name}-{os.getpid()}-{uuid.uuid4().hex}"
+        self.key = key
+        self.key_dtype = key_dtype
+
+    def sink(self, frame: pl.LazyFrame, *, lazy: bool = False) -> pl.LazyFrame | None:
+        """Write `frame` hive-partitioned by the key (lazily, to run several sinks in one pass)."""
+        frame = frame.with_columns(pl.col(self.key).cast(pl.String))
+        target = pl.PartitionBy(self.dir, key=self.key, include_key=False)
+        return frame.sink_parquet(target, mkdir=True, lazy=lazy)
+
+    def scan(self, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
+        files = sorted(self.dir.glob("*/*.parquet"))
+        if not files:
+            return pl.DataFrame(schema=schema).lazy()
+        return pl.scan_parquet(files, hive_partitioning=True, hive_schema={self.key: self.key_dtype})
+
+    def publish(self, table_dir: Path, keys: Iterable[str], schema: dict[str, pl.DataType]) -> dict[str, int]:
+        """Replace partition `key=k` of `table_dir` for every k in `keys` (one rename each).
+
+        A key without rows gets an empty file, so rows a re-run no longer produces disappear.
+        Returns the row count of each published partition."""
+        counts: dict[str, int] = {}
+        empty = pl.DataFrame(schema={n: t for n, t in schema.items() if n != self.key})
+        for k in map(str, keys):
+            produced = sorted((self.dir / f"{self.key}={k}").glob("*.parquet"))
+            target = partition_file(table_dir, self.key, k)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if len(produced) == 1:
+                os.replace(produced[0], target)
+            else:
+                write_parquet_atomic(pl.scan_parquet(produced) if produced else empty, target)
+            counts[k] = pl.scan_parquet(target).select(pl.len()).collect().item()
+        return counts
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def clear_scratch(scratch: Path) -> None:
+    """Remove what killed runs left in scratch (only folders of processes no longer alive)."""
+    if not scratch.is_dir():
+        return
+    for entry in scratch.iterdir():
+        parts = entry.name.rsplit("-", 2)
+        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+        if pid is None or not _alive(pid):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,44 @@
+"""Pandera validation with data checks forced on (on a LazyFrame Pandera checks only the schema
+by default), reported as a pass/fail outcome with the first failure cases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandera.polars as pa
+import polars as pl
+from pandera.config import ValidationDepth, config_context
+
+
+@dataclass
+class CheckOutcome:
+    name: str
+    passed: bool
+    description: str
+    metadata: dict = field(default_factory=dict)
+
+
+def validate(model: type[pa.DataFrameModel], frame: pl.LazyFrame, name: str = "schema") -> CheckOutcome:
+    """Validate `frame` (types, values and dataframe checks) against `model`."""
+    try:
+        with config_context(validation_depth=ValidationDepth.SCHEMA_AND_DATA):
+            model.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        shown = cases.head(20).select(pl.all().cast(pl.String))
+        return CheckOutcome(
+            name,
+            False,
+            f"{model.__name__}: {cases.height} failure case(s); first: {_describe(shown)}",
+            {"failure_cases": cases.height, "first_failures": shown.write_csv()},
+        )
+    except pa.errors.SchemaError as exc:
+        return CheckOutcome(name, False, f"{model.__name__}: {exc}", {"failure_cases": 1})
+    return CheckOutcome(name, True, f"{model.__name__}: all checks passed")
+
+
+def _describe(cases: pl.DataFrame) -> str:
+    if cases.is_empty():
+        return "none"
+    row = cases.row(0, named=True)
+    return f"column {row.get('column')}, check {row.get('check')}, value {row.get('failure_case')}, row {row.get('index')}"

@@ -1,0 +1,45 @@
+"""The data dictionary, generated from the Pandera models the pipeline validates with."""
+
+from __future__ import annotations
+
+import pandera.polars as pa
+
+import schemas
+
+# Published tables in the order a reader meets them, with their partition key.
+TABLES: dict[str, tuple[type[pa.DataFrameModel], str]] = {
+    "request_costs": (schemas.RequestCosts, "date"),
+    "intent_costs": (schemas.IntentCosts, "date"),
+    "cost_per_intent": (schemas.CostPerIntent, "date"),
+    "cost_per_success": (schemas.CostPerSuccess, "date"),
+    "quarantine": (schemas.Quarantine, "none"),
+}
+
+
+def _dtype(column) -> str:
+    return str(column.dtype).replace("Decimal(precision=38, scale=18)", "Decimal(38,18)")
+
+
+def columns(model: type[pa.DataFrameModel]) -> list[tuple[str, str, bool, str]]:
+    """(name, type, nullable, description) for every column of `model`."""
+    return [(name, _dtype(col), col.nullable, col.description or "") for name, col in model.to_schema().columns.items()]
+
+
+def render_markdown() -> str:
+    lines = [
+        "# Data dictionary",
+        "",
+        "Generated from the Pandera models in `schemas/` (`unitledger tables --markdown`); the pipeline",
+        "validates every table with the same models, so this page cannot drift from the data.",
+        "",
+        "Money columns are `Decimal(38,18)`: exact, in the row's `billing_currency`, never summed across",
+        "currencies. Ratios are `Float64`, computed from the exact sums stored beside them: to",
+        "re-aggregate, sum the numerators and denominators, never average the ratios.",
+        "",
+    ]
+    for table, (model, key) in TABLES.items():
+        lines += [f"## {table}", "", (model.__doc__ or "").strip(), "", f"Partitioned by: `{key}`.", ""]
+        lines += ["| column | type | nullable | meaning |", "|---|---|---|---|"]
+        lines += [f"| `{n}` | {t} | {'yes' if nullable else 'no'} | {d} |" for n, t, nullable, d in columns(model)]
+        lines.append("")
+    return "\n".join(lines)

@@ -332,14 +332,14 @@ def reaggregate_cost_per_success(rows: pl.LazyFrame, grain: list[str]) -> pl.Laz
     """cost_per_success rows summed to a coarser grain (e.g. a month): the sums and moments are
     added and the ratios and interval recomputed from them, never averaged."""
     return cost_per_success_ratios(_resum(rows, grain, _SUCCESS_SUMS)).select(
-        *grain, *[c for c in _success_columns() if c not in grain and c != "date"]
+        *grain, *[c for c in _success_columns() if c not in GRAIN]
     )
 
 
 def reaggregate_cost_per_intent(rows: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
     """cost_per_intent rows summed to a coarser grain, ratios recomputed from the sums."""
     return cost_per_intent_ratios(_resum(rows, grain, _INTENT_SUMS)).select(
-        *grain, *[c for c in _intent_columns() if c not in grain and c != "date"]
+        *grain, *[c for c in _intent_columns() if c not in GRAIN]
     )
 
 

@@ -1,0 +1,263 @@
+"""Pure transforms on tiny hand-built frames; every expectation is computed by hand in the test."""
+
+import math
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import polars as pl
+import pytest
+
+from schemas.types import MONEY, TIMESTAMP
+from unitledger import transforms
+from unitledger.config import LaborCost, Settings
+
+DAY = date(2026, 3, 2)
+NEXT = DAY + timedelta(days=1)
+
+
+def calls_frame(rows: list[dict]) -> pl.LazyFrame:
+    """StagedLlmCall-shaped frame; each row gives at least request_id, session_id, timestamp."""
+    full = []
+    for i, row in enumerate(rows):
+        ts = row["timestamp"]
+        full.append(
+            {
+                "source_file": row.get("source_file", "ev.jsonl"),
+                "source_line": row.get("source_line", i + 1),
+                "event_id": row.get("event_id", f"e-{row['request_id']}"),
+                "timestamp": ts,
+                "call_date": ts.date(),
+                "request_id": row["request_id"],
+                "session_id": row["session_id"],
+                "feature_tag": row.get("feature_tag", "chat"),
+                "provider": "p",
+                "model": row.get("model", "m"),
+                "model_version": row.get("model_version", "m-1"),
+                "prompt_version": row.get("prompt_version", "v1"),
+                "input_tokens": 10,
+                "output_tokens": 5,
+                "cache_read_input_tokens": 0,
+                "cache_write_input_tokens": 0,
+                "attempt": row.get("attempt", 1),
+                "status": row.get("status", "ok"),
+            }
+        )
+    return pl.DataFrame(full, schema_overrides={"timestamp": TIMESTAMP}).lazy()
+
+
+def billing_frame(rows: list[tuple[str | None, str, str, date]]) -> pl.LazyFrame:
+    """(request_id, effective_cost, currency, charge_date) rows, BilledCost = ListCost = EffectiveCost."""
+    return pl.DataFrame(
+        {
+            "x_RequestId": [r[0] for r in rows],
+            "BilledCost": [Decimal(r[1]) for r in rows],
+            "EffectiveCost": [Decimal(r[1]) for r in rows],
+            "ListCost": [Decimal(r[1]) for r in rows],
+            "BillingCurrency": [r[2] for r in rows],
+            "BillingAccountId": ["acct-eu" if r[2] == "EUR" else "acct-us" for r in rows],
+            "charge_date": [r[3] for r in rows],
+            "x_FeatureTag": ["chat"] * len(rows),
+            "x_ModelVersion": ["m-1"] * len(rows),
+            "x_PromptVersion": ["v1"] * len(rows),
+            "ServiceProviderName": ["P"] * len(rows),
+        },
+        schema_overrides={"BilledCost": MONEY, "EffectiveCost": MONEY, "ListCost": MONEY},
+    ).lazy()
+
+
+def outcomes_frame(rows: list[tuple[str, bool, datetime]], escalated: bool | None = None) -> pl.LazyFrame:
+    return pl.DataFrame(
+        {
+            "source_file": ["ev.jsonl"] * len(rows),
+            "source_line": list(range(1, len(rows) + 1)),
+            "event_id": [f"o{i}" for i in range(len(rows))],
+            "timestamp": [r[2] for r in rows],
+            "session_id": [r[0] for r in rows],
+            "feature_tag": ["chat"] * len(rows),
+            "success": [r[1] for r in rows],
+            "escalated": [(not r[1]) if escalated is None else escalated for r in rows],
+            "signal": ["explicit"] * len(rows),
+        },
+        schema={
+            "source_file": pl.String, "source_line": pl.Int64, "event_id": pl.String, "timestamp": TIMESTAMP,
+            "session_id": pl.String, "feature_tag": pl.String, "success": pl.Boolean, "escalated": pl.Boolean,
+            "signal": pl.String,
+        },
+    ).lazy()
+
+
+def labor(amounts: dict[tuple[str | None, str], str]) -> pl.LazyFrame:
+    costs = tuple(LaborCost(currency, feature, Decimal(v)) for (feature, currency), v in amounts.items())
+    return Settings(path=None, start_date=DAY, labor=costs).labor_table()
+
+
+def at(hour: int, minute: int = 0, day: date = DAY) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=timezone.utc)
+
+
+def build(calls, billing, outcomes, labor_table, start=DAY, end=NEXT):
+    joined = transforms.join_requests(transforms.dedupe_calls(calls), transforms.billing_by_request(billing))
+    latest = transforms.latest_outcomes(outcomes)
+    intents = transforms.intent_costs(joined, latest, labor_table, start, end)
+    return joined, intents
+
+
+def test_budget_vs_frontier_worked_example():
+    """Cheap model: 5 turns at $0.01, 70% success; frontier: 1 turn at $0.20, 95% success;
+    a failure costs $15 of labor. 20 sessions each.
+
+    cheap:    tokens 20 × 5 × 0.01 = 1.00; 14 successes, 6 failures → labor 90.00;
+              cost per success = 91.00 / 14 = 6.50 (token cost per success 1.00 / 14 ≈ 0.0714)
+    frontier: tokens 20 × 0.20 = 4.00; 19 successes, 1 failure → labor 15.00;
+              cost per success = 19.00 / 19 = 1.00 (token cost per success 4.00 / 19 ≈ 0.2105)
+    Per token the budget model wins; per success the frontier model wins 6.5×."""
+    calls, billing, outcomes = [], [], []
+    for model, turns, price, successes in (("budget", 5, "0.01", 14), ("frontier", 1, "0.20", 19)):
+        for s in range(20):
+            session = f"{model}-{s}"
+            for t in range(turns):
+                request = f"{session}-{t}"
+                calls.append({"request_id": request, "session_id": session, "timestamp": at(9, t), "model_version": model})
+                billing.append((request, price, "USD", DAY))
+            outcomes.append((session, s < successes, at(12)))
+    _, intents = build(calls_frame(calls), billing_frame(billing), outcomes_frame(outcomes), labor({(None, "USD"): "15.00"}))
+    table = transforms.cost_per_success(intents).collect().sort("model_version")
+    budget, frontier = table.row(0, named=True), table.row(1, named=True)
+
+    assert budget["model_version"] == "budget"
+    assert (budget["successes"], budget["failures"], budget["labeled_intents"]) == (14, 6, 20)
+    assert budget["token_cost"] == Decimal("1.00")
+    assert budget["labor_cost"] == Decimal("90.00")
+    assert budget["total_cost"] == Decimal("91.00")
+    assert budget["cost_per_success"] == pytest.approx(6.5)
+    assert budget["token_cost_per_success"] == pytest.approx(1 / 14)
+    assert budget["success_rate"] == pytest.approx(0.7)
+
+    assert (frontier["successes"], frontier["failures"]) == (19, 1)
+    assert frontier["total_cost"] == Decimal("19.00")
+    assert frontier["cost_per_success"] == pytest.approx(1.0)
+    assert frontier["token_cost_per_success"] == pytest.approx(4 / 19)
+    assert frontier["cost_per_success"] < budget["cost_per_success"]
+    assert frontier["token_cost_per_success"] > budget["token_cost_per_success"]
+
+
+def test_confidence_interval_matches_delta_method_computed_directly():
+    """Unequal intent costs; the interval is recomputed here from the per-intent values."""
+    costs = ["0.10", "0.30", "0.20", "0.50", "0.40", "0.15", "0.25", "0.35"]
+    success = [True, True, False, True, False, True, True, False]
+    calls = [{"request_id": f"r{i}", "session_id": f"s{i}", "timestamp": at(8, i)} for i in range(len(costs))]
+    billing = [(f"r{i}", c, "USD", DAY) for i, c in enumerate(costs)]
+    outcomes = [(f"s{i}", ok, at(20)) for i, ok in enumerate(success)]
+    _, intents = build(calls_frame(calls), billing_frame(billing), outcomes_frame(outcomes), labor({(None, "USD"): "1.00"}))
+    row = transforms.cost_per_success(intents).collect().row(0, named=True)
+
+    x = [float(c) + (0.0 if ok else 1.0) for c, ok in zip(costs, success)]  # token + labor
+    y = [1.0 if ok else 0.0 for ok in success]
+    n = len(x)
+    r = sum(x) / sum(y)
+    ybar = sum(y) / n
+    residual_var = sum((xi - r * yi) ** 2 for xi, yi in zip(x, y)) / (n - 1)
+    se = math.sqrt(residual_var / (n * ybar**2))
+    assert row["cost_per_success"] == pytest.approx(r)
+    assert row["ci95_low"] == pytest.approx(r - 1.959963984540054 * se)
+    assert row["ci95_high"] == pytest.approx(r + 1.959963984540054 * se)
+    assert row["sample_ok"] is False
+
+
+def test_duplicate_events_count_once_and_latest_label_wins():
+    calls = [
+        {"request_id": "r1", "session_id": "s1", "timestamp": at(9)},
+        {"request_id": "r1", "session_id": "s1", "timestamp": at(9), "source_file": "again.jsonl"},  # redelivered
+        {"request_id": "r2", "session_id": "s1", "timestamp": at(9, 5), "attempt": 2},
+    ]
+    billing = [("r1", "0.10", "USD", DAY), ("r1", "0.05", "USD", DAY), ("r2", "0.10", "USD", DAY)]
+    outcomes = [("s1", True, at(12)), ("s1", False, at(12, 30, NEXT)), ("s1", True, at(11))]  # corrected later
+    joined, intents = build(calls_frame(calls), billing_frame(billing), outcomes_frame(outcomes), labor({(None, "USD"): "7.00"}))
+    requests = transforms.request_costs(joined, DAY, NEXT).collect().sort("request_id")
+    assert requests["request_id"].to_list() == ["r1", "r2"]
+    assert requests["effective_cost"].to_list() == [Decimal("0.15"), Decimal("0.10")]
+    assert requests["billing_rows"].to_list() == [2, 1]
+    row = intents.collect().row(0, named=True)
+    assert (row["requests"], row["turns"], row["retries"]) == (2, 1, 1)
+    assert row["outcome"] == "failure"
+    assert row["token_cost"] == Decimal("0.25")
+    assert row["labor_cost"] == Decimal("7.00")
+    assert row["total_cost"] == Decimal("7.25")
+
+
+def test_match_status_and_dates_of_each_side():
+    calls = [
+        {"request_id": "both", "session_id": "s1", "timestamp": at(23, 59)},
+        {"request_id": "tel", "session_id": "s1", "timestamp": at(0, 1, NEXT)},
+    ]
+    billing = [("both", "0.10", "USD", NEXT), ("bill", "0.30", "USD", DAY), (None, "9.99", "USD", DAY)]
+    joined, _ = build(calls_frame(calls), billing_frame(billing), outcomes_frame([]), labor({(None, "USD"): "1"}))
+    day = transforms.request_costs(joined, DAY, NEXT).collect().sort("request_id")
+    assert day["request_id"].to_list() == ["bill", "both"]
+    assert day["match_status"].to_list() == ["billing_only", "matched"]
+    # billed on the next day, but a request belongs to its call's date
+    assert day["effective_cost"].to_list() == [Decimal("0.30"), Decimal("0.10")]
+    nxt = transforms.request_costs(joined, NEXT, NEXT + timedelta(days=1)).collect()
+    assert nxt["request_id"].to_list() == ["tel"]
+    assert nxt["match_status"].to_list() == ["telemetry_only"]
+    assert nxt["effective_cost"].to_list() == [None]
+
+
+def test_session_crossing_midnight_belongs_to_its_first_day_once():
+    calls = [
+        {"request_id": "a", "session_id": "late", "timestamp": at(23, 50), "model_version": "old"},
+        {"request_id": "b", "session_id": "late", "timestamp": at(0, 10, NEXT), "model_version": "new"},
+        {"request_id": "c", "session_id": "next", "timestamp": at(1, 0, NEXT)},
+    ]
+    billing = [("a", "0.10", "USD", DAY), ("b", "0.20", "USD", NEXT), ("c", "0.40", "USD", NEXT)]
+    args = (calls_frame(calls), billing_frame(billing), outcomes_frame([]), labor({(None, "USD"): "1"}))
+    _, first = build(*args, start=DAY, end=NEXT)
+    _, second = build(*args, start=NEXT, end=NEXT + timedelta(days=1))
+    first, second = first.collect(), second.collect()
+    assert first["session_id"].to_list() == ["late"]
+    assert first["token_cost"].to_list() == [Decimal("0.30")]  # both calls, across midnight
+    assert first["model_version"].to_list() == ["new"]  # the last call's version
+    assert first["date"].to_list() == [DAY]
+    assert second["session_id"].to_list() == ["next"]  # "late" is not counted again
+
+
+def test_currencies_never_mix_and_unbilled_intents_have_no_money():
+    calls = [
+        {"request_id": "u", "session_id": "us", "timestamp": at(9)},
+        {"request_id": "e", "session_id": "eu", "timestamp": at(9)},
+        {"request_id": "n", "session_id": "none", "timestamp": at(9)},
+    ]
+    billing = [("u", "0.50", "USD", DAY), ("e", "0.40", "EUR", DAY)]
+    outcomes = [("us", False, at(12)), ("eu", False, at(12)), ("none", False, at(12))]
+    table = labor({(None, "USD"): "10.00", ("chat", "EUR"): "8.00", (None, "EUR"): "99.00"})
+    _, intents = build(calls_frame(calls), billing_frame(billing), outcomes_frame(outcomes), table)
+    by_session = {r["session_id"]: r for r in intents.collect().iter_rows(named=True)}
+    assert by_session["us"]["total_cost"] == Decimal("10.50")
+    assert by_session["eu"]["total_cost"] == Decimal("8.40")  # the feature's EUR amount, not the default
+    assert by_session["none"]["billing_currency"] is None
+    assert by_session["none"]["token_cost"] is None and by_session["none"]["labor_cost"] is None
+    per_intent = transforms.cost_per_intent(intents).collect()
+    assert per_intent.height == 3
+    assert set(per_intent["billing_currency"].to_list()) == {"EUR", "USD", None}
+    unbilled = per_intent.filter(pl.col("billing_currency").is_null()).row(0, named=True)
+    assert unbilled["intents"] == 1 and unbilled["total_cost"] is None and unbilled["cost_per_intent"] is None
+
+
+def test_reaggregation_sums_then_divides():
+    """Two days: re-aggregated cost per success is Σcost / Σsuccesses, not the mean of the ratios."""
+    calls, billing, outcomes = [], [], []
+    for day, n_success, price in ((DAY, 1, "1.00"), (NEXT, 3, "1.00")):
+        for s in range(4):
+            sid = f"{day}-{s}"
+            calls.append({"request_id": sid, "session_id": sid, "timestamp": at(9, s, day)})
+            billing.append((sid, price, "USD", day))
+            outcomes.append((sid, s < n_success, at(20, 0, day)))
+    args = (calls_frame(calls), billing_frame(billing), outcomes_frame(outcomes), labor({(None, "USD"): "0"}))
+    _, intents = build(*args, start=DAY, end=NEXT + timedelta(days=1))
+    daily = transforms.cost_per_success(intents)
+    both = transforms.reaggregate_cost_per_success(daily, ["feature_tag", "billing_currency"]).collect().row(0, named=True)
+    assert both["successes"] == 4 and both["total_cost"] == Decimal("8.00")
+    assert both["cost_per_success"] == pytest.approx(2.0)  # mean of daily ratios would be (4 + 4/3) / 2
+    direct = transforms.cost_per_success(intents.with_columns(date=pl.lit(DAY))).collect().row(0, named=True)
+    assert both["ci95_low"] == pytest.approx(direct["ci95_low"])
+    assert both["ci95_high"] == pytest.approx(direct["ci95_high"])

@@ -141,7 +141,6 @@ def read_events_raw(f: LandingFile) -> pl.LazyFrame:
     if f.relpath.lower().endswith(".parquet"):
         raw = _scan_parquet_as_text(f, parse.EVENT_FIELDS)
     else:
-        _check_json_lines(f)
         struct = pl.Struct({name: pl.String for name in parse.EVENT_FIELDS})
         raw = (
             pl.scan_lines(f.path, name="_json")
@@ -156,10 +155,10 @@ def read_events_raw(f: LandingFile) -> pl.LazyFrame:
     ).with_columns(source_file=pl.lit(f.relpath), source_line=pl.col("source_line").cast(pl.Int64))
 
 
-def _check_json_lines(f: LandingFile) -> None:
-    """Fail with the file and line of the first line that is not a JSON object.
+def _first_bad_json_line(f: LandingFile) -> InputFileError | None:
+    """The file and line of the first line that is not a JSON object, or None.
 
-    Streams the file once; Polars' own JSON error does not say which line is broken."""
+    Only called once Polars has failed on the file: its JSON error does not say which line."""
     opener: Callable = gzip.open if f.relpath.lower().endswith(".gz") else open
     with opener(f.path, "rb") as fh:
         for number, line in enumerate(fh, start=1):
@@ -168,9 +167,10 @@ def _check_json_lines(f: LandingFile) -> None:
             try:
                 value = json.loads(line)
             except (ValueError, UnicodeDecodeError) as exc:
-                raise InputFileError(f"{f.relpath}: line {number}: not valid JSON ({exc})") from exc
+                return InputFileError(f"{f.relpath}: line {number}: not valid JSON ({exc})")
             if not isinstance(value, dict):
-                raise InputFileError(f"{f.relpath}: line {number}: not a JSON object")
+                return InputFileError(f"{f.relpath}: line {number}: not a JSON object")
+    return None
 
 
 # --- staging ------------------------------------------------------------------------------------
@@ -198,7 +198,8 @@ def _stage(outputs: dict[Path, pl.LazyFrame], f: LandingFile, marker: Path) -> N
     except Exception as exc:
         for p in outputs:
             p.with_name(p.name + ".part").unlink(missing_ok=True)
-        raise InputFileError(f"{f.relpath}: cannot be read ({_first_line(exc)})") from exc
+        located = _first_bad_json_line(f) if ".jsonl" in f.relpath.lower() else None
+        raise (located or InputFileError(f"{f.relpath}: cannot be read ({_first_line(exc)})")) from exc
     total = sum(_row_count(p.with_name(p.name + ".part")) for p in outputs)
     if total == 0:
         for p in outputs:

@@ -7,6 +7,8 @@ a quarantine record naming the columns and the reasons.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import polars as pl
 
 from schemas.types import (
@@ -81,6 +83,17 @@ EVENT_FIELDS = ("event_type",) + tuple(dict.fromkeys(LLM_CALL_FIELDS + OUTCOME_F
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens")
 
 _EXTRA_SCALE = 24  # parse again at a finer scale to detect digits that MONEY would cut off
+# Timestamp shapes Polars parses on its fixed-width fast path, by byte length: FOCUS exports
+# ("...T10:00:00Z"), event timestamps with microseconds, and naive "YYYY-MM-DD HH:MM:SS".
+_FIXED_WIDTH_TIMESTAMPS = {20: "%Y-%m-%dT%H:%M:%SZ", 27: "%Y-%m-%dT%H:%M:%S.%6fZ", 19: "%Y-%m-%d %H:%M:%S"}
+
+
+class Problem(NamedTuple):
+    """One way a row can be wrong. `condition` (a Boolean, never null) is evaluated on every row;
+    `message` only on the rows that failed, when their quarantine record is written."""
+
+    condition: pl.Expr
+    message: pl.Expr
 
 
 def parse_decimal(text: pl.Expr) -> pl.Expr:
@@ -88,18 +101,24 @@ def parse_decimal(text: pl.Expr) -> pl.Expr:
     return text.str.strip_chars().str.to_decimal(scale=MONEY.scale)
 
 
+def _decimal_problems(text: pl.Expr, value: pl.Expr) -> list[Problem]:
+    """Problems of a money cell `text` whose parse_decimal is `value` (passed in: parsed once)."""
+    finer = text.str.strip_chars().str.to_decimal(scale=_EXTRA_SCALE)
+    unparsed = text.is_not_null() & value.is_null()
+    too_precise = text.is_not_null() & finer.is_not_null() & (finer != value.cast(pl.Decimal(38, _EXTRA_SCALE)))
+    return [
+        _problem(unparsed, pl.lit("is not a decimal number: ") + text.str.slice(0, 40)),
+        _problem(~unparsed & too_precise, pl.lit(f"has more than {MONEY.scale} decimal places: ") + text.str.slice(0, 40)),
+    ]
+
+
 def decimal_problem(text: pl.Expr) -> pl.Expr:
     """Message for a non-null cell that is not an exact decimal at MONEY's scale, else null."""
-    stripped = text.str.strip_chars()
-    value = stripped.str.to_decimal(scale=MONEY.scale)
-    finer = stripped.str.to_decimal(scale=_EXTRA_SCALE)
-    too_precise = finer.is_not_null() & (finer != value.cast(pl.Decimal(38, _EXTRA_SCALE)))
-    return (
-        pl.when(text.is_not_null() & value.is_null())
-        .then(pl.lit("is not a decimal number: ") + text.str.slice(0, 40))
-        .when(text.is_not_null() & too_precise)
-        .then(pl.lit(f"has more than {MONEY.scale} decimal places: ") + text.str.slice(0, 40))
-    )
+    first, *rest = _decimal_problems(text, parse_decimal(text))
+    message = pl.when(first.condition).then(first.message)
+    for problem in rest:
+        message = message.when(problem.condition).then(problem.message)
+    return message
 
 
 def parse_timestamp(text: pl.Expr) -> pl.Expr:
@@ -107,6 +126,29 @@ def parse_timestamp(text: pl.Expr) -> pl.Expr:
 
     Naive values are taken as UTC (FOCUS says date/times are UTC); offsets are converted.
     """
+    return text.map_batches(_parse_timestamps, return_dtype=TIMESTAMP, is_elementwise=True)
+
+
+def _parse_timestamps(texts: pl.Series) -> pl.Series:
+    # The general route (three formats and a regex) costs several times the fixed-width one, and
+    # Polars evaluates every branch of an expression on every row: so a batch takes it only when
+    # some value did not parse on the fast route.
+    frame = texts.cast(pl.String).to_frame("text").with_columns(fast=_fixed_width_timestamp(pl.col("text")))
+    if frame["fast"].null_count() > frame["text"].null_count():
+        frame = frame.with_columns(fast=pl.coalesce("fast", _general_timestamp(pl.col("text"))))
+    return frame["fast"].alias(texts.name)
+
+
+def _fixed_width_timestamp(text: pl.Expr) -> pl.Expr:
+    width = text.str.len_bytes()
+    shapes = [
+        pl.when(width == length).then(text).str.to_datetime(shape, strict=False, time_unit="us")
+        for length, shape in _FIXED_WIDTH_TIMESTAMPS.items()
+    ]
+    return pl.coalesce(shapes).dt.replace_time_zone("UTC")
+
+
+def _general_timestamp(text: pl.Expr) -> pl.Expr:
     norm = text.str.strip_chars().str.replace("T", " ", literal=True)
     aware = norm.str.replace(r"[Zz]$", "+00:00").str.to_datetime(
         "%Y-%m-%d %H:%M:%S%.f%:z", strict=False, time_unit="us", time_zone="UTC"
@@ -116,71 +158,87 @@ def parse_timestamp(text: pl.Expr) -> pl.Expr:
     return pl.coalesce(aware, naive, date_only)
 
 
-def _problem(condition: pl.Expr, message: pl.Expr | str) -> pl.Expr:
-    return pl.when(condition).then(message if isinstance(message, pl.Expr) else pl.lit(message))
+def _parsed(name: str) -> str:
+    """Hidden column holding `name` parsed: each cell is parsed once, for the checks and the output."""
+    return f"_parsed_{name}"
 
 
-def _required(name: str) -> pl.Expr:
+def _problem(condition: pl.Expr, message: pl.Expr | str) -> Problem:
+    return Problem(condition.fill_null(False), message if isinstance(message, pl.Expr) else pl.lit(message))
+
+
+def _only_for(rows: pl.Expr, problems: list[Problem]) -> list[Problem]:
+    """`problems` that apply only to `rows` (e.g. llm_call events)."""
+    return [Problem((rows & p.condition).fill_null(False), p.message) for p in problems]
+
+
+def _required(name: str) -> Problem:
     return _problem(pl.col(name).is_null(), "is required but empty")
 
 
-def _one_of(name: str, allowed: tuple[str, ...] | frozenset[str], what: str) -> pl.Expr:
+def _one_of(name: str, allowed: tuple[str, ...] | frozenset[str], what: str) -> Problem:
     return _problem(
         pl.col(name).is_not_null() & ~pl.col(name).is_in(sorted(allowed)),
         pl.lit(f"is not {what}: ") + pl.col(name).str.slice(0, 40),
     )
 
 
-def _ts_problem(name: str) -> pl.Expr:
+def _ts_problem(name: str) -> Problem:
     return _problem(
-        pl.col(name).is_not_null() & parse_timestamp(pl.col(name)).is_null(),
+        pl.col(name).is_not_null() & pl.col(_parsed(name)).is_null(),
         pl.lit("is not a timestamp: ") + pl.col(name).str.slice(0, 40),
     )
 
 
-def _with_problems(raw: pl.LazyFrame, problems: dict[str, list[pl.Expr]]) -> pl.LazyFrame:
-    """Add `_bad` (any problem) and, lazily, `_columns` / `_reason` describing every problem."""
-    flat = [(col, expr) for col, exprs in problems.items() for expr in exprs]
-    messages = [(pl.lit(f"{col} ") + expr) for col, expr in flat]
-    columns = [pl.when(expr.is_not_null()).then(pl.lit(col)) for col, expr in flat]
-    return raw.with_columns(
-        _bad=pl.any_horizontal([expr.is_not_null() for _, expr in flat]),
+def _with_problems(parsed: pl.LazyFrame, problems: dict[str, list[Problem]]) -> pl.LazyFrame:
+    """Add `_bad`: whether the row has any problem (conditions only: see `_describe_problems`)."""
+    return parsed.with_columns(_bad=pl.any_horizontal([p.condition for ps in problems.values() for p in ps]))
+
+
+def _describe_problems(bad: pl.LazyFrame, problems: dict[str, list[Problem]]) -> pl.LazyFrame:
+    """Add `_columns` and `_reason` describing every problem of the (bad) rows."""
+    flat = [(col, p) for col, ps in problems.items() for p in ps]
+    messages = [pl.when(p.condition).then(pl.lit(f"{col} ") + p.message) for col, p in flat]
+    columns = [pl.when(p.condition).then(pl.lit(col)) for col, p in flat]
+    return bad.with_columns(
         _reason=pl.concat_list(messages).list.drop_nulls().list.join("; "),
         _columns=pl.concat_list(columns).list.drop_nulls().list.unique(maintain_order=True).list.join(","),
     )
 
 
-def focus_problems(raw: pl.LazyFrame) -> pl.LazyFrame:
-    """Raw FOCUS text rows with `_bad`, `_columns` and `_reason` added."""
-    problems: dict[str, list[pl.Expr]] = {}
+def _focus_problems() -> dict[str, list[Problem]]:
+    problems: dict[str, list[Problem]] = {}
     for name in FOCUS_MANDATORY:
         problems.setdefault(name, []).append(_required(name))
     for name in FOCUS_MONEY_COLUMNS:
-        problems.setdefault(name, []).append(decimal_problem(pl.col(name)))
+        problems.setdefault(name, []).extend(_decimal_problems(pl.col(name), pl.col(_parsed(name))))
     for name in FOCUS_TIMESTAMP_COLUMNS:
         problems[name].append(_ts_problem(name))
     problems["ChargeCategory"].append(_one_of("ChargeCategory", CHARGE_CATEGORIES, "a FOCUS ChargeCategory"))
     problems.setdefault("ChargeClass", []).append(_one_of("ChargeClass", CHARGE_CLASSES, "a FOCUS ChargeClass"))
     problems["BillingCurrency"].append(_one_of("BillingCurrency", ISO_4217, "an ISO 4217 currency code"))
     for start, end in (("ChargePeriodStart", "ChargePeriodEnd"), ("BillingPeriodStart", "BillingPeriodEnd")):
-        problems[start].append(
-            _problem(
-                parse_timestamp(pl.col(start)) >= parse_timestamp(pl.col(end)),
-                f"is not before {end}",
-            )
-        )
-    return _with_problems(raw, problems)
+        problems[start].append(_problem(pl.col(_parsed(start)) >= pl.col(_parsed(end)), f"is not before {end}"))
+    return problems
+
+
+def focus_problems(raw: pl.LazyFrame) -> pl.LazyFrame:
+    """Raw FOCUS text rows with `_bad` and the parsed money and timestamp columns (hidden) added."""
+    parsed = raw.with_columns(
+        **{_parsed(name): parse_decimal(pl.col(name)) for name in FOCUS_MONEY_COLUMNS},
+        **{_parsed(name): parse_timestamp(pl.col(name)) for name in FOCUS_TIMESTAMP_COLUMNS},
+    )
+    return _with_problems(parsed, _focus_problems())
 
 
 def focus_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
     """The good rows of `focus_problems`, typed as schemas.StagedFocus."""
-    casts = {name: parse_decimal(pl.col(name)) for name in FOCUS_MONEY_COLUMNS}
-    casts |= {name: parse_timestamp(pl.col(name)) for name in FOCUS_TIMESTAMP_COLUMNS}
     from schemas.focus import StagedFocus
 
+    typed = {name: pl.col(_parsed(name)) for name in FOCUS_MONEY_COLUMNS + FOCUS_TIMESTAMP_COLUMNS}
     return (
         checked.filter(~pl.col("_bad"))
-        .with_columns(**casts)
+        .with_columns(**typed)
         .with_columns(charge_date=pl.col("ChargePeriodStart").dt.date())
         .select(list(StagedFocus.to_schema().columns))
     )
@@ -188,7 +246,7 @@ def focus_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
 
 def focus_quarantine(checked: pl.LazyFrame) -> pl.LazyFrame:
     """The bad rows of `focus_problems` as schemas.Quarantine records; their cost is kept when it parses."""
-    return checked.filter(pl.col("_bad")).select(
+    return _describe_problems(checked.filter(pl.col("_bad")), _focus_problems()).select(
         source=pl.lit("focus"),
         source_file=pl.col("source_file"),
         source_line=pl.col("source_line"),
@@ -197,33 +255,31 @@ def focus_quarantine(checked: pl.LazyFrame) -> pl.LazyFrame:
         raw=pl.struct(FOCUS_COLUMNS).struct.json_encode(),
         billing_account_id=pl.col("BillingAccountId"),
         billing_currency=pl.col("BillingCurrency"),
-        billing_period_start=parse_timestamp(pl.col("BillingPeriodStart")),
+        billing_period_start=pl.col(_parsed("BillingPeriodStart")),
         invoice_id=pl.col("InvoiceId"),
         service_provider_name=pl.col("ServiceProviderName"),
-        billed_cost=parse_decimal(pl.col("BilledCost")),
-        effective_cost=parse_decimal(pl.col("EffectiveCost")),
+        billed_cost=pl.col(_parsed("BilledCost")),
+        effective_cost=pl.col(_parsed("EffectiveCost")),
     )
 
 
-def _integer_problem(name: str, minimum: int) -> pl.Expr:
-    value = pl.col(name).str.strip_chars().str.to_integer(strict=False)
-    return (
-        pl.when(pl.col(name).is_not_null() & value.is_null())
-        .then(pl.lit("is not an integer: ") + pl.col(name).str.slice(0, 40))
-        .when(value < minimum)
-        .then(pl.lit(f"is below {minimum}: ") + pl.col(name).str.slice(0, 40))
-    )
+def _integer_problems(name: str, minimum: int) -> list[Problem]:
+    value = pl.col(_parsed(name))
+    unparsed = pl.col(name).is_not_null() & value.is_null()
+    return [
+        _problem(unparsed, pl.lit("is not an integer: ") + pl.col(name).str.slice(0, 40)),
+        _problem(~unparsed & (value < minimum), pl.lit(f"is below {minimum}: ") + pl.col(name).str.slice(0, 40)),
+    ]
 
 
-def _bool_problem(name: str) -> pl.Expr:
+def _bool_problem(name: str) -> Problem:
     return _one_of(name, ("true", "false"), "true or false")
 
 
-def events_problems(raw: pl.LazyFrame) -> pl.LazyFrame:
-    """Raw event text rows (one field per column) with `_bad`, `_columns` and `_reason` added."""
+def _events_problems() -> dict[str, list[Problem]]:
     is_call = pl.col("event_type") == "llm_call"
     is_outcome = pl.col("event_type") == "outcome"
-    problems: dict[str, list[pl.Expr]] = {
+    problems: dict[str, list[Problem]] = {
         "event_type": [_one_of("event_type", ("llm_call", "outcome"), "a known event type"), _required("event_type")],
         "event_id": [_required("event_id")],
         "timestamp": [_required("timestamp"), _ts_problem("timestamp")],
@@ -232,31 +288,37 @@ def events_problems(raw: pl.LazyFrame) -> pl.LazyFrame:
     for name in ("request_id", "feature_tag", "input_tokens", "output_tokens", "attempt", "status"):
         problems.setdefault(name, []).append(_problem(is_call & pl.col(name).is_null(), "is required for llm_call"))
     for name in TOKEN_FIELDS:
-        problems.setdefault(name, []).append(_problem(is_call, _integer_problem(name, 0)))
-    problems["attempt"].append(_problem(is_call, _integer_problem("attempt", 1)))
-    problems["status"].append(_problem(is_call, _one_of("status", CALL_STATUSES, "ok or error")))
+        problems.setdefault(name, []).extend(_only_for(is_call, _integer_problems(name, 0)))
+    problems["attempt"].extend(_only_for(is_call, _integer_problems("attempt", 1)))
+    problems["status"].extend(_only_for(is_call, [_one_of("status", CALL_STATUSES, "ok or error")]))
     for name in ("success", "escalated", "signal"):
         problems[name] = [_problem(is_outcome & pl.col(name).is_null(), "is required for outcome")]
-    problems["success"].append(_problem(is_outcome, _bool_problem("success")))
-    problems["escalated"].append(_problem(is_outcome, _bool_problem("escalated")))
-    problems["signal"].append(_problem(is_outcome, _one_of("signal", OUTCOME_SIGNALS, "explicit or implicit")))
-    return _with_problems(raw, problems)
+    problems["success"].extend(_only_for(is_outcome, [_bool_problem("success")]))
+    problems["escalated"].extend(_only_for(is_outcome, [_bool_problem("escalated")]))
+    problems["signal"].extend(_only_for(is_outcome, [_one_of("signal", OUTCOME_SIGNALS, "explicit or implicit")]))
+    return problems
+
+
+def events_problems(raw: pl.LazyFrame) -> pl.LazyFrame:
+    """Raw event text rows (one field per column) with `_bad` and the parsed timestamp and integer
+    fields (hidden) added."""
+    parsed = raw.with_columns(
+        **{_parsed("timestamp"): parse_timestamp(pl.col("timestamp"))},
+        **{_parsed(name): pl.col(name).str.strip_chars().str.to_integer(strict=False) for name in (*TOKEN_FIELDS, "attempt")},
+    )
+    return _with_problems(parsed, _events_problems())
 
 
 def llm_calls_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
     """Good `llm_call` rows of `events_problems`, typed as schemas.StagedLlmCall."""
     from schemas.events import StagedLlmCall
 
-    tokens = {
-        name: pl.col(name).str.strip_chars().str.to_integer(strict=False).fill_null(0)
-        for name in TOKEN_FIELDS
-    }
     return (
         checked.filter(~pl.col("_bad") & (pl.col("event_type") == "llm_call"))
         .with_columns(
-            timestamp=parse_timestamp(pl.col("timestamp")),
-            attempt=pl.col("attempt").str.strip_chars().str.to_integer(strict=False),
-            **tokens,
+            timestamp=pl.col(_parsed("timestamp")),
+            attempt=pl.col(_parsed("attempt")),
+            **{name: pl.col(_parsed(name)).fill_null(0) for name in TOKEN_FIELDS},
         )
         .with_columns(call_date=pl.col("timestamp").dt.date())
         .select(list(StagedLlmCall.to_schema().columns))
@@ -270,7 +332,7 @@ def outcomes_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
     return (
         checked.filter(~pl.col("_bad") & (pl.col("event_type") == "outcome"))
         .with_columns(
-            timestamp=parse_timestamp(pl.col("timestamp")),
+            timestamp=pl.col(_parsed("timestamp")),
             success=pl.col("success") == "true",
             escalated=pl.col("escalated") == "true",
         )
@@ -281,7 +343,7 @@ def outcomes_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
 def events_quarantine(checked: pl.LazyFrame) -> pl.LazyFrame:
     """Bad rows of `events_problems` as schemas.Quarantine records (known fields only: no content)."""
     null_text = pl.lit(None, dtype=pl.String)
-    return checked.filter(pl.col("_bad")).select(
+    return _describe_problems(checked.filter(pl.col("_bad")), _events_problems()).select(
         source=pl.lit("events"),
         source_file=pl.col("source_file"),
         source_line=pl.col("source_line"),

@@ -1,0 +1,85 @@
+"""The benchmark's guard: on the same generated landing files, the pipeline, the hand-written
+DuckDB SQL and the pandas implementation produce the same tables. Times are printed by
+`unitledger bench`, never asserted (machines are noisy)."""
+
+from datetime import date
+from decimal import Decimal
+
+import polars as pl
+import pytest
+
+from unitledger import bench
+from unitledger.pipeline import DAILY_TABLES, polars_schema
+
+
+def _quiet(*_args) -> None:
+    pass
+
+
+def _assert_agree(report: bench.Report, requests: int) -> None:
+    assert report.disagreements == []
+    assert set(report.table_rows) == set(bench.IMPLEMENTATIONS)
+    rows = report.table_rows["pipeline"]
+    # Not vacuous: about one request_costs row per request (a few cross midnight or are billing
+    # only), sessions of 1-5 calls, a few dozen (feature, model, prompt, currency) groups.
+    assert 0.95 * requests < rows["request_costs"] <= 1.01 * requests
+    assert requests / 5 < rows["intent_costs"] < requests
+    assert 5 < rows["cost_per_intent"] == rows["cost_per_success"] < 100
+    assert 2.3 * requests < report.input_rows["focus"] < 2.7 * requests
+
+
+def test_pipeline_duckdb_and_pandas_agree_on_a_100k_request_parquet_day():
+    report = bench.run_benchmark(100_000, "parquet", log=_quiet)
+    _assert_agree(report, 100_000)
+    assert {r.implementation for r in report.runs} == set(bench.IMPLEMENTATIONS)
+    assert all(r.peak_rss > 0 and r.timings for r in report.runs)
+    assert "results agree" in bench.format_report(report)
+
+
+def test_csv_and_jsonl_in_two_shards_agree_too():
+    # Two generator shards: two FOCUS files per delivery folder and two event files.
+    report = bench.run_benchmark(20_000, "csv", log=_quiet, shard_requests=10_000)
+    _assert_agree(report, 20_000)
+
+
+def _per_intent_row(**changes) -> pl.LazyFrame:
+    row = {
+        "date": date(2026, 3, 2), "feature_tag": "support_chat", "model_version": "m-1", "prompt_version": "v1",
+        "billing_currency": "USD", "intents": 3, "requests": 4, "token_cost": Decimal("0.30"),
+        "labor_cost": Decimal("15.00"), "total_cost": Decimal("15.30"), "token_cost_per_intent": 0.1,
+        "cost_per_intent": 5.1,
+    } | changes  # fmt: skip
+    return pl.DataFrame([row], schema=polars_schema(DAILY_TABLES["cost_per_intent"])).lazy()
+
+
+def _tables(per_intent: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
+    empty = {name: pl.DataFrame(schema=polars_schema(model)).lazy() for name, model in DAILY_TABLES.items()}
+    return empty | {"cost_per_intent": per_intent}
+
+
+@pytest.mark.parametrize(
+    ("changes", "flagged"),
+    [
+        ({}, None),
+        ({"total_cost": Decimal("15.31")}, "exact columns differ"),  # one cent
+        ({"total_cost": Decimal("15.300000000000000001")}, "exact columns differ"),  # 1e-18
+        ({"intents": 4}, "exact columns differ"),
+        ({"billing_currency": None}, "exact columns differ"),
+        ({"cost_per_intent": 5.1 * (1 + 1e-7)}, "float columns differ"),
+        ({"cost_per_intent": 5.1 * (1 + 1e-12)}, None),  # float noise of a different summation order
+        ({"cost_per_intent": None}, "float columns differ"),
+    ],
+)
+def test_comparison_is_exact_for_money_and_counts_and_tolerant_for_ratios(changes, flagged):
+    problems = bench.compare_outputs({"pipeline": _tables(_per_intent_row()), "duckdb": _tables(_per_intent_row(**changes))})
+    if flagged is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problems[0].startswith("duckdb cost_per_intent:") and flagged in problems[0]
+
+
+def test_a_missing_row_is_a_disagreement():
+    problems = bench.compare_outputs(
+        {"pipeline": _tables(pl.concat([_per_intent_row(), _per_intent_row(feature_tag="other")])), "pandas": _tables(_per_intent_row())}
+    )
+    assert any("2 rows vs 1" in p for p in problems)

@@ -11,6 +11,7 @@ InputFileError naming the file and the place; nothing is staged from it.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import json
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
+from schemas.types import MONEY
 from unitledger import parse
 from unitledger.layout import Layout
 from unitledger.storage import write_parquet_atomic
@@ -107,13 +109,15 @@ def read_focus_raw(f: LandingFile) -> pl.LazyFrame:
     if f.relpath.lower().endswith(".parquet"):
         raw = _scan_parquet_as_text(f, wanted)
     else:
+        _check_text_header(f)
         try:
             header = pl.scan_csv(f.path, infer_schema=False, n_rows=0).collect_schema().names()
         except Exception as exc:
             raise InputFileError(f"{f.relpath}: line 1: cannot read the CSV header ({_first_line(exc)})") from exc
         present = [c for c in wanted if c in header]
         raw = (
-            pl.scan_csv(f.path, infer_schema=False, null_values=["NULL"])
+            # Real exports write nulls as empty cells, quoted empty strings or NULL.
+            pl.scan_csv(f.path, infer_schema=False, null_values=["NULL", ""])
             .select(present)
             # Line 1 is the header; a record spanning several lines shifts later numbers.
             .with_row_index("source_line", offset=2)
@@ -133,6 +137,46 @@ def read_focus_raw(f: LandingFile) -> pl.LazyFrame:
         source_line=pl.col("source_line").cast(pl.Int64),
         delivery=pl.lit(f.delivery),
     )
+
+
+def _open_text(f: LandingFile):
+    return gzip.open(f.path, "rb") if f.relpath.lower().endswith(".gz") else open(f.path, "rb")
+
+
+def _check_text_header(f: LandingFile) -> None:
+    """Binary junk would otherwise surface as 'missing mandatory columns'."""
+    with _open_text(f) as fh:
+        first = fh.readline(1 << 20)
+    try:
+        first.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"{f.relpath}: line 1: not UTF-8 text, not a CSV file ({exc.reason} at byte {exc.start})") from exc
+    if b"\0" in first:
+        raise InputFileError(f"{f.relpath}: line 1: binary data (NUL bytes), not a CSV file")
+
+
+def _first_bad_csv_line(f: LandingFile) -> InputFileError | None:
+    """The file and line of the first CSV line that is not UTF-8 or has more fields than the
+    header, or None. Only called once Polars has failed on the file: its error names no line."""
+
+    def lines(fh, position: list[int]):
+        for number, raw in enumerate(fh, start=1):
+            position[0] = number
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+
+    position = [0]
+    with _open_text(f) as fh:
+        reader = csv.reader(lines(fh, position))
+        try:
+            width = len(next(reader, []))
+            for record in reader:
+                if len(record) > width:
+                    return InputFileError(f"{f.relpath}: line {position[0]}: {len(record)} fields, the header has {width}")
+        except UnicodeDecodeError as exc:
+            return InputFileError(f"{f.relpath}: line {position[0]}: not UTF-8 text ({exc.reason} at byte {exc.start} of the line)")
+        except csv.Error as exc:
+            return InputFileError(f"{f.relpath}: line {position[0]}: {exc}")
+    return None
 
 
 def read_events_raw(f: LandingFile) -> pl.LazyFrame:
@@ -173,6 +217,51 @@ def _first_bad_json_line(f: LandingFile) -> InputFileError | None:
     return None
 
 
+INVOICE_COLUMNS = ("invoice_id", "billing_account_id", "billing_period", "invoice_total", "currency")
+
+
+def read_invoices(layout: Layout) -> pl.DataFrame:
+    """Accounts-payable invoice totals from landing/invoices/*.csv: columns INVOICE_COLUMNS
+    (billing_period YYYY-MM, invoice_total an exact decimal, currency ISO 4217), one line per
+    invoice. The files are small and read whole; a bad line fails the run naming file, line, column."""
+    from schemas.monthly import BILLING_PERIOD_PATTERN
+    from schemas.types import ISO_4217
+
+    frames = []
+    for f in list_landing(layout.landing_invoices, (".csv",)):
+        _check_readable(f)
+        _check_text_header(f)
+        try:
+            raw = pl.read_csv(f.path, infer_schema=False, null_values=["NULL", ""])
+        except Exception as exc:
+            raise (_first_bad_csv_line(f) or InputFileError(f"{f.relpath}: cannot be read ({_first_line(exc)})")) from exc
+        missing = [c for c in INVOICE_COLUMNS if c not in raw.columns]
+        if missing:
+            raise InputFileError(f"{f.relpath}: line 1: missing invoice column(s) {', '.join(missing)}")
+        problems = [pl.when(pl.col(c).is_null()).then(pl.lit(f"{c} is empty")) for c in INVOICE_COLUMNS] + [
+            pl.when(~pl.col("billing_period").str.contains(BILLING_PERIOD_PATTERN)).then(pl.lit("billing_period is not YYYY-MM: ") + pl.col("billing_period").str.slice(0, 40)),
+            pl.lit("invoice_total ") + parse.decimal_problem(pl.col("invoice_total")),
+            pl.when(~pl.col("currency").is_in(sorted(ISO_4217))).then(pl.lit("currency is not an ISO 4217 code: ") + pl.col("currency").str.slice(0, 40)),
+        ]
+        checked = raw.with_row_index("line", offset=2).with_columns(problem=pl.coalesce(problems))
+        bad = checked.filter(pl.col("problem").is_not_null())
+        if not bad.is_empty():
+            raise InputFileError(f"{f.relpath}: line {bad['line'][0]}: {bad['problem'][0]}")
+        frames.append(checked.with_columns(place=pl.format("{}: line {}", pl.lit(f.relpath), pl.col("line"))))
+    schema = {"billing_period": pl.String, "invoice_id": pl.String, "billing_account_id": pl.String, "billing_currency": pl.String, "invoice_total": MONEY}
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    invoices = pl.concat(frames)
+    repeated = invoices.filter(pl.col("invoice_id").is_duplicated()).sort("invoice_id", "place")
+    if not repeated.is_empty():
+        first = repeated.filter(pl.col("invoice_id") == repeated["invoice_id"][0])
+        raise InputFileError(f"invoice {first['invoice_id'][0]} is listed more than once: {', '.join(first['place'])}")
+    return invoices.select(
+        "billing_period", "invoice_id", "billing_account_id", billing_currency=pl.col("currency"),
+        invoice_total=parse.parse_decimal(pl.col("invoice_total")),
+    )
+
+
 # --- staging ------------------------------------------------------------------------------------
 
 
@@ -198,7 +287,9 @@ def _stage(outputs: dict[Path, pl.LazyFrame], f: LandingFile, marker: Path) -> N
     except Exception as exc:
         for p in outputs:
             p.with_name(p.name + ".part").unlink(missing_ok=True)
-        located = _first_bad_json_line(f) if ".jsonl" in f.relpath.lower() else None
+        name = f.relpath.lower()
+        locate = _first_bad_json_line if ".jsonl" in name else _first_bad_csv_line if ".csv" in name else None
+        located = locate(f) if locate else None
         raise (located or InputFileError(f"{f.relpath}: cannot be read ({_first_line(exc)})")) from exc
     total = sum(_row_count(p.with_name(p.name + ".part")) for p in outputs)
     if total == 0:
@@ -232,6 +323,15 @@ def _sync(
             part.unlink()  # left by a killed run
 
 
+def focus_outputs(layout: Layout, f: LandingFile) -> dict[Path, pl.LazyFrame]:
+    """What staging one FOCUS file writes: its bad rows, then its typed rows (the marker)."""
+    checked = parse.focus_problems(read_focus_raw(f))
+    return {
+        layout.quarantine("focus") / f"{f.file_id}.parquet": parse.focus_quarantine(checked),
+        layout.staged("focus") / f"{f.file_id}.parquet": parse.focus_typed(checked),
+    }
+
+
 def stage_focus(layout: Layout) -> StagingReport:
     """Stage every FOCUS landing file not staged yet; drop staging of files no longer landed."""
     files = list_landing(layout.landing_focus, FOCUS_SUFFIXES)
@@ -239,18 +339,23 @@ def stage_focus(layout: Layout) -> StagingReport:
     report = StagingReport()
 
     def stage_one(f: LandingFile) -> None:
-        checked = parse.focus_problems(read_focus_raw(f))
-        outputs = {
-            quarantine / f"{f.file_id}.parquet": parse.focus_quarantine(checked),
-            staged / f"{f.file_id}.parquet": parse.focus_typed(checked),
-        }
-        _stage(outputs, f, staged / f"{f.file_id}.parquet")
+        _stage(focus_outputs(layout, f), f, staged / f"{f.file_id}.parquet")
 
     _sync(files, staged, [staged, quarantine], stage_one, report)
     write_parquet_atomic(deliveries_frame(files), layout.staged("focus_deliveries") / "deliveries.parquet")
     report.rows["focus"] = _total_rows(staged)
     report.quarantined_rows = _total_rows(quarantine)
     return report
+
+
+def event_outputs(layout: Layout, f: LandingFile) -> dict[Path, pl.LazyFrame]:
+    """What staging one event file writes: bad rows, outcomes, then llm_calls (the marker)."""
+    checked = parse.events_problems(read_events_raw(f))
+    return {
+        layout.quarantine("events") / f"{f.file_id}.parquet": parse.events_quarantine(checked),
+        layout.staged("outcomes") / f"{f.file_id}.parquet": parse.outcomes_typed(checked),
+        layout.staged("llm_calls") / f"{f.file_id}.parquet": parse.llm_calls_typed(checked),
+    }
 
 
 def stage_events(layout: Layout) -> StagingReport:
@@ -260,13 +365,7 @@ def stage_events(layout: Layout) -> StagingReport:
     report = StagingReport()
 
     def stage_one(f: LandingFile) -> None:
-        checked = parse.events_problems(read_events_raw(f))
-        outputs = {
-            quarantine / f"{f.file_id}.parquet": parse.events_quarantine(checked),
-            outcomes / f"{f.file_id}.parquet": parse.outcomes_typed(checked),
-            calls / f"{f.file_id}.parquet": parse.llm_calls_typed(checked),
-        }
-        _stage(outputs, f, calls / f"{f.file_id}.parquet")
+        _stage(event_outputs(layout, f), f, calls / f"{f.file_id}.parquet")
 
     _sync(files, calls, [calls, outcomes, quarantine], stage_one, report)
     report.rows["llm_calls"] = _total_rows(calls)
@@ -314,6 +413,9 @@ def _polars_schema(model) -> dict[str, pl.DataType]:
     return {name: col.dtype.type for name, col in model.to_schema().columns.items()}
 
 
+DELIVERY_KEY = ["BillingAccountId", "BillingPeriodStart"]
+
+
 def scan_staged_focus(layout: Layout) -> pl.LazyFrame:
     """Current FOCUS rows: staged rows of superseded deliveries removed (see deliveries_frame)."""
     from schemas.focus import StagedFocus
@@ -322,15 +424,86 @@ def scan_staged_focus(layout: Layout) -> pl.LazyFrame:
     deliveries_file = layout.staged("focus_deliveries") / "deliveries.parquet"
     if not deliveries_file.exists():
         return rows
-    return current_deliveries(rows, pl.scan_parquet(deliveries_file))
+    quarantined = _quarantine_keys(_placed_focus_quarantine(layout, rows))
+    return current_deliveries(rows, pl.scan_parquet(deliveries_file), quarantined)
 
 
-def current_deliveries(rows: pl.LazyFrame, deliveries: pl.LazyFrame) -> pl.LazyFrame:
-    """Keep, per (BillingAccountId, BillingPeriodStart), the rows of its newest delivery only."""
-    key = ["BillingAccountId", "BillingPeriodStart"]
+def current_deliveries(rows: pl.LazyFrame, deliveries: pl.LazyFrame, quarantined: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """Keep, per (BillingAccountId, BillingPeriodStart), the rows of its newest delivery only.
+
+    `quarantined` (delivery + DELIVERY_KEY of quarantined rows) takes part in the ranking: a newer
+    delivery whose rows of a key were all quarantined still replaces the older one."""
+    keys = rows.select("delivery", *DELIVERY_KEY)
+    if quarantined is not None:
+        keys = pl.concat([keys, quarantined])
     ranked = rows.join(deliveries.select("delivery", "delivery_rank"), on="delivery", how="left")
-    newest = ranked.group_by(key).agg(pl.col("delivery_rank").max())
-    return ranked.join(newest, on=[*key, "delivery_rank"], how="semi").drop("delivery_rank")
+    return ranked.join(_newest(keys, deliveries), on=[*DELIVERY_KEY, "delivery_rank"], how="semi").drop("delivery_rank")
+
+
+def _newest(keys: pl.LazyFrame, deliveries: pl.LazyFrame) -> pl.LazyFrame:
+    ranked = keys.join(deliveries.select("delivery", "delivery_rank"), on="delivery", how="left")
+    return ranked.group_by(DELIVERY_KEY).agg(pl.col("delivery_rank").max())
+
+
+def delivery_of(source_file: pl.Expr) -> pl.Expr:
+    """LandingFile.delivery of a source_file: its folder, '' for a file at the top."""
+    return (
+        pl.when(source_file.str.contains("/", literal=True))
+        .then(source_file.str.replace(r"/[^/]*$", ""))
+        .otherwise(pl.lit(""))
+    )
+
+
+def _placed_focus_quarantine(layout: Layout, staged: pl.LazyFrame) -> pl.LazyFrame:
+    """Quarantined FOCUS rows with `delivery`, and billing_period_start filled in when the row's own
+    is unreadable: the only billing period of its delivery (staged and quarantined rows), if one."""
+    from schemas.outputs import Quarantine
+
+    rows = _scan_dir(layout.quarantine("focus"), Quarantine).with_columns(delivery=delivery_of(pl.col("source_file")))
+    periods = pl.concat(
+        [
+            staged.select("delivery", period=pl.col("BillingPeriodStart")),
+            rows.select("delivery", period=pl.col("billing_period_start")),
+        ]
+    ).drop_nulls()
+    only_period = periods.group_by("delivery").agg(pl.col("period").unique()).filter(pl.col("period").list.len() == 1)
+    return (
+        rows.join(only_period.select("delivery", pl.col("period").list.first()), on="delivery", how="left")
+        .with_columns(billing_period_start=pl.coalesce("billing_period_start", "period"))
+        .drop("period")
+    )
+
+
+def _quarantine_keys(quarantine: pl.LazyFrame) -> pl.LazyFrame:
+    return quarantine.select(
+        "delivery", BillingAccountId=pl.col("billing_account_id"), BillingPeriodStart=pl.col("billing_period_start")
+    ).drop_nulls()
+
+
+def scan_quarantined_focus(layout: Layout) -> pl.LazyFrame:
+    """Current quarantined FOCUS rows (schemas.Quarantine plus `delivery`), placed as
+    `_placed_focus_quarantine` does. The restatement rule applies as to staged rows: a row with a
+    billing account and period is current when its delivery is the newest of that key; a row
+    lacking either, when its delivery is the newest of at least one key."""
+    from schemas.focus import StagedFocus
+
+    staged = _scan_dir(layout.staged("focus"), StagedFocus)
+    rows = _placed_focus_quarantine(layout, staged)
+    deliveries_file = layout.staged("focus_deliveries") / "deliveries.parquet"
+    if not deliveries_file.exists():
+        return rows
+    deliveries = pl.scan_parquet(deliveries_file)
+    newest = _newest(pl.concat([staged.select("delivery", *DELIVERY_KEY), _quarantine_keys(rows)]), deliveries)
+    ranked = rows.join(deliveries.select("delivery", "delivery_rank"), on="delivery", how="left")
+    keyed = pl.col("billing_account_id").is_not_null() & pl.col("billing_period_start").is_not_null()
+    current_keyed = ranked.filter(keyed).join(
+        newest,
+        left_on=["billing_account_id", "billing_period_start", "delivery_rank"],
+        right_on=[*DELIVERY_KEY, "delivery_rank"],
+        how="semi",
+    )
+    current_unkeyed = ranked.filter(~keyed).join(newest.select("delivery_rank").unique(), on="delivery_rank", how="semi")
+    return pl.concat([current_keyed, current_unkeyed]).drop("delivery_rank")
 
 
 def scan_staged_calls(layout: Layout) -> pl.LazyFrame:

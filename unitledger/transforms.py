@@ -60,8 +60,27 @@ def latest_outcomes(outcomes: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def request_conflicts(billing: pl.LazyFrame, by: tuple[str, ...] = ()) -> pl.LazyFrame:
+    """x_RequestId values billed to more than one billing account or currency among `billing`'s
+    rows (within each group of `by`): such a request has no one account or currency, so its cost
+    cannot be summed into one request. The reconciliation reports their cost as conflicting."""
+    return (
+        billing.filter(pl.col("x_RequestId").is_not_null())
+        .group_by("x_RequestId", *by)
+        .agg(accounts=pl.col("BillingAccountId").n_unique(), currencies=pl.col("BillingCurrency").n_unique())
+        .filter((pl.col("accounts") > 1) | (pl.col("currencies") > 1))
+        .select("x_RequestId", *by)
+    )
+
+
+def without_request_conflicts(billing: pl.LazyFrame) -> pl.LazyFrame:
+    """`billing` minus the rows of `request_conflicts` (rows without a request id are kept)."""
+    return billing.join(request_conflicts(billing), on="x_RequestId", how="anti")
+
+
 def billing_by_request(billing: pl.LazyFrame) -> pl.LazyFrame:
-    """FOCUS rows with an x_RequestId, summed per request (exact decimal sums)."""
+    """FOCUS rows with an x_RequestId, summed per request (exact decimal sums). `billing` must be
+    free of `request_conflicts`: account and currency are taken as the request's only ones."""
     return (
         billing.filter(pl.col("x_RequestId").is_not_null())
         .group_by(pl.col("x_RequestId").alias("request_id"))
@@ -73,8 +92,6 @@ def billing_by_request(billing: pl.LazyFrame) -> pl.LazyFrame:
             charge_date=pl.col("charge_date").min(),
             billing_account_id=pl.col("BillingAccountId").min(),
             billing_currency=pl.col("BillingCurrency").min(),
-            billing_accounts=pl.col("BillingAccountId").n_unique().cast(pl.Int64),
-            billing_currencies=pl.col("BillingCurrency").n_unique().cast(pl.Int64),
             billed_feature_tag=pl.col("x_FeatureTag").min(),
             billed_model_version=pl.col("x_ModelVersion").min(),
             billed_prompt_version=pl.col("x_PromptVersion").min(),

@@ -1,0 +1,317 @@
+"""Reconciliation: every billed cent split once, expectations worked out by hand (Decimal) or from
+the source file by an independent route; invoices, tokens, conflicts, thresholds, the real sample."""
+
+import csv
+from dataclasses import replace
+from datetime import date
+from decimal import Decimal
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from pipelines.definitions import defs
+from pipelines.reconciliation import reconciliation_tables
+from pipelines.resources import Warehouse
+from tests.builders import focus_row, llm_call, write_events, write_focus_csv
+from tests.conftest import FOCUS_SAMPLE, REPO
+from unitledger.cli import main
+from unitledger import pipeline, reconciliation_step
+from unitledger.landing import InputFileError
+from unitledger.storage import scan_partitions
+
+MARCH = date(2026, 3, 1)
+D = Decimal
+
+
+def land(layout):
+    """acct-us (USD, INV-1) and acct-eu (EUR, INV-EU) in March 2026; every case of the split."""
+    write_focus_csv(
+        layout.landing_focus / "acct-us" / "2026-03" / "d1" / "export.csv",
+        [
+            focus_row("r1", "0.010000000001", SkuMeter="Input Tokens", ConsumedQuantity="1000"),
+            focus_row("r1", "0.020000000000", SkuMeter="Output Tokens", ConsumedQuantity="100"),
+            focus_row("r2", "0.030000000000"),  # telemetry never saw r2
+            # called 10 minutes before the period: inside the one-day margin
+            focus_row("r-early", "0.011000000000", hour="2026-03-01T00:00:00Z"),
+            # called 9 days before the period: too far, unmatched
+            focus_row("r-old", "0.012000000000", hour="2026-03-01T00:00:00Z"),
+            focus_row("r-x", "0.050000000000"),  # also billed to acct-eu in EUR: a conflict
+            focus_row("r4", "0.004000000000", SkuMeter="Input Tokens", ConsumedQuantity="900"),
+            focus_row("r4", "0.000500000000", SkuMeter="Cache Read Tokens", ConsumedQuantity="100"),
+            # billed as if telemetry's input had no cache reads: a token mismatch
+            focus_row("r5", "0.006000000000", SkuMeter="Input Tokens", ConsumedQuantity="1000"),
+            focus_row("r6", "0.070000000000", ChargeCategory="Refund"),  # quarantined, cost readable
+            focus_row("r7", "0.080000000000", BilledCost="abc"),  # quarantined, BilledCost unreadable
+            focus_row(None, "1.250000000000", ChargeCategory="Tax", ServiceProviderName="Unitgate"),
+            focus_row(None, "-0.500000000000", ChargeCategory="Credit", ServiceProviderName="Unitgate"),
+        ],
+    )
+    write_focus_csv(
+        layout.landing_focus / "acct-eu" / "2026-03" / "d1" / "export.csv",
+        [
+            focus_row("r-x", "0.040000000000", BillingAccountId="acct-eu", BillingCurrency="EUR", InvoiceId="INV-EU"),
+            focus_row("r8", "0.090000000000", BillingAccountId="acct-eu", BillingCurrency="EUR", InvoiceId="INV-EU"),
+        ],
+    )
+    write_events(
+        layout.landing_events / "calls.jsonl",
+        [
+            llm_call("r1", "s1", "2026-03-02T10:15:00Z", input_tokens=1000, output_tokens=100),
+            llm_call("r-early", "s2", "2026-02-28T23:50:00Z", output_tokens=0),
+            llm_call("r-old", "s3", "2026-02-20T12:00:00Z"),
+            llm_call("r-x", "s4", "2026-03-02T10:20:00Z"),
+            llm_call("r4", "s5", "2026-03-02T10:30:00Z", input_tokens=1000, output_tokens=0, cache_read_input_tokens=100),
+            llm_call("r5", "s5", "2026-03-02T10:40:00Z", input_tokens=1000, output_tokens=0, cache_read_input_tokens=100),
+            llm_call("r8", "s6", "2026-03-02T11:00:00Z", provider="openai", model="gpt", output_tokens=0),
+            llm_call("tel-only", "s7", "2026-03-03T09:00:00Z"),
+        ],
+    )
+
+
+def reconcile(layout, settings, first=MARCH, last=MARCH):
+    assert pipeline.stage_billing(layout).passed
+    assert pipeline.stage_events(layout).passed
+    result = reconciliation_step.build_reconciliation(layout, settings, first, last)
+    assert result.passed, result.failures()
+    return result
+
+
+def table(layout, name, periods=("2026-03",)):
+    return scan_partitions(layout.table(name), "billing_period", list(periods), pl.String).collect()
+
+
+def row(frame, **where):
+    found = frame.filter(**{k: v for k, v in where.items()}) if where else frame
+    assert found.height == 1, (where, found)
+    return found.row(0, named=True)
+
+
+def test_every_cent_lands_in_exactly_one_part(layout, settings):
+    land(layout)
+    reconcile(layout, settings)
+    rec = table(layout, "reconciliation")
+
+    us = row(rec, billing_account_id="acct-us", service_provider_name="Anthropic")
+    attributed = D("0.010000000001") + D("0.02") + D("0.011") + D("0.004") + D("0.0005") + D("0.006")  # r1 r-early r4 r5
+    unmatched = D("0.03") + D("0.012")  # r2, r-old
+    assert us["attributed_cost"] == attributed
+    assert us["unmatched_billing_cost"] == unmatched
+    assert us["conflicting_cost"] == D("0.05")
+    assert us["quarantined_cost"] == D("0.07")  # r7's BilledCost is unreadable: counted, not summed
+    assert us["unattributable_cost"] == 0
+    assert us["billed_total"] == attributed + unmatched + D("0.05") + D("0.07")
+    assert us["delta"] == 0 and us["effective_delta"] == 0
+    # EffectiveCost of r7 is readable: it is in the effective split.
+    assert us["quarantined_effective_cost"] == D("0.07") + D("0.08")
+    assert (us["billing_rows"], us["quarantined_rows"], us["quarantined_rows_unknown_cost"]) == (9, 2, 1)
+    assert (us["attributed_requests"], us["unmatched_requests"], us["conflicting_requests"]) == (4, 2, 1)
+    assert us["coverage"] == pytest.approx(float(attributed / us["billed_total"]), rel=1e-12)
+
+    fees = row(rec, billing_account_id="acct-us", service_provider_name="Unitgate")
+    assert fees["unattributable_cost"] == fees["billed_total"] == D("0.75")
+    assert fees["coverage"] == 0.0
+
+    eu = row(rec, billing_account_id="acct-eu")
+    assert (eu["billing_currency"], eu["invoice_id"]) == ("EUR", "INV-EU")
+    assert eu["conflicting_cost"] == D("0.04") and eu["attributed_cost"] == D("0.09")
+
+    # Calls of March: r1 r-x r4 r5 tel-only (anthropic), r8 (openai); only tel-only was never billed.
+    logged = rec.filter(pl.col("billing_account_id").is_null()).sort("service_provider_name")
+    assert logged["service_provider_name"].to_list() == ["anthropic", "openai"]
+    assert logged["telemetry_requests"].to_list() == [5, 1]
+    assert logged["telemetry_only_requests"].to_list() == [1, 0]
+    assert logged["billed_total"].to_list() == [0, 0]
+
+
+def test_status_follows_the_thresholds_with_reasons(layout, settings):
+    land(layout)
+    reconcile(layout, settings)
+    rec = table(layout, "reconciliation")
+    us = row(rec, billing_account_id="acct-us", service_provider_name="Anthropic")
+    assert us["status"] == "fail"
+    reason = us["status_reason"]
+    assert "1 quarantined row(s) with an unreadable BilledCost" in reason
+    assert "33.33% of billed requests unknown to telemetry (fail above 5.00%)" in reason  # 2 of 6
+    assert "2 row(s) quarantined, 0.07 of them counted as quarantined_cost" in reason
+    assert "1 request(s) billed to two accounts or currencies" in reason
+    assert row(rec, billing_account_id="acct-us", service_provider_name="Unitgate")["status"] == "ok"
+    anthropic = row(rec, service_provider_name="anthropic")
+    assert anthropic["status"] == "warn" and "20.0% of logged requests never billed" in anthropic["status_reason"]
+
+    # Looser thresholds: the same data, different statuses.
+    loose = replace(settings, reconciliation=replace(settings.reconciliation, unmatched_requests_warn=0.4, unmatched_requests_fail=0.5, telemetry_only_warn=0.5))
+    reconciliation_step.build_reconciliation(layout, loose, MARCH, MARCH)
+    rec = table(layout, "reconciliation")
+    assert "unknown to telemetry" not in row(rec, billing_account_id="acct-us", service_provider_name="Anthropic")["status_reason"]
+    assert row(rec, service_provider_name="anthropic")["status"] == "ok"
+
+
+def test_conflicting_request_is_listed_and_left_out_of_request_costs(layout, settings):
+    land(layout)
+    reconcile(layout, settings)
+    conflicts = table(layout, "request_conflicts").sort("billing_account_id")
+    assert conflicts.select("request_id", "billing_account_id", "billing_currency", "billed_cost").rows() == [
+        ("r-x", "acct-eu", "EUR", D("0.04")),
+        ("r-x", "acct-us", "USD", D("0.05")),
+    ]
+    # The daily tables run (and their conservation check passes) without summing EUR into USD.
+    daily = pipeline.build_daily_tables(layout, settings, date(2026, 3, 2), date(2026, 3, 2))
+    assert daily.passed, daily.failures()
+    requests = scan_partitions(layout.table("request_costs"), "date", ["2026-03-02"]).collect()
+    r_x = row(requests, request_id="r-x")
+    assert (r_x["match_status"], r_x["billing_rows"], r_x["billed_cost"]) == ("telemetry_only", 0, None)
+    assert row(requests, request_id="r8")["billed_cost"] == D("0.09")
+
+
+def test_tokens_compared_with_the_cache_convention(layout, settings):
+    land(layout)
+    reconcile(layout, settings)
+    mismatches = table(layout, "token_mismatches")
+    # r4 bills 900 input + 100 cache read for telemetry's 1000 input (cache included): a match.
+    # r5 bills 1000 input and no cache read for the same telemetry: input and cache_read differ.
+    assert mismatches["request_id"].to_list() == ["r5"]
+    r5 = mismatches.row(0, named=True)
+    assert r5["mismatched"] == "input,cache_read"
+    assert (r5["billed_input_tokens"], r5["telemetry_input_tokens"]) == (D(1000), 900)
+    assert (r5["billed_cache_read_tokens"], r5["telemetry_cache_read_tokens"]) == (D(0), 100)
+    counts = table(layout, "token_reconciliation").sort("service_provider_name", "model")
+    # Compared: token rows and a call within the period ± 1 day: not r2 (no call), r-old (called
+    # too early), r-x (conflicting).
+    assert counts.select("service_provider_name", "model", "requests_compared", "requests_mismatched").rows() == [
+        ("Anthropic", "claude", 4, 1),  # r1 r-early r4 r5
+        ("Anthropic", "gpt", 1, 0),  # r8: billed under the row's provider, model from telemetry
+    ]
+
+
+def test_invoices_from_accounts_payable(layout, settings):
+    land(layout)
+    us_total = D("0.010000000001") + D("0.02") + D("0.03") + D("0.011") + D("0.012") + D("0.05") + D("0.004") + D("0.0005") + D("0.006") + D("0.07") + D("0.75")
+    invoices = layout.landing_invoices / "ap-2026-03.csv"
+    invoices.parent.mkdir(parents=True)
+    invoices.write_text(
+        "invoice_id,billing_account_id,billing_period,invoice_total,currency\n"
+        f"INV-1,acct-us,2026-03,{us_total},USD\n"
+        "INV-EU,acct-eu,2026-03,0.14,EUR\n"  # FOCUS has 0.13
+        "INV-404,acct-us,2026-03,12.5,USD\n"  # not in FOCUS at all
+    )
+    reconcile(layout, settings)
+    rec = table(layout, "reconciliation")
+    for provider in ("Anthropic", "Unitgate"):
+        us = row(rec, billing_account_id="acct-us", invoice_id="INV-1", service_provider_name=provider)
+        assert (us["invoice_total"], us["invoice_delta"]) == (us_total, 0)
+    eu = row(rec, invoice_id="INV-EU")
+    assert eu["invoice_delta"] == D("-0.01") and eu["status"] == "fail"
+    assert "FOCUS differs from the invoice total by -0.01" in eu["status_reason"]
+    missing = row(rec, invoice_id="INV-404")
+    assert (missing["billed_total"], missing["invoice_delta"], missing["status"]) == (0, D("-12.5"), "fail")
+
+
+def test_bad_invoice_line_fails_naming_file_line_and_column(layout, settings):
+    land(layout)
+    invoices = layout.landing_invoices / "ap.csv"
+    invoices.parent.mkdir(parents=True)
+    invoices.write_text("invoice_id,billing_account_id,billing_period,invoice_total,currency\nINV-1,acct-us,2026-03,12.x,USD\n")
+    pipeline.stage_billing(layout)
+    pipeline.stage_events(layout)
+    with pytest.raises(InputFileError, match=r"^ap\.csv: line 2: invoice_total is not a decimal number: 12\.x$"):
+        reconciliation_step.build_reconciliation(layout, settings, MARCH, MARCH)
+    assert not layout.table("reconciliation").exists()
+
+
+def test_days_add_up_to_the_month(layout, settings):
+    land(layout)
+    reconcile(layout, settings)
+    daily = reconciliation_step.build_reconciliation_daily(layout, settings, MARCH, date(2026, 3, 31))
+    assert daily.passed, daily.failures()
+    days = pl.scan_parquet(layout.table("reconciliation_daily") / "*" / "*.parquet", hive_partitioning=True).collect()
+    money = ["billed_total", "attributed_cost", "unmatched_billing_cost", "conflicting_cost", "unattributable_cost",
+             "quarantined_cost", "effective_total", "quarantined_effective_cost"]
+    counts = ["billing_rows", "quarantined_rows", "quarantined_rows_unknown_cost", "telemetry_only_requests"]
+    keys = ["billing_period", "billing_account_id", "invoice_id", "service_provider_name", "billing_currency"]
+    summed = days.group_by(keys).agg(pl.col(*money, *counts).sum()).sort(keys, nulls_last=True)
+    month = table(layout, "reconciliation").select(*keys, *money, *counts).sort(keys, nulls_last=True)
+    assert summed.select(month.columns).equals(month)
+
+
+def test_checks_can_fail(layout, settings):
+    land(layout)
+    reconcile(layout, settings)
+    published = scan_partitions(layout.table("reconciliation"), "billing_period", ["2026-03"], pl.String)
+    rows = pipeline.landing.scan_staged_focus(layout)
+    held = pipeline.landing.scan_quarantined_focus(layout)
+    period = pl.col("BillingPeriodStart").dt.strftime("%Y-%m")
+    held_period = pl.col("billing_period_start").dt.strftime("%Y-%m")
+    assert reconciliation_step.conservation_check(published, rows, held, "billing_period", period, held_period).passed
+    lost = published.filter(pl.col("service_provider_name") != "Unitgate")
+    failed = reconciliation_step.conservation_check(lost, rows, held, "billing_period", period, held_period)
+    assert not failed.passed and "2026-03 USD: billed_total" in failed.description
+    uneven = published.with_columns(delta=pl.when(pl.col("invoice_id") == "INV-EU").then(pl.lit(D("0.01"))).otherwise(pl.col("delta")))
+    assert reconciliation_step.delta_check(published).passed
+    assert "delta 0.010000000000000000" in reconciliation_step.delta_check(uneven).description
+
+
+def test_real_focus_sample_reconciles_to_the_cent(layout, settings):
+    target = layout.landing_focus / "sample" / FOCUS_SAMPLE.name
+    target.parent.mkdir(parents=True)
+    target.write_bytes(FOCUS_SAMPLE.read_bytes())
+    reconcile(layout, settings, date(2024, 9, 1), date(2024, 10, 1))
+
+    expected: dict[tuple, list[Decimal]] = {}
+    with open(FOCUS_SAMPLE, newline="") as fh:
+        for r in csv.DictReader(fh):
+            key = (r["BillingPeriodStart"][:7], r["BillingAccountId"], r["ProviderName"], r["BillingCurrency"])
+            sums = expected.setdefault(key, [D(0), D(0), 0])
+            sums[0] += D(r["BilledCost"])
+            sums[1] += D(r["EffectiveCost"])
+            sums[2] += 1
+    rec = table(layout, "reconciliation", ["2024-09", "2024-10"])
+    got = {
+        (r["billing_period"], r["billing_account_id"], r["service_provider_name"], r["billing_currency"]): [
+            r["billed_total"], r["effective_total"], r["billing_rows"]
+        ]
+        for r in rec.iter_rows(named=True)
+    }
+    assert got == expected
+    # FOCUS 1.0 has no request ids: everything is unattributable, nothing attributed or lost.
+    assert rec["unattributable_cost"].to_list() == rec["billed_total"].to_list()
+    for column in ("attributed_cost", "unmatched_billing_cost", "conflicting_cost", "quarantined_cost", "delta", "effective_delta"):
+        assert set(rec[column]) == {0}, column
+    assert rec["invoice_id"].null_count() == rec.height  # FOCUS 1.0 sample has no InvoiceId
+
+
+def test_cli_prints_the_month_and_fails_on_a_failing_row(layout, settings, capsys):
+    land(layout)
+    reconcile(layout, settings)
+    assert main(["reconcile", "--data-dir", str(layout.data_dir), "--month", "2026-03"]) == 1
+    out = capsys.readouterr().out
+    assert "acct-us" in out and "INV-EU" in out and "0.1400000" not in out
+    assert "unreadable BilledCost" in out
+    assert main(["reconcile", "--data-dir", str(layout.data_dir), "--month", "2026-04"]) == 1
+    assert "2026-04 is not reconciled yet" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["reconcile", "--data-dir", str(layout.data_dir), "--month", "2026-3/../x"])
+
+
+def test_dagster_assets_reconcile_a_month_with_their_checks(layout):
+    land(layout)
+    resources = {"warehouse": Warehouse(data_dir=str(layout.data_dir), config_path=str(REPO / "unitledger.toml"))}
+    assets = [*defs.assets]
+    staged = dg.materialize(assets, selection=["staged_billing", "staged_events"], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    assert staged.success
+    result = dg.materialize(
+        assets,
+        selection=[reconciliation_tables],
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={"dagster/asset_partition_range_start": "2026-03", "dagster/asset_partition_range_end": "2026-03"},
+        raise_on_error=False,
+    )
+    assert result.success  # the failing rows warn; no blocking check fails
+    checks = {(c.asset_key.to_user_string(), c.check_name): c for c in result.get_asset_check_evaluations()}
+    assert all(checks[("reconciliation", name)].passed for name in ("schema", "delta_zero", "conservation", "quarantine_placed"))
+    status = checks[("reconciliation", "status")]
+    assert not status.passed and status.severity == dg.AssetCheckSeverity.WARN
+    assert not checks[("token_reconciliation", "tokens_match")].passed
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert meta["reconciliation"]["billed_total"].value == {"EUR": "0.130000000000000000", "USD": "0.963500000001000000"}

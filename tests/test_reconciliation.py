@@ -315,3 +315,14 @@ def test_dagster_assets_reconcile_a_month_with_their_checks(layout):
     assert not checks[("token_reconciliation", "tokens_match")].passed
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
     assert meta["reconciliation"]["billed_total"].value == {"EUR": "0.130000000000000000", "USD": "0.963500000001000000"}
+
+
+def test_rerun_gives_the_same_rows(layout, settings):
+    land(layout)
+    reconcile(layout, settings)
+    tables = ["reconciliation", "token_reconciliation", "token_mismatches", "request_conflicts"]
+    first = {name: table(layout, name) for name in tables}
+    reconcile(layout, settings)
+    for name, frame in first.items():
+        again = table(layout, name)
+        assert again.sort(again.columns, nulls_last=True).equals(frame.sort(frame.columns, nulls_last=True)), name

@@ -416,16 +416,24 @@ def _polars_schema(model) -> dict[str, pl.DataType]:
 DELIVERY_KEY = ["BillingAccountId", "BillingPeriodStart"]
 
 
-def scan_staged_focus(layout: Layout) -> pl.LazyFrame:
-    """Current FOCUS rows: staged rows of superseded deliveries removed (see deliveries_frame)."""
+def scan_staged_focus_files(layout: Layout) -> pl.LazyFrame:
+    """Every staged FOCUS row as staging holds it, superseded deliveries included."""
     from schemas.focus import StagedFocus
 
-    rows = _scan_dir(layout.staged("focus"), StagedFocus)
+    return _scan_dir(layout.staged("focus"), StagedFocus)
+
+
+def scan_staged_focus(layout: Layout) -> pl.LazyFrame:
+    """Current FOCUS rows: staged rows of superseded deliveries removed (see deliveries_frame)."""
+    rows = scan_staged_focus_files(layout)
     deliveries_file = layout.staged("focus_deliveries") / "deliveries.parquet"
     if not deliveries_file.exists():
         return rows
     quarantined = _quarantine_keys(_placed_focus_quarantine(layout, rows))
-    return current_deliveries(rows, pl.scan_parquet(deliveries_file), quarantined)
+    # A few rows, computed once here rather than again by every query over the current rows
+    # (each Pandera check is one): those would each re-rank every staged row.
+    current = current_delivery_keys(rows, pl.scan_parquet(deliveries_file), quarantined).collect()
+    return rows.join(current.lazy(), on=["delivery", *DELIVERY_KEY], how="semi")
 
 
 def current_deliveries(rows: pl.LazyFrame, deliveries: pl.LazyFrame, quarantined: pl.LazyFrame | None = None) -> pl.LazyFrame:
@@ -433,11 +441,17 @@ def current_deliveries(rows: pl.LazyFrame, deliveries: pl.LazyFrame, quarantined
 
     `quarantined` (delivery + DELIVERY_KEY of quarantined rows) takes part in the ranking: a newer
     delivery whose rows of a key were all quarantined still replaces the older one."""
+    return rows.join(current_delivery_keys(rows, deliveries, quarantined), on=["delivery", *DELIVERY_KEY], how="semi")
+
+
+def current_delivery_keys(rows: pl.LazyFrame, deliveries: pl.LazyFrame, quarantined: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """(delivery, *DELIVERY_KEY) of the newest delivery of every key in `rows` (and `quarantined`)."""
     keys = rows.select("delivery", *DELIVERY_KEY)
     if quarantined is not None:
         keys = pl.concat([keys, quarantined])
-    ranked = rows.join(deliveries.select("delivery", "delivery_rank"), on="delivery", how="left")
-    return ranked.join(_newest(keys, deliveries), on=[*DELIVERY_KEY, "delivery_rank"], how="semi").drop("delivery_rank")
+    return _newest(keys, deliveries).join(deliveries.select("delivery", "delivery_rank"), on="delivery_rank").select(
+        "delivery", *DELIVERY_KEY
+    )
 
 
 def _newest(keys: pl.LazyFrame, deliveries: pl.LazyFrame) -> pl.LazyFrame:

@@ -46,6 +46,8 @@ def _input_failure(exc: InputFileError) -> dg.Failure:
 @dg.multi_asset(
     specs=[dg.AssetSpec("staged_billing", group_name="staging", description="FOCUS landing files staged as typed Parquet; bad rows quarantined.")],
     check_specs=[dg.AssetCheckSpec("schema", asset="staged_billing", blocking=True, description="Pandera: StagedFocus")],
+    # Unpartitioned, but selectable with the daily tables in `dagster asset materialize --partition-range`.
+    backfill_policy=dg.BackfillPolicy.single_run(),
     pool="warehouse",
 )
 def staged_billing(context: dg.AssetExecutionContext, warehouse: Warehouse):
@@ -62,6 +64,7 @@ def staged_billing(context: dg.AssetExecutionContext, warehouse: Warehouse):
         dg.AssetCheckSpec("llm_call_schema", asset="staged_events", blocking=True, description="Pandera: StagedLlmCall"),
         dg.AssetCheckSpec("outcome_schema", asset="staged_events", blocking=True, description="Pandera: StagedOutcome"),
     ],
+    backfill_policy=dg.BackfillPolicy.single_run(),
     pool="warehouse",
 )
 def staged_events(context: dg.AssetExecutionContext, warehouse: Warehouse):

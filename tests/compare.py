@@ -1,0 +1,59 @@
+"""Helpers for tests that build small warehouses and compare warehouses built by different routes."""
+
+from __future__ import annotations
+
+import shutil
+
+import polars as pl
+from polars.testing import assert_frame_equal
+
+from unitledger.layout import Layout
+
+TABLES = [
+    "request_costs",
+    "intent_costs",
+    "cost_per_intent",
+    "cost_per_success",
+    "cost_per_intent_monthly",
+    "cost_per_success_monthly",
+    "quarantine",
+]
+
+
+def read_table(layout: Layout, name: str) -> pl.DataFrame:
+    """Every row of a published table (partition key restored), in a canonical order."""
+    files = sorted(layout.table(name).glob("*/*.parquet"))
+    assert files, f"{name}: no partitions under {layout.table(name)}"
+    frame = pl.read_parquet(files, hive_partitioning=True)
+    exact = [c for c, t in frame.schema.items() if not t.is_float()]
+    return frame.sort(exact, nulls_last=True)
+
+
+def assert_same_tables(left: Layout, right: Layout, tables: list[str] = TABLES) -> None:
+    """Same rows in every table: exact for keys, counts and money; floats to 1e-12 relative
+    (sums of squares may be added in another order)."""
+    for name in tables:
+        a, b = read_table(left, name), read_table(right, name)
+        assert a.height > 0 or name == "quarantine", name
+        try:
+            assert_frame_equal(a, b, check_exact=False, rel_tol=1e-12, abs_tol=1e-12)
+        except AssertionError as exc:
+            raise AssertionError(f"{name} differs: {exc}") from exc
+
+
+def copy_landing(source: Layout, target: Layout) -> None:
+    """The landing folders with their modification times (they rank FOCUS deliveries)."""
+    shutil.copytree(source.data_dir / "landing", target.data_dir / "landing", copy_function=shutil.copy2)
+
+
+def build_warehouse(layout: Layout, settings, start, end) -> None:
+    """Stage the landing files, build the daily tables for [start, end] and their months, refresh
+    the views: the pipeline steps the assets call, without Dagster (faster)."""
+    from unitledger import months, pipeline
+    from unitledger.warehouse import refresh_views
+
+    pipeline.stage_billing(layout)
+    pipeline.stage_events(layout)
+    assert pipeline.build_daily_tables(layout, settings, start, end).passed
+    assert pipeline.build_monthly_tables(layout, months.month_start(start), months.month_start(end)).passed
+    refresh_views(layout)

@@ -1,0 +1,155 @@
+"""Which daily partitions a change in the landing folders affects (the landing sensor's logic).
+
+A landing file is known by its fingerprint (`LandingFile.file_id`: path, size, modification time).
+Between two looks a file is new, changed or removed, and its rows map to days:
+
+- FOCUS rows: the date of their ChargePeriodStart. A FOCUS delivery restates whole (billing account,
+  billing period) pairs (see landing.current_deliveries), so the days of every staged row of the
+  pairs the file holds count too: a day the new delivery no longer bills changes as well.
+- llm_call events: their call date.
+- outcome events: the date of the session they label (its earliest call, from staging and from the
+  changed files themselves).
+
+A daily partition reads calls and billing rows dated one day either side of it
+(transforms.LOOKAROUND), so FOCUS and call dates widen by that; a label changes its session's day
+only. The previous version of a changed or removed file is read from staging while it is still
+there (`staged/<table>/<old id>.parquet`): staging replaces it on the next run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import polars as pl
+
+from unitledger import landing, parse
+from unitledger.landing import InputFileError, LandingFile
+from unitledger.layout import Layout
+from unitledger.transforms import LOOKAROUND
+
+# source ("focus" | "events") → path relative to its landing folder → file id
+Fingerprints = dict[str, dict[str, str]]
+
+_SUFFIXES = {"focus": landing.FOCUS_SUFFIXES, "events": landing.EVENT_SUFFIXES}
+
+
+def landing_files(layout: Layout) -> dict[str, list[LandingFile]]:
+    roots = {"focus": layout.landing_focus, "events": layout.landing_events}
+    return {source: landing.list_landing(roots[source], _SUFFIXES[source]) for source in roots}
+
+
+def fingerprints(files: dict[str, list[LandingFile]]) -> Fingerprints:
+    return {source: {f.relpath: f.file_id for f in found} for source, found in files.items()}
+
+
+@dataclass
+class Changes:
+    """Landing files that differ from a previous look."""
+
+    new: dict[str, list[LandingFile]] = field(default_factory=lambda: {"focus": [], "events": []})
+    old_ids: dict[str, list[str]] = field(default_factory=lambda: {"focus": [], "events": []})
+
+    def __bool__(self) -> bool:
+        return any(self.new.values()) or any(self.old_ids.values())
+
+    def describe(self) -> str:
+        added = [f.relpath for found in self.new.values() for f in found]
+        return f"{len(added)} new or changed file(s) ({', '.join(added[:5])}{', …' if len(added) > 5 else ''}), " + (
+            f"{sum(map(len, self.old_ids.values()))} replaced or removed"
+        )
+
+
+def compare(previous: Fingerprints, files: dict[str, list[LandingFile]]) -> Changes:
+    changes = Changes()
+    for source, found in files.items():
+        before = previous.get(source, {})
+        current = {f.relpath: f for f in found}
+        changes.new[source] = [f for path, f in current.items() if before.get(path) != f.file_id]
+        changes.old_ids[source] = [
+            file_id for path, file_id in before.items() if path not in current or current[path].file_id != file_id
+        ]
+    return changes
+
+
+@dataclass
+class AffectedDays:
+    days: set[date]
+    unreadable: list[str]  # messages for landing files that cannot be read (staging will fail on them)
+
+
+def affected_days(layout: Layout, changes: Changes) -> AffectedDays:
+    """The days whose daily partitions read something that changed."""
+    unreadable: list[str] = []
+    billing_days = _focus_days(layout, changes, unreadable)
+    call_days, label_days = _event_days(layout, changes, unreadable)
+    widened = {d + k * LOOKAROUND for d in billing_days | call_days for k in (-1, 0, 1)}
+    return AffectedDays(widened | label_days, unreadable)
+
+
+def _staged(directory, file_ids: list[str]) -> list:
+    return [p for p in (directory / f"{i}.parquet" for i in file_ids) if p.exists()]
+
+
+def _readable(files: list[LandingFile], read, unreadable: list[str]) -> list[pl.LazyFrame]:
+    frames = []
+    for f in files:
+        try:
+            frames.append(read(f))
+        except InputFileError as exc:
+            unreadable.append(str(exc))
+    return frames
+
+
+def _focus_days(layout: Layout, changes: Changes, unreadable: list[str]) -> set[date]:
+    key = ["BillingAccountId", "BillingPeriodStart"]
+    new = [
+        raw.select(
+            "BillingAccountId",
+            parse.parse_timestamp(pl.col("BillingPeriodStart")).alias("BillingPeriodStart"),
+            parse.parse_timestamp(pl.col("ChargePeriodStart")).dt.date().alias("charge_date"),
+        )
+        for raw in _readable(changes.new["focus"], landing.read_focus_raw, unreadable)
+    ]
+    old = [pl.scan_parquet(p).select(*key, "charge_date") for p in _staged(layout.staged("focus"), changes.old_ids["focus"])]
+    if not new and not old:
+        return set()
+    touched = pl.concat([*new, *old]).drop_nulls().unique().collect()
+    # Rows of every delivery of the same (account, period), current or not: this change may
+    # supersede them or reinstate them.
+    staged = sorted(layout.staged("focus").glob("*.parquet"))
+    if not staged:
+        return set(touched["charge_date"])
+    restated = (
+        pl.scan_parquet(staged)
+        .select(*key, "charge_date")
+        .join(touched.lazy().select(key).unique(), on=key, how="semi")
+        .select("charge_date")
+        .unique()
+        .collect()
+    )
+    return set(touched["charge_date"]) | set(restated["charge_date"])
+
+
+def _event_days(layout: Layout, changes: Changes, unreadable: list[str]) -> tuple[set[date], set[date]]:
+    new = [
+        raw.select(
+            "event_type", "session_id", parse.parse_timestamp(pl.col("timestamp")).dt.date().alias("day")
+        ).drop_nulls()
+        for raw in _readable(changes.new["events"], landing.read_events_raw, unreadable)
+    ]
+    new_events = pl.concat(new).collect() if new else pl.DataFrame(schema={"event_type": pl.String, "session_id": pl.String, "day": pl.Date})
+    new_calls = new_events.filter(pl.col("event_type") == "llm_call").select("session_id", pl.col("day").alias("call_date"))
+    old_ids = changes.old_ids["events"]
+    old_calls = [pl.scan_parquet(p).select("session_id", "call_date") for p in _staged(layout.staged("llm_calls"), old_ids)]
+    old_labels = [pl.scan_parquet(p).select("session_id") for p in _staged(layout.staged("outcomes"), old_ids)]
+    calls = pl.concat([new_calls.lazy(), *old_calls]).collect()
+    labeled = pl.concat(
+        [new_events.lazy().filter(pl.col("event_type") == "outcome").select("session_id"), *old_labels]
+    ).unique()
+    # A session's day is its earliest call, wherever that call is (staged, or in a changed file).
+    known_calls = pl.concat([landing.scan_staged_calls(layout).select("session_id", "call_date"), new_calls.lazy()])
+    session_days = (
+        known_calls.join(labeled, on="session_id", how="semi").group_by("session_id").agg(pl.col("call_date").min()).collect()
+    )
+    return set(calls["call_date"]), set(session_days["call_date"])

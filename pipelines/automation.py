@@ -112,8 +112,8 @@ def landing_changes(context: dg.SensorEvaluationContext, warehouse: Warehouse):
     affected = changes.affected_days(layout, found)
     for message in affected.unreadable:
         context.log.warning(f"Unreadable landing file (staging will fail on it): {message}")
-    last = date.fromisoformat(daily_partitions.get_last_partition_key())
-    days = {d for d in affected.days if settings.start_date <= d <= last}
+    last_key = daily_partitions.get_last_partition_key()  # None before the first day has ended
+    days = {d for d in affected.days if last_key and settings.start_date <= d <= date.fromisoformat(last_key)}
     context.log.info(f"{found.describe()}: days {months.describe(days) or 'none'}")
     digest = hashlib.sha256(cursor.encode()).hexdigest()[:12]
     requests = [

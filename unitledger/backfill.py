@@ -110,13 +110,13 @@ def run(layout: Layout, settings: Settings, start: date, end: date, out: TextIO 
     from pipelines.reconciliation import reconciliation_daily, reconciliation_tables
     from pipelines.resources import Warehouse
 
-    last_day = date.fromisoformat(daily_partitions.get_last_partition_key())
+    last_key = daily_partitions.get_last_partition_key()  # yesterday (UTC); None before the first day has ended
     if start > end:
         raise SystemExit(f"--start {start} is after --end {end}")
     if start < settings.start_date:
         raise SystemExit(f"--start {start} is before the first partition {settings.start_date} (pipeline.start_date in {settings.path})")
-    if end > last_day:
-        raise SystemExit(f"--end {end} is after the last complete UTC day, {last_day}")
+    if last_key is None or end > date.fromisoformat(last_key):
+        raise SystemExit(f"--end {end} is after the last complete UTC day, {last_key or 'none yet'}")
 
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     resources = {"warehouse": Warehouse(data_dir=str(layout.data_dir), config_path=str(settings.path))}

@@ -48,6 +48,8 @@ class ResumeRecord:
 
     def __init__(self, layout: Layout, settings: Settings, start: date, end: date):
         self.path = layout.warehouse / "_backfills" / f"{start}_{end}.json"
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._tmp.unlink(missing_ok=True)  # left by a run killed while it wrote the record
         files = changes.landing_files(layout)
         self.landing = changes.fingerprints(files)
         self.settings = hashlib.sha256(settings.path.read_bytes()).hexdigest()
@@ -66,9 +68,8 @@ class ResumeRecord:
     def mark(self, month: str) -> None:
         self.done.append(month)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"settings": self.settings, "landing": self.landing, "done": self.done}))
-        os.replace(tmp, self.path)
+        self._tmp.write_text(json.dumps({"settings": self.settings, "landing": self.landing, "done": self.done}))
+        os.replace(self._tmp, self.path)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

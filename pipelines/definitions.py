@@ -3,23 +3,18 @@
 import dagster as dg
 
 from pipelines.assets import daily_tables, staged_billing, staged_events
-from pipelines.partitions import daily_partitions
+from pipelines.automation import FRESHNESS_CHECKS, daily_job, landing_changes, monthly_after_daily, monthly_job, nightly
+from pipelines.monthly import monthly_tables
+from pipelines.reconciliation import RECONCILIATION_ASSETS
 from pipelines.resources import Warehouse
 
-ALL_ASSETS = [staged_billing, staged_events, daily_tables]
-
-daily_job = dg.define_asset_job(
-    "daily",
-    selection=dg.AssetSelection.all(),
-    partitions_def=daily_partitions,
-    description="Stage new landing files, then build every daily table for the selected days.",
-)
-
-nightly_schedule = dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=2, name="nightly")
+ALL_ASSETS = [staged_billing, staged_events, daily_tables, monthly_tables, *RECONCILIATION_ASSETS]
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
-    jobs=[daily_job],
-    schedules=[nightly_schedule],
+    asset_checks=FRESHNESS_CHECKS,
+    jobs=[daily_job, monthly_job],
+    schedules=[nightly],
+    sensors=[landing_changes, monthly_after_daily],
     resources={"warehouse": Warehouse()},
 )

@@ -1,4 +1,4 @@
-"""Dagster wiring: definitions load, the nightly schedule targets yesterday, partitions materialize
+"""Dagster wiring: definitions load, the nightly schedule covers yesterday, partitions materialize
 in an ephemeral instance, and failing blocking checks stop the run."""
 
 from datetime import datetime, timezone
@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import polars as pl
 
+from pipelines.automation import DAILY_ASSETS
 from pipelines.definitions import defs
 from pipelines.resources import Warehouse
 from tests.builders import focus_row, llm_call, outcome, write_events, write_focus_csv
@@ -29,7 +30,7 @@ def land(layout):
 
 def materialize_range(layout, start, end, config=REPO / "unitledger.toml"):
     return dg.materialize(
-        defs.assets,
+        DAILY_ASSETS,
         instance=dg.DagsterInstance.ephemeral(),
         resources={"warehouse": Warehouse(data_dir=str(layout.data_dir), config_path=str(config))},
         tags={"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end},
@@ -48,12 +49,17 @@ def test_definitions_load_with_assets_checks_and_schedule():
     assert defs.resolve_schedule_def("nightly") is not None
 
 
-def test_nightly_schedule_targets_yesterday():
+def test_nightly_schedule_covers_yesterday_in_one_range_run(tmp_path):
     schedule = defs.resolve_schedule_def("nightly")
     when = datetime(2026, 3, 5, 2, 0, tzinfo=timezone.utc)
-    with dg.build_schedule_context(scheduled_execution_time=when) as context:
+    resources = {"warehouse": Warehouse(data_dir=str(tmp_path), config_path=str(REPO / "unitledger.toml"))}
+    with dg.build_schedule_context(scheduled_execution_time=when, resources=resources) as context:
         requests = schedule.evaluate_tick(context).run_requests
-    assert [r.partition_key for r in requests] == ["2026-03-04"]
+    assert len(requests) == 1
+    tags = requests[0].tags
+    # Yesterday is the last day; the default window also keeps February until its invoice is final.
+    assert tags["dagster/asset_partition_range_end"] == "2026-03-04"
+    assert tags["dagster/asset_partition_range_start"] == "2026-02-01"
 
 
 def test_range_materializes_every_table_and_reports_metadata(layout):

@@ -4,7 +4,7 @@ as the nightly schedule and the UI, not a second implementation."""
 from __future__ import annotations
 
 import argparse
-import os
+import re
 import sys
 from datetime import date
 from pathlib import Path
@@ -53,34 +53,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def materialize(layout: Layout, config: Path | None, start: date, end: date) -> bool:
-    """Run every asset for the days [start, end] in one in-process Dagster run; True on success."""
-    import dagster as dg
+    """Backfill the days [start, end] in month-sized runs, then their monthly rollups and the
+    DuckDB views (unitledger/backfill.py); True on success."""
+    from unitledger import backfill
 
-    from pipelines.definitions import ALL_ASSETS
-    from pipelines.resources import Warehouse
-
-    settings = load_settings(config)
-    if start > end:
-        raise SystemExit(f"--start {start} is after --end {end}")
-    if start < settings.start_date:
-        raise SystemExit(f"--start {start} is before the first partition {settings.start_date} (pipeline.start_date in {settings.path})")
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    result = dg.materialize(
-        ALL_ASSETS,
-        instance=instance,
-        resources={"warehouse": Warehouse(data_dir=str(layout.data_dir), config_path=str(settings.path))},
-        tags={"dagster/asset_partition_range_start": start.isoformat(), "dagster/asset_partition_range_end": end.isoformat()},
-        raise_on_error=False,
-    )
-    if not result.success:
-        for event in result.all_events:
-            if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-                error = event.step_failure_data.error
-                while error.cause is not None and not error.message.strip():
-                    error = error.cause
-                user = event.step_failure_data.user_failure_data
-                print(f"FAILED {event.step_key}: {user.description if user and user.description else error.message.strip()}", file=sys.stderr)
-    return result.success
+    return backfill.run(layout, load_settings(config), start, end)
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
@@ -134,6 +111,71 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_query(args: argparse.Namespace) -> int:
+    from unitledger import query
+
+    if args.format == "parquet" and not args.output:
+        raise SystemExit("--format parquet needs --output FILE")
+    try:
+        frame = query.run_query(_layout(args), args.sql)
+    except query.QueryError as exc:
+        print(f"query error: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "table":
+        query.print_table(frame)
+    else:
+        query.write_result(frame, args.format, args.output or sys.stdout)
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from unitledger import dictionary, query
+
+    if args.markdown:
+        print(dictionary.render_markdown(), end="")
+        return 0
+    try:
+        print(query.describe_tables(args.names), end="")
+    except query.QueryError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+def _month(text: str) -> str:
+    from schemas.monthly import BILLING_PERIOD_PATTERN
+
+    if not re.match(BILLING_PERIOD_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a YYYY-MM month")
+    return text
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Print the published reconciliation of a billing period; exit 1 when a row's status is fail."""
+    from unitledger.reconcile import money_text
+    from unitledger.reconciliation_step import scan_published
+
+    frame = scan_published(_layout(args), "reconciliation", [args.month]).collect()
+    if frame.is_empty():
+        print(f"{args.month} is not reconciled yet: run `unitledger materialize` for its days", file=sys.stderr)
+        return 1
+    shown = frame.sort("billing_account_id", "invoice_id", "service_provider_name", nulls_last=True).select(
+        pl.col("billing_account_id").alias("account"),
+        pl.col("invoice_id").alias("invoice"),
+        pl.col("service_provider_name").alias("provider"),
+        pl.col("billing_currency").alias("cur"),
+        *[money_text(pl.col(c)).alias(c.removesuffix("_cost").removesuffix("_billing")) for c in
+          ("billed_total", "attributed_cost", "unmatched_billing_cost", "conflicting_cost", "unattributable_cost", "quarantined_cost", "delta", "invoice_delta")],
+        pl.col("telemetry_only_requests").alias("telemetry_only"),
+        pl.col("coverage").round(3),
+        "status",
+        pl.col("status_reason").alias("reason"),
+    )
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, fmt_str_lengths=200, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+        print(shown)
+    return 1 if (frame["status"] == "fail").any() else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unitledger", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +203,27 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     generator_args(p, None)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("query", help="run SQL against the warehouse (read-only) and print a table or write a file")
+    p.add_argument("--data-dir", type=Path, help=f"data root (default: ${DATA_DIR_ENV} or ./data)")
+    p.add_argument("sql", help='e.g. "select * from cost_per_success_monthly"')
+    p.add_argument("--format", choices=["table", "csv", "parquet", "json"], default="table")
+    p.add_argument("--output", type=Path, help="file to write (default: standard output; parquet needs a file)")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("reconcile", help="print the reconciliation of a billing period (exit 1 when a row fails)")
+    p.add_argument("--data-dir", type=Path, help=f"data root (default: ${DATA_DIR_ENV} or ./data)")
+    p.add_argument("--month", type=_month, required=True, help="billing period, YYYY-MM")
+    p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser("tables", help="list the tables and their columns with what they mean")
+    p.add_argument("names", nargs="*", help="only these tables")
+    p.add_argument("--markdown", action="store_true", help="print the data dictionary (docs/data-dictionary.md) instead")
+    p.set_defaults(func=cmd_tables)
+
+    from unitledger.bench import add_command as add_bench_command
+
+    add_bench_command(sub)  # `unitledger bench`: see docs/performance.md
     return parser
 
 

@@ -31,10 +31,40 @@ class LaborCost:
 
 
 @dataclass(frozen=True)
+class Nightly:
+    """[schedule]: the trailing window the nightly run re-materializes."""
+
+    trailing_days: int | None = None  # None: month to date + previous month until invoice_final_day
+    invoice_final_day: int = 5
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """[freshness]: when the (warning-only) freshness checks complain."""
+
+    label_coverage_floor: float = 0.8
+    label_grace_days: int = 3
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """[reconciliation]: when a reconciliation row's status is warn or fail (shares are 0-1)."""
+
+    unmatched_requests_warn: float = 0.01
+    unmatched_requests_fail: float = 0.05
+    telemetry_only_warn: float = 0.02
+    coverage_warn: float = 0.0
+    invoice_tolerance: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     start_date: date
     labor: tuple[LaborCost, ...]
+    nightly: Nightly = Nightly()
+    freshness: Freshness = Freshness()
+    reconciliation: Reconciliation = Reconciliation()
 
     def labor_table(self) -> pl.LazyFrame:
         """Labor cost of one failed intent per (feature_tag, billing_currency); feature null = default."""
@@ -69,7 +99,57 @@ def load_settings(explicit: Path | None = None) -> Settings:
         start = date.fromisoformat(str(start_text))
     except ValueError as exc:
         raise ConfigError(f"{path}: pipeline.start_date {start_text!r} is not a YYYY-MM-DD date") from exc
-    return Settings(path=path, start_date=start, labor=tuple(_labor(path, raw.get("labor", {}))))
+    return Settings(
+        path=path,
+        start_date=start,
+        labor=tuple(_labor(path, raw.get("labor", {}))),
+        nightly=_nightly(path, raw.get("schedule", {})),
+        freshness=_freshness(path, raw.get("freshness", {})),
+        reconciliation=_reconciliation(path, raw.get("reconciliation", {})),
+    )
+
+
+def _int(path: Path, key: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{path}: {key}: {value!r} must be a whole number from {lo} to {hi}")
+    return value
+
+
+def _nightly(path: Path, section: dict) -> Nightly:
+    trailing = section.get("trailing_days")
+    return Nightly(
+        trailing_days=None if trailing is None else _int(path, "schedule.trailing_days", trailing, 1, 3660),
+        invoice_final_day=_int(path, "schedule.invoice_final_day", section.get("invoice_final_day", Nightly.invoice_final_day), 0, 28),
+    )
+
+
+def _freshness(path: Path, section: dict) -> Freshness:
+    floor = section.get("label_coverage_floor", Freshness.label_coverage_floor)
+    if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 <= floor <= 1:
+        raise ConfigError(f"{path}: freshness.label_coverage_floor: {floor!r} must be a number from 0 to 1")
+    grace = _int(path, "freshness.label_grace_days", section.get("label_grace_days", Freshness.label_grace_days), 0, 60)
+    return Freshness(label_coverage_floor=float(floor), label_grace_days=grace)
+
+
+def _share(path: Path, key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ConfigError(f"{path}: {key}: {value!r} must be a number from 0 to 1")
+    return float(value)
+
+
+def _reconciliation(path: Path, section: dict) -> Reconciliation:
+    defaults = Reconciliation()
+    unknown = set(section) - set(Reconciliation.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"{path}: [reconciliation]: unknown key(s) {', '.join(sorted(unknown))}")
+    shares = {
+        name: _share(path, f"reconciliation.{name}", section.get(name, getattr(defaults, name)))
+        for name in ("unmatched_requests_warn", "unmatched_requests_fail", "telemetry_only_warn", "coverage_warn")
+    }
+    if shares["unmatched_requests_warn"] > shares["unmatched_requests_fail"]:
+        raise ConfigError(f"{path}: reconciliation.unmatched_requests_warn must not exceed unmatched_requests_fail")
+    tolerance = _decimal(path, "reconciliation.invoice_tolerance", section.get("invoice_tolerance", defaults.invoice_tolerance))
+    return Reconciliation(**shares, invoice_tolerance=tolerance)
 
 
 def _labor(path: Path, section: dict) -> list[LaborCost]:

@@ -5,6 +5,14 @@ from __future__ import annotations
 import pandera.polars as pa
 
 import schemas
+from schemas.monthly import CostPerIntentMonthly, CostPerSuccessMonthly
+from schemas.reconciliation import (
+    Reconciliation,
+    ReconciliationDaily,
+    RequestConflicts,
+    TokenMismatches,
+    TokenReconciliation,
+)
 
 # Published tables in the order a reader meets them, with their partition key.
 TABLES: dict[str, tuple[type[pa.DataFrameModel], str]] = {
@@ -12,6 +20,13 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], str]] = {
     "intent_costs": (schemas.IntentCosts, "date"),
     "cost_per_intent": (schemas.CostPerIntent, "date"),
     "cost_per_success": (schemas.CostPerSuccess, "date"),
+    "cost_per_intent_monthly": (CostPerIntentMonthly, "billing_period"),
+    "cost_per_success_monthly": (CostPerSuccessMonthly, "billing_period"),
+    "reconciliation": (Reconciliation, "billing_period"),
+    "reconciliation_daily": (ReconciliationDaily, "date"),
+    "token_reconciliation": (TokenReconciliation, "billing_period"),
+    "token_mismatches": (TokenMismatches, "billing_period"),
+    "request_conflicts": (RequestConflicts, "billing_period"),
     "quarantine": (schemas.Quarantine, "none"),
 }
 

@@ -2,10 +2,13 @@
 
 Views glob the table folders, so they show new partitions without being recreated; the pipeline
 opens the file for writing only when a view is missing or points elsewhere, and only for as long
-as it takes to create it. Paths in the SQL come from the data root, never from input data."""
+as it takes to create it. Each view's comment is a hash of the SQL that created it: DuckDB stores
+view SQL re-rendered, so the hash is what tells a current view from an outdated one. Paths in the
+SQL come from the data root, never from input data."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -19,6 +22,13 @@ VIEWS: dict[str, tuple[str, str | None]] = {
     "intent_costs": ("intent_costs/*/*.parquet", "date"),
     "cost_per_intent": ("cost_per_intent/*/*.parquet", "date"),
     "cost_per_success": ("cost_per_success/*/*.parquet", "date"),
+    "cost_per_intent_monthly": ("cost_per_intent_monthly/*/*.parquet", "billing_period"),
+    "cost_per_success_monthly": ("cost_per_success_monthly/*/*.parquet", "billing_period"),
+    "reconciliation": ("reconciliation/*/*.parquet", "billing_period"),
+    "reconciliation_daily": ("reconciliation_daily/*/*.parquet", "date"),
+    "token_reconciliation": ("token_reconciliation/*/*.parquet", "billing_period"),
+    "token_mismatches": ("token_mismatches/*/*.parquet", "billing_period"),
+    "request_conflicts": ("request_conflicts/*/*.parquet", "billing_period"),
     "quarantine": ("quarantine/*/*.parquet", None),
 }
 _HIVE_TYPES = {"date": "DATE", "billing_period": "VARCHAR"}
@@ -47,13 +57,14 @@ def refresh_views(layout: Layout, attempts: int = 5) -> list[str]:
     if not wanted:
         return []
     current = _current_views(layout.duckdb_path)
-    stale = {n: sql for n, sql in wanted.items() if current.get(n) != _normalise(sql)}
+    stale = {n: sql for n, sql in wanted.items() if current.get(n) != _fingerprint(sql)}
     if stale:
         for attempt in range(attempts):
             try:
                 with duckdb.connect(str(layout.duckdb_path)) as con:
-                    for sql in stale.values():
+                    for name, sql in stale.items():
                         con.execute(sql)
+                        con.execute(f"COMMENT ON VIEW {name} IS {_sql_string(_fingerprint(sql))}")
                 break
             except duckdb.IOException:
                 # Another process holds the write lock (an analyst's read-write session): wait.
@@ -63,19 +74,20 @@ def refresh_views(layout: Layout, attempts: int = 5) -> list[str]:
     return sorted(wanted)
 
 
-def _normalise(sql: str) -> str:
-    return sql.replace("CREATE OR REPLACE VIEW", "CREATE VIEW").rstrip(";").strip() + ";"
+def _fingerprint(sql: str) -> str:
+    return "unitledger:" + hashlib.sha256(sql.encode()).hexdigest()[:16]
 
 
-def _current_views(path: Path) -> dict[str, str]:
+def _current_views(path: Path) -> dict[str, str | None]:
+    """View name → its comment (the fingerprint of the SQL that created it)."""
     if not path.exists():
         return {}
     try:
         with duckdb.connect(str(path), read_only=True) as con:
-            rows = con.sql("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall()
+            rows = con.sql("SELECT view_name, comment FROM duckdb_views() WHERE NOT internal").fetchall()
     except duckdb.Error:
         return {}
-    return {name: sql.strip() for name, sql in rows}
+    return dict(rows)
 
 
 def connect_read_only(layout: Layout) -> duckdb.DuckDBPyConnection:

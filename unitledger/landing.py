@@ -278,10 +278,22 @@ def _row_count(path: Path) -> int:
     return pl.scan_parquet(path).select(pl.len()).collect().item()
 
 
-def _stage(outputs: dict[Path, pl.LazyFrame], f: LandingFile, marker: Path) -> None:
-    """Write every output of one landing file; `marker` (written last) says the file is staged."""
+def _stage(outputs: dict[Path, pl.LazyFrame], f: LandingFile, marker: Path, rows_in: pl.LazyFrame) -> None:
+    """Write every output of one landing file (read as `rows_in`); `marker` (written last) says the
+    file is staged. The first output holds the file's bad rows: found by a second pass over the
+    file only when the other outputs hold fewer rows than it has, else written empty.
+
+    One output at a time: sinking them together holds every output's buffers at once (twice the
+    memory) and the shared parse is computed once per output anyway."""
+    bad, *good = outputs
     try:
-        pl.collect_all([lf.sink_parquet(p.with_name(p.name + ".part"), lazy=True, mkdir=True) for p, lf in outputs.items()])
+        for p in good:
+            outputs[p].sink_parquet(p.with_name(p.name + ".part"), mkdir=True)
+        if sum(_row_count(p.with_name(p.name + ".part")) for p in good) < rows_in.select(pl.len()).collect().item():
+            outputs[bad].sink_parquet(bad.with_name(bad.name + ".part"), mkdir=True)
+        else:
+            bad.parent.mkdir(parents=True, exist_ok=True)
+            pl.DataFrame(schema=outputs[bad].collect_schema()).write_parquet(bad.with_name(bad.name + ".part"))
     except InputFileError:
         raise
     except Exception as exc:
@@ -323,9 +335,10 @@ def _sync(
             part.unlink()  # left by a killed run
 
 
-def focus_outputs(layout: Layout, f: LandingFile) -> dict[Path, pl.LazyFrame]:
-    """What staging one FOCUS file writes: its bad rows, then its typed rows (the marker)."""
-    checked = parse.focus_problems(read_focus_raw(f))
+def focus_outputs(layout: Layout, f: LandingFile, raw: pl.LazyFrame | None = None) -> dict[Path, pl.LazyFrame]:
+    """What staging one FOCUS file (read as `raw`, by default read_focus_raw) writes: its bad
+    rows, then its typed rows (the marker)."""
+    checked = parse.focus_problems(read_focus_raw(f) if raw is None else raw)
     return {
         layout.quarantine("focus") / f"{f.file_id}.parquet": parse.focus_quarantine(checked),
         layout.staged("focus") / f"{f.file_id}.parquet": parse.focus_typed(checked),
@@ -339,7 +352,8 @@ def stage_focus(layout: Layout) -> StagingReport:
     report = StagingReport()
 
     def stage_one(f: LandingFile) -> None:
-        _stage(focus_outputs(layout, f), f, staged / f"{f.file_id}.parquet")
+        raw = read_focus_raw(f)
+        _stage(focus_outputs(layout, f, raw), f, staged / f"{f.file_id}.parquet", raw)
 
     _sync(files, staged, [staged, quarantine], stage_one, report)
     write_parquet_atomic(deliveries_frame(files), layout.staged("focus_deliveries") / "deliveries.parquet")
@@ -348,9 +362,10 @@ def stage_focus(layout: Layout) -> StagingReport:
     return report
 
 
-def event_outputs(layout: Layout, f: LandingFile) -> dict[Path, pl.LazyFrame]:
-    """What staging one event file writes: bad rows, outcomes, then llm_calls (the marker)."""
-    checked = parse.events_problems(read_events_raw(f))
+def event_outputs(layout: Layout, f: LandingFile, raw: pl.LazyFrame | None = None) -> dict[Path, pl.LazyFrame]:
+    """What staging one event file (read as `raw`, by default read_events_raw) writes: bad rows,
+    outcomes, then llm_calls (the marker)."""
+    checked = parse.events_problems(read_events_raw(f) if raw is None else raw)
     return {
         layout.quarantine("events") / f"{f.file_id}.parquet": parse.events_quarantine(checked),
         layout.staged("outcomes") / f"{f.file_id}.parquet": parse.outcomes_typed(checked),
@@ -365,7 +380,8 @@ def stage_events(layout: Layout) -> StagingReport:
     report = StagingReport()
 
     def stage_one(f: LandingFile) -> None:
-        _stage(event_outputs(layout, f), f, calls / f"{f.file_id}.parquet")
+        raw = read_events_raw(f)
+        _stage(event_outputs(layout, f, raw), f, calls / f"{f.file_id}.parquet", raw)
 
     _sync(files, calls, [calls, outcomes, quarantine], stage_one, report)
     report.rows["llm_calls"] = _total_rows(calls)

@@ -101,20 +101,40 @@ def parse_decimal(text: pl.Expr) -> pl.Expr:
     return text.str.strip_chars().str.to_decimal(scale=MONEY.scale)
 
 
-def _decimal_problems(text: pl.Expr, value: pl.Expr) -> list[Problem]:
-    """Problems of a money cell `text` whose parse_decimal is `value` (passed in: parsed once)."""
-    finer = text.str.strip_chars().str.to_decimal(scale=_EXTRA_SCALE)
-    unparsed = text.is_not_null() & value.is_null()
-    too_precise = text.is_not_null() & finer.is_not_null() & (finer != value.cast(pl.Decimal(38, _EXTRA_SCALE)))
+_MONEY_PARTS = pl.Struct({"value": MONEY, "too_precise": pl.Boolean})
+
+
+def _money(text: pl.Expr) -> pl.Expr:
+    """Struct of `value` (= parse_decimal) and `too_precise` (digits MONEY's scale would cut off)."""
+    return text.map_batches(_money_batch, return_dtype=_MONEY_PARTS, is_elementwise=True)
+
+
+def _money_batch(texts: pl.Series) -> pl.Series:
+    # One parse at the finer scale gives both parts when every value fits it exactly, unpadded
+    # (the common case); any other batch takes the general route: two parses of the stripped text.
+    finer_type = pl.Decimal(38, _EXTRA_SCALE)
+    frame = texts.cast(pl.String).to_frame("text").with_columns(finer=pl.col("text").str.to_decimal(scale=_EXTRA_SCALE))
+    frame = frame.with_columns(value=pl.col("finer").cast(MONEY, strict=False))
+    if frame["finer"].null_count() > frame["text"].null_count() or (frame["value"].cast(finer_type, strict=False) != frame["finer"]).any():
+        stripped = pl.col("text").str.strip_chars()
+        frame = frame.with_columns(finer=stripped.str.to_decimal(scale=_EXTRA_SCALE), value=stripped.str.to_decimal(scale=MONEY.scale))
+    # strict=False: a value with more than 14 integer digits does not fit the finer type (nor `finer`).
+    too_precise = pl.col("text").is_not_null() & pl.col("finer").is_not_null() & (pl.col("finer") != pl.col("value").cast(finer_type, strict=False))
+    return frame.select(pl.struct("value", too_precise.alias("too_precise")).alias(texts.name)).to_series()
+
+
+def _decimal_problems(text: pl.Expr, money: pl.Expr) -> list[Problem]:
+    """Problems of a money cell `text` whose `_money` is `money` (passed in: parsed once)."""
+    unparsed = text.is_not_null() & money.struct.field("value").is_null()
     return [
         _problem(unparsed, pl.lit("is not a decimal number: ") + text.str.slice(0, 40)),
-        _problem(~unparsed & too_precise, pl.lit(f"has more than {MONEY.scale} decimal places: ") + text.str.slice(0, 40)),
+        _problem(~unparsed & money.struct.field("too_precise"), pl.lit(f"has more than {MONEY.scale} decimal places: ") + text.str.slice(0, 40)),
     ]
 
 
 def decimal_problem(text: pl.Expr) -> pl.Expr:
     """Message for a non-null cell that is not an exact decimal at MONEY's scale, else null."""
-    first, *rest = _decimal_problems(text, parse_decimal(text))
+    first, *rest = _decimal_problems(text, _money(text))
     message = pl.when(first.condition).then(first.message)
     for problem in rest:
         message = message.when(problem.condition).then(problem.message)
@@ -223,9 +243,10 @@ def _focus_problems() -> dict[str, list[Problem]]:
 
 
 def focus_problems(raw: pl.LazyFrame) -> pl.LazyFrame:
-    """Raw FOCUS text rows with `_bad` and the parsed money and timestamp columns (hidden) added."""
+    """Raw FOCUS text rows with `_bad` and the parsed money (`_money`) and timestamp columns
+    (hidden) added."""
     parsed = raw.with_columns(
-        **{_parsed(name): parse_decimal(pl.col(name)) for name in FOCUS_MONEY_COLUMNS},
+        **{_parsed(name): _money(pl.col(name)) for name in FOCUS_MONEY_COLUMNS},
         **{_parsed(name): parse_timestamp(pl.col(name)) for name in FOCUS_TIMESTAMP_COLUMNS},
     )
     return _with_problems(parsed, _focus_problems())
@@ -235,7 +256,8 @@ def focus_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
     """The good rows of `focus_problems`, typed as schemas.StagedFocus."""
     from schemas.focus import StagedFocus
 
-    typed = {name: pl.col(_parsed(name)) for name in FOCUS_MONEY_COLUMNS + FOCUS_TIMESTAMP_COLUMNS}
+    typed = {name: pl.col(_parsed(name)).struct.field("value") for name in FOCUS_MONEY_COLUMNS}
+    typed |= {name: pl.col(_parsed(name)) for name in FOCUS_TIMESTAMP_COLUMNS}
     return (
         checked.filter(~pl.col("_bad"))
         .with_columns(**typed)
@@ -258,8 +280,8 @@ def focus_quarantine(checked: pl.LazyFrame) -> pl.LazyFrame:
         billing_period_start=pl.col(_parsed("BillingPeriodStart")),
         invoice_id=pl.col("InvoiceId"),
         service_provider_name=pl.col("ServiceProviderName"),
-        billed_cost=pl.col(_parsed("BilledCost")),
-        effective_cost=pl.col(_parsed("EffectiveCost")),
+        billed_cost=pl.col(_parsed("BilledCost")).struct.field("value"),
+        effective_cost=pl.col(_parsed("EffectiveCost")).struct.field("value"),
     )
 
 

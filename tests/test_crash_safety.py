@@ -120,7 +120,7 @@ def test_what_a_killed_process_left_is_removed_and_a_live_ones_kept(layout):
     Spill(layout.tmp, "joined", "date").sink(pl.LazyFrame({"date": [START], "x": [1]}))
     killed_spill = layout.tmp / f"joined-{dead.pid}-0123abcd"
     killed_spill.mkdir()
-    clear_scratch(layout.tmp)
+    clear_scratch(layout.tmp, layout.warehouse)
     assert not stale.exists() and not killed_spill.exists()
     assert live.exists() and len(list(layout.tmp.iterdir())) == 1  # this process's own spill
     assert pl.read_parquet(partition / "data.parquet")["x"].to_list() == [1]

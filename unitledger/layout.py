@@ -40,8 +40,10 @@ class Layout:
 
     @property
     def tmp(self) -> Path:
-        # Same filesystem as the tables, so a finished file can be renamed into place atomically.
-        return self.warehouse / "_tmp"
+        # Scratch for outputs being built: same filesystem as the tables, so a finished file can be
+        # renamed into place atomically, but outside warehouse/ so no reader's glob ever sees a
+        # half-written scratch file.
+        return self.data_dir / ".scratch"
 
     def staged(self, name: str) -> Path:
         """Per-landing-file typed Parquet: staged/focus, staged/llm_calls, staged/outcomes."""

@@ -123,22 +123,26 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
     end = end_inclusive + timedelta(days=1)
     keys = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days)]
     lo, hi = transforms.with_lookaround(start, end)
-    clear_scratch(layout.tmp)
+    clear_scratch(layout.tmp, layout.warehouse)
     spills = {name: Spill(layout.tmp, name, "date") for name in DAILY_TABLES}
-    joined_spill = Spill(layout.tmp, "joined", "date")
+
+    def produced(name: str) -> pl.LazyFrame:
+        # request_costs is spilled for the lookaround days too (see below): only [start, end) is its.
+        return spills[name].scan(polars_schema(DAILY_TABLES[name])).filter(transforms.in_dates("date", start, end))
+
     try:
         with result.timed("join"):
             calls = transforms.dedupe_calls(landing.scan_staged_calls(layout).filter(transforms.in_dates("call_date", lo, hi)))
-            # Requests billed to two accounts or currencies are left out (see request_conflicts).
-            billing = transforms.without_request_conflicts(
-                landing.scan_staged_focus(layout).filter(transforms.in_dates("charge_date", lo, hi))
-            )
+            focus = landing.scan_staged_focus(layout).filter(transforms.in_dates("charge_date", lo, hi))
+            # Requests billed to two accounts or currencies are left out (see request_conflicts): a
+            # few ids, found once for the join and the conservation check.
+            conflicts = transforms.request_conflicts(focus).collect().lazy()
+            billing = transforms.without_request_conflicts(focus, conflicts)
             joined = transforms.join_requests(calls, transforms.billing_by_request(billing))
-            # Spilled once: request_costs and intents both read it.
-            joined_schema = joined.collect_schema()
-            joined_spill.sink(joined)
-            joined = joined_spill.scan(dict(joined_schema))
-            spills["request_costs"].sink(transforms.request_costs(joined, start, end))
+            # Spilled once, for every date read: the intents need the calls of the lookaround days,
+            # and the partitions of [start, end) are request_costs itself.
+            spills["request_costs"].sink(transforms.request_costs(joined, lo, hi))
+            joined = spills["request_costs"].scan(polars_schema(RequestCosts))
         with result.timed("intents"):
             sessions = joined.select("session_id").filter(pl.col("session_id").is_not_null()).unique()
             outcomes = transforms.latest_outcomes(
@@ -156,17 +160,19 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             )
         with result.timed("validate"):
             for name, model in DAILY_TABLES.items():
-                frame = spills[name].scan(polars_schema(model))
+                frame = produced(name)
                 checks = [validate(model, frame)]
                 if name == "request_costs":
-                    checks.append(conservation_check(frame, billing, calls, start, end))
+                    called = joined.filter(pl.col("session_id").is_not_null())
+                    call_dates = called.select("request_id", call_date=pl.col("called_at").dt.date())
+                    checks.append(conservation_check(frame, billing, call_dates, start, end))
                 if name == "intent_costs":
                     checks.append(single_currency_check(joined))
                 result.checks[name] = checks
         if result.passed:
             with result.timed("write"):
                 for name, model in DAILY_TABLES.items():
-                    frame = spills[name].scan(polars_schema(model))
+                    frame = produced(name)
                     meta: dict = {"dates": f"{keys[0]}..{keys[-1]}"}
                     if "total_cost" in polars_schema(model):
                         meta["total_cost"] = _money_total(frame, "total_cost")
@@ -178,7 +184,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                     result.tables[name] = meta
         return result
     finally:
-        for spill in [*spills.values(), joined_spill]:
+        for spill in spills.values():
             spill.cleanup()
 
 
@@ -253,7 +259,7 @@ def build_monthly_tables(layout: Layout, first_month: date, last_month: date) ->
     periods = months.months(first_month, last_month)
     keys = [months.period_key(m) for m in periods]
     day_keys = [d.isoformat() for d in months.days(periods[0], months.month_end(periods[-1]))]
-    clear_scratch(layout.tmp)
+    clear_scratch(layout.tmp, layout.warehouse)
     spills = {name: Spill(layout.tmp, name, BILLING_PERIOD, pl.String) for name in MONTHLY_TABLES}
     try:
         with result.timed("rollup"):

@@ -70,7 +70,7 @@ def build_reconciliation(layout: Layout, settings: Settings, first_month: date, 
     periods = months.months(first_month, last_month)
     keys = [months.period_key(m) for m in periods]
     lo, hi = periods[0], months.next_month(periods[-1])
-    clear_scratch(layout.tmp)
+    clear_scratch(layout.tmp, layout.warehouse)
     spills = {name: Spill(layout.tmp, name, "billing_period", pl.String) for name in [*MONTHLY_TABLES, "attributed"]}
     try:
         with result.timed("read"):
@@ -134,7 +134,7 @@ def build_reconciliation_daily(layout: Layout, settings: Settings, start: date, 
     result = StepResult()
     end = end_inclusive + timedelta(days=1)
     keys = [d.isoformat() for d in months.days(start, end_inclusive)]
-    clear_scratch(layout.tmp)
+    clear_scratch(layout.tmp, layout.warehouse)
     spill = Spill(layout.tmp, "reconciliation_daily", "date")
     attributed_spill = Spill(layout.tmp, "attributed", "billing_period", pl.String)
     try:

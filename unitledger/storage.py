@@ -91,16 +91,15 @@ class Spill:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def clear_scratch(scratch: Path) -> None:
+def clear_scratch(scratch: Path, warehouse: Path) -> None:
     """Remove what killed runs left (only that of processes no longer alive): their folders in
-    scratch, and their half-written `_tmp_name` files beside the tables of the warehouse (scratch's
-    parent)."""
+    scratch, and their half-written `_tmp_name` files beside the tables of the warehouse."""
     for entry in scratch.iterdir() if scratch.is_dir() else []:
         parts = entry.name.rsplit("-", 2)
         pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
         if pid is None or not _alive(pid):
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
-    for tmp in scratch.parent.rglob(".*.tmp"):
+    for tmp in warehouse.rglob(".*.tmp"):
         parts = tmp.name.rsplit(".", 3)  # .<target>.<pid>.<uuid>.tmp
         if len(parts) == 4 and parts[1].isdigit() and not _alive(int(parts[1])):
             tmp.unlink(missing_ok=True)

@@ -26,7 +26,7 @@ import polars as pl
 from schemas.types import MONEY
 from unitledger import parse
 from unitledger.layout import Layout
-from unitledger.storage import write_parquet_atomic
+from unitledger.storage import WRITE_OPTIONS, write_parquet_atomic
 
 FOCUS_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 EVENT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
@@ -288,9 +288,9 @@ def _stage(outputs: dict[Path, pl.LazyFrame], f: LandingFile, marker: Path, rows
     bad, *good = outputs
     try:
         for p in good:
-            outputs[p].sink_parquet(p.with_name(p.name + ".part"), mkdir=True)
+            outputs[p].sink_parquet(p.with_name(p.name + ".part"), mkdir=True, **WRITE_OPTIONS)
         if sum(_row_count(p.with_name(p.name + ".part")) for p in good) < rows_in.select(pl.len()).collect().item():
-            outputs[bad].sink_parquet(bad.with_name(bad.name + ".part"), mkdir=True)
+            outputs[bad].sink_parquet(bad.with_name(bad.name + ".part"), mkdir=True, **WRITE_OPTIONS)
         else:
             bad.parent.mkdir(parents=True, exist_ok=True)
             pl.DataFrame(schema=outputs[bad].collect_schema()).write_parquet(bad.with_name(bad.name + ".part"))

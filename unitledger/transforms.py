@@ -41,7 +41,16 @@ def dedupe_calls(calls: pl.LazyFrame) -> pl.LazyFrame:
     key = pl.concat_str(
         pl.col("event_id"), pl.col("source_file"), pl.col("source_line").cast(pl.String).str.zfill(12), separator="\x00"
     )
-    return calls.with_columns(_key=key).filter(pl.col("_key") == pl.col("_key").min().over("request_id")).drop("_key")
+    return _first_by_key(calls, "request_id", key, pl.Expr.min)
+
+
+def _first_by_key(rows: pl.LazyFrame, group: str, key: pl.Expr, pick) -> pl.LazyFrame:
+    """The row of each `group` whose `key` is `pick` (min or max) of the group's keys. Most groups
+    have one row: only the repeated ones pay for building and comparing the key."""
+    marked = rows.with_columns(_repeated=pl.col(group).is_duplicated())
+    repeated = marked.filter(pl.col("_repeated")).with_columns(_key=key)
+    chosen = repeated.filter(pl.col("_key") == pick(pl.col("_key")).over(group)).drop("_key")
+    return pl.concat([marked.filter(~pl.col("_repeated")), chosen]).drop("_repeated")
 
 
 def latest_outcomes(outcomes: pl.LazyFrame) -> pl.LazyFrame:
@@ -53,29 +62,27 @@ def latest_outcomes(outcomes: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("source_line").cast(pl.String).str.zfill(12),
         separator="\x00",
     )
-    return (
-        outcomes.with_columns(_key=key)
-        .filter(pl.col("_key") == pl.col("_key").max().over("session_id"))
-        .select("session_id", "success", "escalated")
-    )
+    return _first_by_key(outcomes, "session_id", key, pl.Expr.max).select("session_id", "success", "escalated")
 
 
 def request_conflicts(billing: pl.LazyFrame, by: tuple[str, ...] = ()) -> pl.LazyFrame:
     """x_RequestId values billed to more than one billing account or currency among `billing`'s
     rows (within each group of `by`): such a request has no one account or currency, so its cost
     cannot be summed into one request. The reconciliation reports their cost as conflicting."""
+    owners = ["BillingAccountId", "BillingCurrency"]  # mandatory: min != max is n_unique > 1, and cheaper
     return (
         billing.filter(pl.col("x_RequestId").is_not_null())
         .group_by("x_RequestId", *by)
-        .agg(accounts=pl.col("BillingAccountId").n_unique(), currencies=pl.col("BillingCurrency").n_unique())
-        .filter((pl.col("accounts") > 1) | (pl.col("currencies") > 1))
+        .agg(pl.col(owners).min().name.suffix("_min"), pl.col(owners).max().name.suffix("_max"))
+        .filter(pl.any_horizontal(pl.col(f"{c}_min") != pl.col(f"{c}_max") for c in owners))
         .select("x_RequestId", *by)
     )
 
 
-def without_request_conflicts(billing: pl.LazyFrame) -> pl.LazyFrame:
-    """`billing` minus the rows of `request_conflicts` (rows without a request id are kept)."""
-    return billing.join(request_conflicts(billing), on="x_RequestId", how="anti")
+def without_request_conflicts(billing: pl.LazyFrame, conflicts: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """`billing` minus the rows of `request_conflicts` (rows without a request id are kept);
+    `conflicts`: request_conflicts(billing) when already computed."""
+    return billing.join(request_conflicts(billing) if conflicts is None else conflicts, on="x_RequestId", how="anti")
 
 
 def billing_by_request(billing: pl.LazyFrame) -> pl.LazyFrame:

@@ -125,6 +125,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
     lo, hi = transforms.with_lookaround(start, end)
     clear_scratch(layout.tmp, layout.warehouse)
     spills = {name: Spill(layout.tmp, name, "date") for name in DAILY_TABLES}
+    billed = Spill(layout.tmp, "billed", "charge_date")
 
     def produced(name: str) -> pl.LazyFrame:
         # request_costs is spilled for the lookaround days too (see below): only [start, end) is its.
@@ -132,13 +133,20 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
 
     try:
         with result.timed("join"):
-            calls = transforms.dedupe_calls(landing.scan_staged_calls(layout).filter(transforms.in_dates("call_date", lo, hi)))
+            calls = landing.scan_staged_calls(layout).filter(transforms.in_dates("call_date", lo, hi))
+            # The few request ids logged more than once, found first: deduplicating within one
+            # query would hold every call in memory until all were counted.
+            calls = transforms.dedupe_calls(calls, transforms.repeated_keys(calls, "request_id").collect().lazy())
             focus = landing.scan_staged_focus(layout).filter(transforms.in_dates("charge_date", lo, hi))
             # Requests billed to two accounts or currencies are left out (see request_conflicts): a
             # few ids, found once for the join and the conservation check.
             conflicts = transforms.request_conflicts(focus).collect().lazy()
             billing = transforms.without_request_conflicts(focus, conflicts)
-            joined = transforms.join_requests(calls, transforms.billing_by_request(billing))
+            # Summed per request apart from the join: one query holding both the sums and the
+            # join's hash table needs about a third more memory than the two in turn.
+            per_request = transforms.billing_by_request(billing)
+            billed.sink(per_request)
+            joined = transforms.join_requests(calls, billed.scan(dict(per_request.collect_schema())))
             # Spilled once, for every date read: the intents need the calls of the lookaround days,
             # and the partitions of [start, end) are request_costs itself.
             spills["request_costs"].sink(transforms.request_costs(joined, lo, hi))
@@ -184,7 +192,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                     result.tables[name] = meta
         return result
     finally:
-        for spill in spills.values():
+        for spill in [*spills.values(), billed]:
             spill.cleanup()
 
 

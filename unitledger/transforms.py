@@ -328,11 +328,11 @@ def billed_cost_by_assigned_day(
 ) -> pl.LazyFrame:
     """Conservation's independent route: each FOCUS row with a request id, dated row by row (its
     request's call date when telemetry has the request, else its own ChargePeriodStart date), summed
-    per day within [start, end). Must equal request_costs' sums per day."""
-    call_dates = calls.select("request_id", "call_date").unique(subset="request_id")
+    per day within [start, end). Must equal request_costs' sums per day. `calls`: one row per
+    request_id (deduplicated; a repeated id would count its rows twice and fail the comparison)."""
     return (
         billing.filter(pl.col("x_RequestId").is_not_null())
-        .join(call_dates, left_on="x_RequestId", right_on="request_id", how="left")
+        .join(calls.select("request_id", "call_date"), left_on="x_RequestId", right_on="request_id", how="left")
         .with_columns(date=pl.coalesce("call_date", "charge_date"))
         .filter(in_dates("date", start, end))
         .group_by("date", pl.col("BillingCurrency").alias("billing_currency"))

@@ -1,5 +1,6 @@
 """Pandera validation with data checks forced on (on a LazyFrame Pandera checks only the schema
-by default), reported as a pass/fail outcome with the first failure cases."""
+by default) unless asked for the schema only, reported as a pass/fail outcome with the first
+failure cases."""
 
 from __future__ import annotations
 
@@ -18,10 +19,16 @@ class CheckOutcome:
     metadata: dict = field(default_factory=dict)
 
 
-def validate(model: type[pa.DataFrameModel], frame: pl.LazyFrame, name: str = "schema") -> CheckOutcome:
-    """Validate `frame` (types, values and dataframe checks) against `model`."""
+def validate(
+    model: type[pa.DataFrameModel],
+    frame: pl.LazyFrame,
+    name: str = "schema",
+    depth: ValidationDepth = ValidationDepth.SCHEMA_AND_DATA,
+) -> CheckOutcome:
+    """Validate `frame` against `model`: types, values and dataframe checks, or with
+    depth=SCHEMA_ONLY the columns and their types alone (no pass over the rows)."""
     try:
-        with config_context(validation_depth=ValidationDepth.SCHEMA_AND_DATA):
+        with config_context(validation_depth=depth):
             model.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases

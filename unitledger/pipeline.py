@@ -35,6 +35,8 @@ DAILY_TABLES = {
 # on the way in, failures quarantined. Re-running them over all of staging each run repeats that
 # work at a cost growing with history; the schema (columns, types) is what can still drift.
 STAGED_DEPTH = ValidationDepth.SCHEMA_ONLY
+# Calls per join bucket: the join step's peak memory grows with it (about 4 GB at 10M).
+JOIN_BUCKET_CALLS = 10_000_000
 
 
 def polars_schema(model) -> dict[str, pl.DataType]:
@@ -144,20 +146,26 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             calls = landing.scan_staged_calls(layout).filter(transforms.in_dates("call_date", lo, hi))
             # The few request ids logged more than once, found first: deduplicating within one
             # query would hold every call in memory until all were counted.
-            calls = transforms.dedupe_calls(calls, transforms.repeated_keys(calls, "request_id").collect().lazy())
+            repeated = transforms.repeated_keys(calls, "request_id").collect().lazy()
             focus = landing.scan_staged_focus(layout).filter(transforms.in_dates("charge_date", lo, hi))
             # Requests billed to two accounts or currencies are left out (see request_conflicts): a
             # few ids, found once for the join and the conservation check.
             conflicts = transforms.request_conflicts(focus).collect().lazy()
             billing = transforms.without_request_conflicts(focus, conflicts)
-            # Summed per request apart from the join: one query holding both the sums and the
-            # join's hash table needs about a third more memory than the two in turn.
-            per_request = transforms.billing_by_request(billing)
-            billed.sink(per_request)
-            joined = transforms.join_requests(calls, billed.scan(dict(per_request.collect_schema())))
-            # Spilled once, for every date read: the intents need the calls of the lookaround days,
-            # and the partitions of [start, end) are request_costs itself.
-            spills["request_costs"].sink(transforms.request_costs(joined, lo, hi))
+            # Past JOIN_BUCKET_CALLS calls, requests are joined in buckets (by a hash of their id)
+            # one after the other: memory follows the requests of a bucket, not of the day.
+            buckets = max(1, -(-calls.select(pl.len()).collect().item() // JOIN_BUCKET_CALLS))
+            for bucket in range(buckets):
+                # Summed per request apart from the join: one query holding both the sums and the
+                # join's hash table needs about a third more memory than the two in turn.
+                per_request = transforms.billing_by_request(billing.filter(transforms.in_bucket("x_RequestId", bucket, buckets)))
+                billed.sink(per_request)
+                ours = transforms.dedupe_calls(calls.filter(transforms.in_bucket("request_id", bucket, buckets)), repeated)
+                joined = transforms.join_requests(ours, billed.scan(dict(per_request.collect_schema())))
+                # Spilled for every date read: the intents need the calls of the lookaround days,
+                # and the partitions of [start, end) are request_costs itself.
+                spills["request_costs"].sink(transforms.request_costs(joined, lo, hi), part=bucket)
+                billed.cleanup()
             joined = spills["request_costs"].scan(polars_schema(RequestCosts))
         with result.timed("intents"):
             sessions = joined.select("session_id").filter(pl.col("session_id").is_not_null()).unique()

@@ -60,10 +60,16 @@ class Spill:
         self.key = key
         self.key_dtype = key_dtype
 
-    def sink(self, frame: pl.LazyFrame, *, lazy: bool = False) -> pl.LazyFrame | None:
-        """Write `frame` hive-partitioned by the key (lazily, to run several sinks in one pass)."""
+    def sink(self, frame: pl.LazyFrame, *, lazy: bool = False, part: int | None = None) -> pl.LazyFrame | None:
+        """Write `frame` hive-partitioned by the key (lazily, to run several sinks in one pass).
+        Sinks given distinct `part` numbers add files to the same partitions (publish merges them)."""
         frame = frame.with_columns(pl.col(self.key).cast(pl.String))
-        target = pl.PartitionBy(self.dir, key=self.key, include_key=False)
+        key = self.key
+
+        def named(file: pl.io.partition.FileProviderArgs) -> str:
+            return f"{key}={file.partition_keys.item(0, 0)}/part-{part:04}-{file.index_in_partition:08}.parquet"
+
+        target = pl.PartitionBy(self.dir, key=key, include_key=False, file_path_provider=None if part is None else named)
         return frame.sink_parquet(target, mkdir=True, lazy=lazy, **WRITE_OPTIONS)
 
     def scan(self, schema: dict[str, pl.DataType]) -> pl.LazyFrame:

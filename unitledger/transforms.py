@@ -30,6 +30,11 @@ def in_dates(column: str, start: date, end: date) -> pl.Expr:
     return pl.col(column).is_between(pl.lit(start), pl.lit(end), closed="left")
 
 
+def in_bucket(column: str, bucket: int, buckets: int) -> pl.Expr:
+    """Rows whose `column` falls in `bucket` of `buckets` by hash: equal values share a bucket."""
+    return pl.lit(True) if buckets == 1 else pl.col(column).hash(seed=0) % buckets == bucket
+
+
 def with_lookaround(start: date, end: date) -> tuple[date, date]:
     return start - LOOKAROUND, end + LOOKAROUND
 

@@ -15,7 +15,7 @@ from unitledger.warehouse import refresh_views
 DAILY_TABLE_DESCRIPTIONS = {name: model.__doc__ for name, model in pipeline.DAILY_TABLES.items()}
 
 
-def _report(result: StepResult, specs: dict[str, dg.AssetKey]):
+def report_step(result: StepResult, specs: dict[str, dg.AssetKey]):
     """Check results first, then materializations; a failed blocking check fails the step."""
     check_results = {
         table: [
@@ -39,7 +39,7 @@ def _report(result: StepResult, specs: dict[str, dg.AssetKey]):
         yield dg.MaterializeResult(asset_key=specs[table], metadata={**meta, **timings}, check_results=check_results.get(table, []))
 
 
-def _input_failure(exc: InputFileError) -> dg.Failure:
+def input_failure(exc: InputFileError) -> dg.Failure:
     return dg.Failure(description=f"Unreadable landing file: {exc}")
 
 
@@ -54,8 +54,8 @@ def staged_billing(context: dg.AssetExecutionContext, warehouse: Warehouse):
     try:
         result = pipeline.stage_billing(warehouse.layout)
     except InputFileError as exc:
-        raise _input_failure(exc) from exc
-    yield from _report(result, {"staged_billing": dg.AssetKey("staged_billing")})
+        raise input_failure(exc) from exc
+    yield from report_step(result, {"staged_billing": dg.AssetKey("staged_billing")})
 
 
 @dg.multi_asset(
@@ -71,8 +71,8 @@ def staged_events(context: dg.AssetExecutionContext, warehouse: Warehouse):
     try:
         result = pipeline.stage_events(warehouse.layout)
     except InputFileError as exc:
-        raise _input_failure(exc) from exc
-    yield from _report(result, {"staged_events": dg.AssetKey("staged_events")})
+        raise input_failure(exc) from exc
+    yield from report_step(result, {"staged_events": dg.AssetKey("staged_events")})
 
 
 _DAILY_SPECS = [
@@ -103,6 +103,6 @@ def daily_tables(context: dg.AssetExecutionContext, warehouse: Warehouse):
     start, end_inclusive = window.start.date(), window.end.date() - timedelta(days=1)
     context.log.info(f"Building daily tables for {start}..{end_inclusive}")
     result = pipeline.build_daily_tables(warehouse.layout, warehouse.settings, start, end_inclusive)
-    yield from _report(result, {spec.key.path[-1]: spec.key for spec in _DAILY_SPECS})
+    yield from report_step(result, {spec.key.path[-1]: spec.key for spec in _DAILY_SPECS})
     views = refresh_views(warehouse.layout)
     context.log.info(f"DuckDB views: {', '.join(views)}")

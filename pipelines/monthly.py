@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from pipelines.assets import _report
+from pipelines.assets import report_step
 from pipelines.partitions import monthly_partitions
 from pipelines.resources import Warehouse
 from unitledger import freshness, months, pipeline
@@ -56,7 +56,7 @@ def monthly_tables(context: dg.AssetExecutionContext, warehouse: Warehouse):
     context.log.info(f"Rolling up {months.period_key(first)}..{months.period_key(last)} from the daily tables")
     result = pipeline.build_monthly_tables(warehouse.layout, first, last)
     specs = {spec.key.path[-1]: spec.key for spec in MONTHLY_SPECS}
-    yield from _report(result, specs)
+    yield from report_step(result, specs)
     today = datetime.now(timezone.utc).date()
     for name, key in specs.items():
         daily = pipeline.MONTHLY_TABLES[name][1]

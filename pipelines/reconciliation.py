@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from pipelines.assets import _input_failure, _report
+from pipelines.assets import input_failure, report_step
 from pipelines.partitions import daily_partitions, monthly_partitions
 from pipelines.resources import Warehouse
 from unitledger import months
@@ -82,8 +82,8 @@ def reconciliation_tables(context: dg.AssetExecutionContext, warehouse: Warehous
     try:
         result = step.build_reconciliation(warehouse.layout, warehouse.settings, first, last)
     except InputFileError as exc:
-        raise _input_failure(exc) from exc
-    yield from _report(result, {spec.key.path[-1]: spec.key for spec in MONTHLY_SPECS})
+        raise input_failure(exc) from exc
+    yield from report_step(result, {spec.key.path[-1]: spec.key for spec in MONTHLY_SPECS})
     layout = warehouse.layout
     yield from _warnings(
         [
@@ -106,7 +106,7 @@ def reconciliation_daily(context: dg.AssetExecutionContext, warehouse: Warehouse
     window = context.partition_time_window
     start, end_inclusive = window.start.date(), window.end.date() - timedelta(days=1)
     result = step.build_reconciliation_daily(warehouse.layout, warehouse.settings, start, end_inclusive)
-    yield from _report(result, {spec.key.path[-1]: spec.key for spec in DAILY_SPECS})
+    yield from report_step(result, {spec.key.path[-1]: spec.key for spec in DAILY_SPECS})
     keys = [d.isoformat() for d in months.days(start, end_inclusive)]
     yield from _warnings([("reconciliation_daily", step.status_check(step.scan_published(warehouse.layout, "reconciliation_daily", keys)))])
     context.log.info(f"DuckDB views: {', '.join(refresh_views(warehouse.layout))}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from datetime import date
 
 import polars as pl
 from polars.testing import assert_frame_equal
@@ -56,4 +57,22 @@ def build_warehouse(layout: Layout, settings, start, end) -> None:
     pipeline.stage_events(layout)
     assert pipeline.build_daily_tables(layout, settings, start, end).passed
     assert pipeline.build_monthly_tables(layout, months.month_start(start), months.month_start(end)).passed
+    refresh_views(layout)
+
+
+def build_with_reconciliation(layout: Layout, settings, first=date(2026, 3, 2), last=date(2026, 3, 3)) -> None:
+    """Stage, build the daily tables and both reconciliations for [first, last] (and its month),
+    refresh the views; every step must pass its checks."""
+    from unitledger import months, pipeline, reconciliation_step
+    from unitledger.warehouse import refresh_views
+
+    assert pipeline.stage_billing(layout).passed
+    assert pipeline.stage_events(layout).passed
+    month = months.month_start(first)
+    for result in (
+        pipeline.build_daily_tables(layout, settings, first, last),
+        reconciliation_step.build_reconciliation_daily(layout, settings, first, last),
+        reconciliation_step.build_reconciliation(layout, settings, month, month),
+    ):
+        assert result.passed, result.failures()
     refresh_views(layout)

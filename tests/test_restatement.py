@@ -11,24 +11,14 @@ import polars as pl
 
 from tests.builders import focus_row, llm_call, outcome, write_events, write_focus_csv
 from tests.compare import assert_same_tables, read_table
-from unitledger import pipeline, reconciliation_step
+from tests.compare import build_with_reconciliation as build
+from unitledger import pipeline
 from unitledger.generate import generate
 from unitledger.layout import Layout
 
 MARCH = date(2026, 3, 1)
 TABLES = ["request_costs", "intent_costs", "reconciliation", "reconciliation_daily", "token_reconciliation"]
 OLD, NEW = 1_772_500_000, 1_772_600_000  # delivery modification times (seconds), OLD < NEW
-
-
-def build(layout, settings, first=date(2026, 3, 2), last=date(2026, 3, 3)):
-    assert pipeline.stage_billing(layout).passed
-    assert pipeline.stage_events(layout).passed
-    for result in (
-        pipeline.build_daily_tables(layout, settings, first, last),
-        reconciliation_step.build_reconciliation_daily(layout, settings, first, last),
-        reconciliation_step.build_reconciliation(layout, settings, MARCH, MARCH),
-    ):
-        assert result.passed, result.failures()
 
 
 def deliver(layout, folder, rows, mtime):

@@ -10,12 +10,11 @@ import duckdb
 import polars as pl
 
 from tests.builders import FOCUS_HEADER, focus_row, llm_call, outcome, write_events, write_focus_csv
+from tests.compare import build_with_reconciliation as build
 from tests.conftest import REPO
-from unitledger import landing, parse, pipeline, reconciliation_step
+from unitledger import landing, parse, pipeline
 from unitledger.layout import Layout
-from unitledger.warehouse import refresh_views
 
-MARCH = date(2026, 3, 1)
 SECRET = "TOP-SECRET-PROMPT-7f3a9"
 CONTENT_FIELDS = ("prompt", "completion", "content", "messages", "response", "input", "output")
 # Every folder the pipeline may create under warehouse/: fixed names, and partition keys that are
@@ -24,18 +23,6 @@ ALLOWED_DIR = re.compile(
     r"^(staged|quarantine|_backfills|staged/\w+|quarantine/(focus|events)|\w+"
     r"|\w+/date=\d{4}-\d{2}-\d{2}|\w+/billing_period=\d{4}-\d{2})$"
 )
-
-
-def build(layout, settings, first=date(2026, 3, 2), last=date(2026, 3, 3)):
-    assert pipeline.stage_billing(layout).passed
-    assert pipeline.stage_events(layout).passed
-    for result in (
-        pipeline.build_daily_tables(layout, settings, first, last),
-        reconciliation_step.build_reconciliation_daily(layout, settings, first, last),
-        reconciliation_step.build_reconciliation(layout, settings, MARCH, MARCH),
-    ):
-        assert result.passed, result.failures()
-    refresh_views(layout)
 
 
 def hostile_landing(layout):

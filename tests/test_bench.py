@@ -86,8 +86,8 @@ def test_a_missing_row_is_a_disagreement():
 
 
 def test_a_day_joined_in_hash_buckets_gives_the_same_tables(tmp_path, monkeypatch, settings):
-    """Past JOIN_BUCKET_CALLS calls the pipeline joins requests bucket by bucket: the tables must
-    not change (checked against the DuckDB route, which never buckets)."""
+    """Past BUCKET_CALLS calls the pipeline works bucket by bucket (requests, sessions): the tables
+    must not change (checked against the DuckDB route, which never buckets)."""
     from unitledger import pipeline, transforms
 
     day = bench.DEFAULT_DAY
@@ -97,15 +97,16 @@ def test_a_day_joined_in_hash_buckets_gives_the_same_tables(tmp_path, monkeypatc
     in_bucket = transforms.in_bucket
 
     def spy(column, bucket, buckets):
-        seen.add((bucket, buckets))
+        seen.add((column, bucket, buckets))
         return in_bucket(column, bucket, buckets)
 
-    monkeypatch.setattr(pipeline, "JOIN_BUCKET_CALLS", 1_500)
+    monkeypatch.setattr(pipeline, "BUCKET_CALLS", 1_500)
     monkeypatch.setattr(transforms, "in_bucket", spy)
     for implementation, run in (("pipeline", bench.run_pipeline), ("duckdb", bench.run_duckdb)):
         (tmp_path / "out" / implementation).mkdir(parents=True)
         run(data, settings, day, tmp_path / "out" / implementation)
-    assert {buckets for _, buckets in seen} == {3} and {bucket for bucket, _ in seen} == {0, 1, 2}
+    assert {(bucket, buckets) for _, bucket, buckets in seen} == {(0, 3), (1, 3), (2, 3)}
+    assert {column for column, _, _ in seen} == {"x_RequestId", "request_id", "session_id"}
     results = {i: bench._load_tables(i, data, tmp_path / "out" / i, day) for i in ("pipeline", "duckdb")}
     assert bench.compare_outputs(results) == []
     assert results["pipeline"]["request_costs"].select(pl.len()).collect().item() > 3_500

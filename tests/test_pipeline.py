@@ -4,7 +4,9 @@ from datetime import date
 from decimal import Decimal
 
 import polars as pl
+import pytest
 
+from schemas import RequestCosts
 from tests.builders import focus_row, llm_call, outcome, write_events, write_focus_csv
 from unitledger import landing, pipeline, transforms
 from unitledger.storage import scan_partitions
@@ -96,19 +98,40 @@ def test_rerun_gives_the_same_rows(layout, settings):
         assert read(layout, table).sort(pl.all()).equals(frame.sort(pl.all())), table
 
 
-def test_conservation_check_catches_a_lost_row(layout, settings):
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_conservation_check_catches_a_lost_row(layout, settings, buckets):
     land(layout)
     run(layout, settings)
     billing = landing.scan_staged_focus(layout)
     calls = transforms.dedupe_calls(landing.scan_staged_calls(layout))
     requests = scan_partitions(layout.table("request_costs"), "date", [DAY.isoformat()])
-    ok = pipeline.conservation_check(requests, billing, calls, DAY, date(2026, 3, 3))
+    ok = pipeline.conservation_check(requests, billing, calls, DAY, date(2026, 3, 3), buckets)
     assert ok.passed
     lost = pipeline.conservation_check(
-        requests.filter(pl.col("request_id") != "r2"), billing, calls, DAY, date(2026, 3, 3)
+        requests.filter(pl.col("request_id") != "r2"), billing, calls, DAY, date(2026, 3, 3), buckets
     )
     assert not lost.passed
     assert "2026-03-02 USD" in lost.description
+
+
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_checks_in_hash_buckets_still_see_every_row(layout, settings, buckets):
+    """Validated bucket by bucket, a repeated request id or a session billed in two currencies is
+    still caught: the rows of one key value share a bucket."""
+    land(layout)
+    run(layout, settings, DAY, date(2026, 3, 3))
+    requests = scan_partitions(layout.table("request_costs"), "date", [DAY.isoformat(), "2026-03-03"]).collect()
+    assert pipeline.validate_in_buckets(RequestCosts, requests.lazy(), "request_id", buckets).passed
+    repeated = pl.concat([requests, requests.filter(pl.col("request_id") == "r2")]).lazy()
+    failed = pipeline.validate_in_buckets(RequestCosts, repeated, "request_id", buckets)
+    assert not failed.passed and "unique" in failed.description, failed.description
+    assert pipeline.single_currency_check(requests.lazy(), buckets).passed
+    # s2's second call (r3) billed in EUR: the session now has two currencies.
+    mixed = requests.with_columns(
+        billing_currency=pl.when(pl.col("request_id") == "r3").then(pl.lit("EUR")).otherwise("billing_currency")
+    )
+    failed = pipeline.single_currency_check(mixed.lazy(), buckets)
+    assert not failed.passed and "s2" in failed.description
 
 
 def test_failed_check_publishes_nothing(layout, settings):

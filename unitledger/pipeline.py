@@ -35,8 +35,10 @@ DAILY_TABLES = {
 # on the way in, failures quarantined. Re-running them over all of staging each run repeats that
 # work at a cost growing with history; the schema (columns, types) is what can still drift.
 STAGED_DEPTH = ValidationDepth.SCHEMA_ONLY
-# Calls per join bucket: the join step's peak memory grows with it (about 4 GB at 10M).
-JOIN_BUCKET_CALLS = 10_000_000
+# Calls per bucket: past it, the daily step works in hash buckets of requests and sessions, one
+# after the other (join, intents, the checks); peak memory grows with a bucket (about 4 GB at 10M
+# calls), each bucket more costs one more pass over the day's staged rows.
+BUCKET_CALLS = 10_000_000
 
 
 def polars_schema(model) -> dict[str, pl.DataType]:
@@ -152,9 +154,9 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             # few ids, found once for the join and the conservation check.
             conflicts = transforms.request_conflicts(focus).collect().lazy()
             billing = transforms.without_request_conflicts(focus, conflicts)
-            # Past JOIN_BUCKET_CALLS calls, requests are joined in buckets (by a hash of their id)
-            # one after the other: memory follows the requests of a bucket, not of the day.
-            buckets = max(1, -(-calls.select(pl.len()).collect().item() // JOIN_BUCKET_CALLS))
+            # Past BUCKET_CALLS calls, requests are joined in buckets (by a hash of their id) one
+            # after the other: memory follows the requests of a bucket, not of the day.
+            buckets = max(1, -(-calls.select(pl.len()).collect().item() // BUCKET_CALLS))
             for bucket in range(buckets):
                 # Summed per request apart from the join: one query holding both the sums and the
                 # join's hash table needs about a third more memory than the two in turn.
@@ -168,12 +170,12 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 billed.cleanup()
             joined = spills["request_costs"].scan(polars_schema(RequestCosts))
         with result.timed("intents"):
-            sessions = joined.select("session_id").filter(pl.col("session_id").is_not_null()).unique()
-            outcomes = transforms.latest_outcomes(
-                landing.scan_staged_outcomes(layout).join(sessions, on="session_id", how="semi")
-            )
-            intents = transforms.intent_costs(joined, outcomes, settings.labor_table(), start, end)
-            spills["intent_costs"].sink(intents)
+            all_outcomes = landing.scan_staged_outcomes(layout)
+            for bucket in range(buckets):  # buckets of sessions: a session's calls share one
+                ours = joined.filter(transforms.in_bucket("session_id", bucket, buckets))
+                sessions = ours.select("session_id").filter(pl.col("session_id").is_not_null()).unique()
+                outcomes = transforms.latest_outcomes(all_outcomes.join(sessions, on="session_id", how="semi"))
+                spills["intent_costs"].sink(transforms.intent_costs(ours, outcomes, settings.labor_table(), start, end), part=bucket)
             intents = spills["intent_costs"].scan(polars_schema(IntentCosts))
         with result.timed("features"):
             pl.collect_all(
@@ -183,15 +185,16 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 ]
             )
         with result.timed("validate"):
+            keys_of = {"request_costs": "request_id", "intent_costs": "session_id"}
             for name, model in DAILY_TABLES.items():
                 frame = produced(name)
-                checks = [validate(model, frame)]
+                checks = [validate_in_buckets(model, frame, keys_of.get(name), buckets)]
                 if name == "request_costs":
                     called = joined.filter(pl.col("session_id").is_not_null())
                     call_dates = called.select("request_id", call_date=pl.col("called_at").dt.date())
-                    checks.append(conservation_check(frame, billing, call_dates, start, end))
+                    checks.append(conservation_check(frame, billing, call_dates, start, end, buckets))
                 if name == "intent_costs":
-                    checks.append(single_currency_check(joined))
+                    checks.append(single_currency_check(joined, buckets))
                 result.checks[name] = checks
         if result.passed:
             with result.timed("write"):
@@ -212,18 +215,34 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             spill.cleanup()
 
 
+def validate_in_buckets(model, frame: pl.LazyFrame, key: str | None, buckets: int) -> CheckOutcome:
+    """`validate` (data checks load the rows) one hash bucket of `key` at a time: the models' checks
+    are per row or, for uniqueness, per key value, whose rows share a bucket."""
+    if key is None or buckets == 1:
+        return validate(model, frame)
+    outcomes = [validate(model, frame.filter(transforms.in_bucket(key, b, buckets))) for b in range(buckets)]
+    return next((o for o in outcomes if not o.passed), outcomes[0])
+
+
 def conservation_check(
-    request_costs: pl.LazyFrame, billing: pl.LazyFrame, calls: pl.LazyFrame, start: date, end: date
+    request_costs: pl.LazyFrame, billing: pl.LazyFrame, calls: pl.LazyFrame, start: date, end: date, buckets: int = 1
 ) -> CheckOutcome:
     """Per day and currency, request_costs' cost equals the FOCUS rows with a request id assigned
-    to that day, computed row by row (transforms.billed_cost_by_assigned_day), exactly."""
+    to that day, computed row by row (transforms.billed_cost_by_assigned_day), exactly. The FOCUS
+    side is summed one hash bucket of requests at a time (memory), then the buckets added."""
     money = ["billed_cost", "effective_cost", "list_cost"]
     ours = (
         request_costs.filter(pl.col("billing_rows") > 0)
         .group_by("date", "billing_currency")
         .agg([pl.col(c).sum() for c in money])
     )
-    theirs = transforms.billed_cost_by_assigned_day(billing, calls, start, end)
+    by_bucket = [
+        transforms.billed_cost_by_assigned_day(
+            billing.filter(transforms.in_bucket("x_RequestId", b, buckets)), calls.filter(transforms.in_bucket("request_id", b, buckets)), start, end
+        ).collect()
+        for b in range(buckets)
+    ]
+    theirs = pl.concat(by_bucket).lazy().group_by("date", "billing_currency").agg([pl.col(c).sum() for c in money])
     compared = (
         ours.join(theirs, on=["date", "billing_currency"], how="full", coalesce=True, suffix="_focus")
         .filter(pl.any_horizontal([pl.col(c).fill_null(0) != pl.col(f"{c}_focus").fill_null(0) for c in money]))
@@ -242,19 +261,23 @@ def conservation_check(
     )
 
 
-def single_currency_check(joined: pl.LazyFrame) -> CheckOutcome:
-    """An intent's cost is one currency's: a session billed in two currencies cannot be summed."""
-    mixed = (
-        joined.filter(pl.col("session_id").is_not_null() & pl.col("billing_currency").is_not_null())
-        .group_by("session_id")
-        # min != max: n_unique's answer for a non-null column, on categorical codes (cheaper)
-        .agg(pl.col("billing_currency").cast(pl.Categorical).min().alias("lo"), pl.col("billing_currency").cast(pl.Categorical).max().alias("hi"))
-        .filter(pl.col("lo") != pl.col("hi"))
-        .select("session_id")
-        .sort("session_id")
-        .head(5)
-        .collect()
-    )
+def single_currency_check(joined: pl.LazyFrame, buckets: int = 1) -> CheckOutcome:
+    """An intent's cost is one currency's: a session billed in two currencies cannot be summed.
+    Sessions are grouped one hash bucket at a time (memory)."""
+    billed = joined.filter(pl.col("session_id").is_not_null() & pl.col("billing_currency").is_not_null())
+    currency = pl.col("billing_currency").cast(pl.Categorical)
+    mixed = pl.concat(
+        [
+            billed.filter(transforms.in_bucket("session_id", b, buckets))
+            .group_by("session_id")
+            # min != max: n_unique's answer for a non-null column, on categorical codes (cheaper)
+            .agg(currency.min().alias("lo"), currency.max().alias("hi"))
+            .filter(pl.col("lo") != pl.col("hi"))
+            .select("session_id")
+            .collect()
+            for b in range(buckets)
+        ]
+    ).sort("session_id").head(5)
     if mixed.is_empty():
         return CheckOutcome("single_currency", True, "every intent is billed in one currency")
     return CheckOutcome(

@@ -7,6 +7,7 @@ the benchmark calls these same functions, so there is one implementation.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -36,9 +37,10 @@ DAILY_TABLES = {
 # work at a cost growing with history; the schema (columns, types) is what can still drift.
 STAGED_DEPTH = ValidationDepth.SCHEMA_ONLY
 # Calls per bucket: past it, the daily step works in hash buckets of requests and sessions, one
-# after the other (join, intents, the checks); peak memory grows with a bucket (about 4 GB at 10M
-# calls), each bucket more costs one more pass over the day's staged rows.
-BUCKET_CALLS = 10_000_000
+# after the other (join, intents, the checks). Peak memory follows a bucket (about 4.7 GB at 10M
+# calls, measured); each bucket more costs another pass over the day's staged rows and a merge of
+# the parts on publish, so buckets are as large as a fifth of the 24 GB machine allows.
+BUCKET_CALLS = 12_000_000
 
 
 def polars_schema(model) -> dict[str, pl.DataType]:
@@ -146,17 +148,21 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
     try:
         with result.timed("join"):
             calls = landing.scan_staged_calls(layout).filter(transforms.in_dates("call_date", lo, hi))
+            focus = landing.scan_staged_focus(layout).filter(transforms.in_dates("charge_date", lo, hi))
+            # Past BUCKET_CALLS calls, the day is worked in buckets of requests (by a hash of their
+            # id) one after the other: memory follows the requests of a bucket, not of the day.
+            buckets = max(1, -(-calls.select(pl.len()).collect().item() // BUCKET_CALLS))
             # The few request ids logged more than once, found first: deduplicating within one
             # query would hold every call in memory until all were counted.
-            repeated = transforms.repeated_keys(calls, "request_id").collect().lazy()
-            focus = landing.scan_staged_focus(layout).filter(transforms.in_dates("charge_date", lo, hi))
+            repeated = collected_by_bucket(
+                lambda b: transforms.repeated_keys(calls.filter(transforms.in_bucket("request_id", b, buckets)), "request_id"), buckets
+            )
             # Requests billed to two accounts or currencies are left out (see request_conflicts): a
             # few ids, found once for the join and the conservation check.
-            conflicts = transforms.request_conflicts(focus).collect().lazy()
+            conflicts = collected_by_bucket(
+                lambda b: transforms.request_conflicts(focus.filter(transforms.in_bucket("x_RequestId", b, buckets))), buckets
+            )
             billing = transforms.without_request_conflicts(focus, conflicts)
-            # Past BUCKET_CALLS calls, requests are joined in buckets (by a hash of their id) one
-            # after the other: memory follows the requests of a bucket, not of the day.
-            buckets = max(1, -(-calls.select(pl.len()).collect().item() // BUCKET_CALLS))
             for bucket in range(buckets):
                 # Summed per request apart from the join: one query holding both the sums and the
                 # join's hash table needs about a third more memory than the two in turn.
@@ -215,6 +221,12 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             spill.cleanup()
 
 
+def collected_by_bucket(query: Callable[[int], pl.LazyFrame], buckets: int) -> pl.LazyFrame:
+    """The (small) results of query(bucket) for each hash bucket, collected one after the other
+    and stacked: memory follows one bucket's rows."""
+    return pl.concat([query(b).collect() for b in range(buckets)]).lazy()
+
+
 def validate_in_buckets(model, frame: pl.LazyFrame, key: str | None, buckets: int) -> CheckOutcome:
     """`validate` (data checks load the rows) one hash bucket of `key` at a time: the models' checks
     are per row or, for uniqueness, per key value, whose rows share a bucket."""
@@ -236,13 +248,13 @@ def conservation_check(
         .group_by("date", "billing_currency")
         .agg([pl.col(c).sum() for c in money])
     )
-    by_bucket = [
-        transforms.billed_cost_by_assigned_day(
+    by_bucket = collected_by_bucket(
+        lambda b: transforms.billed_cost_by_assigned_day(
             billing.filter(transforms.in_bucket("x_RequestId", b, buckets)), calls.filter(transforms.in_bucket("request_id", b, buckets)), start, end
-        ).collect()
-        for b in range(buckets)
-    ]
-    theirs = pl.concat(by_bucket).lazy().group_by("date", "billing_currency").agg([pl.col(c).sum() for c in money])
+        ),
+        buckets,
+    )
+    theirs = by_bucket.group_by("date", "billing_currency").agg([pl.col(c).sum() for c in money])
     compared = (
         ours.join(theirs, on=["date", "billing_currency"], how="full", coalesce=True, suffix="_focus")
         .filter(pl.any_horizontal([pl.col(c).fill_null(0) != pl.col(f"{c}_focus").fill_null(0) for c in money]))
@@ -266,18 +278,20 @@ def single_currency_check(joined: pl.LazyFrame, buckets: int = 1) -> CheckOutcom
     Sessions are grouped one hash bucket at a time (memory)."""
     billed = joined.filter(pl.col("session_id").is_not_null() & pl.col("billing_currency").is_not_null())
     currency = pl.col("billing_currency").cast(pl.Categorical)
-    mixed = pl.concat(
-        [
-            billed.filter(transforms.in_bucket("session_id", b, buckets))
+    mixed = (
+        collected_by_bucket(
+            lambda b: billed.filter(transforms.in_bucket("session_id", b, buckets))
             .group_by("session_id")
             # min != max: n_unique's answer for a non-null column, on categorical codes (cheaper)
             .agg(currency.min().alias("lo"), currency.max().alias("hi"))
             .filter(pl.col("lo") != pl.col("hi"))
-            .select("session_id")
-            .collect()
-            for b in range(buckets)
-        ]
-    ).sort("session_id").head(5)
+            .select("session_id"),
+            buckets,
+        )
+        .sort("session_id")
+        .head(5)
+        .collect()
+    )
     if mixed.is_empty():
         return CheckOutcome("single_currency", True, "every intent is billed in one currency")
     return CheckOutcome(

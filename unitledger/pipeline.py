@@ -141,9 +141,9 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
     spills = {name: Spill(layout.tmp, name, "date") for name in DAILY_TABLES}
     billed = Spill(layout.tmp, "billed", "charge_date")
 
-    def produced(name: str) -> pl.LazyFrame:
+    def produced(name: str, part: int | None = None) -> pl.LazyFrame:
         # request_costs is spilled for the lookaround days too (see below): only [start, end) is its.
-        return spills[name].scan(polars_schema(DAILY_TABLES[name])).filter(transforms.in_dates("date", start, end))
+        return spills[name].scan(polars_schema(DAILY_TABLES[name]), part).filter(transforms.in_dates("date", start, end))
 
     try:
         with result.timed("join"):
@@ -191,10 +191,12 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 ]
             )
         with result.timed("validate"):
-            keys_of = {"request_costs": "request_id", "intent_costs": "session_id"}
             for name, model in DAILY_TABLES.items():
                 frame = produced(name)
-                checks = [validate_in_buckets(model, frame, keys_of.get(name), buckets)]
+                # request_costs and intent_costs were spilled one part per bucket (of requests, of
+                # sessions): validated part by part, a key's rows all in one part.
+                parts = range(buckets) if name in ("request_costs", "intent_costs") else [None]
+                checks = [validate_each(model, [produced(name, part) for part in parts])]
                 if name == "request_costs":
                     called = joined.filter(pl.col("session_id").is_not_null())
                     call_dates = called.select("request_id", call_date=pl.col("called_at").dt.date())
@@ -227,13 +229,15 @@ def collected_by_bucket(query: Callable[[int], pl.LazyFrame], buckets: int) -> p
     return pl.concat([query(b).collect() for b in range(buckets)]).lazy()
 
 
-def validate_in_buckets(model, frame: pl.LazyFrame, key: str | None, buckets: int) -> CheckOutcome:
-    """`validate` (data checks load the rows) one hash bucket of `key` at a time: the models' checks
-    are per row or, for uniqueness, per key value, whose rows share a bucket."""
-    if key is None or buckets == 1:
-        return validate(model, frame)
-    outcomes = [validate(model, frame.filter(transforms.in_bucket(key, b, buckets))) for b in range(buckets)]
-    return next((o for o in outcomes if not o.passed), outcomes[0])
+def validate_each(model, frames: list[pl.LazyFrame]) -> CheckOutcome:
+    """`validate` (its data checks load the rows) each of `frames` in turn: the first failure, else
+    a pass. Right for a table split by a hash of its unique key: the models' checks are per row or,
+    for uniqueness, per key value, whose rows share a part."""
+    for frame in frames:
+        outcome = validate(model, frame)
+        if not outcome.passed:
+            break
+    return outcome
 
 
 def conservation_check(

@@ -72,8 +72,9 @@ class Spill:
         target = pl.PartitionBy(self.dir, key=key, include_key=False, file_path_provider=None if part is None else named)
         return frame.sink_parquet(target, mkdir=True, lazy=lazy, **WRITE_OPTIONS)
 
-    def scan(self, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
-        files = sorted(self.dir.glob("*/*.parquet"))
+    def scan(self, schema: dict[str, pl.DataType], part: int | None = None) -> pl.LazyFrame:
+        """Every partition's rows, or only those sunk with `part`."""
+        files = sorted(self.dir.glob("*/*.parquet" if part is None else f"*/part-{part:04}-*.parquet"))
         if not files:
             return pl.DataFrame(schema=schema).lazy()
         return pl.scan_parquet(files, hive_partitioning=True, hive_schema={self.key: self.key_dtype})

@@ -114,6 +114,20 @@ def test_conservation_check_catches_a_lost_row(layout, settings, buckets):
     assert "2026-03-02 USD" in lost.description
 
 
+def test_a_billing_only_request_across_midnight_is_conserved_on_its_first_day(layout, settings):
+    """A request with no telemetry whose FOCUS rows fall on both sides of midnight is dated by its
+    earliest row; conservation must date its rows the same way, not row by row."""
+    write_focus_csv(
+        layout.landing_focus / "acct-us" / "2026-03" / "export.csv",
+        [focus_row("b", "0.010000000000", hour="2026-03-02T23:00:00Z"), focus_row("b", "0.020000000000", hour="2026-03-03T00:00:00Z")],
+    )
+    write_events(layout.landing_events / "e.jsonl", [llm_call("r1", "s1", "2026-03-02T10:15:00Z")])
+    result = run(layout, settings, DAY, date(2026, 3, 3))
+    assert result.passed, result.failures()
+    rows = read(layout, "request_costs", (DAY.isoformat(), "2026-03-03")).filter(pl.col("request_id") == "b")
+    assert rows.select("date", "effective_cost", "match_status").rows() == [(DAY, Decimal("0.03"), "billing_only")]
+
+
 @pytest.mark.parametrize("buckets", [1, 3])
 def test_checks_in_hash_buckets_still_see_every_row(layout, settings, buckets):
     """Validated bucket by bucket, a repeated request id or a session billed in two currencies is

@@ -254,7 +254,10 @@ def conservation_check(
     )
     by_bucket = collected_by_bucket(
         lambda b: transforms.billed_cost_by_assigned_day(
-            billing.filter(transforms.in_bucket("x_RequestId", b, buckets)), calls.filter(transforms.in_bucket("request_id", b, buckets)), start, end
+            billing.filter(transforms.in_bucket("x_RequestId", b, buckets)),
+            calls.filter(transforms.in_bucket("request_id", b, buckets)),
+            start,
+            end,
         ),
         buckets,
     )

@@ -331,21 +331,21 @@ def cost_per_success(intents: pl.LazyFrame) -> pl.LazyFrame:
 def billed_cost_by_assigned_day(
     billing: pl.LazyFrame, calls: pl.LazyFrame, start: date, end: date
 ) -> pl.LazyFrame:
-    """Conservation's independent route: each FOCUS row with a request id, dated row by row (its
-    request's call date when telemetry has the request, else its own ChargePeriodStart date), summed
-    per day within [start, end). Must equal request_costs' sums per day. `calls`: one row per
-    request_id (deduplicated; a repeated id would count its rows twice and fail the comparison)."""
+    """Conservation's independent route: the FOCUS rows with a request id, dated by their request
+    (the call's date when telemetry has the request, else the date of the request's earliest
+    ChargePeriodStart, as request_costs dates it), summed per day within [start, end). Must equal
+    request_costs' sums per day. `calls`: one row per request_id (deduplicated; a repeated id would
+    count its rows twice and fail the comparison)."""
+    money = {"billed_cost": "BilledCost", "effective_cost": "EffectiveCost", "list_cost": "ListCost"}
     return (
         billing.filter(pl.col("x_RequestId").is_not_null())
+        .group_by("x_RequestId", pl.col("BillingCurrency").alias("billing_currency"))
+        .agg(charge_date=pl.col("charge_date").min(), **{name: pl.col(column).sum() for name, column in money.items()})
         .join(calls.select("request_id", "call_date"), left_on="x_RequestId", right_on="request_id", how="left")
         .with_columns(date=pl.coalesce("call_date", "charge_date"))
         .filter(in_dates("date", start, end))
-        .group_by("date", pl.col("BillingCurrency").alias("billing_currency"))
-        .agg(
-            billed_cost=pl.col("BilledCost").sum(),
-            effective_cost=pl.col("EffectiveCost").sum(),
-            list_cost=pl.col("ListCost").sum(),
-        )
+        .group_by("date", "billing_currency")
+        .agg([pl.col(name).sum() for name in money])
     )
 
 

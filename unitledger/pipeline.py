@@ -192,7 +192,6 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             )
         with result.timed("validate"):
             for name, model in DAILY_TABLES.items():
-                frame = produced(name)
                 # request_costs and intent_costs were spilled one part per bucket (of requests, of
                 # sessions): validated part by part, a key's rows all in one part.
                 parts = range(buckets) if name in ("request_costs", "intent_costs") else [None]
@@ -200,7 +199,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 if name == "request_costs":
                     called = joined.filter(pl.col("session_id").is_not_null())
                     call_dates = called.select("request_id", call_date=pl.col("called_at").dt.date())
-                    checks.append(conservation_check(frame, billing, call_dates, start, end, buckets))
+                    checks.append(conservation_check(produced(name), billing, call_dates, start, end, buckets))
                 if name == "intent_costs":
                     checks.append(single_currency_check(joined, buckets))
                 result.checks[name] = checks
@@ -243,9 +242,9 @@ def validate_each(model, frames: list[pl.LazyFrame]) -> CheckOutcome:
 def conservation_check(
     request_costs: pl.LazyFrame, billing: pl.LazyFrame, calls: pl.LazyFrame, start: date, end: date, buckets: int = 1
 ) -> CheckOutcome:
-    """Per day and currency, request_costs' cost equals the FOCUS rows with a request id assigned
-    to that day, computed row by row (transforms.billed_cost_by_assigned_day), exactly. The FOCUS
-    side is summed one hash bucket of requests at a time (memory), then the buckets added."""
+    """Per day and currency, request_costs' cost equals the FOCUS rows with a request id dated by
+    their request, summed apart from the join (transforms.billed_cost_by_assigned_day), exactly.
+    The FOCUS side is summed one hash bucket of requests at a time (memory), then the buckets added."""
     money = ["billed_cost", "effective_cost", "list_cost"]
     ours = (
         request_costs.filter(pl.col("billing_rows") > 0)

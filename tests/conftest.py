@@ -14,6 +14,12 @@ if not FOCUS_SAMPLE.exists():
 os.environ.pop("DAGSTER_HOME", None)  # tests use ephemeral Dagster instances
 
 
+def leftovers(layout: Layout) -> list[Path]:
+    """Files a finished (or failed) run should not leave behind: half-written outputs and scratch."""
+    stray = [p for p in layout.warehouse.rglob("*") if p.is_file() and p.suffix in (".part", ".tmp")]
+    return stray + (list(layout.tmp.iterdir()) if layout.tmp.exists() else [])
+
+
 @pytest.fixture
 def layout(tmp_path: Path) -> Layout:
     return Layout(tmp_path / "data")

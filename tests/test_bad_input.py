@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from tests.builders import FOCUS_HEADER, focus_row, llm_call, write_events, write_focus_csv
+from tests.conftest import leftovers
 from unitledger import landing, pipeline, reconciliation_step
 from unitledger.cli import main
 from unitledger.storage import scan_partitions
@@ -74,7 +75,7 @@ def test_unreadable_focus_file_stops_staging_naming_it(layout, tmp_path, case):
     # Nothing of the bad file is staged, no half-written output is left.
     staged = landing.scan_staged_focus(layout).collect()
     assert set(staged["source_file"]) == {"acct/d1/good.csv"}
-    assert not list(layout.warehouse.rglob("*.part")) and not list(layout.tmp.glob("decoded-*"))
+    assert not leftovers(layout)
     # Fixed, the file is staged in full on the next run.
     bad.unlink()
     write_focus_csv(layout.landing_focus / "acct" / "d2" / "export.csv", GOOD_ROWS)
@@ -102,7 +103,7 @@ def test_unreadable_event_file_stops_staging_naming_it(layout, name, content, me
         landing.stage_events(layout)
     assert str(raised.value).startswith(f"{name}: {message}"), str(raised.value)
     assert set(landing.scan_staged_calls(layout).collect()["source_file"]) == {"0-good.jsonl"}
-    assert not list(layout.warehouse.rglob("*.part")) and not list(layout.tmp.glob("decoded-*"))
+    assert not leftovers(layout)
 
 
 def test_unreadable_file_fails_the_dagster_run_naming_it(layout, capsys):
@@ -273,7 +274,7 @@ def test_a_large_file_stages_with_every_cent(layout):
     frame.write_csv(path)
     report = landing.stage_focus(layout)
     assert (report.rows["focus"], report.quarantined_rows) == (rows, 0)
-    assert layout.tmp.is_dir() and not list(layout.tmp.glob("decoded-*"))  # the text was decoded once, then removed
+    assert layout.tmp.is_dir() and not leftovers(layout)  # the text was decoded once into scratch, then removed
     # Σ (i mod 1000) over 100 full cycles of 0..999, plus 0.000000000123 per row.
     expected = Decimal(100 * sum(range(1000))) + rows * Decimal("0.000000000123")
     assert landing.scan_staged_focus(layout).select(pl.col("BilledCost").sum()).collect().item() == expected

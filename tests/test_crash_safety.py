@@ -16,10 +16,11 @@ import polars as pl
 import pytest
 
 from tests.compare import assert_same_tables
-from tests.conftest import REPO
+from tests.conftest import REPO, leftovers
 from unitledger.generate import generate
 from unitledger.layout import Layout
-from unitledger.storage import Spill, clear_scratch, write_parquet_atomic
+from unitledger import storage
+from unitledger.storage import Spill, clear_scratch, scratch_folder, write_parquet_atomic
 
 START, END = date(2026, 3, 1), date(2026, 3, 4)
 TABLES = [
@@ -65,12 +66,6 @@ def assert_readable(layout: Layout) -> None:
         with duckdb.connect(str(layout.duckdb_path), read_only=True) as con:
             for (view,) in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall():
                 con.sql(f"SELECT count(*) FROM {view}").fetchall()
-
-
-def leftovers(layout: Layout) -> list[Path]:
-    """Files a finished run should not leave behind: half-written outputs and scratch."""
-    stray = [p for p in layout.warehouse.rglob("*") if p.is_file() and p.suffix in (".part", ".tmp")]
-    return stray + (list(layout.tmp.iterdir()) if layout.tmp.exists() else [])
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +119,24 @@ def test_what_a_killed_process_left_is_removed_and_a_live_ones_kept(layout):
     assert not stale.exists() and not killed_spill.exists()
     assert live.exists() and len(list(layout.tmp.iterdir())) == 1  # this process's own spill
     assert pl.read_parquet(partition / "data.parquet")["x"].to_list() == [1]
+
+
+def test_a_scratch_folder_is_gone_even_when_a_file_appears_in_it_while_it_is_removed(layout, monkeypatch):
+    """A failed Polars sink may create its file after the error reached us: the first removal
+    then finds the folder not empty. The folder must still be gone on exit."""
+    real_rmtree = shutil.rmtree
+    removals = []
+
+    def late_writer_wins_once(path, ignore_errors=False):
+        removals.append(path)
+        if len(removals) == 1:  # the writer's file lands between listing and rmdir
+            real_rmtree(path, ignore_errors=True)
+            path.mkdir()
+            (path / "decoded.parquet").write_bytes(b"late")
+            return
+        real_rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(storage.shutil, "rmtree", late_writer_wins_once)
+    with scratch_folder(layout.tmp, "staging") as folder:
+        (folder / "decoded.parquet").write_bytes(b"data")
+    assert len(removals) == 2 and not folder.exists() and list(layout.tmp.iterdir()) == []

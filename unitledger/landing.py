@@ -16,10 +16,8 @@ import gzip
 import hashlib
 import json
 import os
-import uuid
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +26,7 @@ import polars as pl
 from schemas.types import MONEY
 from unitledger import parse
 from unitledger.layout import Layout
-from unitledger.storage import WRITE_OPTIONS, write_parquet_atomic
+from unitledger.storage import WRITE_OPTIONS, scratch_folder, write_parquet_atomic
 
 FOCUS_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 EVENT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
@@ -280,34 +278,31 @@ def _row_count(path: Path) -> int:
     return pl.scan_parquet(path).select(pl.len()).collect().item()
 
 
-def _stage(outputs: dict[Path, pl.LazyFrame], f: LandingFile, marker: Path, rows_in: pl.LazyFrame) -> None:
-    """Write every output of one landing file (read as `rows_in`); `marker` (written last) says the
-    file is staged. The first output holds the file's bad rows: found by a second pass over the
-    file only when the other outputs hold fewer rows than it has, else written empty.
+def _stage(outputs: dict[Path, pl.LazyFrame], f: LandingFile, marker: Path, rows_in: pl.LazyFrame, folder: Path) -> None:
+    """Write every output of one landing file (read as `rows_in`) into the scratch `folder`, then
+    rename them into place, `marker` last: it says the file is staged. The first output holds the
+    file's bad rows: found by a second pass over the file only when the other outputs hold fewer
+    rows than it has, else written empty.
 
     One output at a time: sinking them together holds every output's buffers at once (twice the
     memory) for little, the file being Parquet (see _decoded) and reading its columns again cheap."""
     bad, *good = outputs
-    parts = {p: p.with_name(p.name + ".part") for p in outputs}
+    parts = {p: folder / f"output-{i}.parquet" for i, p in enumerate(outputs)}
     try:
         for p in good:
-            outputs[p].sink_parquet(parts[p], mkdir=True, **WRITE_OPTIONS)
+            outputs[p].sink_parquet(parts[p], **WRITE_OPTIONS)
         if sum(_row_count(parts[p]) for p in good) < rows_in.select(pl.len()).collect().item():
-            outputs[bad].sink_parquet(parts[bad], mkdir=True, **WRITE_OPTIONS)
+            outputs[bad].sink_parquet(parts[bad], **WRITE_OPTIONS)
         else:
-            bad.parent.mkdir(parents=True, exist_ok=True)
             pl.DataFrame(schema=outputs[bad].collect_schema()).write_parquet(parts[bad])
     except InputFileError:
         raise
     except Exception as exc:
-        for part in parts.values():
-            part.unlink(missing_ok=True)
         raise _unreadable(f, exc) from exc
     if sum(_row_count(part) for part in parts.values()) == 0:
-        for part in parts.values():
-            part.unlink(missing_ok=True)
         raise InputFileError(f"{f.relpath}: no data rows (empty or header only)")
     for p in sorted(outputs, key=lambda p: p == marker):
+        p.parent.mkdir(parents=True, exist_ok=True)
         os.replace(parts[p], p)
 
 
@@ -317,25 +312,20 @@ def _unreadable(f: LandingFile, exc: Exception) -> InputFileError:
     return (locate(f) if locate else None) or InputFileError(f"{f.relpath}: cannot be read ({_first_line(exc)})")
 
 
-@contextmanager
-def _decoded(layout: Layout, f: LandingFile, read: Callable[[LandingFile], pl.LazyFrame]) -> Iterator[pl.LazyFrame]:
-    """`read(f)`, a text file (CSV, JSON lines) decoded once into a scratch Parquet file first:
-    staging then reads it in large batches, where a text reader hands out a few thousand rows at a
-    time and every batch pays the parsers' fixed cost per batch (about half the time on a CSV)."""
+def _decoded(folder: Path, f: LandingFile, read: Callable[[LandingFile], pl.LazyFrame]) -> pl.LazyFrame:
+    """`read(f)`, a text file (CSV, JSON lines) decoded once into a Parquet file in the scratch
+    `folder` first: staging then reads it in large batches, where a text reader hands out a few
+    thousand rows at a time and every batch pays the parsers' fixed cost per batch (about half the
+    time on a CSV)."""
     raw = read(f)
     if f.relpath.lower().endswith(".parquet"):
-        yield raw
-        return
-    layout.tmp.mkdir(parents=True, exist_ok=True)
-    decoded = layout.tmp / f"decoded-{os.getpid()}-{uuid.uuid4().hex}.parquet"
+        return raw
+    decoded = folder / "decoded.parquet"
     try:
-        try:
-            raw.sink_parquet(decoded, compression="uncompressed", statistics=False)  # read once, soon: speed over size
-        except Exception as exc:
-            raise _unreadable(f, exc) from exc
-        yield pl.scan_parquet(decoded)
-    finally:
-        decoded.unlink(missing_ok=True)
+        raw.sink_parquet(decoded, compression="uncompressed", statistics=False)  # read once, soon: speed over size
+    except Exception as exc:
+        raise _unreadable(f, exc) from exc
+    return pl.scan_parquet(decoded)
 
 
 def _sync(
@@ -357,8 +347,6 @@ def _sync(
             if old.stem not in wanted:
                 old.unlink()
                 report.removed_files += directory == marker_dir
-        for part in directory.glob("*.part") if directory.is_dir() else []:
-            part.unlink()  # left by a killed run
 
 
 def focus_outputs(layout: Layout, f: LandingFile, raw: pl.LazyFrame | None = None) -> dict[Path, pl.LazyFrame]:
@@ -378,8 +366,9 @@ def stage_focus(layout: Layout) -> StagingReport:
     report = StagingReport()
 
     def stage_one(f: LandingFile) -> None:
-        with _decoded(layout, f, read_focus_raw) as raw:
-            _stage(focus_outputs(layout, f, raw), f, staged / f"{f.file_id}.parquet", raw)
+        with scratch_folder(layout.tmp, "staging") as folder:
+            raw = _decoded(folder, f, read_focus_raw)
+            _stage(focus_outputs(layout, f, raw), f, staged / f"{f.file_id}.parquet", raw, folder)
 
     _sync(files, staged, [staged, quarantine], stage_one, report)
     write_parquet_atomic(deliveries_frame(files), layout.staged("focus_deliveries") / "deliveries.parquet")
@@ -406,8 +395,9 @@ def stage_events(layout: Layout) -> StagingReport:
     report = StagingReport()
 
     def stage_one(f: LandingFile) -> None:
-        with _decoded(layout, f, read_events_raw) as raw:
-            _stage(event_outputs(layout, f, raw), f, calls / f"{f.file_id}.parquet", raw)
+        with scratch_folder(layout.tmp, "staging") as folder:
+            raw = _decoded(folder, f, read_events_raw)
+            _stage(event_outputs(layout, f, raw), f, calls / f"{f.file_id}.parquet", raw, folder)
 
     _sync(files, calls, [calls, outcomes, quarantine], stage_one, report)
     report.rows["llm_calls"] = _total_rows(calls)

@@ -1,6 +1,11 @@
 """Pandera validation with data checks forced on (on a LazyFrame Pandera checks only the schema
 by default) unless asked for the schema only, reported as a pass/fail outcome with the first
-failure cases."""
+failure cases.
+
+Columns a model declares `unique=True` are checked here with one group-by per column instead of
+Pandera's own check (it collects the column and runs `is_duplicated`: 2.4 of the 2.9 s Pandera took
+on 5M request_costs rows, against 0.9 s for the group-by); the model stays what says which columns
+are unique."""
 
 from __future__ import annotations
 
@@ -25,11 +30,13 @@ def validate(
     name: str = "schema",
     depth: ValidationDepth = ValidationDepth.SCHEMA_AND_DATA,
 ) -> CheckOutcome:
-    """Validate `frame` against `model`: types, values and dataframe checks, or with
+    """Validate `frame` against `model`: types, values, uniqueness and dataframe checks, or with
     depth=SCHEMA_ONLY the columns and their types alone (no pass over the rows)."""
+    schema = model.to_schema()
+    unique = [c for c, column in schema.columns.items() if column.unique] if depth == ValidationDepth.SCHEMA_AND_DATA else []
     try:
         with config_context(validation_depth=depth):
-            model.validate(frame, lazy=True)
+            schema.update_columns({c: {"unique": False} for c in unique}).validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
         shown = cases.head(20).select(pl.all().cast(pl.String))
@@ -41,6 +48,17 @@ def validate(
         )
     except pa.errors.SchemaError as exc:
         return CheckOutcome(name, False, f"{model.__name__}: {exc}", {"failure_cases": 1})
+    for column in unique:
+        repeated = frame.group_by(column).agg(rows=pl.len()).filter(pl.col("rows") > 1).sort(column).collect()
+        if not repeated.is_empty():
+            shown = repeated.head(20)
+            return CheckOutcome(
+                name,
+                False,
+                f"{model.__name__}: column {column} must be unique: {repeated.height} value(s) on more than one row; "
+                f"first: {shown[column][0]} ({shown['rows'][0]} rows)",
+                {"failure_cases": repeated.height, "first_failures": shown.write_csv()},
+            )
     return CheckOutcome(name, True, f"{model.__name__}: all checks passed")
 
 

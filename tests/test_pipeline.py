@@ -114,6 +114,35 @@ def test_conservation_check_catches_a_lost_row(layout, settings, buckets):
     assert "2026-03-02 USD" in lost.description
 
 
+def test_conservation_rechecks_a_hashed_mismatch_on_the_request_ids(layout, settings, monkeypatch):
+    """Hashed request ids give the ids' answer on real data; a mismatch on hashes (what two ids
+    sharing a hash would cause) is re-checked on the ids, and only their answer counts."""
+    land(layout)
+    run(layout, settings)
+    billing = landing.scan_staged_focus(layout)
+    calls = transforms.dedupe_calls(landing.scan_staged_calls(layout)).select("request_id", "call_date")
+    requests = scan_partitions(layout.table("request_costs"), "date", [DAY.isoformat()])
+    by_ids, by_hashes = (
+        transforms.billed_cost_by_assigned_day(billing, calls, DAY, date(2026, 3, 3), hashed).sort(pl.all()).collect()
+        for hashed in (False, True)
+    )
+    assert by_ids.height > 0 and by_hashes.equals(by_ids)
+
+    real, routes = transforms.billed_cost_by_assigned_day, []
+
+    def colliding(billing, calls, start, end, hashed=False):
+        routes.append(hashed)
+        summed = real(billing, calls, start, end, hashed)
+        # A collision moves cents to another day: here, a cent more on every day.
+        return summed.with_columns(pl.col("effective_cost") + pl.lit(1)) if hashed else summed
+
+    monkeypatch.setattr(transforms, "billed_cost_by_assigned_day", colliding)
+    assert pipeline.conservation_check(requests, billing, calls, DAY, date(2026, 3, 3)).passed
+    assert routes == [True, False]
+    lost = pipeline.conservation_check(requests.filter(pl.col("request_id") != "r2"), billing, calls, DAY, date(2026, 3, 3))
+    assert not lost.passed and routes == [True, False, True, False]
+
+
 def test_a_billing_only_request_across_midnight_is_conserved_on_its_first_day(layout, settings):
     """A request with no telemetry whose FOCUS rows fall on both sides of midnight is dated by its
     earliest row; conservation must date its rows the same way, not row by row."""

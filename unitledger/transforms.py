@@ -22,6 +22,7 @@ from schemas.types import MONEY
 LOOKAROUND = timedelta(days=1)
 GRAIN = ["date", "feature_tag", "model_version", "prompt_version", "billing_currency"]
 SAMPLE_OK_MIN_LABELED = 100
+REQUEST_HASH_SEED = 1  # not in_bucket's seed 0: within a bucket every id's seed-0 hash shares its remainder
 Z95 = 1.959963984540054
 
 
@@ -93,10 +94,13 @@ def request_conflicts(billing: pl.LazyFrame, by: tuple[str, ...] = ()) -> pl.Laz
     )
 
 
-def without_request_conflicts(billing: pl.LazyFrame, conflicts: pl.LazyFrame | None = None) -> pl.LazyFrame:
+def without_request_conflicts(billing: pl.LazyFrame, conflicts: pl.DataFrame | None = None) -> pl.LazyFrame:
     """`billing` minus the rows of `request_conflicts` (rows without a request id are kept);
-    `conflicts`: request_conflicts(billing) when already computed."""
-    return billing.join(request_conflicts(billing) if conflicts is None else conflicts, on="x_RequestId", how="anti")
+    `conflicts`: request_conflicts(billing) when already collected. No conflicts at all (the usual
+    day) costs no anti-join, which would still hash every row's id (0.3 s per pass over 12M rows)."""
+    if conflicts is None:
+        return billing.join(request_conflicts(billing), on="x_RequestId", how="anti")
+    return billing if conflicts.is_empty() else billing.join(conflicts.lazy(), on="x_RequestId", how="anti")
 
 
 def billing_by_request(billing: pl.LazyFrame) -> pl.LazyFrame:
@@ -329,19 +333,28 @@ def cost_per_success(intents: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def billed_cost_by_assigned_day(
-    billing: pl.LazyFrame, calls: pl.LazyFrame, start: date, end: date
+    billing: pl.LazyFrame, calls: pl.LazyFrame, start: date, end: date, hashed: bool = False
 ) -> pl.LazyFrame:
     """Conservation's independent route: the FOCUS rows with a request id, dated by their request
     (the call's date when telemetry has the request, else the date of the request's earliest
     ChargePeriodStart, as request_costs dates it), summed per day within [start, end). Must equal
     request_costs' sums per day. `calls`: one row per request_id (deduplicated; a repeated id would
-    count its rows twice and fail the comparison)."""
+    count its rows twice and fail the comparison).
+
+    `hashed`: group and join on a 64-bit hash of the request id instead of the id itself (about a
+    third faster at 5M requests). Two ids sharing a hash would be taken for one request, which can
+    only move cents between their days: a wrong total, never a right one, so a caller that
+    re-checks a failed comparison on the ids loses nothing."""
     money = {"billed_cost": "BilledCost", "effective_cost": "EffectiveCost", "list_cost": "ListCost"}
+
+    def request(column: str) -> pl.Expr:
+        return (pl.col(column).hash(seed=REQUEST_HASH_SEED) if hashed else pl.col(column)).alias("_request")
+
     return (
         billing.filter(pl.col("x_RequestId").is_not_null())
-        .group_by("x_RequestId", pl.col("BillingCurrency").alias("billing_currency"))
+        .group_by(request("x_RequestId"), pl.col("BillingCurrency").alias("billing_currency"))
         .agg(charge_date=pl.col("charge_date").min(), **{name: pl.col(column).sum() for name, column in money.items()})
-        .join(calls.select("request_id", "call_date"), left_on="x_RequestId", right_on="request_id", how="left")
+        .join(calls.select(request("request_id"), "call_date"), on="_request", how="left")
         .with_columns(date=pl.coalesce("call_date", "charge_date"))
         .filter(in_dates("date", start, end))
         .group_by("date", "billing_currency")

@@ -2,6 +2,9 @@
 DuckDB SQL and the pandas implementation produce the same tables. Times are printed by
 `unitledger bench`, never asserted (machines are noisy)."""
 
+import os
+import subprocess
+import sys
 from datetime import date
 from decimal import Decimal
 
@@ -110,3 +113,15 @@ def test_a_day_joined_in_hash_buckets_gives_the_same_tables(tmp_path, monkeypatc
     results = {i: bench._load_tables(i, data, tmp_path / "out" / i, day) for i in ("pipeline", "duckdb")}
     assert bench.compare_outputs(results) == []
     assert results["pipeline"]["request_costs"].select(pl.len()).collect().item() > 3_500
+
+
+@pytest.mark.parametrize("operator_setting, expected", [(None, "2"), ("6", "6")])
+def test_parquet_prefetch_is_bounded_unless_the_operator_set_it(operator_setting, expected):
+    """unitledger caps the row groups a Parquet scan decodes ahead (peak memory), but an
+    operator's own POLARS_ROW_GROUP_PREFETCH_SIZE is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "POLARS_ROW_GROUP_PREFETCH_SIZE"}
+    if operator_setting is not None:
+        env["POLARS_ROW_GROUP_PREFETCH_SIZE"] = operator_setting
+    code = "import os, unitledger.pipeline; print(os.environ['POLARS_ROW_GROUP_PREFETCH_SIZE'])"
+    printed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert printed.strip() == expected

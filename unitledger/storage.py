@@ -100,27 +100,31 @@ class Spill:
         return counts
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        remove_folder(self.dir)
+
+
+def remove_folder(folder: Path) -> None:
+    """Remove `folder` and everything in it, until it is gone: Polars reports a failed sink before
+    its writer has stopped, and the writer may create its file after the error reached us, while
+    the folder is being removed; in a folder that no longer exists it cannot (seen: a stray file
+    after about 1 % of failed sinks under load)."""
+    for _ in range(100):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            return
+        time.sleep(0.01)
 
 
 @contextmanager
 def scratch_folder(scratch: Path, name: str) -> Iterator[Path]:
     """A new folder `scratch/<name>-<pid>-<uuid>` (what clear_scratch sweeps once the process is
-    gone), removed with everything in it on exit.
-
-    Removed until it is gone: Polars reports a failed sink before its writer has stopped, and the
-    writer may create its file after the error reached us; in a folder that no longer exists it
-    cannot (seen: a stray file after about 1 % of failed sinks under load)."""
+    gone), removed with everything in it on exit (remove_folder)."""
     folder = scratch / f"{name}-{os.getpid()}-{uuid.uuid4().hex}"
     folder.mkdir(parents=True)
     try:
         yield folder
     finally:
-        for _ in range(100):
-            shutil.rmtree(folder, ignore_errors=True)
-            if not folder.exists():
-                break
-            time.sleep(0.01)
+        remove_folder(folder)
 
 
 def clear_scratch(scratch: Path, warehouse: Path) -> None:

@@ -54,11 +54,17 @@ def scan_partitions(table_dir: Path, key: str, values: Iterable[str], key_dtype:
     return pl.scan_parquet(files, hive_partitioning=True, hive_schema={key: key_dtype})
 
 
+def _scratch_path(scratch: Path, name: str) -> Path:
+    """A new path `scratch/<name>-<pid>-<uuid>`: the pid is how clear_scratch tells a killed run's
+    leftovers from a live one's."""
+    return scratch / f"{name}-{os.getpid()}-{uuid.uuid4().hex}"
+
+
 class Spill:
     """A table's new partitions, written to scratch before they replace the published ones."""
 
     def __init__(self, scratch: Path, name: str, key: str, key_dtype: pl.DataType = pl.Date):
-        self.dir = scratch / f"{name}-{os.getpid()}-{uuid.uuid4().hex}"
+        self.dir = _scratch_path(scratch, name)
         self.key = key
         self.key_dtype = key_dtype
 
@@ -117,9 +123,9 @@ def remove_folder(folder: Path) -> None:
 
 @contextmanager
 def scratch_folder(scratch: Path, name: str) -> Iterator[Path]:
-    """A new folder `scratch/<name>-<pid>-<uuid>` (what clear_scratch sweeps once the process is
-    gone), removed with everything in it on exit (remove_folder)."""
-    folder = scratch / f"{name}-{os.getpid()}-{uuid.uuid4().hex}"
+    """A new folder under `scratch` (_scratch_path), removed with everything in it on exit
+    (remove_folder)."""
+    folder = _scratch_path(scratch, name)
     folder.mkdir(parents=True)
     try:
         yield folder

@@ -2,7 +2,7 @@
 intents, same columns as the daily tables with billing_period in place of date."""
 
 import math
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 import duckdb
@@ -134,16 +134,27 @@ def test_monthly_validation_rejects_a_bad_period_and_a_duplicate_grain(built):
     assert not validate(CostPerSuccessMonthly, duplicated.lazy()).passed
 
 
-def test_a_month_maps_to_its_days_and_the_current_month_to_the_days_so_far():
-    upstream = DAYS_OF_MONTH.get_upstream_mapped_partitions_result_for_partitions(
-        monthly_partitions.subset_with_partition_keys(["2026-02"]), monthly_partitions, daily_partitions
-    ).partitions_subset.get_partition_keys()
-    assert list(upstream) == [f"2026-02-{d:02d}" for d in range(1, 29)]
-    current = monthly_partitions.get_last_partition_key()
-    mapped = DAYS_OF_MONTH.get_upstream_mapped_partitions_result_for_partitions(
-        monthly_partitions.subset_with_partition_keys([current]), monthly_partitions, daily_partitions
-    ).partitions_subset.get_partition_keys()
-    assert max(mapped) == daily_partitions.get_last_partition_key()  # yesterday: the month so far
+@pytest.mark.parametrize(
+    "now, days_so_far",
+    [
+        (datetime(2026, 4, 17, 2, 0, tzinfo=timezone.utc), [f"2026-04-{d:02d}" for d in range(1, 17)]),
+        # The 1st: the current month is a partition, but none of its days has ended yet.
+        (datetime(2026, 5, 1, 0, 30, tzinfo=timezone.utc), []),
+    ],
+)
+def test_a_month_maps_to_its_days_and_the_current_month_to_the_days_so_far(now, days_so_far):
+    def days_of(month: str) -> list[str]:
+        return list(
+            DAYS_OF_MONTH.get_upstream_mapped_partitions_result_for_partitions(
+                monthly_partitions.subset_with_partition_keys([month]), monthly_partitions, daily_partitions, current_time=now
+            ).partitions_subset.get_partition_keys()
+        )
+
+    assert days_of("2026-02") == [f"2026-02-{d:02d}" for d in range(1, 29)]
+    current = monthly_partitions.get_partition_keys(current_time=now)[-1]
+    assert current == now.strftime("%Y-%m")  # the month that runs is a partition already
+    assert days_of(current) == days_so_far
+    assert daily_partitions.get_partition_keys(current_time=now)[-1] == (now.date() - timedelta(days=1)).isoformat()
 
 
 def test_monthly_asset_warns_about_a_missing_day_without_failing(built, tmp_path):

@@ -10,7 +10,7 @@ from pipelines.resources import Warehouse
 from unitledger import pipeline
 from unitledger.landing import InputFileError
 from unitledger.pipeline import StepResult
-from unitledger.warehouse import refresh_views
+from unitledger.warehouse.views import refresh_views
 
 DAILY_TABLE_DESCRIPTIONS = {name: model.__doc__ for name, model in pipeline.DAILY_TABLES.items()}
 

@@ -10,7 +10,7 @@ from pipelines.assets import report_step
 from pipelines.partitions import monthly_partitions
 from pipelines.resources import Warehouse
 from unitledger import freshness, months, pipeline
-from unitledger.warehouse import refresh_views
+from unitledger.warehouse.views import refresh_views
 
 # A month depends on its days; days before the start date or after yesterday do not exist yet
 # (the current month is a partition while it runs). The parameter is marked beta; dagster is

@@ -12,7 +12,7 @@ from unitledger import months
 from unitledger import reconciliation_step as step
 from unitledger.landing import InputFileError
 from unitledger.validation import CheckOutcome
-from unitledger.warehouse import refresh_views
+from unitledger.warehouse.views import refresh_views
 
 _STAGED = ["staged_billing", "staged_events"]
 

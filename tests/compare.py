@@ -51,7 +51,7 @@ def build_warehouse(layout: Layout, settings, start, end) -> None:
     """Stage the landing files, build the daily tables for [start, end] and their months, refresh
     the views: the pipeline steps the assets call, without Dagster (faster)."""
     from unitledger import months, pipeline
-    from unitledger.warehouse import refresh_views
+    from unitledger.warehouse.views import refresh_views
 
     pipeline.stage_billing(layout)
     pipeline.stage_events(layout)
@@ -64,7 +64,7 @@ def build_with_reconciliation(layout: Layout, settings, first=date(2026, 3, 2), 
     """Stage, build the daily tables and both reconciliations for [first, last] (and its month),
     refresh the views; every step must pass its checks."""
     from unitledger import months, pipeline, reconciliation_step
-    from unitledger.warehouse import refresh_views
+    from unitledger.warehouse.views import refresh_views
 
     assert pipeline.stage_billing(layout).passed
     assert pipeline.stage_events(layout).passed

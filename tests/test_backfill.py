@@ -21,8 +21,8 @@ from tests.compare import assert_same_tables, copy_landing, read_table
 from tests.conftest import REPO
 from unitledger import backfill, pipeline
 from unitledger.cli import main
-from unitledger.generate import generate
 from unitledger.layout import Layout
+from unitledger.tools.generate import generate
 
 START, END = "2026-01-27", "2026-03-03"  # three billing periods, the first and last partial
 CONFIG = REPO / "unitledger.toml"

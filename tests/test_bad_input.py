@@ -18,7 +18,7 @@ from tests.builders import FOCUS_HEADER, focus_row, llm_call, write_events, writ
 from tests.conftest import leftovers
 from unitledger import landing, pipeline, reconciliation_step
 from unitledger.cli import main
-from unitledger.storage import scan_partitions
+from unitledger.warehouse.publish import scan_partitions
 
 MARCH = date(2026, 3, 1)
 GOOD_ROWS = [focus_row("r1", "0.010000000000"), focus_row("r2", "0.020000000000")]

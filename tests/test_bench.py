@@ -11,8 +11,8 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from unitledger import bench
 from unitledger.pipeline import DAILY_TABLES, polars_schema
+from unitledger.tools import bench
 
 
 def _quiet(*_args) -> None:

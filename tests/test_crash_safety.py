@@ -17,10 +17,10 @@ import pytest
 
 from tests.compare import assert_same_tables
 from tests.conftest import REPO, leftovers
-from unitledger.generate import generate
 from unitledger.layout import Layout
-from unitledger import storage
-from unitledger.storage import Spill, clear_scratch, scratch_folder, write_parquet_atomic
+from unitledger.tools.generate import generate
+from unitledger.warehouse import publish
+from unitledger.warehouse.publish import Spill, clear_scratch, scratch_folder, write_parquet_atomic
 
 START, END = date(2026, 3, 1), date(2026, 3, 4)
 TABLES = [
@@ -136,7 +136,7 @@ def test_a_scratch_folder_is_gone_even_when_a_file_appears_in_it_while_it_is_rem
             return
         real_rmtree(path, ignore_errors=ignore_errors)
 
-    monkeypatch.setattr(storage.shutil, "rmtree", late_writer_wins_once)
+    monkeypatch.setattr(publish.shutil, "rmtree", late_writer_wins_once)
     with scratch_folder(layout.tmp, "staging") as folder:
         (folder / "decoded.parquet").write_bytes(b"data")
     assert len(removals) == 2 and not folder.exists() and list(layout.tmp.iterdir()) == []

@@ -12,7 +12,7 @@ from pipelines.resources import Warehouse
 from tests.builders import focus_row, llm_call, outcome, write_events, write_focus_csv
 from tests.conftest import REPO
 from unitledger.cli import main
-from unitledger.storage import scan_partitions
+from unitledger.warehouse.publish import scan_partitions
 
 DAILY_TABLES = ["request_costs", "intent_costs", "cost_per_intent", "cost_per_success"]
 

@@ -20,9 +20,9 @@ from tests.builders import llm_call, outcome, write_events
 from tests.compare import build_warehouse
 from tests.conftest import REPO
 from unitledger.config import load_settings
-from unitledger.generate import generate
 from unitledger.layout import Layout
 from unitledger.pipeline import polars_schema
+from unitledger.tools.generate import generate
 from unitledger.validation import validate
 
 GRAIN = ["feature_tag", "model_version", "prompt_version", "billing_currency"]

@@ -29,8 +29,8 @@ from pipelines.resources import Warehouse
 from tests.compare import assert_same_tables, copy_landing, read_table
 from unitledger import backfill, freshness
 from unitledger.config import load_settings
-from unitledger.generate import generate
 from unitledger.layout import Layout
+from unitledger.tools.generate import generate
 
 LATE_DAYS = {date(2026, 3, 3), date(2026, 3, 7)}  # sessions of these days get their labels late
 CONFIG_TEXT = """

@@ -9,7 +9,7 @@ import pytest
 from schemas import RequestCosts
 from tests.builders import focus_row, llm_call, outcome, write_events, write_focus_csv
 from unitledger import landing, pipeline, transforms
-from unitledger.storage import scan_partitions
+from unitledger.warehouse.publish import scan_partitions
 
 DAY = date(2026, 3, 2)
 

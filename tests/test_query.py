@@ -12,12 +12,13 @@ import pytest
 
 from tests.compare import build_warehouse, read_table
 from tests.conftest import REPO
-from unitledger import dictionary, transforms
+from unitledger import transforms
 from unitledger.cli import main
 from unitledger.config import load_settings
-from unitledger.generate import generate
 from unitledger.layout import Layout
-from unitledger.query import QueryError, describe_tables, run_query
+from unitledger.tools.generate import generate
+from unitledger.warehouse import dictionary
+from unitledger.warehouse.query import QueryError, describe_tables, run_query
 
 QUERIES = re.findall(r"```sql\n(.*?)```", (REPO / "docs" / "queries.md").read_text(), re.S)
 

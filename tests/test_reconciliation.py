@@ -15,10 +15,10 @@ from pipelines.reconciliation import reconciliation_tables
 from pipelines.resources import Warehouse
 from tests.builders import focus_row, llm_call, write_events, write_focus_csv
 from tests.conftest import FOCUS_SAMPLE, REPO
-from unitledger.cli import main
 from unitledger import pipeline, reconciliation_step
+from unitledger.cli import main
 from unitledger.landing import InputFileError
-from unitledger.storage import scan_partitions
+from unitledger.warehouse.publish import scan_partitions
 
 MARCH = date(2026, 3, 1)
 D = Decimal

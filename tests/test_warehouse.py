@@ -13,10 +13,11 @@ import polars as pl
 import pytest
 
 from tests.compare import build_warehouse
-from unitledger import pipeline, warehouse
-from unitledger.generate import generate
+from unitledger import pipeline
 from unitledger.layout import Layout
-from unitledger.query import run_query
+from unitledger.tools.generate import generate
+from unitledger.warehouse import views
+from unitledger.warehouse.query import run_query
 
 DAILY = ["request_costs", "intent_costs", "cost_per_intent", "cost_per_success"]
 MONTHLY = ["cost_per_intent_monthly", "cost_per_success_monthly"]
@@ -52,14 +53,14 @@ def test_a_view_per_daily_and_monthly_table_with_every_row(built):
 
 
 def test_current_views_are_checked_read_only_and_an_outdated_one_is_replaced(built):
-    with mock.patch.object(warehouse.duckdb, "connect", wraps=duckdb.connect) as connect:
-        warehouse.refresh_views(built)
+    with mock.patch.object(views.duckdb, "connect", wraps=duckdb.connect) as connect:
+        views.refresh_views(built)
     assert connect.call_args_list and all(c.kwargs.get("read_only") for c in connect.call_args_list)
 
     with duckdb.connect(str(built.duckdb_path)) as con:
         con.execute("CREATE OR REPLACE VIEW cost_per_success AS SELECT 1 AS stale")
-    with mock.patch.object(warehouse.duckdb, "connect", wraps=duckdb.connect) as connect:
-        warehouse.refresh_views(built)
+    with mock.patch.object(views.duckdb, "connect", wraps=duckdb.connect) as connect:
+        views.refresh_views(built)
     assert [c.kwargs.get("read_only", False) for c in connect.call_args_list] == [True, False]
     with _read_only(built) as con:
         assert "stale" not in con.sql("SELECT * FROM cost_per_success LIMIT 1").columns
@@ -72,7 +73,7 @@ def test_readable_while_a_run_republishes_and_no_lock_kept_between_runs(built, s
         import select, sys, duckdb
         from pathlib import Path
         from unitledger.layout import Layout
-        from unitledger.query import run_query
+        from unitledger.warehouse.query import run_query
 
         layout = Layout(Path({str(built.data_dir)!r}))
         session = duckdb.connect(str(layout.duckdb_path), read_only=True)  # an analyst's open session

@@ -28,7 +28,7 @@ from typing import TextIO
 from unitledger import changes, months
 from unitledger.config import Settings
 from unitledger.layout import Layout
-from unitledger.warehouse import refresh_views
+from unitledger.warehouse.views import refresh_views
 
 # Dagster's own log (every event, and each failure with its stack trace) would bury the progress
 # bar: a failure is printed as one line naming the step and its error instead. The runs' full logs

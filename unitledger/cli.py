@@ -32,7 +32,7 @@ def _layout(args: argparse.Namespace) -> Layout:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from unitledger.generate import generate
+    from unitledger.tools.generate import generate
 
     layout = _layout(args)
     summary = generate(
@@ -69,7 +69,7 @@ def feature_cost_per_success(layout: Layout, start: date, end: date) -> pl.DataF
     """cost_per_success over [start, end] per feature, model version and currency, re-aggregated
     from the daily rows' sums (never by averaging ratios)."""
     from unitledger import transforms
-    from unitledger.storage import scan_partitions
+    from unitledger.warehouse.publish import scan_partitions
 
     days = [date.fromordinal(d).isoformat() for d in range(start.toordinal(), end.toordinal() + 1)]
     daily = scan_partitions(layout.table("cost_per_success"), "date", days)
@@ -112,7 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from unitledger import query
+    from unitledger.warehouse import query
 
     if args.format == "parquet" and not args.output:
         raise SystemExit("--format parquet needs --output FILE")
@@ -129,7 +129,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from unitledger import dictionary, query
+    from unitledger.warehouse import dictionary, query
 
     if args.markdown:
         print(dictionary.render_markdown(), end="")
@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="print the data dictionary (docs/data-dictionary.md) instead")
     p.set_defaults(func=cmd_tables)
 
-    from unitledger.bench import add_command as add_bench_command
+    from unitledger.tools.bench import add_command as add_bench_command
 
     add_bench_command(sub)  # `unitledger bench`: see docs/performance.md
     return parser

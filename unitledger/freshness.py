@@ -10,7 +10,7 @@ import polars as pl
 
 from unitledger import months
 from unitledger.layout import Layout
-from unitledger.storage import partition_file, scan_partitions
+from unitledger.warehouse.publish import partition_file, scan_partitions
 
 
 def missing_days(layout: Layout, table: str, wanted: Iterable[date]) -> list[date]:

@@ -26,7 +26,7 @@ import polars as pl
 from schemas.types import MONEY
 from unitledger import parse
 from unitledger.layout import Layout
-from unitledger.storage import WRITE_OPTIONS, scratch_folder, write_parquet_atomic
+from unitledger.warehouse.publish import WRITE_OPTIONS, scratch_folder, write_parquet_atomic
 
 FOCUS_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 EVENT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")

@@ -20,8 +20,8 @@ from schemas.monthly import BILLING_PERIOD, CostPerIntentMonthly, CostPerSuccess
 from unitledger import landing, months, transforms
 from unitledger.config import Settings
 from unitledger.layout import Layout
-from unitledger.storage import Spill, clear_scratch, scan_partitions
 from unitledger.validation import CheckOutcome, validate
+from unitledger.warehouse.publish import Spill, clear_scratch, scan_partitions
 
 DAILY_TABLES = {
     "request_costs": RequestCosts,

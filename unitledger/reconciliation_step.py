@@ -23,8 +23,8 @@ from unitledger import landing, months, reconcile, transforms
 from unitledger.config import Settings
 from unitledger.layout import Layout
 from unitledger.pipeline import StepResult, polars_schema
-from unitledger.storage import Spill, clear_scratch, scan_partitions
 from unitledger.validation import CheckOutcome, validate
+from unitledger.warehouse.publish import Spill, clear_scratch, scan_partitions
 
 MONTHLY_TABLES = {
     "reconciliation": Reconciliation,

@@ -8,9 +8,9 @@ import time
 import duckdb
 import polars as pl
 
-from unitledger import dictionary
 from unitledger.layout import Layout
-from unitledger.warehouse import connect_read_only
+from unitledger.warehouse import dictionary
+from unitledger.warehouse.views import connect_read_only
 
 FORMATS = ("table", "csv", "parquet", "json")
 

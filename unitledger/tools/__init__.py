@@ -1,0 +1,1 @@
+"""Tools around the pipeline: the synthetic data generator and the benchmark."""

@@ -5,8 +5,9 @@ rollups after every daily run, and the freshness checks (warnings, never blockin
   unitledger.toml): by default the current month so far plus the previous month until its invoice
   is final.
 - `landing_changes`: compares the landing files with the fingerprints it saw last (its cursor) and
-  re-materializes exactly the days those changes feed (unitledger/changes.py), one range run per
-  stretch of consecutive days. Its first look only remembers the files: history is the backfill's job.
+  re-materializes exactly the days those changes feed (unitledger/sources/changes.py), one range
+  run per stretch of consecutive days. Its first look only remembers the files: history is the
+  backfill's job.
 - `monthly_after_daily`: when a run that built daily partitions succeeds, one run rebuilds the
   monthly rollups and the reconciliation of the months it touched.
 """
@@ -22,8 +23,10 @@ from pipelines.monthly import monthly_tables
 from pipelines.partitions import daily_partitions, monthly_partitions
 from pipelines.reconciliation import reconciliation_daily, reconciliation_tables
 from pipelines.resources import Warehouse
-from unitledger import changes, freshness, months
+from unitledger import months
+from unitledger.checks import freshness
 from unitledger.config import Settings
+from unitledger.sources import changes
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"

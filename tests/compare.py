@@ -50,29 +50,31 @@ def copy_landing(source: Layout, target: Layout) -> None:
 def build_warehouse(layout: Layout, settings, start, end) -> None:
     """Stage the landing files, build the daily tables for [start, end] and their months, refresh
     the views: the pipeline steps the assets call, without Dagster (faster)."""
-    from unitledger import months, pipeline
+    from unitledger import months
+    from unitledger.steps import daily, monthly, staging
     from unitledger.warehouse.views import refresh_views
 
-    pipeline.stage_billing(layout)
-    pipeline.stage_events(layout)
-    assert pipeline.build_daily_tables(layout, settings, start, end).passed
-    assert pipeline.build_monthly_tables(layout, months.month_start(start), months.month_start(end)).passed
+    staging.stage_billing(layout)
+    staging.stage_events(layout)
+    assert daily.build_daily_tables(layout, settings, start, end).passed
+    assert monthly.build_monthly_tables(layout, months.month_start(start), months.month_start(end)).passed
     refresh_views(layout)
 
 
 def build_with_reconciliation(layout: Layout, settings, first=date(2026, 3, 2), last=date(2026, 3, 3)) -> None:
     """Stage, build the daily tables and both reconciliations for [first, last] (and its month),
     refresh the views; every step must pass its checks."""
-    from unitledger import months, pipeline, reconciliation_step
+    from unitledger import months
+    from unitledger.steps import daily, reconciliation, staging
     from unitledger.warehouse.views import refresh_views
 
-    assert pipeline.stage_billing(layout).passed
-    assert pipeline.stage_events(layout).passed
+    assert staging.stage_billing(layout).passed
+    assert staging.stage_events(layout).passed
     month = months.month_start(first)
     for result in (
-        pipeline.build_daily_tables(layout, settings, first, last),
-        reconciliation_step.build_reconciliation_daily(layout, settings, first, last),
-        reconciliation_step.build_reconciliation(layout, settings, month, month),
+        daily.build_daily_tables(layout, settings, first, last),
+        reconciliation.build_reconciliation_daily(layout, settings, first, last),
+        reconciliation.build_reconciliation(layout, settings, month, month),
     ):
         assert result.passed, result.failures()
     refresh_views(layout)

@@ -16,8 +16,12 @@ import pytest
 
 from tests.builders import FOCUS_HEADER, focus_row, llm_call, write_events, write_focus_csv
 from tests.conftest import leftovers
-from unitledger import landing, pipeline, reconciliation_step
 from unitledger.cli import main
+from unitledger.sources.events import event_outputs, scan_staged_calls, stage_events
+from unitledger.sources.files import InputFileError, list_landing, scan_quarantine
+from unitledger.sources.focus import focus_outputs, scan_staged_focus, stage_focus
+from unitledger.steps import staging
+from unitledger.steps.reconciliation import build_reconciliation
 from unitledger.warehouse.publish import scan_partitions
 
 MARCH = date(2026, 3, 1)
@@ -69,17 +73,17 @@ def test_unreadable_focus_file_stops_staging_naming_it(layout, tmp_path, case):
     bad = layout.landing_focus / "acct" / "d2" / name
     bad.parent.mkdir(parents=True)
     bad.write_bytes(content)
-    with pytest.raises(landing.InputFileError) as raised:
-        landing.stage_focus(layout)
+    with pytest.raises(InputFileError) as raised:
+        stage_focus(layout)
     assert str(raised.value).startswith(f"acct/d2/{name}: {message}"), str(raised.value)
     # Nothing of the bad file is staged, no half-written output is left.
-    staged = landing.scan_staged_focus(layout).collect()
+    staged = scan_staged_focus(layout).collect()
     assert set(staged["source_file"]) == {"acct/d1/good.csv"}
     assert not leftovers(layout)
     # Fixed, the file is staged in full on the next run.
     bad.unlink()
     write_focus_csv(layout.landing_focus / "acct" / "d2" / "export.csv", GOOD_ROWS)
-    assert landing.stage_focus(layout).rows["focus"] == 4
+    assert stage_focus(layout).rows["focus"] == 4
 
 
 @pytest.mark.parametrize(
@@ -99,10 +103,10 @@ def test_unreadable_event_file_stops_staging_naming_it(layout, name, content, me
     write_events(layout.landing_events / "0-good.jsonl", [llm_call("r1")])
     bad = layout.landing_events / name
     bad.write_bytes(content)
-    with pytest.raises(landing.InputFileError) as raised:
-        landing.stage_events(layout)
+    with pytest.raises(InputFileError) as raised:
+        stage_events(layout)
     assert str(raised.value).startswith(f"{name}: {message}"), str(raised.value)
-    assert set(landing.scan_staged_calls(layout).collect()["source_file"]) == {"0-good.jsonl"}
+    assert set(scan_staged_calls(layout).collect()["source_file"]) == {"0-good.jsonl"}
     assert not leftovers(layout)
 
 
@@ -119,13 +123,13 @@ def test_unreadable_file_fails_the_dagster_run_naming_it(layout, capsys):
 
 
 def _stage_and_reconcile(layout, settings, month=MARCH):
-    assert pipeline.stage_billing(layout).passed
-    assert pipeline.stage_events(layout).passed
-    return reconciliation_step.build_reconciliation(layout, settings, month, month)
+    assert staging.stage_billing(layout).passed
+    assert staging.stage_events(layout).passed
+    return build_reconciliation(layout, settings, month, month)
 
 
 def _quarantined(layout, source="focus"):
-    return landing.scan_quarantine(layout).filter(pl.col("source") == source).sort("source_line").collect()
+    return scan_quarantine(layout).filter(pl.col("source") == source).sort("source_line").collect()
 
 
 def _month(layout, period="2026-03"):
@@ -223,9 +227,9 @@ def test_quoted_empty_cells_are_nulls_not_bad_values(layout):
     header = ",".join(f'"{c}"' for c in FOCUS_HEADER)
     values = ",".join(f'"{"" if v is None else v}"' for v in focus_row("r1").values())
     path.write_text(f"{header}\n{values}\n")
-    report = landing.stage_focus(layout)
+    report = stage_focus(layout)
     assert (report.rows["focus"], report.quarantined_rows) == (1, 0)
-    assert landing.scan_staged_focus(layout).collect()["ChargeClass"].to_list() == [None]
+    assert scan_staged_focus(layout).collect()["ChargeClass"].to_list() == [None]
 
 
 # --- a huge file is streamed --------------------------------------------------------------------
@@ -255,8 +259,8 @@ def test_staging_runs_entirely_on_the_streaming_engine(layout, tmp_path, kind, n
         frame.write_parquet(path)
     else:
         path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
-    [f] = landing.list_landing(path.parent, (name.split(".", 1)[1],))
-    outputs = landing.focus_outputs(layout, f) if kind == "focus" else landing.event_outputs(layout, f)
+    [f] = list_landing(path.parent, (name.split(".", 1)[1],))
+    outputs = focus_outputs(layout, f) if kind == "focus" else event_outputs(layout, f)
     for target, plan in outputs.items():
         sink = plan.sink_parquet(tmp_path / target.name, lazy=True)
         assert _nodes_off_the_streaming_engine(sink) == [], target
@@ -272,9 +276,9 @@ def test_a_large_file_stages_with_every_cent(layout):
     path = layout.landing_focus / "acct" / "d1" / "big.csv"
     path.parent.mkdir(parents=True)
     frame.write_csv(path)
-    report = landing.stage_focus(layout)
+    report = stage_focus(layout)
     assert (report.rows["focus"], report.quarantined_rows) == (rows, 0)
     assert layout.tmp.is_dir() and not leftovers(layout)  # the text was decoded once into scratch, then removed
     # Σ (i mod 1000) over 100 full cycles of 0..999, plus 0.000000000123 per row.
     expected = Decimal(100 * sum(range(1000))) + rows * Decimal("0.000000000123")
-    assert landing.scan_staged_focus(layout).select(pl.col("BilledCost").sum()).collect().item() == expected
+    assert scan_staged_focus(layout).select(pl.col("BilledCost").sum()).collect().item() == expected

@@ -19,11 +19,11 @@ from schemas.monthly import CostPerIntentMonthly, CostPerSuccessMonthly
 from tests.builders import llm_call, outcome, write_events
 from tests.compare import build_warehouse
 from tests.conftest import REPO
+from unitledger.checks.validation import validate
 from unitledger.config import load_settings
 from unitledger.layout import Layout
-from unitledger.pipeline import polars_schema
 from unitledger.tools.generate import generate
-from unitledger.validation import validate
+from unitledger.warehouse.publish import polars_schema
 
 GRAIN = ["feature_tag", "model_version", "prompt_version", "billing_currency"]
 

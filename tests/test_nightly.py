@@ -27,9 +27,10 @@ from pipelines.definitions import ALL_ASSETS
 from pipelines.monthly import monthly_tables
 from pipelines.resources import Warehouse
 from tests.compare import assert_same_tables, copy_landing, read_table
-from unitledger import backfill, freshness
+from unitledger.checks import freshness
 from unitledger.config import load_settings
 from unitledger.layout import Layout
+from unitledger.steps import backfill
 from unitledger.tools.generate import generate
 
 LATE_DAYS = {date(2026, 3, 3), date(2026, 3, 7)}  # sessions of these days get their labels late

@@ -15,9 +15,13 @@ from pipelines.reconciliation import reconciliation_tables
 from pipelines.resources import Warehouse
 from tests.builders import focus_row, llm_call, write_events, write_focus_csv
 from tests.conftest import FOCUS_SAMPLE, REPO
-from unitledger import pipeline, reconciliation_step
+from unitledger.checks.conservation import delta_check, reconciliation_conservation_check
 from unitledger.cli import main
-from unitledger.landing import InputFileError
+from unitledger.sources.files import InputFileError
+from unitledger.sources.focus import scan_quarantined_focus, scan_staged_focus
+from unitledger.steps.daily import build_daily_tables
+from unitledger.steps.reconciliation import build_reconciliation, build_reconciliation_daily
+from unitledger.steps.staging import stage_billing, stage_events
 from unitledger.warehouse.publish import scan_partitions
 
 MARCH = date(2026, 3, 1)
@@ -70,9 +74,9 @@ def land(layout):
 
 
 def reconcile(layout, settings, first=MARCH, last=MARCH):
-    assert pipeline.stage_billing(layout).passed
-    assert pipeline.stage_events(layout).passed
-    result = reconciliation_step.build_reconciliation(layout, settings, first, last)
+    assert stage_billing(layout).passed
+    assert stage_events(layout).passed
+    result = build_reconciliation(layout, settings, first, last)
     assert result.passed, result.failures()
     return result
 
@@ -141,7 +145,7 @@ def test_status_follows_the_thresholds_with_reasons(layout, settings):
 
     # Looser thresholds: the same data, different statuses.
     loose = replace(settings, reconciliation=replace(settings.reconciliation, unmatched_requests_warn=0.4, unmatched_requests_fail=0.5, telemetry_only_warn=0.5))
-    reconciliation_step.build_reconciliation(layout, loose, MARCH, MARCH)
+    build_reconciliation(layout, loose, MARCH, MARCH)
     rec = table(layout, "reconciliation")
     assert "unknown to telemetry" not in row(rec, billing_account_id="acct-us", service_provider_name="Anthropic")["status_reason"]
     assert row(rec, service_provider_name="anthropic")["status"] == "ok"
@@ -156,7 +160,7 @@ def test_conflicting_request_is_listed_and_left_out_of_request_costs(layout, set
         ("r-x", "acct-us", "USD", D("0.05")),
     ]
     # The daily tables run (and their conservation check passes) without summing EUR into USD.
-    daily = pipeline.build_daily_tables(layout, settings, date(2026, 3, 2), date(2026, 3, 2))
+    daily = build_daily_tables(layout, settings, date(2026, 3, 2), date(2026, 3, 2))
     assert daily.passed, daily.failures()
     requests = scan_partitions(layout.table("request_costs"), "date", ["2026-03-02"]).collect()
     r_x = row(requests, request_id="r-x")
@@ -212,17 +216,17 @@ def test_bad_invoice_line_fails_naming_file_line_and_column(layout, settings):
     invoices = layout.landing_invoices / "ap.csv"
     invoices.parent.mkdir(parents=True)
     invoices.write_text("invoice_id,billing_account_id,billing_period,invoice_total,currency\nINV-1,acct-us,2026-03,12.x,USD\n")
-    pipeline.stage_billing(layout)
-    pipeline.stage_events(layout)
+    stage_billing(layout)
+    stage_events(layout)
     with pytest.raises(InputFileError, match=r"^ap\.csv: line 2: invoice_total is not a decimal number: 12\.x$"):
-        reconciliation_step.build_reconciliation(layout, settings, MARCH, MARCH)
+        build_reconciliation(layout, settings, MARCH, MARCH)
     assert not layout.table("reconciliation").exists()
 
 
 def test_days_add_up_to_the_month(layout, settings):
     land(layout)
     reconcile(layout, settings)
-    daily = reconciliation_step.build_reconciliation_daily(layout, settings, MARCH, date(2026, 3, 31))
+    daily = build_reconciliation_daily(layout, settings, MARCH, date(2026, 3, 31))
     assert daily.passed, daily.failures()
     days = pl.scan_parquet(layout.table("reconciliation_daily") / "*" / "*.parquet", hive_partitioning=True).collect()
     money = ["billed_total", "attributed_cost", "unmatched_billing_cost", "conflicting_cost", "unattributable_cost",
@@ -238,17 +242,17 @@ def test_checks_can_fail(layout, settings):
     land(layout)
     reconcile(layout, settings)
     published = scan_partitions(layout.table("reconciliation"), "billing_period", ["2026-03"], pl.String)
-    rows = pipeline.landing.scan_staged_focus(layout)
-    held = pipeline.landing.scan_quarantined_focus(layout)
+    rows = scan_staged_focus(layout)
+    held = scan_quarantined_focus(layout)
     period = pl.col("BillingPeriodStart").dt.strftime("%Y-%m")
     held_period = pl.col("billing_period_start").dt.strftime("%Y-%m")
-    assert reconciliation_step.conservation_check(published, rows, held, "billing_period", period, held_period).passed
+    assert reconciliation_conservation_check(published, rows, held, "billing_period", period, held_period).passed
     lost = published.filter(pl.col("service_provider_name") != "Unitgate")
-    failed = reconciliation_step.conservation_check(lost, rows, held, "billing_period", period, held_period)
+    failed = reconciliation_conservation_check(lost, rows, held, "billing_period", period, held_period)
     assert not failed.passed and "2026-03 USD: billed_total" in failed.description
     uneven = published.with_columns(delta=pl.when(pl.col("invoice_id") == "INV-EU").then(pl.lit(D("0.01"))).otherwise(pl.col("delta")))
-    assert reconciliation_step.delta_check(published).passed
-    assert "delta 0.010000000000000000" in reconciliation_step.delta_check(uneven).description
+    assert delta_check(published).passed
+    assert "delta 0.010000000000000000" in delta_check(uneven).description
 
 
 def test_real_focus_sample_reconciles_to_the_cent(layout, settings):

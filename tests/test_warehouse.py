@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 
 from tests.compare import build_warehouse
-from unitledger import pipeline
 from unitledger.layout import Layout
+from unitledger.steps.monthly import build_monthly_tables
 from unitledger.tools.generate import generate
 from unitledger.warehouse import views
 from unitledger.warehouse.query import run_query
@@ -124,11 +124,11 @@ def test_monthly_partitions_are_republished_whole(built):
     try:
         for p in days[1:]:
             (p / "data.parquet").unlink()
-        assert pipeline.build_monthly_tables(built, date(2026, 2, 1), date(2026, 2, 1)).passed
+        assert build_monthly_tables(built, date(2026, 2, 1), date(2026, 2, 1)).passed
         after = pl.read_parquet(built.table("cost_per_intent_monthly") / "billing_period=2026-02" / "data.parquet")
         first_day = pl.read_parquet(days[0] / "data.parquet")
         assert after["intents"].sum() == first_day["intents"].sum() < before["intents"].sum()
     finally:
         for p, content in saved.items():
             (p / "data.parquet").write_bytes(content)
-        assert pipeline.build_monthly_tables(built, date(2026, 2, 1), date(2026, 2, 1)).passed
+        assert build_monthly_tables(built, date(2026, 2, 1), date(2026, 2, 1)).passed

@@ -54,8 +54,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def materialize(layout: Layout, config: Path | None, start: date, end: date) -> bool:
     """Backfill the days [start, end] in month-sized runs, then their monthly rollups and the
-    DuckDB views (unitledger/backfill.py); True on success."""
-    from unitledger import backfill
+    DuckDB views (unitledger/steps/backfill.py); True on success."""
+    from unitledger.steps import backfill
 
     return backfill.run(layout, load_settings(config), start, end)
 
@@ -68,7 +68,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 def feature_cost_per_success(layout: Layout, start: date, end: date) -> pl.DataFrame:
     """cost_per_success over [start, end] per feature, model version and currency, re-aggregated
     from the daily rows' sums (never by averaging ratios)."""
-    from unitledger import transforms
+    from unitledger.model.features import reaggregate_cost_per_success
     from unitledger.warehouse.publish import scan_partitions
 
     days = [date.fromordinal(d).isoformat() for d in range(start.toordinal(), end.toordinal() + 1)]
@@ -76,7 +76,7 @@ def feature_cost_per_success(layout: Layout, start: date, end: date) -> pl.DataF
     if daily is None:
         return pl.DataFrame()
     return (
-        transforms.reaggregate_cost_per_success(daily, ["feature_tag", "model_version", "billing_currency"])
+        reaggregate_cost_per_success(daily, ["feature_tag", "model_version", "billing_currency"])
         .sort("feature_tag", "model_version", "billing_currency", nulls_last=True)
         .collect()
     )
@@ -152,8 +152,8 @@ def _month(text: str) -> str:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Print the published reconciliation of a billing period; exit 1 when a row's status is fail."""
-    from unitledger.reconcile import money_text
-    from unitledger.reconciliation_step import scan_published
+    from unitledger.model.reconciliation import money_text
+    from unitledger.steps.reconciliation import scan_published
 
     frame = scan_published(_layout(args), "reconciliation", [args.month]).collect()
     if frame.is_empty():

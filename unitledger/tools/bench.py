@@ -228,15 +228,15 @@ class _Stopwatch:
 
 def run_pipeline(data_dir: Path, settings, day: date, out_dir: Path) -> dict[str, float]:
     """The functions the Dagster assets call, in the order the assets run."""
-    from unitledger import pipeline
     from unitledger.layout import Layout
+    from unitledger.steps import daily, staging
 
     layout = Layout(data_dir)
     timings: dict[str, float] = {}
     for step in (
-        lambda: pipeline.stage_billing(layout),
-        lambda: pipeline.stage_events(layout),
-        lambda: pipeline.build_daily_tables(layout, settings, day, day),
+        lambda: staging.stage_billing(layout),
+        lambda: staging.stage_events(layout),
+        lambda: daily.build_daily_tables(layout, settings, day, day),
     ):
         result = step()
         if not result.passed:
@@ -892,8 +892,8 @@ def _pd_cost_per_success(intents):
 def _load_tables(implementation: str, data_dir: Path, out_dir: Path, day: date) -> dict[str, pl.LazyFrame]:
     """Each table of one implementation, typed as the pipeline's output schema."""
     from unitledger.layout import Layout
-    from unitledger.pipeline import DAILY_TABLES, polars_schema
-    from unitledger.warehouse.publish import scan_partitions
+    from unitledger.steps.daily import DAILY_TABLES
+    from unitledger.warehouse.publish import polars_schema, scan_partitions
 
     tables = {}
     for name in TABLES:

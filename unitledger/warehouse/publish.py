@@ -24,6 +24,11 @@ PARTITION_FILE = "data.parquet"
 WRITE_OPTIONS = {"compression": "zstd", "compression_level": 1}
 
 
+def polars_schema(model) -> dict[str, pl.DataType]:
+    """Column → Polars type of a Pandera model: the schema of a table's empty frame or scan."""
+    return {name: col.dtype.type for name, col in model.to_schema().columns.items()}
+
+
 def _tmp_name(target: Path) -> Path:
     return target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
 

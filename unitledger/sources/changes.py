@@ -4,14 +4,14 @@ A landing file is known by its fingerprint (`LandingFile.file_id`: path, size, m
 Between two looks a file is new, changed or removed, and its rows map to days:
 
 - FOCUS rows: the date of their ChargePeriodStart. A FOCUS delivery restates whole (billing account,
-  billing period) pairs (see landing.current_deliveries), so the days of every staged row of the
+  billing period) pairs (see sources.focus.current_deliveries), so the days of every staged row of the
   pairs the file holds count too: a day the new delivery no longer bills changes as well.
 - llm_call events: their call date.
 - outcome events: the date of the session they label (its earliest call, from staging and from the
   changed files themselves).
 
 A daily partition reads calls and billing rows dated one day either side of it
-(transforms.LOOKAROUND), so FOCUS and call dates widen by that; a label changes its session's day
+(model.requests.LOOKAROUND), so FOCUS and call dates widen by that; a label changes its session's day
 only. The previous version of a changed or removed file is read from staging while it is still
 there (`staged/<table>/<old id>.parquet`): staging replaces it on the next run.
 """
@@ -23,20 +23,22 @@ from datetime import date
 
 import polars as pl
 
-from unitledger import landing, parse
-from unitledger.landing import InputFileError, LandingFile
 from unitledger.layout import Layout
-from unitledger.transforms import LOOKAROUND
+from unitledger.model.requests import LOOKAROUND
+from unitledger.sources.events import EVENT_SUFFIXES, read_events_raw, scan_staged_calls
+from unitledger.sources.files import InputFileError, LandingFile, list_landing
+from unitledger.sources.focus import FOCUS_SUFFIXES, read_focus_raw
+from unitledger.sources.values import parse_timestamp
 
 # source ("focus" | "events") → path relative to its landing folder → file id
 Fingerprints = dict[str, dict[str, str]]
 
-_SUFFIXES = {"focus": landing.FOCUS_SUFFIXES, "events": landing.EVENT_SUFFIXES}
+_SUFFIXES = {"focus": FOCUS_SUFFIXES, "events": EVENT_SUFFIXES}
 
 
 def landing_files(layout: Layout) -> dict[str, list[LandingFile]]:
     roots = {"focus": layout.landing_focus, "events": layout.landing_events}
-    return {source: landing.list_landing(roots[source], _SUFFIXES[source]) for source in roots}
+    return {source: list_landing(roots[source], _SUFFIXES[source]) for source in roots}
 
 
 def fingerprints(files: dict[str, list[LandingFile]]) -> Fingerprints:
@@ -106,10 +108,10 @@ def _focus_days(layout: Layout, changes: Changes, unreadable: list[str]) -> set[
     new = [
         raw.select(
             "BillingAccountId",
-            parse.parse_timestamp(pl.col("BillingPeriodStart")).alias("BillingPeriodStart"),
-            parse.parse_timestamp(pl.col("ChargePeriodStart")).dt.date().alias("charge_date"),
+            parse_timestamp(pl.col("BillingPeriodStart")).alias("BillingPeriodStart"),
+            parse_timestamp(pl.col("ChargePeriodStart")).dt.date().alias("charge_date"),
         )
-        for raw in _readable(changes.new["focus"], landing.read_focus_raw, unreadable)
+        for raw in _readable(changes.new["focus"], read_focus_raw, unreadable)
     ]
     old = [pl.scan_parquet(p).select(*key, "charge_date") for p in _staged(layout.staged("focus"), changes.old_ids["focus"])]
     if not new and not old:
@@ -134,9 +136,9 @@ def _focus_days(layout: Layout, changes: Changes, unreadable: list[str]) -> set[
 def _event_days(layout: Layout, changes: Changes, unreadable: list[str]) -> tuple[set[date], set[date]]:
     new = [
         raw.select(
-            "event_type", "session_id", parse.parse_timestamp(pl.col("timestamp")).dt.date().alias("day")
+            "event_type", "session_id", parse_timestamp(pl.col("timestamp")).dt.date().alias("day")
         ).drop_nulls()
-        for raw in _readable(changes.new["events"], landing.read_events_raw, unreadable)
+        for raw in _readable(changes.new["events"], read_events_raw, unreadable)
     ]
     new_events = pl.concat(new).collect() if new else pl.DataFrame(schema={"event_type": pl.String, "session_id": pl.String, "day": pl.Date})
     new_calls = new_events.filter(pl.col("event_type") == "llm_call").select("session_id", pl.col("day").alias("call_date"))
@@ -148,7 +150,7 @@ def _event_days(layout: Layout, changes: Changes, unreadable: list[str]) -> tupl
         [new_events.lazy().filter(pl.col("event_type") == "outcome").select("session_id"), *old_labels]
     ).unique()
     # A session's day is its earliest call, wherever that call is (staged, or in a changed file).
-    known_calls = pl.concat([landing.scan_staged_calls(layout).select("session_id", "call_date"), new_calls.lazy()])
+    known_calls = pl.concat([scan_staged_calls(layout).select("session_id", "call_date"), new_calls.lazy()])
     session_days = (
         known_calls.join(labeled, on="session_id", how="semi").group_by("session_id").agg(pl.col("call_date").min()).collect()
     )

@@ -14,7 +14,7 @@ rollups after every daily run, and the freshness checks (warnings, never blockin
 
 import hashlib
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta, timezone
 
 import dagster as dg
 
@@ -50,10 +50,6 @@ monthly_job = dg.define_asset_job(
 def range_tags(first: str, last: str) -> dict[str, str]:
     """Tags that make one run cover the partitions first..last (every asset has a single-run backfill policy)."""
     return {RANGE_START: first, RANGE_END: last}
-
-
-def _today() -> date:
-    return datetime.now(timezone.utc).date()
 
 
 # --- nightly ------------------------------------------------------------------------------------
@@ -171,7 +167,7 @@ def monthly_after_daily(context: dg.RunStatusSensorContext):
     description="Warns when yesterday (UTC) has no published daily partition.",
 )
 def yesterday_built(warehouse: Warehouse) -> dg.AssetCheckResult:
-    yesterday = _today() - timedelta(days=1)
+    yesterday = warehouse.current_date() - timedelta(days=1)
     missing = freshness.missing_days(warehouse.layout, "cost_per_success", [yesterday])
     return dg.AssetCheckResult(
         passed=not missing,
@@ -187,7 +183,7 @@ def yesterday_built(warehouse: Warehouse) -> dg.AssetCheckResult:
 )
 def label_coverage(warehouse: Warehouse) -> dg.AssetCheckResult:
     settings = warehouse.settings.freshness
-    monday = freshness.closed_week(_today(), settings.label_grace_days)
+    monday = freshness.closed_week(warehouse.current_date(), settings.label_grace_days)
     coverage = freshness.label_coverage(warehouse.layout, monday)
     low = coverage.filter(coverage["label_coverage"] < settings.label_coverage_floor)
     week = f"week of {monday}"

@@ -2,7 +2,6 @@
 period (YYYY-MM), built from the daily partitions of the month through a partition mapping."""
 
 import warnings
-from datetime import datetime, timezone
 
 import dagster as dg
 
@@ -59,7 +58,7 @@ def monthly_tables(context: dg.AssetExecutionContext, warehouse: Warehouse):
     result = build_monthly_tables(warehouse.layout, first, last)
     specs = {spec.key.path[-1]: spec.key for spec in MONTHLY_SPECS}
     yield from report_step(result, specs)
-    today = datetime.now(timezone.utc).date()
+    today = warehouse.current_date()
     for name, key in specs.items():
         daily = MONTHLY_TABLES[name][1]
         expected = [d for m in months.months(first, last) for d in freshness.expected_days(m, warehouse.settings.start_date, today)]

@@ -169,7 +169,9 @@ def test_monthly_asset_warns_about_a_missing_day_without_failing(built, tmp_path
         [*ALL_ASSETS, *FRESHNESS_CHECKS],
         selection=[monthly_tables],
         instance=dg.DagsterInstance.ephemeral(),
-        resources={"warehouse": Warehouse(data_dir=str(layout.data_dir), config_path=str(REPO / "unitledger.toml"))},
+        resources={
+            "warehouse": Warehouse(data_dir=str(layout.data_dir), config_path=str(REPO / "unitledger.toml"), today="2026-02-10")
+        },
         tags=range_tags("2026-01", "2026-01"),
     )
     assert result.success

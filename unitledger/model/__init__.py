@@ -1,0 +1,1 @@
+"""Pure transforms of the data model: requests, allocation, intents, features, decisions, reconciliation."""

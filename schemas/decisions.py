@@ -184,7 +184,7 @@ class BreakEven(_Window):
     cost_per_success_b: float = pa.Field(nullable=True, description="(token cost + failures × L) / successes; null without a success.")
     cost_per_success_b_ci95_low: float = pa.Field(nullable=True, description="Delta-method 95% interval of cost per success, lower bound.")
     cost_per_success_b_ci95_high: float = pa.Field(nullable=True, description="Upper bound of that interval.")
-    labor_cost_per_failure: _MONEY = pa.Field(description="L: the labor cost of one failed intent for the feature and currency (config, or the scenario's).")
+    labor_cost_per_failure: _MONEY = pa.Field(nullable=True, description="L: the labor cost of one failed intent for the feature and currency ([labor], or the scenario's; for a currency [labor] lacks, the L the daily rows were built with); null when unknown and no intent failed.")
     delta_token_cost: float = pa.Field(nullable=True, description="ΔC = C_b − C_a: how much more model_b's tokens cost per intent (>= 0 on actual rows; a what-if keeps the actual pair's order, so a repricing can make it negative).")
     delta_failure_rate: float = pa.Field(nullable=True, description="Δp = p_a − p_b: how much more often model_a fails.")
     delta_failure_rate_ci95_low: float = pa.Field(nullable=True, description="Newcombe (hybrid Wilson score) 95% interval of Δp, lower bound.")

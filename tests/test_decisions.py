@@ -245,6 +245,14 @@ def test_pairs_of_three_models_and_currencies_never_mixed():
     assert pairs == [("USD", "budget-1", "frontier-1"), ("USD", "budget-1", "mid-1"), ("USD", "mid-1", "frontier-1")]
 
 
+def test_a_currency_missing_from_the_labor_table_keeps_the_stored_l():
+    rows = daily_rows(model_intents("budget-1", 100, 45, ("0.05", "0.11"), labor=Decimal("40"), currency="EUR")
+                      + model_intents("frontier-1", 100, 8, ("1.00", "1.08"), labor=Decimal("40"), currency="EUR"))
+    row = decisions.break_even(rows, labor_table(), *window(rows)).collect().row(0, named=True)  # USD only
+    assert row["labor_cost_per_failure"] == Decimal("40")
+    assert row["tco_a"] == pytest.approx(0.08 + 0.45 * 40)
+
+
 def test_unbilled_rows_and_rows_outside_the_window_are_left_out():
     unbilled = model_intents("budget-1", 50, 50, ("0.05", "0.11"), currency=None)
     late = [Intent(DAY1 + timedelta(days=40), "budget-1", "failure", Decimal("9")) for _ in range(30)]

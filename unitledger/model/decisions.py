@@ -274,12 +274,17 @@ def _scenario_sums(rows: pl.LazyFrame, labor: pl.LazyFrame, multipliers: Mapping
         {"model_version": list(multipliers), "_m": list(multipliers.values())},
         schema={"model_version": pl.String, "_m": MONEY},
     ).lazy()
-    with_labor = _attach_labor(rows, labor).join(factors, on="model_version", how="left")
+    # L: the labor table's, else the L the row was built with (a currency the table lacks).
+    stored = pl.when(pl.col("failures") > 0).then(pl.col("labor_cost") / pl.col("failures").cast(MONEY))
+    with_labor = (
+        _attach_labor(rows, labor)
+        .with_columns(labor_cost_per_failure=pl.coalesce("labor_cost_per_failure", stored).cast(MONEY))
+        .join(factors, on="model_version", how="left")
+    )
     m = pl.col("_m").fill_null(pl.lit(1, dtype=MONEY))
     labor_new = pl.col("labor_cost_per_failure")
     mf, lf = m.cast(pl.Float64), labor_new.cast(pl.Float64).fill_null(0.0)
-    stored_labor = _ratio("labor_cost", "failures").fill_null(0.0)
-    d = lf - mf * stored_labor
+    d = lf - mf * _ratio("labor_cost", "failures").fill_null(0.0)
     failure_cost = (pl.col("total_cost") - pl.col("success_total_cost")).cast(pl.Float64)
     return with_labor.with_columns(
         token_cost=(pl.col("token_cost") * m).cast(MONEY),

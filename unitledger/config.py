@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
@@ -65,6 +65,7 @@ class Settings:
     nightly: Nightly = Nightly()
     freshness: Freshness = Freshness()
     reconciliation: Reconciliation = Reconciliation()
+    decisions: Decisions = field(default_factory=lambda: Decisions())
 
     def labor_table(self) -> pl.LazyFrame:
         """Labor cost of one failed intent per (feature_tag, billing_currency); feature null = default."""
@@ -106,6 +107,7 @@ def load_settings(explicit: Path | None = None) -> Settings:
         nightly=_nightly(path, raw.get("schedule", {})),
         freshness=_freshness(path, raw.get("freshness", {})),
         reconciliation=_reconciliation(path, raw.get("reconciliation", {})),
+        decisions=_decisions(path, raw.get("decisions", {})),
     )
 
 
@@ -183,3 +185,119 @@ def _amount(path: Path, key: str, spec: object) -> Decimal:
         minutes = _decimal(path, f"{key}.minutes_to_fix", spec["minutes_to_fix"])
         return (rate * minutes / 60).quantize(_CENT, rounding=ROUND_HALF_EVEN)
     raise ConfigError(f"{path}: {key}: give either {{ flat = ... }} or {{ hourly_rate = ..., minutes_to_fix = ... }}")
+
+
+# --------------------------------------------------------------------------------------------
+# [decisions]: windows, workflow classes and what-if defaults of the decision tables
+# --------------------------------------------------------------------------------------------
+
+TRAFFIC_WEIGHTS = ("config", "observed")
+
+
+@dataclass(frozen=True)
+class WorkflowClass:
+    """[decisions.classes.<name>]: features doing one kind of task, and its share of the traffic mix."""
+
+    name: str
+    features: tuple[str, ...]
+    weight: float | None = None  # None: observed traffic
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """[decisions.what_if]: the scenario `unitledger compare` shows beside the actual figures."""
+
+    labor: tuple[LaborCost, ...] = ()  # replaces [labor] for the currencies it lists
+    price_multipliers: tuple[tuple[str, Decimal], ...] = ()  # (model_version, factor on its token cost)
+
+    # The scenario's labor table, in the shape of Settings.labor_table (which reads only .labor).
+    labor_table = Settings.labor_table
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.labor and not self.price_multipliers
+
+
+@dataclass(frozen=True)
+class Decisions:
+    window_days: int = 30
+    regression_window_days: int = 14
+    traffic_weights: str = "observed"
+    classes: tuple[WorkflowClass, ...] = ()
+    what_if: WhatIf = WhatIf()
+
+    def classes_table(self) -> pl.LazyFrame | None:
+        """(workflow_class, feature_tag, weight) rows, or None when no class is configured."""
+        if not self.classes:
+            return None
+        rows = [(c.name, feature, c.weight) for c in self.classes for feature in c.features]
+        return pl.DataFrame(
+            rows, schema={"workflow_class": pl.String, "feature_tag": pl.String, "weight": pl.Float64}, orient="row"
+        ).lazy()
+
+
+def _decisions(path: Path, section: dict) -> Decisions:
+    known = {"window_days", "regression_window_days", "traffic_weights", "classes", "what_if"}
+    unknown = set(section) - known
+    if unknown:
+        raise ConfigError(f"{path}: [decisions]: unknown key(s) {', '.join(sorted(unknown))}")
+    defaults = Decisions()
+    weights = section.get("traffic_weights", defaults.traffic_weights)
+    if weights not in TRAFFIC_WEIGHTS:
+        raise ConfigError(f"{path}: decisions.traffic_weights: {weights!r} must be one of {', '.join(TRAFFIC_WEIGHTS)}")
+    classes = _workflow_classes(path, section.get("classes", {}), weights)
+    return Decisions(
+        window_days=_int(path, "decisions.window_days", section.get("window_days", defaults.window_days), 1, 3660),
+        regression_window_days=_int(
+            path, "decisions.regression_window_days", section.get("regression_window_days", defaults.regression_window_days), 1, 366
+        ),
+        traffic_weights=weights,
+        classes=classes,
+        what_if=_what_if(path, section.get("what_if", {})),
+    )
+
+
+def _workflow_classes(path: Path, section: object, weights: str) -> tuple[WorkflowClass, ...]:
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: decisions.classes must be a table of [decisions.classes.<name>] tables")
+    classes, owner = [], {}
+    for name, spec in section.items():
+        key = f"decisions.classes.{name}"
+        if not isinstance(spec, dict) or set(spec) - {"features", "weight"}:
+            raise ConfigError(f"{path}: [{key}]: give features = [...] and, with traffic_weights = \"config\", weight = <number>")
+        features = spec.get("features")
+        if not isinstance(features, list) or not features or not all(isinstance(f, str) and f for f in features):
+            raise ConfigError(f"{path}: {key}.features: {features!r} must be a non-empty list of feature tags")
+        for feature in features:
+            if feature in owner:
+                raise ConfigError(f"{path}: {key}.features: {feature!r} is already in decisions.classes.{owner[feature]}")
+            owner[feature] = name
+        weight = spec.get("weight")
+        if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight < float("inf")):
+            raise ConfigError(f"{path}: {key}.weight: {weight!r} must be a number > 0 (weights are normalized to sum to 1)")
+        if weights == "config" and weight is None:
+            raise ConfigError(f"{path}: {key}.weight is required with decisions.traffic_weights = \"config\"")
+        classes.append(WorkflowClass(name, tuple(features), None if weight is None else float(weight)))
+    if weights == "config" and not classes:
+        raise ConfigError(f"{path}: decisions.traffic_weights = \"config\" needs [decisions.classes.<name>] tables with weights")
+    return tuple(classes)
+
+
+def _what_if(path: Path, section: object) -> WhatIf:
+    if not isinstance(section, dict) or set(section) - {"labor", "price_multipliers"}:
+        raise ConfigError(f"{path}: [decisions.what_if]: only `labor` and `price_multipliers` can be set")
+    labor = section.get("labor", {})
+    if not isinstance(labor, dict):
+        raise ConfigError(f"{path}: decisions.what_if.labor must be tables like [labor]: [decisions.what_if.labor.USD]")
+    multipliers = section.get("price_multipliers", {})
+    if not isinstance(multipliers, dict):
+        raise ConfigError(f"{path}: decisions.what_if.price_multipliers must be a table of \"model_version\" = \"factor\"")
+    factors = tuple(
+        (model, _decimal(path, f"decisions.what_if.price_multipliers.{model}", factor)) for model, factor in multipliers.items()
+    )
+    try:
+        costs = _labor(path, labor)
+    except ConfigError as exc:  # _labor names keys as under [labor]: name them where they are
+        raise ConfigError(str(exc).replace(f"{path}: [labor.", f"{path}: [decisions.what_if.labor.").replace(
+            f"{path}: labor.", f"{path}: decisions.what_if.labor.")) from exc
+    return WhatIf(labor=tuple(costs), price_multipliers=factors)

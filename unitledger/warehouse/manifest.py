@@ -146,8 +146,8 @@ def _refuse_legacy(layout: Layout) -> None:
     """Before the manifest, partitions were `<table>/<key>=<value>/data.parquet`, replaced in place,
     and the staged quarantine lived in `quarantine/<source>/`: a reader of such a warehouse would
     see none of it and a run would lose the quarantined rows of files already staged."""
-    legacy = [*layout.warehouse.glob("*/*=*/data.parquet"), *layout.warehouse.glob("quarantine/focus"), *layout.warehouse.glob("quarantine/events")]
-    if legacy:
+    staged_quarantine = [layout.table("quarantine") / source for source in ("focus", "events")]
+    if any(layout.warehouse.glob("*/*=*/data.parquet")) or any(p.is_dir() for p in staged_quarantine):
         raise LegacyWarehouseError(
             f"{layout.warehouse} was built by an earlier unitledger (no {MANIFEST_NAME}): remove it and "
             f"{layout.duckdb_path.name}, then run `unitledger materialize` for your range again (landing files are not touched)"

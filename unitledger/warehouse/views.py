@@ -47,7 +47,7 @@ def view_sql(layout: Layout, manifest: Manifest, name: str) -> str:
 
 # Polars type → the type DuckDB gives the column reading a Parquet file of it (checked against
 # DuckDB itself in tests/test_warehouse.py); Decimal and Datetime are handled below.
-_DUCKDB_TYPES = {pl.String: "VARCHAR", pl.Int64: "BIGINT", pl.Int32: "INTEGER", pl.Float64: "DOUBLE", pl.Boolean: "BOOLEAN", pl.Date: "DATE"}
+_DUCKDB_TYPES = {pl.String: "VARCHAR", pl.Int64: "BIGINT", pl.Float64: "DOUBLE", pl.Boolean: "BOOLEAN", pl.Date: "DATE"}
 
 
 def _duckdb_type(dtype: pl.DataType) -> str:

@@ -9,6 +9,7 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from unitledger.layout import Layout
+from unitledger.warehouse.manifest import read_manifest
 
 TABLES = [
     "request_costs",
@@ -23,9 +24,9 @@ TABLES = [
 
 def read_table(layout: Layout, name: str) -> pl.DataFrame:
     """Every row of a published table (partition key restored), in a canonical order."""
-    files = sorted(layout.table(name).glob("*/*.parquet"))
-    assert files, f"{name}: no partitions under {layout.table(name)}"
-    frame = pl.read_parquet(files, hive_partitioning=True)
+    published = read_manifest(layout)
+    assert published.partitions(name) or name == "quarantine", f"{name}: no partitions in {layout.warehouse}"
+    frame = published.scan(layout, name).collect()
     exact = [c for c, t in frame.schema.items() if not t.is_float()]
     return frame.sort(exact, nulls_last=True)
 

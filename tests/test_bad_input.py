@@ -22,7 +22,7 @@ from unitledger.sources.files import InputFileError, list_landing, scan_quaranti
 from unitledger.sources.focus import focus_outputs, scan_staged_focus, stage_focus
 from unitledger.steps import staging
 from unitledger.steps.reconciliation import build_reconciliation
-from unitledger.warehouse.publish import scan_partitions
+from unitledger.warehouse.manifest import scan_table
 
 MARCH = date(2026, 3, 1)
 GOOD_ROWS = [focus_row("r1", "0.010000000000"), focus_row("r2", "0.020000000000")]
@@ -133,7 +133,7 @@ def _quarantined(layout, source="focus"):
 
 
 def _month(layout, period="2026-03"):
-    return scan_partitions(layout.table("reconciliation"), "billing_period", [period], pl.String).collect()
+    return scan_table(layout, "reconciliation", [period]).collect()
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from unitledger.sources.events import scan_staged_calls
 from unitledger.sources.focus import scan_staged_focus
 from unitledger.steps.daily import DAILY_TABLES, build_daily_tables
 from unitledger.steps.staging import stage_billing, stage_events
-from unitledger.warehouse.publish import scan_partitions
+from unitledger.warehouse.manifest import scan_table
 
 DAY = date(2026, 3, 2)
 
@@ -53,7 +53,7 @@ def run(layout, settings, start=DAY, end=DAY):
 
 
 def read(layout, table, days=(DAY.isoformat(),)):
-    return scan_partitions(layout.table(table), "date", days).collect()
+    return scan_table(layout, table, days).collect()
 
 
 def test_daily_tables_follow_the_definitions(layout, settings):
@@ -110,7 +110,7 @@ def test_conservation_check_catches_a_lost_row(layout, settings, buckets):
     run(layout, settings)
     billing = scan_staged_focus(layout)
     calls = dedupe_calls(scan_staged_calls(layout))
-    requests = scan_partitions(layout.table("request_costs"), "date", [DAY.isoformat()])
+    requests = scan_table(layout, "request_costs", [DAY.isoformat()])
     ok = request_costs_conservation_check(requests, billing, calls, DAY, date(2026, 3, 3), buckets)
     assert ok.passed
     lost = request_costs_conservation_check(
@@ -127,7 +127,7 @@ def test_conservation_rechecks_a_hashed_mismatch_on_the_request_ids(layout, sett
     run(layout, settings)
     billing = scan_staged_focus(layout)
     calls = dedupe_calls(scan_staged_calls(layout)).select("request_id", "call_date")
-    requests = scan_partitions(layout.table("request_costs"), "date", [DAY.isoformat()])
+    requests = scan_table(layout, "request_costs", [DAY.isoformat()])
     by_ids, by_hashes = (
         billed_cost_by_assigned_day(billing, calls, DAY, date(2026, 3, 3), hashed).sort(pl.all()).collect()
         for hashed in (False, True)
@@ -169,7 +169,7 @@ def test_checks_in_hash_buckets_still_see_every_row(layout, settings, buckets):
     still caught: the rows of one key value share a bucket."""
     land(layout)
     run(layout, settings, DAY, date(2026, 3, 3))
-    requests = scan_partitions(layout.table("request_costs"), "date", [DAY.isoformat(), "2026-03-03"]).collect()
+    requests = scan_table(layout, "request_costs", [DAY.isoformat(), "2026-03-03"]).collect()
 
     def split(frame):
         return [frame.lazy().filter(in_bucket("request_id", b, buckets)) for b in range(buckets)]

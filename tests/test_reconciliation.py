@@ -22,7 +22,7 @@ from unitledger.sources.focus import scan_quarantined_focus, scan_staged_focus
 from unitledger.steps.daily import build_daily_tables
 from unitledger.steps.reconciliation import build_reconciliation, build_reconciliation_daily
 from unitledger.steps.staging import stage_billing, stage_events
-from unitledger.warehouse.publish import scan_partitions
+from unitledger.warehouse.manifest import scan_table
 
 MARCH = date(2026, 3, 1)
 D = Decimal
@@ -82,7 +82,7 @@ def reconcile(layout, settings, first=MARCH, last=MARCH):
 
 
 def table(layout, name, periods=("2026-03",)):
-    return scan_partitions(layout.table(name), "billing_period", list(periods), pl.String).collect()
+    return scan_table(layout, name, list(periods)).collect()
 
 
 def row(frame, **where):
@@ -162,7 +162,7 @@ def test_conflicting_request_is_listed_and_left_out_of_request_costs(layout, set
     # The daily tables run (and their conservation check passes) without summing EUR into USD.
     daily = build_daily_tables(layout, settings, date(2026, 3, 2), date(2026, 3, 2))
     assert daily.passed, daily.failures()
-    requests = scan_partitions(layout.table("request_costs"), "date", ["2026-03-02"]).collect()
+    requests = scan_table(layout, "request_costs", ["2026-03-02"]).collect()
     r_x = row(requests, request_id="r-x")
     assert (r_x["match_status"], r_x["billing_rows"], r_x["billed_cost"]) == ("telemetry_only", 0, None)
     assert row(requests, request_id="r8")["billed_cost"] == D("0.09")
@@ -228,7 +228,7 @@ def test_days_add_up_to_the_month(layout, settings):
     reconcile(layout, settings)
     daily = build_reconciliation_daily(layout, settings, MARCH, date(2026, 3, 31))
     assert daily.passed, daily.failures()
-    days = pl.scan_parquet(layout.table("reconciliation_daily") / "*" / "*.parquet", hive_partitioning=True).collect()
+    days = scan_table(layout, "reconciliation_daily").collect()
     money = ["billed_total", "attributed_cost", "unmatched_billing_cost", "conflicting_cost", "unattributable_cost",
              "quarantined_cost", "effective_total", "quarantined_effective_cost"]
     counts = ["billing_rows", "quarantined_rows", "quarantined_rows_unknown_cost", "telemetry_only_requests"]
@@ -241,7 +241,7 @@ def test_days_add_up_to_the_month(layout, settings):
 def test_checks_can_fail(layout, settings):
     land(layout)
     reconcile(layout, settings)
-    published = scan_partitions(layout.table("reconciliation"), "billing_period", ["2026-03"], pl.String)
+    published = scan_table(layout, "reconciliation", ["2026-03"])
     rows = scan_staged_focus(layout)
     held = scan_quarantined_focus(layout)
     period = pl.col("BillingPeriodStart").dt.strftime("%Y-%m")

@@ -69,12 +69,10 @@ def feature_cost_per_success(layout: Layout, start: date, end: date) -> pl.DataF
     """cost_per_success over [start, end] per feature, model version and currency, re-aggregated
     from the daily rows' sums (never by averaging ratios)."""
     from unitledger.model.features import reaggregate_cost_per_success
-    from unitledger.warehouse.publish import scan_partitions
+    from unitledger.warehouse.manifest import scan_table
 
     days = [date.fromordinal(d).isoformat() for d in range(start.toordinal(), end.toordinal() + 1)]
-    daily = scan_partitions(layout.table("cost_per_success"), "date", days)
-    if daily is None:
-        return pl.DataFrame()
+    daily = scan_table(layout, "cost_per_success", days)
     return (
         reaggregate_cost_per_success(daily, ["feature_tag", "model_version", "billing_currency"])
         .sort("feature_tag", "model_version", "billing_currency", nulls_last=True)
@@ -153,9 +151,9 @@ def _month(text: str) -> str:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Print the published reconciliation of a billing period; exit 1 when a row's status is fail."""
     from unitledger.model.reconciliation import money_text
-    from unitledger.steps.reconciliation import scan_published
+    from unitledger.warehouse.manifest import scan_table
 
-    frame = scan_published(_layout(args), "reconciliation", [args.month]).collect()
+    frame = scan_table(_layout(args), "reconciliation", [args.month]).collect()
     if frame.is_empty():
         print(f"{args.month} is not reconciled yet: run `unitledger materialize` for its days", file=sys.stderr)
         return 1

@@ -50,7 +50,9 @@ class Layout:
         return self.warehouse / "staged" / name
 
     def quarantine(self, source: str) -> Path:
-        return self.warehouse / "quarantine" / source
+        """Staged bad rows of one landing folder (`focus`, `events`), per landing file; what readers
+        see is the published `quarantine` table (unitledger.steps.staging.publish_quarantine)."""
+        return self.staged("quarantine") / source
 
     def table(self, name: str) -> Path:
         return self.warehouse / name

@@ -1,7 +1,7 @@
 """Landing files and the staging machinery every input format shares.
 
 Each landing file is staged once: parsed into typed Parquet (`warehouse/staged/<table>/<id>.parquet`)
-and its bad rows into `warehouse/quarantine/<source>/<id>.parquet`. The id is a hash of the file's
+and its bad rows into `warehouse/staged/quarantine/<source>/<id>.parquet`. The id is a hash of the file's
 path, size and modification time, so a changed or re-delivered file is staged again and a removed
 one disappears from staging. Downstream steps read staging only. What a file's rows become is each
 format's own module: sources.focus, sources.events.
@@ -261,5 +261,5 @@ def scan_dir(directory: Path, schema_model) -> pl.LazyFrame:
 def scan_quarantine(layout: Layout) -> pl.LazyFrame:
     from schemas.outputs import Quarantine
 
-    files = sorted(layout.warehouse.glob("quarantine/*/*.parquet"))
+    files = sorted(layout.staged("quarantine").glob("*/*.parquet"))  # the staged bad rows of every source
     return pl.scan_parquet(files) if files else pl.DataFrame(schema=polars_schema(Quarantine)).lazy()

@@ -18,7 +18,7 @@ from unitledger.model.intents import intent_costs, latest_outcomes
 from unitledger.sources.events import scan_staged_calls, scan_staged_outcomes
 from unitledger.sources.focus import scan_staged_focus
 from unitledger.steps.result import StepResult, money_total
-from unitledger.warehouse.publish import Spill, clear_scratch, polars_schema
+from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema
 
 
 DAILY_TABLES = {
@@ -110,6 +110,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 result.checks[name] = checks
         if result.passed:
             with result.timed("write"):
+                publication = Publication(layout)  # the four tables become current together
                 for name, model in DAILY_TABLES.items():
                     frame = produced(name)
                     meta: dict = {"dates": f"{keys[0]}..{keys[-1]}"}
@@ -118,9 +119,9 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                     if name == "request_costs":
                         meta["effective_cost"] = money_total(frame, "effective_cost")
                         meta["billed_cost"] = money_total(frame, "billed_cost")
-                    counts = spills[name].publish(layout.table(name), keys, polars_schema(model))
-                    meta["dagster/row_count"] = sum(counts.values())
+                    meta["dagster/row_count"] = sum(publication.add(name, spills[name], keys).values())
                     result.tables[name] = meta
+                publication.commit()
         return result
     finally:
         for spill in [*spills.values(), billed]:

@@ -1,0 +1,1 @@
+"""The cost model: requests with their cost, allocation, intents, features, decisions, reconciliation."""

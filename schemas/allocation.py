@@ -22,7 +22,7 @@ ALLOCATION_SCOPES = ("pool", "sub_accounts", "accounts")
 # over_logged (logged > billed: rate = cost / logged, nothing unlogged), logged_share (no billed
 # quantity: by share of the logged tokens); or, with nothing to allocate to, the whole cost is
 # unmatched: unmatched_pool (billed tokens, no call logged), zero_quantity (neither side has a
-# token), quantity_out_of_range (a billed quantity of 10^19 tokens or more).
+# token), quantity_out_of_range (a pool of 10^18 tokens or more).
 POOL_STATUSES = ("allocated", "over_logged", "logged_share", "unmatched_pool", "zero_quantity", "quantity_out_of_range")
 ALLOCATED_STATUSES = ("allocated", "over_logged", "logged_share")
 UNMATCHED_REASONS = ("unknown_model", "ambiguous_model", "no_pool")

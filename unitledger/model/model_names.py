@@ -72,8 +72,8 @@ _DATE_4 = r"(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"
 _CLAUDE_TIERS = "opus|sonnet|haiku|instant"
 
 
-def _clean(text: pl.Expr) -> pl.Expr:
-    """Empty or blank text as null."""
+def blank_as_null(text: pl.Expr) -> pl.Expr:
+    """Text trimmed; empty or blank text as null."""
     stripped = text.str.strip_chars()
     return pl.when(stripped.str.len_chars() > 0).then(stripped)
 
@@ -81,7 +81,7 @@ def _clean(text: pl.Expr) -> pl.Expr:
 def provider_key(name: pl.Expr, aliases: Iterable[tuple[str, str]] = ()) -> pl.Expr:
     """The provider key of a provider name: config aliases first (case-insensitive), then the
     built-in names; anything else lowercased."""
-    lowered = _clean(name).str.to_lowercase()
+    lowered = blank_as_null(name).str.to_lowercase()
     user = {k.strip().lower(): v.strip().lower() for k, v in aliases}
     if user:
         lowered = lowered.replace(user)
@@ -90,7 +90,7 @@ def provider_key(name: pl.Expr, aliases: Iterable[tuple[str, str]] = ()) -> pl.E
 
 def canonical_model(name: pl.Expr) -> pl.Expr:
     """Rules 1-4 of the module doc: the name both sides are compared in (date kept at the end)."""
-    s = _clean(name).str.to_lowercase()
+    s = blank_as_null(name).str.to_lowercase()
     s = s.str.replace(r"^.*/", "")
     s = s.str.replace(_REGION_PREFIX, "").str.replace(_VENDOR_PREFIX, "")
     s = s.str.replace(r":\d+$", "").str.replace(r"(-(?:19|20)\d{6})-v\d+$", "${1}")

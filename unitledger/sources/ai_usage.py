@@ -46,6 +46,7 @@ import polars as pl
 from schemas.allocation import TOKEN_TYPES
 from schemas.types import MONEY
 from unitledger.config import Allocation
+from unitledger.model.model_names import blank_as_null
 
 # Staged FOCUS columns classification reads besides the ones staging has always kept
 # (schemas.focus.StagedFocus); absent ones are taken as null.
@@ -72,7 +73,7 @@ BUILTIN_UNITS = {
     "million tokens": 1_000_000,
     "1 million tokens": 1_000_000,
 }
-MAX_BILLED_TOKENS = 10**19  # larger quantities are reported, not allocated (exact arithmetic bound)
+MAX_BILLED_TOKENS = 10**18  # larger quantities are reported, not allocated (exact arithmetic bound)
 
 _FOCUS_METERS = {
     "cache_read": r"^(?:cached input|cache read(?: input)?|cached|cache hit|input cache) tokens?$|^input cache$",
@@ -98,11 +99,6 @@ def with_usage_columns(billing: pl.LazyFrame) -> pl.LazyFrame:
     """`billing` with the NEW_STAGED_COLUMNS it lacks added as null text."""
     present = set(billing.collect_schema().names())
     return billing.with_columns(pl.lit(None, pl.String).alias(c) for c in NEW_STAGED_COLUMNS if c not in present)
-
-
-def _blank_as_null(column: str) -> pl.Expr:
-    text = pl.col(column).str.strip_chars()
-    return pl.when(text.str.len_chars() > 0).then(text)
 
 
 def _words(text: pl.Expr) -> pl.Expr:
@@ -248,13 +244,13 @@ def _meter_source(column: str) -> pl.Expr:
 def recognize(billing: pl.LazyFrame, settings: Allocation = Allocation()) -> pl.LazyFrame:
     """`billing` (staged FOCUS rows, with_usage_columns applied) plus billed_model, token_type,
     recognized_by, token_signal (the row looks like token usage) and tokens_per_unit."""
-    texts = {c: _blank_as_null(c) for c in METER_TEXTS}
+    texts = {c: blank_as_null(pl.col(c)) for c in METER_TEXTS}
     frame = billing.with_columns(**{f"_m_{c}": _meter(e) for c, e in texts.items()})
     spd_model, spd_type, spd_mentions = _sku_price_details()
     rule_model, rule_type = _rules(settings)
     edition = pl.col("ServiceName").str.to_lowercase().str.extract(_BEDROCK_EDITION, 1)
     model, model_by = _first(
-        [("x_ModelVersion", _blank_as_null("x_ModelVersion")), ("SkuPriceDetails", spd_model)]
+        [("x_ModelVersion", blank_as_null(pl.col("x_ModelVersion"))), ("SkuPriceDetails", spd_model)]
         + [(_meter_source(c), pl.col(f"_m_{c}").struct.field("model")) for c in METER_TEXTS]
         + [("ServiceName", edition), ("meter rule", rule_model)]
     )
@@ -299,7 +295,7 @@ def classify_usage(billing: pl.LazyFrame, settings: Allocation = Allocation()) -
     ]
     reasons = pl.concat_str([pl.when(cond.fill_null(False)).then(text) for cond, text in problems], separator="; ", ignore_nulls=True)
     reasons = pl.when(reasons.str.len_chars() > 0).then(reasons)
-    meter = pl.coalesce(_blank_as_null("SkuMeter"), _blank_as_null("x_SkuMeterName"), _blank_as_null("x_UsageType"))
+    meter = pl.coalesce(blank_as_null(pl.col("SkuMeter")), blank_as_null(pl.col("x_SkuMeterName")), blank_as_null(pl.col("x_UsageType")))
     shared_reason = (
         pl.when(~usage)
         .then(pl.format("ChargeCategory {}", pl.col("ChargeCategory")))
@@ -316,7 +312,7 @@ def classify_usage(billing: pl.LazyFrame, settings: Allocation = Allocation()) -
     usable = token_row & reasons.is_null()
     safe_quantity = pl.when(usable).then(quantity)  # only usable rows are multiplied: no overflow
     return rows.with_columns(
-        meter_name=pl.coalesce(_blank_as_null("x_SkuMeterName"), _blank_as_null("x_UsageType")),
+        meter_name=pl.coalesce(blank_as_null(pl.col("x_SkuMeterName")), blank_as_null(pl.col("x_UsageType"))),
         usage_class=pl.when(usable).then(pl.lit("token")).when(token_row).then(pl.lit("unrecognized_token")).otherwise(pl.lit("shared")),
         reason=pl.when(usable).then(pl.lit(None, pl.String)).when(token_row).then(reasons).otherwise(shared_reason),
         billed_tokens=(safe_quantity * per_unit).cast(MONEY),

@@ -37,19 +37,12 @@ def _source_line():
     return pa.Field(ge=1, description="Line of the origin FOCUS row in its file.")
 
 
-class ClassifiedUsage(pa.DataFrameModel):
-    """Every FOCUS row without an x_RequestId, classified: an AI token row (model and token type
-    derived), a token row that could not be recognized, or shared cost (tax, fees, credits,
-    purchases, non-token meters such as requests or text records)."""
-
+class _UsageRow(pa.DataFrameModel):
     source_file: str = _source_file()
     source_line: pl.Int64 = _source_line()
     BillingAccountId: str = pa.Field(description="FOCUS BillingAccountId.")
-    SubAccountId: str = pa.Field(nullable=True, description="FOCUS SubAccountId (project, subscription, workspace).")
     BillingCurrency: str = pa.Field(isin=_CURRENCIES, description="FOCUS BillingCurrency.")
     ChargePeriodStart: _TS = pa.Field(description="FOCUS ChargePeriodStart (inclusive), UTC.")
-    ChargePeriodEnd: _TS = pa.Field(description="FOCUS ChargePeriodEnd (exclusive), UTC.")
-    ChargeCategory: str = pa.Field(description="FOCUS ChargeCategory: only Usage rows can be token rows.")
     ServiceProviderName: str = pa.Field(description="FOCUS ServiceProviderName.")
     SkuId: str = pa.Field(nullable=True, description="FOCUS SkuId.")
     SkuMeter: str = pa.Field(nullable=True, description="FOCUS SkuMeter.")
@@ -59,11 +52,21 @@ class ClassifiedUsage(pa.DataFrameModel):
     BilledCost: _MONEY = pa.Field(description="FOCUS BilledCost.")
     EffectiveCost: _MONEY = pa.Field(description="FOCUS EffectiveCost.")
     ListCost: _MONEY = pa.Field(description="FOCUS ListCost.")
+
+
+class ClassifiedUsage(_UsageRow):
+    """Every FOCUS row without an x_RequestId, classified: an AI token row (model and token type
+    derived), a token row that could not be recognized, or shared cost (tax, fees, credits,
+    purchases, non-token meters such as requests or text records)."""
+
+    SubAccountId: str = pa.Field(nullable=True, description="FOCUS SubAccountId (project, subscription, workspace).")
+    ChargePeriodEnd: _TS = pa.Field(description="FOCUS ChargePeriodEnd (exclusive), UTC.")
+    ChargeCategory: str = pa.Field(description="FOCUS ChargeCategory: only Usage rows can be token rows.")
     usage_class: str = pa.Field(isin=list(USAGE_CLASSES), description="token (model and token type known), unrecognized_token (a token row whose model, type, unit or quantity cannot be used) or shared (not AI token usage).")
     reason: str = pa.Field(nullable=True, description="Why the row is unrecognized_token or shared; null for token rows.")
     billed_model: str = pa.Field(nullable=True, description="Model as the bill names it (before normalization).")
     token_type: str = pa.Field(nullable=True, isin=list(TOKEN_TYPES), description="input (uncached), output (reasoning included), cache_read or cache_write.")
-    recognized_by: str = pa.Field(nullable=True, description="Sources the model and the token type came from, e.g. 'x_ModelVersion+SkuMeter'.")
+    recognized_by: str = pa.Field(nullable=True, description="Sources of the model and of the token type, e.g. 'x_ModelVersion+SkuMeter:focus', 'x_UsageType:bedrock+x_UsageType:bedrock' (? = none).")
     tokens_per_unit: pl.Int64 = pa.Field(nullable=True, ge=1, description="Tokens in one ConsumedUnit (Tokens 1, 1000 Tokens 1000, 1M 1000000, ...).")
     billed_tokens: _QUANTITY = pa.Field(nullable=True, ge=0, description="ConsumedQuantity x tokens_per_unit: the tokens the row bills; null when the row has no quantity.")
 
@@ -71,25 +74,11 @@ class ClassifiedUsage(pa.DataFrameModel):
         strict = True
 
 
-class UnrecognizedUsage(pa.DataFrameModel):
+class UnrecognizedUsage(_UsageRow):
     """Token rows whose model, token type, unit or quantity could not be derived: never guessed,
     never dropped. Their cost stays out of the allocation; add a meter rule, a unit or an alias
     to the config to recognize them."""
 
-    source_file: str = _source_file()
-    source_line: pl.Int64 = _source_line()
-    BillingAccountId: str = pa.Field(description="FOCUS BillingAccountId.")
-    BillingCurrency: str = pa.Field(isin=_CURRENCIES, description="FOCUS BillingCurrency.")
-    ChargePeriodStart: _TS = pa.Field(description="FOCUS ChargePeriodStart, UTC.")
-    ServiceProviderName: str = pa.Field(description="FOCUS ServiceProviderName.")
-    SkuId: str = pa.Field(nullable=True, description="FOCUS SkuId.")
-    SkuMeter: str = pa.Field(nullable=True, description="FOCUS SkuMeter.")
-    meter_name: str = pa.Field(nullable=True, description="x_SkuMeterName, else x_UsageType.")
-    ConsumedQuantity: _QUANTITY = pa.Field(nullable=True, description="FOCUS ConsumedQuantity.")
-    ConsumedUnit: str = pa.Field(nullable=True, description="FOCUS ConsumedUnit.")
-    BilledCost: _MONEY = pa.Field(description="FOCUS BilledCost.")
-    EffectiveCost: _MONEY = pa.Field(description="FOCUS EffectiveCost.")
-    ListCost: _MONEY = pa.Field(description="FOCUS ListCost.")
     reason: str = pa.Field(description="What could not be derived: no model, no token type, unknown unit, negative quantity.")
 
     class Config:

@@ -52,6 +52,8 @@ from unitledger.model.model_names import blank_as_null
 # (schemas.focus.StagedFocus); absent ones are taken as null.
 NEW_STAGED_COLUMNS = ("SubAccountId", "SkuPriceDetails", "x_SkuMeterName", "x_UsageType")
 METER_TEXTS = ("SkuMeter", "x_SkuMeterName", "x_UsageType")
+# Every column `recognize` reads.
+RECOGNITION_COLUMNS = (*METER_TEXTS, "SkuPriceDetails", "x_ModelVersion", "ServiceName", "SkuId", "ChargeDescription", "ConsumedUnit")
 
 BUILTIN_UNITS = {
     "token": 1,
@@ -336,7 +338,10 @@ def exact_token_coverage(billing: pl.LazyFrame, settings: Allocation = Allocatio
     """(request_id, token_type) pairs billed by the request's own x_RequestId rows: exact rows win
     for the token types they cover, so these are left out of the allocation. A row whose token
     type cannot be derived (a per-request total, a fee) covers all four types."""
-    rows = recognize(with_usage_columns(billing).filter(pl.col("x_RequestId").is_not_null()), settings)
+    rows = with_usage_columns(billing).filter(pl.col("x_RequestId").is_not_null())
+    # Recognized once per distinct text combination: exact rows are many, their meters few.
+    kinds = recognize(rows.select(RECOGNITION_COLUMNS).unique(), settings).select(*RECOGNITION_COLUMNS, "token_type")
+    rows = rows.select("x_RequestId", *RECOGNITION_COLUMNS).join(kinds, on=list(RECOGNITION_COLUMNS), how="left", nulls_equal=True)
     every = pl.lit(list(TOKEN_TYPES), dtype=pl.List(pl.String))
     return (
         rows.select(

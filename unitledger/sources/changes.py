@@ -113,7 +113,7 @@ def _focus_days(layout: Layout, changes: Changes, unreadable: list[str]) -> set[
         )
         for raw in _readable(changes.new["focus"], read_focus_raw, unreadable)
     ]
-    old = [pl.scan_parquet(p).select(*key, "charge_date") for p in _staged(layout.staged("focus"), changes.old_ids["focus"])]
+    old = [pl.scan_parquet(p, glob=False).select(*key, "charge_date") for p in _staged(layout.staged("focus"), changes.old_ids["focus"])]
     if not new and not old:
         return set()
     touched = pl.concat([*new, *old]).drop_nulls().unique().collect()
@@ -123,7 +123,7 @@ def _focus_days(layout: Layout, changes: Changes, unreadable: list[str]) -> set[
     if not staged:
         return set(touched["charge_date"])
     restated = (
-        pl.scan_parquet(staged)
+        pl.scan_parquet(staged, glob=False)
         .select(*key, "charge_date")
         .join(touched.lazy().select(key).unique(), on=key, how="semi")
         .select("charge_date")
@@ -143,8 +143,8 @@ def _event_days(layout: Layout, changes: Changes, unreadable: list[str]) -> tupl
     new_events = pl.concat(new).collect() if new else pl.DataFrame(schema={"event_type": pl.String, "session_id": pl.String, "day": pl.Date})
     new_calls = new_events.filter(pl.col("event_type") == "llm_call").select("session_id", pl.col("day").alias("call_date"))
     old_ids = changes.old_ids["events"]
-    old_calls = [pl.scan_parquet(p).select("session_id", "call_date") for p in _staged(layout.staged("llm_calls"), old_ids)]
-    old_labels = [pl.scan_parquet(p).select("session_id") for p in _staged(layout.staged("outcomes"), old_ids)]
+    old_calls = [pl.scan_parquet(p, glob=False).select("session_id", "call_date") for p in _staged(layout.staged("llm_calls"), old_ids)]
+    old_labels = [pl.scan_parquet(p, glob=False).select("session_id") for p in _staged(layout.staged("outcomes"), old_ids)]
     calls = pl.concat([new_calls.lazy(), *old_calls]).collect()
     labeled = pl.concat(
         [new_events.lazy().filter(pl.col("event_type") == "outcome").select("session_id"), *old_labels]

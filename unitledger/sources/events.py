@@ -176,7 +176,7 @@ def read_events_raw(f: LandingFile) -> pl.LazyFrame:
     else:
         struct = pl.Struct({name: pl.String for name in EVENT_FIELDS})
         raw = (
-            pl.scan_lines(f.path, name="_json")
+            pl.scan_lines(f.path, name="_json", glob=False)
             .with_row_index("source_line", offset=1)
             .filter(pl.col("_json").str.strip_chars() != "")
             .select("source_line", pl.col("_json").str.json_decode(struct).alias("_event"))

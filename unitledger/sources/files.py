@@ -85,11 +85,11 @@ def check_readable(f: LandingFile) -> None:
 
 def scan_parquet_as_text(f: LandingFile, wanted: tuple[str, ...]) -> pl.LazyFrame:
     try:
-        names = pl.scan_parquet(f.path).collect_schema().names()
+        names = pl.scan_parquet(f.path, glob=False).collect_schema().names()
     except Exception as exc:  # polars raises several types for a broken footer
         raise InputFileError(f"{f.relpath}: not a readable Parquet file ({first_line(exc)})") from exc
     present = [c for c in wanted if c in names]
-    return pl.scan_parquet(f.path).select(
+    return pl.scan_parquet(f.path, glob=False).select(
         [pl.col(c).cast(pl.String) for c in present]
     ).with_row_index("source_line", offset=1)
 
@@ -169,7 +169,7 @@ class StagingReport:
 
 
 def _row_count(path: Path) -> int:
-    return pl.scan_parquet(path).select(pl.len()).collect().item()
+    return pl.scan_parquet(path, glob=False).select(pl.len()).collect().item()
 
 
 def stage_file(outputs: dict[Path, pl.LazyFrame], f: LandingFile, marker: Path, rows_in: pl.LazyFrame, folder: Path) -> None:
@@ -219,7 +219,7 @@ def decoded(folder: Path, f: LandingFile, read: Callable[[LandingFile], pl.LazyF
         raw.sink_parquet(decoded, compression="uncompressed", statistics=False)  # read once, soon: speed over size
     except Exception as exc:
         raise _unreadable(f, exc) from exc
-    return pl.scan_parquet(decoded)
+    return pl.scan_parquet(decoded, glob=False)
 
 
 def sync_staging(
@@ -255,11 +255,11 @@ def scan_dir(directory: Path, schema_model) -> pl.LazyFrame:
     files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
     if not files:
         return pl.DataFrame(schema=polars_schema(schema_model)).lazy()
-    return pl.scan_parquet(files)
+    return pl.scan_parquet(files, glob=False)
 
 
 def scan_quarantine(layout: Layout) -> pl.LazyFrame:
     from schemas.outputs import Quarantine
 
     files = sorted(layout.warehouse.glob("quarantine/*/*.parquet"))
-    return pl.scan_parquet(files) if files else pl.DataFrame(schema=polars_schema(Quarantine)).lazy()
+    return pl.scan_parquet(files, glob=False) if files else pl.DataFrame(schema=polars_schema(Quarantine)).lazy()

@@ -163,13 +163,13 @@ def read_focus_raw(f: LandingFile) -> pl.LazyFrame:
     else:
         check_text_header(f)
         try:
-            header = pl.scan_csv(f.path, infer_schema=False, n_rows=0).collect_schema().names()
+            header = pl.scan_csv(f.path, infer_schema=False, n_rows=0, glob=False).collect_schema().names()
         except Exception as exc:
             raise InputFileError(f"{f.relpath}: line 1: cannot read the CSV header ({first_line(exc)})") from exc
         present = [c for c in wanted if c in header]
         raw = (
             # Real exports write nulls as empty cells, quoted empty strings or NULL.
-            pl.scan_csv(f.path, infer_schema=False, null_values=["NULL", ""])
+            pl.scan_csv(f.path, infer_schema=False, null_values=["NULL", ""], glob=False)
             .select(present)
             # Line 1 is the header; a record spanning several lines shifts later numbers.
             .with_row_index("source_line", offset=2)
@@ -258,7 +258,7 @@ def scan_staged_focus(layout: Layout) -> pl.LazyFrame:
     quarantined = _quarantine_keys(_placed_focus_quarantine(layout, rows))
     # A few rows, computed once here rather than again by every query over the current rows
     # (each Pandera check is one): those would each re-rank every staged row.
-    current = current_delivery_keys(rows, pl.scan_parquet(deliveries_file), quarantined).collect()
+    current = current_delivery_keys(rows, pl.scan_parquet(deliveries_file, glob=False), quarantined).collect()
     return rows.join(current.lazy(), on=["delivery", *DELIVERY_KEY], how="semi")
 
 
@@ -332,7 +332,7 @@ def scan_quarantined_focus(layout: Layout) -> pl.LazyFrame:
     deliveries_file = layout.staged("focus_deliveries") / "deliveries.parquet"
     if not deliveries_file.exists():
         return rows
-    deliveries = pl.scan_parquet(deliveries_file)
+    deliveries = pl.scan_parquet(deliveries_file, glob=False)
     newest = _newest(pl.concat([staged.select("delivery", *DELIVERY_KEY), _quarantine_keys(rows)]), deliveries)
     ranked = rows.join(deliveries.select("delivery", "delivery_rank"), on="delivery", how="left")
     keyed = pl.col("billing_account_id").is_not_null() & pl.col("billing_period_start").is_not_null()

@@ -32,7 +32,7 @@ def read_invoices(layout: Layout) -> pl.DataFrame:
         check_readable(f)
         check_text_header(f)
         try:
-            raw = pl.read_csv(f.path, infer_schema=False, null_values=["NULL", ""])
+            raw = pl.read_csv(f.path, infer_schema=False, null_values=["NULL", ""], glob=False)
         except Exception as exc:
             raise (first_bad_csv_line(f) or InputFileError(f"{f.relpath}: cannot be read ({first_line(exc)})")) from exc
         missing = [c for c in INVOICE_COLUMNS if c not in raw.columns]

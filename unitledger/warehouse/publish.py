@@ -56,7 +56,7 @@ def scan_partitions(table_dir: Path, key: str, values: Iterable[str], key_dtype:
     files = [f for f in (partition_file(table_dir, key, str(v)) for v in values) if f.exists()]
     if not files:
         return None
-    return pl.scan_parquet(files, hive_partitioning=True, hive_schema={key: key_dtype})
+    return pl.scan_parquet(files, hive_partitioning=True, hive_schema={key: key_dtype}, glob=False)
 
 
 def _scratch_path(scratch: Path, name: str) -> Path:
@@ -90,7 +90,7 @@ class Spill:
         files = sorted(self.dir.glob("*/*.parquet" if part is None else f"*/part-{part:04}-*.parquet"))
         if not files:
             return pl.DataFrame(schema=schema).lazy()
-        return pl.scan_parquet(files, hive_partitioning=True, hive_schema={self.key: self.key_dtype})
+        return pl.scan_parquet(files, hive_partitioning=True, hive_schema={self.key: self.key_dtype}, glob=False)
 
     def publish(self, table_dir: Path, keys: Iterable[str], schema: dict[str, pl.DataType]) -> dict[str, int]:
         """Replace partition `key=k` of `table_dir` for every k in `keys` (one rename each).
@@ -106,8 +106,8 @@ class Spill:
             if len(produced) == 1:
                 os.replace(produced[0], target)
             else:
-                write_parquet_atomic(pl.scan_parquet(produced) if produced else empty, target)
-            counts[k] = pl.scan_parquet(target).select(pl.len()).collect().item()
+                write_parquet_atomic(pl.scan_parquet(produced, glob=False) if produced else empty, target)
+            counts[k] = pl.scan_parquet(target, glob=False).select(pl.len()).collect().item()
         return counts
 
     def cleanup(self) -> None:

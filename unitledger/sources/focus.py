@@ -15,11 +15,10 @@ from unitledger.sources.files import (
     LandingFile,
     StagingReport,
     check_readable,
-    check_text_header,
     decoded,
-    first_line,
     list_landing,
     scan_dir,
+    scan_csv_text,
     scan_parquet_as_text,
     stage_file,
     sync_staging,
@@ -66,13 +65,21 @@ FOCUS_OPTIONAL = (
     "ConsumedUnit",
     "InvoiceId",
     "InvoiceIssuerName",
+    "ResourceId",
+    "ResourceName",
     "ServiceName",
     "SkuId",
     "SkuMeter",
+    "SkuPriceDetails",
+    "SubAccountId",
+    "SubAccountName",
+    "Tags",
     "x_RequestId",
     "x_ModelVersion",
     "x_PromptVersion",
     "x_FeatureTag",
+    "x_SkuMeterName",
+    "x_UsageType",
 )
 
 FOCUS_COLUMNS = FOCUS_MANDATORY + FOCUS_OPTIONAL
@@ -161,19 +168,7 @@ def read_focus_raw(f: LandingFile) -> pl.LazyFrame:
     if f.relpath.lower().endswith(".parquet"):
         raw = scan_parquet_as_text(f, wanted)
     else:
-        check_text_header(f)
-        try:
-            header = pl.scan_csv(f.path, infer_schema=False, n_rows=0, glob=False).collect_schema().names()
-        except Exception as exc:
-            raise InputFileError(f"{f.relpath}: line 1: cannot read the CSV header ({first_line(exc)})") from exc
-        present = [c for c in wanted if c in header]
-        raw = (
-            # Real exports write nulls as empty cells, quoted empty strings or NULL.
-            pl.scan_csv(f.path, infer_schema=False, null_values=["NULL", ""], glob=False)
-            .select(present)
-            # Line 1 is the header; a record spanning several lines shifts later numbers.
-            .with_row_index("source_line", offset=2)
-        )
+        raw = scan_csv_text(f, wanted)
     names = raw.collect_schema().names()
     for new, old in FOCUS_LEGACY_NAMES.items():
         if new not in names and old in names:

@@ -159,3 +159,17 @@ def test_physical_lines_of_a_gzipped_file(layout):
     stage_focus(layout)
     assert scan_quarantine(layout).collect()["source_line"].to_list() == [4]
     assert scan_staged_focus(layout).select(pl.col("source_line")).collect().item() == 2
+
+
+def test_the_columns_allocation_reads_are_staged_as_text(layout):
+    header = focus_13_header() + ["x_SkuMeterName", "x_UsageType"]
+    values = {
+        "ResourceId": "arn:aws:bedrock:us-east-1::foundation-model/claude", "ResourceName": "claude",
+        "SubAccountId": "proj-1", "SubAccountName": "Support", "SkuPriceDetails": '{"x_TokenType": "input"}',
+        "x_SkuMeterName": "gpt 4o 0513 Input global Tokens", "x_UsageType": "USE1-MP:USE1_InputTokenCount-Units",
+    }
+    _write(layout, ",".join(header) + "\n" + _record(header, _row("r1", **values)) + _record(header, _row("r2")))
+    stage_focus(layout)
+    staged = scan_staged_focus(layout).sort("x_RequestId").collect()
+    assert staged.select(*values, "Tags").row(0, named=True) == {**values, "Tags": TAGS}
+    assert staged.select("x_SkuMeterName", "x_UsageType").row(1) == (None, None)  # absent: null

@@ -307,6 +307,7 @@ class StagingReport:
     removed_files: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     quarantined_rows: int = 0
+    duplicate_events: int = 0  # later copies of an event delivered more than once: not counted in rows
 
 
 def _row_count(path: Path) -> int:

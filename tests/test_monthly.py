@@ -159,6 +159,7 @@ def test_a_month_maps_to_its_days_and_the_current_month_to_the_days_so_far(now, 
 
 def test_monthly_asset_warns_about_a_missing_day_without_failing(built, tmp_path):
     layout = Layout(tmp_path / "data")
+    layout.landing.mkdir(parents=True)  # a data root (its landing files do not matter here)
     for table in ["cost_per_intent", "cost_per_success"]:
         for day in ["2026-01-30", "2026-01-31"]:
             source = built.table(table) / f"date={day}"

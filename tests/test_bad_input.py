@@ -246,6 +246,20 @@ def test_negative_token_count_quarantines_the_event_and_keeps_the_billed_cost(la
     assert (row["billed_total"], row["unmatched_billing_cost"], row["unmatched_requests"]) == (Decimal("0.03"), Decimal("0.03"), 2)
 
 
+def test_token_counts_too_large_to_sum_are_quarantined(layout, settings):
+    # Int64 sums wrap around silently: two counts of 6e18 would add up to a negative number.
+    write_focus_csv(layout.landing_focus / "acct-us" / "d1" / "export.csv", GOOD_ROWS)
+    write_events(
+        layout.landing_events / "calls.jsonl",
+        [llm_call("r1", input_tokens=6 * 10**18), llm_call("r2", output_tokens=10**9), llm_call("r3", output_tokens=10**9 - 1)],
+    )
+    assert _stage_and_reconcile(layout, settings).passed
+    held = _quarantined(layout, "events")
+    assert held.select("source_line", "column").rows() == [(1, "input_tokens"), (2, "output_tokens")]
+    assert held["reason"][0] == "input_tokens is out of range: a token count must be below 10^9 for sums to stay exact: 6000000000000000000"
+    assert scan_staged_calls(layout).collect()["request_id"].to_list() == ["r3"]
+
+
 def test_quoted_empty_cells_are_nulls_not_bad_values(layout):
     path = layout.landing_focus / "acct" / "d1" / "quoted.csv"
     path.parent.mkdir(parents=True)

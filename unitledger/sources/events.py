@@ -70,13 +70,23 @@ EVENT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 # --- rows -----------------------------------------------------------------------------------------
 
 
-def _integer_problems(name: str, minimum: int) -> list[Problem]:
+# Token counts must stay below this: Int64 sums wrap around silently past 9.2 * 10^18, and 10^9
+# tokens in one call is hundreds of times the largest context window, so billions of calls at the
+# bound still sum exactly.
+TOKEN_LIMIT = 10**9
+
+
+def _integer_problems(name: str, minimum: int, limit: int | None = None) -> list[Problem]:
     value = pl.col(parsed_column(name))
     unparsed = pl.col(name).is_not_null() & value.is_null()
-    return [
+    problems = [
         problem(unparsed, pl.lit("is not an integer: ") + pl.col(name).str.slice(0, 40)),
         problem(~unparsed & (value < minimum), pl.lit(f"is below {minimum}: ") + pl.col(name).str.slice(0, 40)),
     ]
+    if limit is not None:
+        message = pl.lit("is out of range: a token count must be below 10^9 for sums to stay exact: ")
+        problems.append(problem(~unparsed & (value >= limit), message + pl.col(name).str.slice(0, 40)))
+    return problems
 
 
 def _bool_problem(name: str) -> Problem:
@@ -95,7 +105,7 @@ def _events_problems() -> dict[str, list[Problem]]:
     for name in ("request_id", "feature_tag", "input_tokens", "output_tokens", "attempt", "status"):
         problems.setdefault(name, []).append(problem(is_call & pl.col(name).is_null(), "is required for llm_call"))
     for name in TOKEN_FIELDS:
-        problems.setdefault(name, []).extend(only_for(is_call, _integer_problems(name, 0)))
+        problems.setdefault(name, []).extend(only_for(is_call, _integer_problems(name, 0, TOKEN_LIMIT)))
     problems["attempt"].extend(only_for(is_call, _integer_problems("attempt", 1)))
     problems["status"].extend(only_for(is_call, [one_of("status", CALL_STATUSES, "ok or error")]))
     for name in ("success", "escalated", "signal"):

@@ -220,7 +220,10 @@ def scan_csv_text(f: LandingFile, wanted: tuple[str, ...]) -> pl.LazyFrame:
     if shape.lines == shape.records + 1:  # one line per record: the usual file, numbered as read
         return raw.with_row_index("source_line", offset=2).with_columns(pl.col("source_line").cast(pl.Int64))
     starts, blank = _record_start_lines(f)
-    parsed = pl.scan_csv(f.path, infer_schema=False, glob=False).select(pl.len()).collect().item()
+    try:
+        parsed = pl.scan_csv(f.path, infer_schema=False, glob=False).select(pl.len()).collect().item()
+    except Exception as exc:  # polars raises several types for a malformed file
+        raise _unreadable(f, exc) from exc
     if parsed != len(starts):
         raise InputFileError(f"{f.relpath}: its quoting is ambiguous: {parsed} records read, {len(starts)} found line by line")
     lines = pl.DataFrame({"source_line": starts, "_blank": blank}, schema={"source_line": pl.Int64, "_blank": pl.Boolean})

@@ -26,7 +26,7 @@ class _Figures(pa.DataFrameModel):
     billing_currency: str = pa.Field(nullable=True, description="FOCUS BillingCurrency of every money column of the row; null on telemetry-only rows. A code that is not ISO 4217 appears only with quarantined rows.")
     billing_rows: pl.Int64 = pa.Field(ge=0, description="Current FOCUS rows (after the restatement rule), quarantined ones excluded.")
     quarantined_rows: pl.Int64 = pa.Field(ge=0, description="Current FOCUS rows in the quarantine table.")
-    quarantined_rows_unknown_cost: pl.Int64 = pa.Field(ge=0, description="Quarantined rows whose BilledCost is unreadable: their cost is in no column, so billed_total is incomplete (status fail).")
+    quarantined_rows_unknown_cost: pl.Int64 = pa.Field(ge=0, description="Quarantined rows whose BilledCost is unreadable or out of range (10^15 or more in magnitude): their cost is in no column, so billed_total is incomplete (status fail).")
     attributed_requests: pl.Int64 = pa.Field(ge=0, description="Distinct x_RequestId of the attributed rows.")
     unmatched_requests: pl.Int64 = pa.Field(ge=0, description="Distinct x_RequestId of the unmatched rows.")
     conflicting_requests: pl.Int64 = pa.Field(ge=0, description="Distinct x_RequestId billed to more than one billing account or currency in the billing period.")

@@ -161,6 +161,7 @@ def test_a_month_maps_to_its_days_and_the_current_month_to_the_days_so_far(now, 
 
 def test_monthly_asset_warns_about_a_missing_day_without_failing(built, tmp_path):
     layout = Layout(tmp_path / "data")
+    layout.landing.mkdir(parents=True)  # a data root (its landing files do not matter here)
     days = ["2026-01-30", "2026-01-31"]  # the built days of January, published in another warehouse
     publication, spills = Publication(layout), [Spill(layout.tmp, t, "date") for t in ["cost_per_intent", "cost_per_success"]]
     for spill, table in zip(spills, ["cost_per_intent", "cost_per_success"]):

@@ -135,7 +135,7 @@ def test_status_follows_the_thresholds_with_reasons(layout, settings):
     us = row(rec, billing_account_id="acct-us", service_provider_name="Anthropic")
     assert us["status"] == "fail"
     reason = us["status_reason"]
-    assert "1 quarantined row(s) with an unreadable BilledCost" in reason
+    assert "1 quarantined row(s) with an unreadable or out-of-range BilledCost" in reason
     assert "33.33% of billed requests unknown to telemetry (fail above 5.00%)" in reason  # 2 of 6
     assert "2 row(s) quarantined, 0.07 of them counted as quarantined_cost" in reason
     assert "1 request(s) billed to two accounts or currencies" in reason
@@ -290,7 +290,7 @@ def test_cli_prints_the_month_and_fails_on_a_failing_row(layout, settings, capsy
     assert main(["reconcile", "--data-dir", str(layout.data_dir), "--month", "2026-03"]) == 1
     out = capsys.readouterr().out
     assert "acct-us" in out and "INV-EU" in out and "0.1400000" not in out
-    assert "unreadable BilledCost" in out
+    assert "unreadable or out-of-range" in out
     assert main(["reconcile", "--data-dir", str(layout.data_dir), "--month", "2026-04"]) == 1
     assert "2026-04 is not reconciled yet" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -68,6 +68,7 @@ def stage_events(layout: Layout) -> StepResult:
         "llm_calls": report.rows["llm_calls"],
         "outcomes": report.rows["outcomes"],
         "dagster/row_count": report.rows["llm_calls"] + report.rows["outcomes"],
+        "duplicate_events": report.duplicate_events,
         "quarantined_rows": report.quarantined_rows,
     }
     return result

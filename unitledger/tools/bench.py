@@ -902,7 +902,7 @@ def _load_tables(implementation: str, data_dir: Path, out_dir: Path, day: date) 
         if implementation == "pipeline":
             frame = scan_table(Layout(data_dir), name, [day.isoformat()])
         else:
-            frame = pl.scan_parquet(out_dir / f"{name}.parquet")
+            frame = pl.scan_parquet(out_dir / f"{name}.parquet", glob=False)
         tables[name] = frame.select([pl.col(c).cast(t) for c, t in schema.items()])
     return tables
 

@@ -93,7 +93,7 @@ class Spill:
         files = sorted(self.dir.glob("*/*.parquet" if part is None else f"*/part-{part:04}-*.parquet"))
         if not files:
             return pl.DataFrame(schema=schema).lazy()
-        return pl.scan_parquet(files, hive_partitioning=True, hive_schema={self.key: self.key_dtype})
+        return pl.scan_parquet(files, hive_partitioning=True, hive_schema={self.key: self.key_dtype}, glob=False)
 
     def cleanup(self) -> None:
         remove_folder(self.dir)

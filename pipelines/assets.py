@@ -76,7 +76,11 @@ def staged_events(context: dg.AssetExecutionContext, warehouse: Warehouse):
 
 
 _DAILY_SPECS = [
-    dg.AssetSpec("request_costs", deps=["staged_billing", "staged_events"], group_name="daily", description=DAILY_TABLE_DESCRIPTIONS["request_costs"]),
+    # Invoice allocation (issue 16): AI bill rows without a request id split over the day's calls.
+    dg.AssetSpec("allocation_pools", deps=["staged_billing", "staged_events"], group_name="daily", description=DAILY_TABLE_DESCRIPTIONS["allocation_pools"]),
+    dg.AssetSpec("unrecognized_usage", deps=["staged_billing"], group_name="daily", description=DAILY_TABLE_DESCRIPTIONS["unrecognized_usage"]),
+    dg.AssetSpec("unmatched_models", deps=["staged_billing", "staged_events"], group_name="daily", description=DAILY_TABLE_DESCRIPTIONS["unmatched_models"]),
+    dg.AssetSpec("request_costs", deps=["staged_billing", "staged_events", "allocation_pools"], group_name="daily", description=DAILY_TABLE_DESCRIPTIONS["request_costs"]),
     dg.AssetSpec("intent_costs", deps=["request_costs", "staged_events"], group_name="daily", description=DAILY_TABLE_DESCRIPTIONS["intent_costs"]),
     dg.AssetSpec("cost_per_intent", deps=["intent_costs"], group_name="daily", description=DAILY_TABLE_DESCRIPTIONS["cost_per_intent"]),
     dg.AssetSpec("cost_per_success", deps=["intent_costs"], group_name="daily", description=DAILY_TABLE_DESCRIPTIONS["cost_per_success"]),
@@ -85,7 +89,8 @@ _DAILY_CHECKS = [
     dg.AssetCheckSpec("schema", asset=spec.key, blocking=True, description=f"Pandera: {daily.DAILY_TABLES[spec.key.path[-1]].__name__}")
     for spec in _DAILY_SPECS
 ] + [
-    dg.AssetCheckSpec("conservation", asset="request_costs", blocking=True, description="Per day and currency, cost equals the FOCUS rows with a request id assigned to that day, exactly."),
+    dg.AssetCheckSpec("conservation", asset="request_costs", blocking=True, description="Per day and currency, cost equals the FOCUS rows with a request id assigned to that day plus the shares allocated to that day's calls, exactly."),
+    dg.AssetCheckSpec("allocation_conservation", asset="allocation_pools", blocking=True, description="Per currency, the cost the pools allocated equals the shares the requests received, exactly."),
     dg.AssetCheckSpec("single_currency", asset="intent_costs", blocking=True, description="No session is billed in two currencies."),
 ]
 
@@ -98,7 +103,7 @@ _DAILY_CHECKS = [
     pool="warehouse",
 )
 def daily_tables(context: dg.AssetExecutionContext, warehouse: Warehouse):
-    """All four daily tables in one pass over the joined data (one run may cover a range of days)."""
+    """The daily tables in one pass over the joined data (one run may cover a range of days)."""
     window = context.partition_time_window
     start, end_inclusive = window.start.date(), window.end.date() - timedelta(days=1)
     context.log.info(f"Building daily tables for {start}..{end_inclusive}")

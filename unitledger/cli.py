@@ -46,6 +46,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seed=args.seed,
         focus_format=args.focus_format,
         events_format=args.events_format,
+        billing=args.billing,
     )
     print(
         f"Generated {summary.requests:,} requests in {summary.sessions:,} sessions: "
@@ -188,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=7)
         p.add_argument("--focus-format", choices=["csv", "csv.gz", "parquet"], default="csv")
         p.add_argument("--events-format", choices=["jsonl", "jsonl.gz", "parquet"], default="jsonl.gz")
+        p.add_argument(
+            "--billing", choices=["request", "aggregated"], default="request",
+            help="request: a usage row per request (x_RequestId); aggregated: acct-us-001 billed as providers do "
+            "(per hour, model and token type, no request id: allocated by token share), acct-eu-002 per request",
+        )
 
     p = sub.add_parser("generate", help="write a realistic synthetic month into the landing folders")
     _common(p)

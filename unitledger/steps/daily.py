@@ -1,5 +1,7 @@
 """The daily step: request_costs, intent_costs, cost_per_intent and cost_per_success for a range of
-days, from staging through the pure transforms (unitledger.model) to the checks and the publish."""
+days, from staging through the pure transforms (unitledger.model) to the checks and the publish;
+with them the invoice allocation's tables (allocation_pools, unrecognized_usage, unmatched_models:
+AI bill rows without a request id split over the day's calls by token share, see allocate_days)."""
 
 from __future__ import annotations
 
@@ -8,25 +10,40 @@ from datetime import date, timedelta
 import polars as pl
 
 from schemas import CostPerIntent, CostPerSuccess, IntentCosts, RequestCosts
-from unitledger.checks.conservation import collected_by_bucket, request_costs_conservation_check, single_currency_check
+from schemas.allocation import AllocatedByRequest, AllocationPoolsDaily, UnmatchedModels, UnrecognizedUsageDaily
+from unitledger.checks.conservation import (
+    allocation_conservation_check,
+    collected_by_bucket,
+    request_costs_conservation_check,
+    single_currency_check,
+)
 from unitledger.checks.validation import validate_each
 from unitledger.config import Settings
 from unitledger.layout import Layout
 from unitledger.model import requests
+from unitledger.model.allocation import allocate_billing, allocated_by_day, allocated_by_request
 from unitledger.model.features import cost_per_intent, cost_per_success
 from unitledger.model.intents import intent_costs, latest_outcomes
+from unitledger.sources.ai_usage import unrecognized_usage
 from unitledger.sources.events import scan_staged_calls, scan_staged_outcomes
 from unitledger.sources.focus import scan_staged_focus
 from unitledger.steps.result import StepResult, money_total
+from schemas.types import MONEY
+from unitledger.model.requests import COST_COLUMNS
 from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema
 
 
 DAILY_TABLES = {
+    # Invoice allocation (issue 16): see allocate_days. First: request_costs depends on them.
+    "allocation_pools": AllocationPoolsDaily,
+    "unrecognized_usage": UnrecognizedUsageDaily,
+    "unmatched_models": UnmatchedModels,
     "request_costs": RequestCosts,
     "intent_costs": IntentCosts,
     "cost_per_intent": CostPerIntent,
     "cost_per_success": CostPerSuccess,
 }
+ALLOCATION_TABLES = ("allocation_pools", "unrecognized_usage", "unmatched_models")
 
 # Calls per bucket: past it, the daily step works in hash buckets of requests and sessions, one
 # after the other (join, intents, the checks). Peak memory follows a bucket (about 4.7 GB at 10M
@@ -45,6 +62,8 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
     clear_scratch(layout.tmp, layout.warehouse)
     spills = {name: Spill(layout.tmp, name, "date") for name in DAILY_TABLES}
     billed = Spill(layout.tmp, "billed", "charge_date")
+    allocated = Spill(layout.tmp, "allocated", "charge_date")  # allocated shares per request
+    shares_by_day = Spill(layout.tmp, "allocated_by_day", "date")  # conservation's allocated side
 
     def produced(name: str, part: int | None = None) -> pl.LazyFrame:
         # request_costs is spilled for the lookaround days too (see below): only [start, end) is its.
@@ -68,10 +87,17 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 lambda b: requests.request_conflicts(focus.filter(requests.in_bucket("x_RequestId", b, buckets))), buckets
             ).collect()
             billing = requests.without_request_conflicts(focus, conflicts)
+        with result.timed("allocate"):
+            allocate_days(billing, requests.dedupe_calls(calls, repeated), settings, spills, allocated, shares_by_day)
+            shares = allocated.scan(polars_schema(AllocatedByRequest))
+        with result.timed("join"):
             for bucket in range(buckets):
                 # Summed per request apart from the join: one query holding both the sums and the
                 # join's hash table needs about a third more memory than the two in turn.
-                per_request = requests.billing_by_request(billing.filter(requests.in_bucket("x_RequestId", bucket, buckets)))
+                per_request = requests.with_allocated(
+                    requests.billing_by_request(billing.filter(requests.in_bucket("x_RequestId", bucket, buckets))),
+                    shares.filter(requests.in_bucket("request_id", bucket, buckets)),
+                )
                 billed.sink(per_request)
                 ours = requests.dedupe_calls(calls.filter(requests.in_bucket("request_id", bucket, buckets)), repeated)
                 joined = requests.join_requests(ours, billed.scan(dict(per_request.collect_schema())))
@@ -101,10 +127,14 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 # sessions): validated part by part, a key's rows all in one part.
                 parts = range(buckets) if name in ("request_costs", "intent_costs") else [None]
                 checks = [validate_each(model, [produced(name, part) for part in parts])]
+                by_day = shares_by_day.scan({"date": pl.Date, "billing_currency": pl.String, **{c: MONEY for c in COST_COLUMNS}})
                 if name == "request_costs":
                     called = joined.filter(pl.col("session_id").is_not_null())
                     call_dates = called.select("request_id", call_date=pl.col("called_at").dt.date())
-                    checks.append(request_costs_conservation_check(produced(name), billing, call_dates, start, end, buckets))
+                    checks.append(request_costs_conservation_check(produced(name), billing, call_dates, start, end, buckets, by_day))
+                if name == "allocation_pools":
+                    # Every date read, lookaround days too: the shares of a pool's calls are all there.
+                    checks.append(allocation_conservation_check(spills[name].scan(polars_schema(model)), by_day))
                 if name == "intent_costs":
                     checks.append(single_currency_check(joined, buckets))
                 result.checks[name] = checks
@@ -119,10 +149,43 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                     if name == "request_costs":
                         meta["effective_cost"] = money_total(frame, "effective_cost")
                         meta["billed_cost"] = money_total(frame, "billed_cost")
+                        meta["allocated_effective_cost"] = money_total(frame, "allocated_effective_cost")
+                    if name == "allocation_pools":
+                        for part in ("allocated", "unlogged", "unmatched"):
+                            meta[f"{part}_billed_cost"] = money_total(frame, f"{part}_billed_cost")
                     meta["dagster/row_count"] = sum(publication.add(name, spills[name], keys).values())
                     result.tables[name] = meta
                 publication.commit()
         return result
     finally:
-        for spill in [*spills.values(), billed]:
+        for spill in [*spills.values(), billed, allocated, shares_by_day]:
             spill.cleanup()
+
+
+# --- invoice allocation (issue 16) ---------------------------------------------------------------
+
+
+def allocate_days(
+    billing: pl.LazyFrame, calls: pl.LazyFrame, settings: Settings, spills: dict[str, Spill], allocated: Spill, shares_by_day: Spill
+) -> None:
+    """The daily step's one call of the allocation (unitledger.model.allocation.allocate_billing):
+    the AI token rows without a request id of the days read (hour and day rows; longer charge
+    periods are reported in unrecognized_usage) are split over those days' calls by token share.
+    Writes the shares per request (`allocated`, joined to request_costs bucket by bucket), their
+    sums per call date (`shares_by_day`, the conservation check's allocated side) and the tables
+    allocation_pools, unrecognized_usage and unmatched_models, in one pass. `billing`: current
+    FOCUS rows of whole days, request conflicts removed; `calls`: those days' calls, one per
+    request. Pools span every request of a day, so this runs once for the day, not per bucket."""
+    run = allocate_billing(billing, calls, settings.allocation)
+    dates = calls.select("request_id", date=pl.col("call_date"))
+    pl.collect_all(
+        [
+            allocated.sink(allocated_by_request(run.tables.requests), lazy=True),
+            shares_by_day.sink(allocated_by_day(run.tables.requests, dates), lazy=True),
+            spills["allocation_pools"].sink(run.tables.pools.with_columns(date=pl.col("charge_period_start").dt.date()), lazy=True),
+            spills["unrecognized_usage"].sink(
+                unrecognized_usage(run.classified).with_columns(date=pl.col("ChargePeriodStart").dt.date()), lazy=True
+            ),
+            spills["unmatched_models"].sink(run.tables.unmatched_models, lazy=True),
+        ]
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandera.polars as pa
 
 import schemas
+from schemas.allocation import AllocationPoolsDaily, UnmatchedModels, UnrecognizedUsageDaily
 from schemas.monthly import CostPerIntentMonthly, CostPerSuccessMonthly
 from schemas.reconciliation import (
     Reconciliation,
@@ -20,6 +21,9 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], str]] = {
     "intent_costs": (schemas.IntentCosts, "date"),
     "cost_per_intent": (schemas.CostPerIntent, "date"),
     "cost_per_success": (schemas.CostPerSuccess, "date"),
+    "allocation_pools": (AllocationPoolsDaily, "date"),
+    "unrecognized_usage": (UnrecognizedUsageDaily, "date"),
+    "unmatched_models": (UnmatchedModels, "date"),
     "cost_per_intent_monthly": (CostPerIntentMonthly, "billing_period"),
     "cost_per_success_monthly": (CostPerSuccessMonthly, "billing_period"),
     "reconciliation": (Reconciliation, "billing_period"),

@@ -22,6 +22,7 @@ from unitledger.config import Settings
 from unitledger.layout import Layout
 from unitledger.model import requests
 from unitledger.model.allocation import allocate_billing, allocated_by_day, allocated_by_request
+from unitledger.model.allocation import optimizations as allocation_optimizations
 from unitledger.model.features import cost_per_intent, cost_per_success
 from unitledger.model.intents import intent_costs, latest_outcomes
 from unitledger.sources.ai_usage import unrecognized_usage
@@ -187,5 +188,6 @@ def allocate_days(
                 unrecognized_usage(run.classified).with_columns(date=pl.col("ChargePeriodStart").dt.date()), lazy=True
             ),
             spills["unmatched_models"].sink(run.tables.unmatched_models, lazy=True),
-        ]
+        ],
+        optimizations=allocation_optimizations(),
     )

@@ -26,7 +26,7 @@ from unitledger.config import Settings
 from unitledger.layout import Layout
 from unitledger.model import reconciliation
 from unitledger.model import requests
-from unitledger.model.allocation import allocate_billing, placement
+from unitledger.model.allocation import allocate_billing, optimizations, placement
 from unitledger.model.requests import in_dates
 from unitledger.sources.events import scan_staged_calls
 from unitledger.sources.focus import scan_quarantined_focus, scan_staged_focus
@@ -75,7 +75,7 @@ def _placed(layout: Layout, focus: pl.LazyFrame, lo: date, hi: date, settings: S
     rows = requests.without_request_conflicts(focus.filter(in_dates("charge_date", *days)))
     calls = requests.dedupe_calls(scan_staged_calls(layout).filter(in_dates("call_date", *days)))
     run = allocate_billing(rows, calls, settings.allocation)
-    return placement(run.classified, run.tables.pools).collect().lazy()
+    return placement(run.classified, run.tables.pools).collect(optimizations=optimizations()).lazy()
 
 
 def _attributed(spill: Spill, rows: pl.LazyFrame, period_rows: pl.LazyFrame, calls: pl.LazyFrame) -> pl.LazyFrame:

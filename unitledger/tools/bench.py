@@ -984,6 +984,8 @@ def add_command(sub) -> None:
     p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS), help="comma-separated subset of pipeline,duckdb,pandas")
     p.add_argument("--work-dir", type=Path, help="where the temporary data root goes (default: the system temp folder)")
     p.add_argument("--config", type=Path, help="settings file for the labor costs (default as for materialize)")
+    p.add_argument("--allocation", action="store_true",
+                   help="time the invoice allocation of a provider-billed day against DuckDB SQL instead (unitledger/tools/alloc_bench.py)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -992,6 +994,13 @@ def cmd_bench(args) -> int:
     unknown = [i for i in chosen if i not in IMPLEMENTATIONS]
     if unknown or not chosen or args.requests < 1 or args.repeat < 1:
         raise SystemExit(f"bench: --implementations must name some of {', '.join(IMPLEMENTATIONS)}; --requests and --repeat >= 1")
+    if args.allocation:
+        from unitledger.tools.alloc_bench import format_allocation_report, run_allocation_benchmark
+
+        allocation = run_allocation_benchmark(args.requests, args.repeat, args.day, args.work_dir, args.config)
+        print()
+        print(format_allocation_report(allocation))
+        return 1 if allocation.disagreements else 0
     report = run_benchmark(args.requests, args.format, args.repeat, args.day, args.work_dir, chosen, args.config)
     print()
     print(format_report(report))

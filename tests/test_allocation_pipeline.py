@@ -251,3 +251,24 @@ def test_generated_days_reconcile_exactly_both_ways(billed_both_ways):
             assert us["unlogged_usage_cost"].sum() > 0  # billing-only requests' tokens are unlogged usage
     # The bill is the same money either way.
     assert totals["aggregated"].equals(totals["request"])
+
+
+def test_an_unbilled_call_keeps_to_the_account_its_session_is_billed_to():
+    """A session billed per request to acct-eu (EUR): its unbilled call names no account, yet it
+    must not take a share of acct-1's USD pool (that would give its intent two currencies); it is
+    reported as no_pool instead. A call of an unbilled session still shares the pool."""
+    from tests.alloc_frames import at, bill_row, call, calls, focus
+
+    bill = focus(
+        bill_row("0.03", quantity="300"),  # acct-1, USD, gpt-4o-mini input, 10h
+        bill_row("0.50", x_RequestId="eu-1", BillingAccountId="acct-eu", BillingCurrency="EUR"),
+    )
+    logged = calls(
+        call("eu-1", at(10, 1), session_id="s-eu"),
+        call("eu-2", at(10, 2), session_id="s-eu"),  # unbilled retry of the EUR session
+        call("us-1", at(10, 3), input_tokens=200),
+    )
+    run = allocate_billing(bill, logged)
+    shares, unmatched = pl.collect_all([run.tables.requests, run.tables.unmatched_models])
+    assert shares.select("request_id", "billed_cost").rows() == [("us-1", D("0.02"))]  # 200 x 0.03 / 300
+    assert unmatched.select("reason", "calls", "tokens").rows() == [("no_pool", 1, 100)]

@@ -94,7 +94,7 @@ def test_dagster_cli_partition_range_gives_identical_tables(landed, reference, t
     home.mkdir()
     env = {**os.environ, "DAGSTER_HOME": str(home), "UNITLEDGER_DATA_DIR": str(layout.data_dir), "UNITLEDGER_CONFIG": str(CONFIG)}
     in_process = json.dumps({"execution": {"config": {"in_process": {}}}})  # one process: faster to start
-    daily = "staged_billing,staged_events,request_costs,intent_costs,cost_per_intent,cost_per_success"
+    daily = "staged_billing,staged_events,allocation_pools,unrecognized_usage,unmatched_models,request_costs,intent_costs,cost_per_intent,cost_per_success"
     for select, partitions in [(daily, f"{START}...{END}"), ("cost_per_intent_monthly,cost_per_success_monthly", "2026-01...2026-03")]:
         command = [str(REPO / ".venv/bin/dagster"), "asset", "materialize", "-m", "pipelines.definitions"]
         command += ["--select", select, "--partition-range", partitions, "--config-json", in_process]

@@ -150,7 +150,7 @@ def _duck_allocation(focus: Path, calls: Path) -> pl.DataFrame:
 def _pipeline_allocation(focus: Path, calls: Path, settings) -> pl.DataFrame:
     from unitledger.model.allocation import allocate_billing, optimizations
 
-    run = allocate_billing(pl.scan_parquet(focus), pl.scan_parquet(calls), settings.allocation)
+    run = allocate_billing(pl.scan_parquet(focus, glob=False), pl.scan_parquet(calls, glob=False), settings.allocation)
     requests, pools = pl.collect_all(
         [run.tables.requests.select("source_file", "source_line", "request_id", *COSTS), run.tables.pools], optimizations=optimizations()
     )
@@ -199,8 +199,8 @@ def run_allocation_benchmark(requests: int, repeat: int = 1, day: date = date(20
         focus, calls = root / "focus.parquet", root / "calls.parquet"
         scan_staged_focus(layout).filter(in_dates("charge_date", lo, hi)).sink_parquet(focus)
         dedupe_calls(scan_staged_calls(layout).filter(in_dates("call_date", lo, hi))).sink_parquet(calls)
-        token_rows = pl.scan_parquet(focus).filter(pl.col("x_RequestId").is_null()).select(pl.len()).collect().item()
-        report = AllocationReport(requests, day, token_rows, pl.scan_parquet(calls).select(pl.len()).collect().item(), 0)
+        token_rows = pl.scan_parquet(focus, glob=False).filter(pl.col("x_RequestId").is_null()).select(pl.len()).collect().item()
+        report = AllocationReport(requests, day, token_rows, pl.scan_parquet(calls, glob=False).select(pl.len()).collect().item(), 0)
         report.seconds = {"pipeline": [], "duckdb": []}
         for k in range(repeat):
             began = time.perf_counter()

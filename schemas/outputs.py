@@ -150,7 +150,9 @@ class CostPerSuccess(_Grain):
 
 
 class Quarantine(pa.DataFrameModel):
-    """Input rows that failed validation, with where they came from and why. Nothing is dropped silently."""
+    """Input rows held back, with where they came from and why: rows that failed validation, and valid
+    rows that cannot be counted where they belong (a billing period outside pipeline.start_date..today).
+    Nothing is dropped silently."""
 
     source: str = pa.Field(isin=["focus", "events"], description="Which landing folder.")
     source_file: str = pa.Field(description="File, relative to its landing folder.")

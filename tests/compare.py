@@ -9,6 +9,7 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from unitledger.layout import Layout
+from tests.conftest import TODAY
 
 TABLES = [
     "request_costs",
@@ -54,7 +55,7 @@ def build_warehouse(layout: Layout, settings, start, end) -> None:
     from unitledger.steps import daily, monthly, staging
     from unitledger.warehouse.views import refresh_views
 
-    staging.stage_billing(layout)
+    staging.stage_billing(layout, settings, TODAY)
     staging.stage_events(layout)
     assert daily.build_daily_tables(layout, settings, start, end).passed
     assert monthly.build_monthly_tables(layout, months.month_start(start), months.month_start(end)).passed
@@ -68,7 +69,7 @@ def build_with_reconciliation(layout: Layout, settings, first=date(2026, 3, 2), 
     from unitledger.steps import daily, reconciliation, staging
     from unitledger.warehouse.views import refresh_views
 
-    assert staging.stage_billing(layout).passed
+    assert staging.stage_billing(layout, settings, TODAY).passed
     assert staging.stage_events(layout).passed
     month = months.month_start(first)
     for result in (

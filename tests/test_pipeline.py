@@ -8,6 +8,7 @@ import pytest
 
 from schemas import RequestCosts
 from tests.builders import focus_row, llm_call, outcome, write_events, write_focus_csv
+from tests.conftest import TODAY
 from unitledger.checks.conservation import request_costs_conservation_check, single_currency_check
 from unitledger.checks.validation import validate_each
 from unitledger.model.requests import billed_cost_by_assigned_day, dedupe_calls, in_bucket
@@ -47,7 +48,7 @@ def land(layout):
 
 
 def run(layout, settings, start=DAY, end=DAY):
-    assert stage_billing(layout).passed
+    assert stage_billing(layout, settings, TODAY).passed
     assert stage_events(layout).passed
     return build_daily_tables(layout, settings, start, end)
 

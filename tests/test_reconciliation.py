@@ -14,7 +14,7 @@ from pipelines.definitions import defs
 from pipelines.reconciliation import reconciliation_tables
 from pipelines.resources import Warehouse
 from tests.builders import focus_row, llm_call, write_events, write_focus_csv
-from tests.conftest import FOCUS_SAMPLE, REPO
+from tests.conftest import FOCUS_SAMPLE, REPO, TODAY
 from unitledger.checks.conservation import delta_check, reconciliation_conservation_check
 from unitledger.cli import main
 from unitledger.sources.files import InputFileError
@@ -74,7 +74,7 @@ def land(layout):
 
 
 def reconcile(layout, settings, first=MARCH, last=MARCH):
-    assert stage_billing(layout).passed
+    assert stage_billing(layout, settings, TODAY).passed
     assert stage_events(layout).passed
     result = build_reconciliation(layout, settings, first, last)
     assert result.passed, result.failures()
@@ -216,7 +216,7 @@ def test_bad_invoice_line_fails_naming_file_line_and_column(layout, settings):
     invoices = layout.landing_invoices / "ap.csv"
     invoices.parent.mkdir(parents=True)
     invoices.write_text("invoice_id,billing_account_id,billing_period,invoice_total,currency\nINV-1,acct-us,2026-03,12.x,USD\n")
-    stage_billing(layout)
+    stage_billing(layout, settings, TODAY)
     stage_events(layout)
     with pytest.raises(InputFileError, match=r"^ap\.csv: line 2: invoice_total is not a decimal number: 12\.x$"):
         build_reconciliation(layout, settings, MARCH, MARCH)
@@ -259,7 +259,8 @@ def test_real_focus_sample_reconciles_to_the_cent(layout, settings):
     target = layout.landing_focus / "sample" / FOCUS_SAMPLE.name
     target.parent.mkdir(parents=True)
     target.write_bytes(FOCUS_SAMPLE.read_bytes())
-    reconcile(layout, settings, date(2024, 9, 1), date(2024, 10, 1))
+    # The sample bills 2024: the pipeline starts then (earlier periods would be quarantined).
+    reconcile(layout, replace(settings, start_date=date(2024, 9, 1)), date(2024, 9, 1), date(2024, 10, 1))
 
     expected: dict[tuple, list[Decimal]] = {}
     with open(FOCUS_SAMPLE, newline="") as fh:
@@ -330,3 +331,55 @@ def test_rerun_gives_the_same_rows(layout, settings):
     for name, frame in first.items():
         again = table(layout, name)
         assert again.sort(again.columns, nulls_last=True).equals(frame.sort(frame.columns, nulls_last=True)), name
+
+
+def test_billing_periods_no_reconciliation_covers_are_quarantined_with_their_cost(layout, settings):
+    """Rows of billing periods outside pipeline.start_date..today (1970, 2099, a month before the
+    start) would be in no table and no message: they are quarantined with the reason and their
+    cost; staged + quarantined still hold every landed cent. A later start date or today is
+    decided again by the next staging run."""
+    def period(start: str, end: str, hour: str) -> dict:
+        return {"BillingPeriodStart": start, "BillingPeriodEnd": end, "hour": hour}
+
+    landed = {
+        "r1": ("0.010000000000", period("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z", "2026-03-02T10:00:00Z")),
+        "r-1970": ("0.020000000000", period("1970-01-01T00:00:00Z", "1970-02-01T00:00:00Z", "2026-03-02T11:00:00Z")),
+        "r-2099": ("0.040000000000", period("2099-01-01T00:00:00Z", "2099-02-01T00:00:00Z", "2099-01-02T10:00:00Z")),
+        "r-dec": ("0.080000000000", period("2025-12-01T00:00:00Z", "2026-01-01T00:00:00Z", "2025-12-02T10:00:00Z")),
+    }
+    rows = []
+    for request, (cost, p) in landed.items():
+        hour = p.pop("hour")
+        rows.append(focus_row(request, cost, hour=hour, **p))
+    write_focus_csv(layout.landing_focus / "acct-us" / "export.csv", rows)
+    write_events(layout.landing_events / "calls.jsonl", [llm_call("r1", "s1", "2026-03-02T10:15:00Z"), llm_call("r-1970", "s2", "2026-03-02T11:05:00Z")])
+    result = stage_billing(layout, settings, date(2026, 3, 15))
+    assert stage_events(layout).passed
+    assert result.passed and result.tables["staged_billing"]["rows_outside_billing_periods"] == 3
+    warning = result.warnings["staged_billing"][0]
+    assert not warning.passed and "3 FOCUS row(s) of billing periods outside pipeline.start_date..today" in warning.description
+
+    def held() -> pl.DataFrame:
+        return pl.read_parquet(layout.quarantine("focus_periods") / "outside.parquet").sort("billed_cost")
+
+    outside = held()
+    assert outside.select("source_file", "source_line", "column", "billed_cost").rows() == [
+        ("acct-us/export.csv", 3, "BillingPeriodStart", D("0.02")),
+        ("acct-us/export.csv", 4, "BillingPeriodStart", D("0.04")),
+        ("acct-us/export.csv", 5, "BillingPeriodStart", D("0.08")),
+    ]
+    assert outside["reason"][0] == "billing period 1970-01 is outside pipeline.start_date..today (2026-01..2026-03): no reconciliation covers it"
+    assert outside["reason"][2].startswith("billing period 2025-12 is outside")
+    # Every landed cent is staged (and current) or quarantined, once.
+    staged = scan_staged_focus(layout).collect()
+    assert staged["x_RequestId"].to_list() == ["r1"]
+    assert staged["BilledCost"].sum() + outside["billed_cost"].sum() == sum(D(cost) for cost, _ in landed.values())
+    # The quarantined row is in no daily table: its request r-1970 is telemetry-only.
+    assert build_daily_tables(layout, settings, date(2026, 3, 2), date(2026, 3, 2)).passed
+    requests = scan_partitions(layout.table("request_costs"), "date", ["2026-03-02"]).collect().sort("request_id")
+    assert requests.select("request_id", "match_status").rows() == [("r-1970", "telemetry_only"), ("r1", "matched")]
+
+    # A start date in December 2025 and a today in 2099: decided again, nothing stale.
+    assert stage_billing(layout, replace(settings, start_date=date(2025, 12, 1)), date(2099, 1, 20)).passed
+    assert held().select("billed_cost").to_series().to_list() == [D("0.02")]
+    assert sorted(scan_staged_focus(layout).collect()["x_RequestId"]) == ["r-2099", "r-dec", "r1"]

@@ -234,7 +234,7 @@ def run_pipeline(data_dir: Path, settings, day: date, out_dir: Path) -> dict[str
     layout = Layout(data_dir)
     timings: dict[str, float] = {}
     for step in (
-        lambda: staging.stage_billing(layout),
+        lambda: staging.stage_billing(layout, settings, day + timedelta(days=1)),  # built the day after
         lambda: staging.stage_events(layout),
         lambda: daily.build_daily_tables(layout, settings, day, day),
     ):

@@ -263,3 +263,21 @@ def test_reaggregation_sums_then_divides():
     direct = cost_per_success(intents.with_columns(date=pl.lit(DAY))).collect().row(0, named=True)
     assert both["ci95_low"] == pytest.approx(direct["ci95_low"])
     assert both["ci95_high"] == pytest.approx(direct["ci95_high"])
+
+
+@pytest.mark.parametrize(
+    "pipeline, message",
+    [
+        ('billing_delay_days = 0', "pipeline.billing_delay_days: 0 must be a whole number from 1"),
+        ('session_days = -1', "pipeline.session_days: -1 must be a whole number from 0"),
+        ('billing_delay_days = 20', r"pipeline.detection_horizon_days \(31\) must be at least twice pipeline.billing_delay_days \(20\)"),
+        ('session_day = 3', r"\[pipeline\]: unknown key\(s\) session_day"),
+    ],
+)
+def test_bounds_are_validated(tmp_path, pipeline, message):
+    from unitledger.config import ConfigError, load_settings
+
+    path = tmp_path / "unitledger.toml"
+    path.write_text(f"[pipeline]\n{pipeline}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_settings(path)

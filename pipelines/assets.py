@@ -91,7 +91,10 @@ _DAILY_CHECKS = [
     for spec in _DAILY_SPECS
 ] + [
     dg.AssetCheckSpec("conservation", asset="request_costs", blocking=True, description="Per day and currency, cost equals the FOCUS rows with a request id assigned to that day, exactly."),
-    dg.AssetCheckSpec("single_currency", asset="intent_costs", blocking=True, description="No session is billed in two currencies."),
+    dg.AssetCheckSpec("quarantine_schema", asset="request_costs", blocking=True, description="Pandera: Quarantine, the rows the run holds back (late billing, intents billed in two currencies)."),
+    dg.AssetCheckSpec("single_currency", asset="intent_costs", blocking=True, description="No intent is billed in two currencies (such intents are quarantined first)."),
+    dg.AssetCheckSpec("late_billing", asset="request_costs", description="Warns when FOCUS rows are billed further than pipeline.billing_delay_days from their request (quarantined)."),
+    dg.AssetCheckSpec("session_bound", asset="intent_costs", description="Warns when calls are more than pipeline.session_days after their session's first call (in no intent)."),
 ]
 
 

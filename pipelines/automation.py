@@ -108,7 +108,7 @@ def landing_changes(context: dg.SensorEvaluationContext, warehouse: Warehouse):
     found = changes.compare(json.loads(context.cursor), files)
     if not found:
         return dg.SensorResult(skip_reason="No landing file changed")
-    affected = changes.affected_days(layout, found)
+    affected = changes.affected_days(layout, found, settings.bounds)
     for message in affected.unreadable:
         context.log.warning(f"Unreadable landing file (staging will fail on it): {message}")
     last_key = last_daily_key(warehouse.current_date())  # None before the first day has ended

@@ -75,6 +75,11 @@ def _session_days(events: list[dict]) -> dict[str, date]:
     return days
 
 
+def _call_days(events: list[dict], sessions: set[str]) -> set[date]:
+    """Every date the sessions called on: each of their intents is dated by one."""
+    return {date.fromisoformat(e["timestamp"][:10]) for e in events if e["event_type"] == "llm_call" and e["session_id"] in sessions}
+
+
 def _deliveries(layout: Layout) -> tuple[list, list]:
     """(earlier, final) delivery folders: per account, the older folder and the newer one."""
     earlier, final = [], []
@@ -215,8 +220,10 @@ def test_late_labels_rebuild_exactly_the_days_of_their_sessions(source, config, 
     assert not _sensor_tick(layout, config, instance, cursor).run_requests  # nothing changed yet
     _land_late(source, layout, withheld, restated=False)
     result = _sensor_tick(layout, config, instance, cursor)
-    assert _days(result.run_requests) == LATE_DAYS
-    assert len(result.run_requests) == 2  # one run per stretch of consecutive days
+    late_sessions = {s for s, d in _session_days(_events(source)).items() if d in LATE_DAYS}
+    # The days of the labelled sessions' calls (a session crossing midnight calls on the next day too).
+    assert _days(result.run_requests) == _call_days(_events(source), late_sessions)
+    assert LATE_DAYS <= _days(result.run_requests)
     assert not _sensor_tick(layout, config, instance, result.cursor).run_requests
 
 
@@ -226,9 +233,11 @@ def test_a_restated_export_rebuilds_every_day_it_or_the_delivery_it_replaces_bil
     earlier, final = _deliveries(source)
     _land_late(source, layout, [], restated=True)
     result = _sensor_tick(layout, config, instance, cursor)
-    # Each billing row is read by the partitions of its day and the days either side.
+    # A billing row is read by the partitions of its request's call (B = 2 days either side) and of
+    # that call's intent (S = 2 days before), within the days built (up to yesterday).
     billed = _charge_days(earlier) | _charge_days(final)
-    assert _days(result.run_requests) == {d + timedelta(days=k) for d in billed for k in (-1, 0, 1)}
+    expected = {d + timedelta(days=k) for d in billed for k in range(-4, 3)}
+    assert _days(result.run_requests) == {d for d in expected if date(2026, 1, 1) <= d < TODAY}
 
 
 def test_the_sensor_and_the_backfill_take_today_from_the_resource_not_the_clock(source, config, tmp_path):

@@ -36,9 +36,9 @@ def land(layout):
             focus_row("r1", "0.010000000001", SkuMeter="Input Tokens", ConsumedQuantity="1000"),
             focus_row("r1", "0.020000000000", SkuMeter="Output Tokens", ConsumedQuantity="100"),
             focus_row("r2", "0.030000000000"),  # telemetry never saw r2
-            # called 10 minutes before the period: inside the one-day margin
+            # called 10 minutes before the period, the day before: its call's (billing_delay_days = 2)
             focus_row("r-early", "0.011000000000", hour="2026-03-01T00:00:00Z"),
-            # called 9 days before the period: too far, unmatched
+            # called 9 days before: too far to be its call's cost, within the detection horizon: late
             focus_row("r-old", "0.012000000000", hour="2026-03-01T00:00:00Z"),
             focus_row("r-x", "0.050000000000"),  # also billed to acct-eu in EUR: a conflict
             focus_row("r4", "0.004000000000", SkuMeter="Input Tokens", ConsumedQuantity="900"),
@@ -98,18 +98,19 @@ def test_every_cent_lands_in_exactly_one_part(layout, settings):
 
     us = row(rec, billing_account_id="acct-us", service_provider_name="Anthropic")
     attributed = D("0.010000000001") + D("0.02") + D("0.011") + D("0.004") + D("0.0005") + D("0.006")  # r1 r-early r4 r5
-    unmatched = D("0.03") + D("0.012")  # r2, r-old
+    unmatched = D("0.03")  # r2
     assert us["attributed_cost"] == attributed
     assert us["unmatched_billing_cost"] == unmatched
+    assert us["late_billing_cost"] == us["late_effective_cost"] == D("0.012")  # r-old
     assert us["conflicting_cost"] == D("0.05")
     assert us["quarantined_cost"] == D("0.07")  # r7's BilledCost is unreadable: counted, not summed
     assert us["unattributable_cost"] == 0
-    assert us["billed_total"] == attributed + unmatched + D("0.05") + D("0.07")
+    assert us["billed_total"] == attributed + unmatched + D("0.012") + D("0.05") + D("0.07")
     assert us["delta"] == 0 and us["effective_delta"] == 0
     # EffectiveCost of r7 is readable: it is in the effective split.
     assert us["quarantined_effective_cost"] == D("0.07") + D("0.08")
     assert (us["billing_rows"], us["quarantined_rows"], us["quarantined_rows_unknown_cost"]) == (9, 2, 1)
-    assert (us["attributed_requests"], us["unmatched_requests"], us["conflicting_requests"]) == (4, 2, 1)
+    assert (us["attributed_requests"], us["unmatched_requests"], us["late_requests"], us["conflicting_requests"]) == (4, 1, 1, 1)
     assert us["coverage"] == pytest.approx(float(attributed / us["billed_total"]), rel=1e-12)
 
     fees = row(rec, billing_account_id="acct-us", service_provider_name="Unitgate")
@@ -136,7 +137,8 @@ def test_status_follows_the_thresholds_with_reasons(layout, settings):
     assert us["status"] == "fail"
     reason = us["status_reason"]
     assert "1 quarantined row(s) with an unreadable BilledCost" in reason
-    assert "33.33% of billed requests unknown to telemetry (fail above 5.00%)" in reason  # 2 of 6
+    assert "20.0% of billed requests unknown to telemetry (fail above 5.00%)" in reason  # 1 of 5
+    assert "1 request(s) billed late, 0.012 of late_billing_cost" in reason
     assert "2 row(s) quarantined, 0.07 of them counted as quarantined_cost" in reason
     assert "1 request(s) billed to two accounts or currencies" in reason
     assert row(rec, billing_account_id="acct-us", service_provider_name="Unitgate")["status"] == "ok"
@@ -180,8 +182,7 @@ def test_tokens_compared_with_the_cache_convention(layout, settings):
     assert (r5["billed_input_tokens"], r5["telemetry_input_tokens"]) == (D(1000), 900)
     assert (r5["billed_cache_read_tokens"], r5["telemetry_cache_read_tokens"]) == (D(0), 100)
     counts = table(layout, "token_reconciliation").sort("service_provider_name", "model")
-    # Compared: token rows and a call within the period ± 1 day: not r2 (no call), r-old (called
-    # too early), r-x (conflicting).
+    # Compared: token rows attributed to a call: not r2 (no call), r-old (billed late), r-x (conflicting).
     assert counts.select("service_provider_name", "model", "requests_compared", "requests_mismatched").rows() == [
         ("Anthropic", "claude", 4, 1),  # r1 r-early r4 r5
         ("Anthropic", "gpt", 1, 0),  # r8: billed under the row's provider, model from telemetry

@@ -61,7 +61,7 @@ class ResumeRecord:
             stale = set(finished)
         elif finished:
             found = changes.compare(saved.get("landing", {}), files)
-            stale = {months.period_key(d) for d in changes.affected_days(layout, found).days} if found else set()
+            stale = {months.period_key(d) for d in changes.affected_days(layout, found, settings.bounds).days} if found else set()
         else:
             stale = set()
         self.done = [m for m in finished if m not in stale]

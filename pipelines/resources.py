@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from unitledger.config import Settings, load_settings
-from unitledger.layout import Layout, default_data_dir
+from unitledger.layout import DataRootError, Layout, default_data_dir
 
 
 class Warehouse(dg.ConfigurableResource):
@@ -20,7 +20,13 @@ class Warehouse(dg.ConfigurableResource):
 
     @property
     def layout(self) -> Layout:
-        return Layout(Path(self.data_dir).resolve() if self.data_dir else default_data_dir())
+        """The data root's layout; a root without a landing folder fails the run (or the sensor
+        tick) naming it, before anything is written."""
+        layout = Layout(Path(self.data_dir).resolve() if self.data_dir else default_data_dir())
+        try:
+            return layout.require_landing()
+        except DataRootError as exc:
+            raise dg.Failure(description=str(exc)) from exc
 
     @property
     def settings(self) -> Settings:

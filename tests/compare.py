@@ -10,6 +10,7 @@ from polars.testing import assert_frame_equal
 
 from unitledger.layout import Layout
 from tests.conftest import TODAY
+from unitledger.warehouse.manifest import read_manifest
 
 TABLES = [
     "request_costs",
@@ -24,11 +25,21 @@ TABLES = [
 
 def read_table(layout: Layout, name: str) -> pl.DataFrame:
     """Every row of a published table (partition key restored), in a canonical order."""
-    files = sorted(layout.table(name).glob("*/*.parquet"))
-    assert files, f"{name}: no partitions under {layout.table(name)}"
-    frame = pl.read_parquet(files, hive_partitioning=True)
+    published = read_manifest(layout)
+    assert published.partitions(name) or name == "quarantine", f"{name}: no partitions in {layout.warehouse}"
+    frame = published.scan(layout, name).collect()
     exact = [c for c, t in frame.schema.items() if not t.is_float()]
     return frame.sort(exact, nulls_last=True)
+
+
+def read_held(layout: Layout) -> dict[str, pl.DataFrame]:
+    """The rows the daily runs held back (late billing, the calls of intents in two currencies), per
+    day: the quarantine's non-empty partitions of the daily runs (steps.daily.held_partition)."""
+    from unitledger.steps.daily import held_partition
+
+    published = read_manifest(layout)
+    days = {held_partition(p.split("=", 1)[1]): p.split("=", 1)[1] for p in published.partitions("quarantine") if p.startswith("daily=")}
+    return {day: published.scan(layout, "quarantine", [p]).collect() for p, day in days.items() if published.files("quarantine", [p])}
 
 
 def assert_same_tables(left: Layout, right: Layout, tables: list[str] = TABLES) -> None:

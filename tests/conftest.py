@@ -15,6 +15,10 @@ if not FOCUS_SAMPLE.exists():
 # "Today" for every step that needs one (staging's billing periods, the backfill's last day): after
 # all the tests' data, and fixed, so no test depends on the clock.
 TODAY = date(2026, 12, 31)
+# The FOCUS 1.3 column list (a table in the shared reference), for tests that need a real header.
+FOCUS_REFERENCE = REPO.parent / "shared" / "reference" / "focus-1.3.md"
+if not FOCUS_REFERENCE.exists():
+    FOCUS_REFERENCE = Path("/work/shared/reference/focus-1.3.md")
 os.environ.pop("DAGSTER_HOME", None)  # tests use ephemeral Dagster instances
 
 

@@ -22,7 +22,7 @@ from unitledger.sources.files import InputFileError, list_landing, scan_quaranti
 from unitledger.sources.focus import focus_outputs, scan_staged_focus, stage_focus
 from unitledger.steps import staging
 from unitledger.steps.reconciliation import build_reconciliation
-from unitledger.warehouse.publish import scan_partitions
+from unitledger.warehouse.manifest import scan_table
 
 MARCH = date(2026, 3, 1)
 GOOD_ROWS = [focus_row("r1", "0.010000000000"), focus_row("r2", "0.020000000000")]
@@ -133,7 +133,7 @@ def _quarantined(layout, source="focus"):
 
 
 def _month(layout, period="2026-03"):
-    return scan_partitions(layout.table("reconciliation"), "billing_period", [period], pl.String).collect()
+    return scan_table(layout, "reconciliation", [period]).collect()
 
 
 @pytest.mark.parametrize(
@@ -184,7 +184,32 @@ def test_unreadable_cost_is_quarantined_and_flagged_as_missing(layout, settings)
     assert row["effective_total"] == Decimal("0.03") + Decimal("0.07") + Decimal("0.05")
     assert row["quarantined_rows_unknown_cost"] == 2
     assert row["status"] == "fail"
-    assert "2 quarantined row(s) with an unreadable BilledCost: billed_total is incomplete" in row["status_reason"]
+    assert "2 quarantined row(s) with an unreadable or out-of-range BilledCost: billed_total is incomplete" in row["status_reason"]
+
+
+def test_amounts_too_large_to_sum_exactly_are_quarantined_and_the_month_builds(layout, settings, capsys):
+    # Two costs of 6e19 fit Decimal(38,18) one by one, but their sum does not (20 integer digits):
+    # the month failed with a bare Polars overflow. They are quarantined, named, and flagged unknown.
+    huge = [focus_row("r3", "6e19"), focus_row("r4", "60000000000000000000.5", EffectiveCost="0.05")]
+    write_focus_csv(layout.landing_focus / "acct-us" / "d1" / "export.csv", [GOOD_ROWS[0], *huge, GOOD_ROWS[1]])
+    write_events(layout.landing_events / "calls.jsonl", [llm_call("r1"), llm_call("r2"), llm_call("r3"), llm_call("r4")])
+    code = main(["materialize", "--data-dir", str(layout.data_dir), "--start", "2026-03-02", "--end", "2026-03-02"])
+    assert code == 0, capsys.readouterr().err
+    held = _quarantined(layout)
+    assert held.select("source_file", "source_line").rows() == [("acct-us/d1/export.csv", 3), ("acct-us/d1/export.csv", 4)]
+    assert held["column"].to_list() == ["BilledCost,EffectiveCost,ListCost,ContractedCost", "BilledCost,ListCost,ContractedCost"]
+    bound = "is out of range: an amount must be below 10^15 in magnitude for sums to stay exact"
+    assert held["reason"][0].startswith(f"BilledCost {bound}: 6e19; EffectiveCost {bound}: 6e19")
+    assert held["billed_cost"].to_list() == [None, None]  # unknown, not summed
+    assert held["effective_cost"].to_list() == [None, Decimal("0.05")]
+    costs = scan_table(layout, "request_costs", ["2026-03-02"]).sort("request_id").collect()
+    assert costs.select("request_id", "billed_cost").rows() == [
+        ("r1", Decimal("0.01")), ("r2", Decimal("0.02")), ("r3", None), ("r4", None)
+    ]
+    row = _month(layout).filter(pl.col("quarantined_rows") > 0).row(0, named=True)
+    assert (row["billed_total"], row["quarantined_rows"], row["quarantined_rows_unknown_cost"]) == (Decimal("0.03"), 2, 2)
+    assert row["effective_total"] == Decimal("0.03") + Decimal("0.05")
+    assert row["status"] == "fail" and "2 quarantined row(s) with an unreadable or out-of-range BilledCost" in row["status_reason"]
 
 
 def test_quarantined_row_with_no_billing_period_stops_the_reconciliation(layout, settings):
@@ -219,6 +244,20 @@ def test_negative_token_count_quarantines_the_event_and_keeps_the_billed_cost(la
     # Without a usable call the billed rows are unmatched: their cost is still reconciled.
     row = _month(layout).filter(pl.col("billing_account_id").is_not_null()).row(0, named=True)
     assert (row["billed_total"], row["unmatched_billing_cost"], row["unmatched_requests"]) == (Decimal("0.03"), Decimal("0.03"), 2)
+
+
+def test_token_counts_too_large_to_sum_are_quarantined(layout, settings):
+    # Int64 sums wrap around silently: two counts of 6e18 would add up to a negative number.
+    write_focus_csv(layout.landing_focus / "acct-us" / "d1" / "export.csv", GOOD_ROWS)
+    write_events(
+        layout.landing_events / "calls.jsonl",
+        [llm_call("r1", input_tokens=6 * 10**18), llm_call("r2", output_tokens=10**9), llm_call("r3", output_tokens=10**9 - 1)],
+    )
+    assert _stage_and_reconcile(layout, settings).passed
+    held = _quarantined(layout, "events")
+    assert held.select("source_line", "column").rows() == [(1, "input_tokens"), (2, "output_tokens")]
+    assert held["reason"][0] == "input_tokens is out of range: a token count must be below 10^9 for sums to stay exact: 6000000000000000000"
+    assert scan_staged_calls(layout).collect()["request_id"].to_list() == ["r3"]
 
 
 def test_quoted_empty_cells_are_nulls_not_bad_values(layout):

@@ -51,6 +51,14 @@ def test_parse_timestamp(text, expected):
         ("abc", None, "is not a decimal number"),
         ("1,000", None, "is not a decimal number"),
         ("0.1234567890123456789", None, "more than 18 decimal places"),
+        # Up to the bound amounts are exact; from 10^15 in magnitude they could overflow a sum.
+        ("999999999999999.999999999999999999", Decimal("999999999999999.999999999999999999"), None),
+        ("-999999999999999", Decimal("-999999999999999"), None),
+        ("1e15", None, "is out of range: an amount must be below 10^15"),
+        ("-1000000000000000", None, "is out of range"),
+        ("6e19", None, "is out of range"),
+        ("6e25", None, "is out of range"),  # too large for Decimal(38,18) itself
+        ("-123456789012345678901234", None, "is out of range"),
     ],
 )
 def test_decimals_are_exact_or_flagged(text, expected, problem):

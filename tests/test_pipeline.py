@@ -8,6 +8,7 @@ import pytest
 
 from schemas import RequestCosts
 from tests.builders import focus_row, llm_call, outcome, write_events, write_focus_csv
+from tests.compare import read_held
 from tests.conftest import TODAY
 from unitledger.checks.conservation import request_costs_conservation_check, single_currency_check
 from unitledger.checks.validation import validate_each
@@ -17,7 +18,7 @@ from unitledger.sources.focus import scan_staged_focus
 from unitledger.steps.daily import DAILY_TABLES, build_daily_tables
 from unitledger.steps.reconciliation import build_reconciliation
 from unitledger.steps.staging import stage_billing, stage_events
-from unitledger.warehouse.publish import scan_partitions
+from unitledger.warehouse.manifest import scan_table
 
 DAY = date(2026, 3, 2)
 
@@ -65,7 +66,7 @@ def conservation_inputs(layout):
 
 
 def read(layout, table, days=(DAY.isoformat(),)):
-    return scan_partitions(layout.table(table), "date", days).collect()
+    return scan_table(layout, table, days).collect()
 
 
 def test_daily_tables_follow_the_definitions(layout, settings):
@@ -121,7 +122,7 @@ def test_conservation_check_catches_a_lost_row(layout, settings, buckets):
     land(layout)
     run(layout, settings)
     billing, calls, billing_only = conservation_inputs(layout)
-    requests = scan_partitions(layout.table("request_costs"), "date", [DAY.isoformat()])
+    requests = scan_table(layout, "request_costs", [DAY.isoformat()])
     args = (billing, calls, billing_only, DAY, date(2026, 3, 3), settings.bounds, buckets)
     assert request_costs_conservation_check(requests, *args).passed
     lost = request_costs_conservation_check(requests.filter(pl.col("request_id") != "r2"), *args)
@@ -135,7 +136,7 @@ def test_conservation_rechecks_a_hashed_mismatch_on_the_request_ids(layout, sett
     land(layout)
     run(layout, settings)
     billing, calls, billing_only = conservation_inputs(layout)
-    requests = scan_partitions(layout.table("request_costs"), "date", [DAY.isoformat()])
+    requests = scan_table(layout, "request_costs", [DAY.isoformat()])
     by_ids, by_hashes = (
         billed_cost_by_assigned_day(billing, calls, billing_only, DAY, date(2026, 3, 3), settings.bounds, hashed).sort(pl.all()).collect()
         for hashed in (False, True)
@@ -178,7 +179,7 @@ def test_checks_in_hash_buckets_still_see_every_row(layout, settings, buckets):
     still caught: the rows of one key value share a bucket."""
     land(layout)
     run(layout, settings, DAY, date(2026, 3, 3))
-    requests = scan_partitions(layout.table("request_costs"), "date", [DAY.isoformat(), "2026-03-03"]).collect()
+    requests = scan_table(layout, "request_costs", [DAY.isoformat(), "2026-03-03"]).collect()
 
     def split(frame):
         return [frame.lazy().filter(in_bucket("request_id", b, buckets)) for b in range(buckets)]
@@ -234,7 +235,7 @@ def test_an_intent_billed_in_two_currencies_is_quarantined_naming_its_rows_and_t
         ("r2", "matched", "EUR", Decimal("0.02")),
         ("r3", "matched", "USD", Decimal("0.3")),
     ]
-    held = pl.read_parquet(layout.quarantine("daily") / "2026-03-02.parquet").sort("source_line")
+    held = read_held(layout)["2026-03-02"].sort("source_line")
     assert held.select("source", "source_file", "source_line", "column").rows() == [
         ("events", "calls.jsonl", 1, "session_id"),
         ("events", "calls.jsonl", 2, "session_id"),
@@ -249,14 +250,14 @@ def test_an_intent_billed_in_two_currencies_is_quarantined_naming_its_rows_and_t
     # Reconciled to the cent: each row attributed to its call, in its own currency's row.
     monthly = build_reconciliation(layout, settings, date(2026, 3, 1), date(2026, 3, 1))
     assert monthly.passed, monthly.failures()
-    rec = scan_partitions(layout.table("reconciliation"), "billing_period", ["2026-03"], pl.String).collect()
+    rec = scan_table(layout, "reconciliation", ["2026-03"]).collect()
     billed = rec.filter(pl.col("billing_account_id").is_not_null()).sort("billing_currency")
     assert billed.select("billing_currency", "attributed_cost", "delta").rows() == [("EUR", Decimal("0.02"), 0), ("USD", Decimal("0.31"), 0)]
 
     from unitledger.model.intents import intent_calls, intent_days, session_dates
 
     days = intent_days(session_dates(scan_staged_calls(layout)), settings.bounds.session_days)
-    bypassed = intent_calls(scan_partitions(layout.table("request_costs"), "date", [DAY.isoformat()]), days)
+    bypassed = intent_calls(scan_table(layout, "request_costs", [DAY.isoformat()]), days)
     failed = single_currency_check(bypassed)
     assert not failed.passed and "s1 (2026-03-02)" in failed.description
 
@@ -304,7 +305,7 @@ def test_late_billing_and_long_sessions_are_bounded_reported_and_the_same_in_eve
     intents = read(layout, "intent_costs", keys)
     # r1..r3 within 2 days of the first call; r4 is beyond the bound.
     assert intents.select("session_id", "date", "requests", "token_cost", "outcome").rows() == [("s1", DAY, 3, Decimal("0.032"), "failure")]
-    held = {d: pl.read_parquet(p) for d, p in ((p.stem, p) for p in layout.quarantine("daily").glob("*.parquet"))}
+    held = read_held(layout)
     assert sorted(held) == ["2026-03-05", "2026-03-07"]
     assert held["2026-03-05"].select("source_line", "effective_cost").rows() == [(4, Decimal("0.04"))]
     assert "3 days from its request's call on 2026-03-02" in held["2026-03-05"]["reason"][0]

@@ -83,6 +83,7 @@ def test_query_is_read_only_and_says_why(built, capsys):
 
 
 def test_query_without_a_warehouse_says_what_to_do(tmp_path, capsys):
+    (tmp_path / "landing").mkdir()  # a data root, nothing materialized yet
     assert main(["query", "--data-dir", str(tmp_path), "SELECT 1"]) == 1
     assert "run `unitledger materialize` first" in capsys.readouterr().err
     with pytest.raises(QueryError):

@@ -22,7 +22,7 @@ from unitledger.sources.focus import scan_quarantined_focus, scan_staged_focus
 from unitledger.steps.daily import build_daily_tables
 from unitledger.steps.reconciliation import build_reconciliation, build_reconciliation_daily
 from unitledger.steps.staging import stage_billing, stage_events
-from unitledger.warehouse.publish import scan_partitions
+from unitledger.warehouse.manifest import scan_table
 
 MARCH = date(2026, 3, 1)
 D = Decimal
@@ -82,7 +82,7 @@ def reconcile(layout, settings, first=MARCH, last=MARCH):
 
 
 def table(layout, name, periods=("2026-03",)):
-    return scan_partitions(layout.table(name), "billing_period", list(periods), pl.String).collect()
+    return scan_table(layout, name, list(periods)).collect()
 
 
 def row(frame, **where):
@@ -136,7 +136,7 @@ def test_status_follows_the_thresholds_with_reasons(layout, settings):
     us = row(rec, billing_account_id="acct-us", service_provider_name="Anthropic")
     assert us["status"] == "fail"
     reason = us["status_reason"]
-    assert "1 quarantined row(s) with an unreadable BilledCost" in reason
+    assert "1 quarantined row(s) with an unreadable or out-of-range BilledCost" in reason
     assert "20.0% of billed requests unknown to telemetry (fail above 5.00%)" in reason  # 1 of 5
     assert "1 request(s) billed late, 0.012 of late_billing_cost" in reason
     assert "2 row(s) quarantined, 0.07 of them counted as quarantined_cost" in reason
@@ -164,7 +164,7 @@ def test_conflicting_request_is_listed_and_left_out_of_request_costs(layout, set
     # The daily tables run (and their conservation check passes) without summing EUR into USD.
     daily = build_daily_tables(layout, settings, date(2026, 3, 2), date(2026, 3, 2))
     assert daily.passed, daily.failures()
-    requests = scan_partitions(layout.table("request_costs"), "date", ["2026-03-02"]).collect()
+    requests = scan_table(layout, "request_costs", ["2026-03-02"]).collect()
     r_x = row(requests, request_id="r-x")
     assert (r_x["match_status"], r_x["billing_rows"], r_x["billed_cost"]) == ("telemetry_only", 0, None)
     assert row(requests, request_id="r8")["billed_cost"] == D("0.09")
@@ -229,7 +229,7 @@ def test_days_add_up_to_the_month(layout, settings):
     reconcile(layout, settings)
     daily = build_reconciliation_daily(layout, settings, MARCH, date(2026, 3, 31))
     assert daily.passed, daily.failures()
-    days = pl.scan_parquet(layout.table("reconciliation_daily") / "*" / "*.parquet", hive_partitioning=True).collect()
+    days = scan_table(layout, "reconciliation_daily").collect()
     money = ["billed_total", "attributed_cost", "unmatched_billing_cost", "conflicting_cost", "unattributable_cost",
              "quarantined_cost", "effective_total", "quarantined_effective_cost"]
     counts = ["billing_rows", "quarantined_rows", "quarantined_rows_unknown_cost", "telemetry_only_requests"]
@@ -242,7 +242,7 @@ def test_days_add_up_to_the_month(layout, settings):
 def test_checks_can_fail(layout, settings):
     land(layout)
     reconcile(layout, settings)
-    published = scan_partitions(layout.table("reconciliation"), "billing_period", ["2026-03"], pl.String)
+    published = scan_table(layout, "reconciliation", ["2026-03"])
     rows = scan_staged_focus(layout)
     held = scan_quarantined_focus(layout)
     period = pl.col("BillingPeriodStart").dt.strftime("%Y-%m")
@@ -292,7 +292,7 @@ def test_cli_prints_the_month_and_fails_on_a_failing_row(layout, settings, capsy
     assert main(["reconcile", "--data-dir", str(layout.data_dir), "--month", "2026-03"]) == 1
     out = capsys.readouterr().out
     assert "acct-us" in out and "INV-EU" in out and "0.1400000" not in out
-    assert "unreadable BilledCost" in out
+    assert "unreadable or out-of-range" in out
     assert main(["reconcile", "--data-dir", str(layout.data_dir), "--month", "2026-04"]) == 1
     assert "2026-04 is not reconciled yet" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -361,7 +361,8 @@ def test_billing_periods_no_reconciliation_covers_are_quarantined_with_their_cos
     assert not warning.passed and "3 FOCUS row(s) of billing periods outside pipeline.start_date..today" in warning.description
 
     def held() -> pl.DataFrame:
-        return pl.read_parquet(layout.quarantine("focus_periods") / "outside.parquet").sort("billed_cost")
+        # as readers see them: the published quarantine table's partition of these rows
+        return scan_table(layout, "quarantine", ["focus_periods"]).collect().sort("billed_cost")
 
     outside = held()
     assert outside.select("source_file", "source_line", "column", "billed_cost").rows() == [
@@ -377,7 +378,7 @@ def test_billing_periods_no_reconciliation_covers_are_quarantined_with_their_cos
     assert staged["BilledCost"].sum() + outside["billed_cost"].sum() == sum(D(cost) for cost, _ in landed.values())
     # The quarantined row is in no daily table: its request r-1970 is telemetry-only.
     assert build_daily_tables(layout, settings, date(2026, 3, 2), date(2026, 3, 2)).passed
-    requests = scan_partitions(layout.table("request_costs"), "date", ["2026-03-02"]).collect().sort("request_id")
+    requests = scan_table(layout, "request_costs", ["2026-03-02"]).collect().sort("request_id")
     assert requests.select("request_id", "match_status").rows() == [("r-1970", "telemetry_only"), ("r1", "matched")]
 
     # A start date in December 2025 and a today in 2099: decided again, nothing stale.

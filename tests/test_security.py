@@ -16,13 +16,15 @@ from unitledger.layout import Layout
 from unitledger.sources.events import EVENT_FIELDS
 from unitledger.sources.files import scan_quarantine
 from unitledger.sources.focus import FOCUS_COLUMNS, scan_staged_focus, stage_focus
+from unitledger.warehouse.manifest import scan_table
 
 SECRET = "TOP-SECRET-PROMPT-7f3a9"
 CONTENT_FIELDS = ("prompt", "completion", "content", "messages", "response", "input", "output")
 # Every folder the pipeline may create under warehouse/: fixed names, and partition keys that are
 # dates or billing periods whatever the data says.
 ALLOWED_DIR = re.compile(
-    r"^(staged|quarantine|_backfills|staged/\w+|quarantine/(focus|events|focus_periods|daily)|\w+"
+    r"^(staged|quarantine|_backfills|staged/\w+|staged/quarantine/(focus|events|focus_periods)"
+    r"|quarantine/source=(focus|events|focus_periods)|quarantine/daily=\d{4}-\d{2}-\d{2}|\w+"
     r"|\w+/date=\d{4}-\d{2}-\d{2}|\w+/billing_period=\d{4}-\d{2})$"
 )
 
@@ -58,7 +60,7 @@ def test_values_from_data_never_become_paths(tmp_path, settings):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
     assert not list(tmp_path.rglob("escaped*")) and not list(tmp_path.rglob("pwned"))
     # The hostile values are kept as plain text where they belong.
-    requests = pl.read_parquet(layout.table("request_costs") / "date=2026-03-02" / "data.parquet")
+    requests = scan_table(layout, "request_costs", ["2026-03-02"]).collect()
     assert "../../../../escaped" in requests["request_id"].to_list()
     held = scan_quarantine(layout).collect()
     assert set(held["column"]) == {"BillingPeriodStart,ChargePeriodStart", "input_tokens"}

@@ -12,7 +12,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from tests.builders import focus_row, llm_call, outcome, write_events, write_focus_csv
-from tests.compare import copy_landing, read_table
+from tests.compare import copy_landing, read_held, read_table
 from tests.conftest import TODAY
 from unitledger.layout import Layout
 from unitledger.steps import daily, reconciliation, staging
@@ -107,10 +107,8 @@ def build(layout: Layout, settings, ranges: list[tuple[date, date]]) -> None:
 
 def tables(layout: Layout) -> dict[str, pl.DataFrame]:
     found = {name: read_table(layout, name) for name in DAILY}
-    held = sorted(layout.quarantine("daily").glob("*.parquet"))
-    found["quarantine"] = pl.read_parquet(held, include_file_paths="file").with_columns(
-        pl.col("file").str.extract(r"(\d{4}-\d{2}-\d{2})\.parquet$")
-    ).sort(pl.all())
+    held = [rows.with_columns(file=pl.lit(day)) for day, rows in read_held(layout).items()]
+    found["quarantine"] = pl.concat(held).sort(pl.all())
     return found
 
 

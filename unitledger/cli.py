@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from unitledger.config import ConfigError, load_settings
-from unitledger.layout import DATA_DIR_ENV, Layout, default_data_dir
+from unitledger.layout import DATA_DIR_ENV, DataRootError, Layout, default_data_dir
 
 
 def _date(text: str) -> date:
@@ -27,14 +27,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="settings file (default: $UNITLEDGER_CONFIG or ./unitledger.toml)")
 
 
-def _layout(args: argparse.Namespace) -> Layout:
-    return Layout(args.data_dir.resolve() if args.data_dir else default_data_dir())
+def _layout(args: argparse.Namespace, require_landing: bool = True) -> Layout:
+    """The data root of --data-dir (or the default); it must have a landing folder, unless the
+    command creates it (generate)."""
+    layout = Layout(args.data_dir.resolve() if args.data_dir else default_data_dir())
+    return layout.require_landing() if require_landing else layout
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from unitledger.tools.generate import generate
 
-    layout = _layout(args)
+    layout = _layout(args, require_landing=False)
     summary = generate(
         layout.data_dir,
         start=args.start,
@@ -69,12 +72,10 @@ def feature_cost_per_success(layout: Layout, start: date, end: date) -> pl.DataF
     """cost_per_success over [start, end] per feature, model version and currency, re-aggregated
     from the daily rows' sums (never by averaging ratios)."""
     from unitledger.model.features import reaggregate_cost_per_success
-    from unitledger.warehouse.publish import scan_partitions
+    from unitledger.warehouse.manifest import scan_table
 
     days = [date.fromordinal(d).isoformat() for d in range(start.toordinal(), end.toordinal() + 1)]
-    daily = scan_partitions(layout.table("cost_per_success"), "date", days)
-    if daily is None:
-        return pl.DataFrame()
+    daily = scan_table(layout, "cost_per_success", days)
     return (
         reaggregate_cost_per_success(daily, ["feature_tag", "model_version", "billing_currency"])
         .sort("feature_tag", "model_version", "billing_currency", nulls_last=True)
@@ -99,9 +100,9 @@ def print_feature_table(frame: pl.DataFrame) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    layout = _layout(args)
     args.days = args.days or 31
     cmd_generate(args)
+    layout = _layout(args)
     end = date.fromordinal(args.start.toordinal() + args.days - 1)
     if not materialize(layout, args.config, args.start, end):
         return 1
@@ -153,9 +154,9 @@ def _month(text: str) -> str:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Print the published reconciliation of a billing period; exit 1 when a row's status is fail."""
     from unitledger.model.reconciliation import money_text
-    from unitledger.steps.reconciliation import scan_published
+    from unitledger.warehouse.manifest import scan_table
 
-    frame = scan_published(_layout(args), "reconciliation", [args.month]).collect()
+    frame = scan_table(_layout(args), "reconciliation", [args.month]).collect()
     if frame.is_empty():
         print(f"{args.month} is not reconciled yet: run `unitledger materialize` for its days", file=sys.stderr)
         return 1
@@ -233,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except DataRootError as exc:
+        print(f"data root error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -107,7 +107,7 @@ def intent_costs(
         )
     )
     labeled = sessions.join(outcomes, on="session_id", how="left")
-    with_labor = _attach_labor(labeled, labor)
+    with_labor = attach_labor(labeled, labor)
     billed = pl.col("billing_currency").is_not_null()
     outcome = (
         pl.when(pl.col("success").is_null())
@@ -129,7 +129,7 @@ def intent_costs(
     )
 
 
-def _attach_labor(intents: pl.LazyFrame, labor: pl.LazyFrame) -> pl.LazyFrame:
+def attach_labor(intents: pl.LazyFrame, labor: pl.LazyFrame) -> pl.LazyFrame:
     """Add labor_cost_per_failure: the feature's amount in the intent's currency, else that currency's default."""
     specific = labor.filter(pl.col("feature_tag").is_not_null())
     default = labor.filter(pl.col("feature_tag").is_null()).select(

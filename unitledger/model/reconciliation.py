@@ -229,7 +229,7 @@ def with_status(rows: pl.LazyFrame, limits: Thresholds) -> pl.LazyFrame:
         (
             pl.col("quarantined_rows_unknown_cost") > 0,
             pl.col("quarantined_rows_unknown_cost").cast(pl.String)
-            + pl.lit(" quarantined row(s) with an unreadable BilledCost: billed_total is incomplete"),
+            + pl.lit(" quarantined row(s) with an unreadable or out-of-range BilledCost: billed_total is incomplete"),
         ),
         (
             unmatched_share > limits.unmatched_requests_fail,

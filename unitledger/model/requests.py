@@ -57,10 +57,21 @@ def days_apart(a: str | pl.Expr, b: str | pl.Expr) -> pl.Expr:
     return (a - b).dt.total_days().abs()
 
 
+def duplicate_event_rows(events: pl.LazyFrame) -> pl.LazyFrame:
+    """The rows of `events` (event_id, source_file, source_line, …) that repeat an event already
+    delivered: of the rows sharing an event_id, every one but the first by (source_file,
+    source_line), whatever their payloads. Events are delivered at least once: an event counts
+    once, as its first copy by file path and line (not by arrival: re-stagings keep the same row).
+    Staging drops these rows from the staged calls and outcomes (sources.events)."""
+    copies = events.join(repeated_keys(events, "event_id"), on="event_id", how="semi")
+    first = pl.struct("source_file", "source_line").sort_by("source_file", "source_line").first().over("event_id")
+    return copies.filter(pl.struct("source_file", "source_line") != first)
+
+
 def dedupe_calls(calls: pl.LazyFrame, repeated: pl.LazyFrame | None = None) -> pl.LazyFrame:
-    """One row per request_id. Events are delivered at least once: of the rows sharing a request id
-    (the same event_id delivered twice, or a producer that logged one request twice) keep the one
-    with the smallest (event_id, file, line), so re-runs pick the same row. `repeated`:
+    """One row per request_id. Calls come one per event_id (duplicate_event_rows); of the distinct
+    events sharing a request id (a producer that logged one request twice) keep the one with the
+    smallest (event_id, file, line), so re-runs pick the same row. `repeated`:
     repeated_keys(calls, "request_id") when already computed."""
     key = pl.concat_str(
         pl.col("event_id"), pl.col("source_file"), pl.col("source_line").cast(pl.String).str.zfill(12), separator="\x00"

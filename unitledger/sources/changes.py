@@ -29,7 +29,13 @@ import polars as pl
 
 from unitledger.config import Bounds
 from unitledger.layout import Layout
-from unitledger.sources.events import EVENT_SUFFIXES, read_events_raw, scan_staged_calls
+from unitledger.sources.events import (
+    EVENT_SUFFIXES,
+    read_events_raw,
+    scan_staged_call_files,
+    scan_staged_calls,
+    scan_staged_outcome_files,
+)
 from unitledger.sources.files import InputFileError, LandingFile, list_landing
 from unitledger.sources.focus import FOCUS_SUFFIXES, read_focus_raw
 from unitledger.sources.values import parse_timestamp
@@ -122,7 +128,7 @@ def _focus_days(layout: Layout, changes: Changes, unreadable: list[str]) -> set[
         )
         for raw in _readable(changes.new["focus"], read_focus_raw, unreadable)
     ]
-    old = [pl.scan_parquet(p).select(*key, "charge_date") for p in _staged(layout.staged("focus"), changes.old_ids["focus"])]
+    old = [pl.scan_parquet(p, glob=False).select(*key, "charge_date") for p in _staged(layout.staged("focus"), changes.old_ids["focus"])]
     if not new and not old:
         return set()
     touched = pl.concat([*new, *old]).drop_nulls().unique().collect()
@@ -132,7 +138,7 @@ def _focus_days(layout: Layout, changes: Changes, unreadable: list[str]) -> set[
     if not staged:
         return set(touched["charge_date"])
     restated = (
-        pl.scan_parquet(staged)
+        pl.scan_parquet(staged, glob=False)
         .select(*key, "charge_date")
         .join(touched.lazy().select(key).unique(), on=key, how="semi")
         .select("charge_date")
@@ -145,18 +151,25 @@ def _focus_days(layout: Layout, changes: Changes, unreadable: list[str]) -> set[
 def _event_days(layout: Layout, changes: Changes, unreadable: list[str]) -> tuple[set[date], set[date]]:
     new = [
         raw.select(
-            "event_type", "session_id", parse_timestamp(pl.col("timestamp")).dt.date().alias("day")
-        ).drop_nulls()
+            "event_type", "event_id", "session_id", parse_timestamp(pl.col("timestamp")).dt.date().alias("day")
+        ).drop_nulls(["event_type", "session_id", "day"])
         for raw in _readable(changes.new["events"], read_events_raw, unreadable)
     ]
-    new_events = pl.concat(new).collect() if new else pl.DataFrame(schema={"event_type": pl.String, "session_id": pl.String, "day": pl.Date})
+    schema = {"event_type": pl.String, "event_id": pl.String, "session_id": pl.String, "day": pl.Date}
+    new_events = pl.concat(new).collect() if new else pl.DataFrame(schema=schema)
     new_calls = new_events.filter(pl.col("event_type") == "llm_call").select("session_id", pl.col("day").alias("call_date"))
     old_ids = changes.old_ids["events"]
-    old_calls = [pl.scan_parquet(p).select("session_id", "call_date") for p in _staged(layout.staged("llm_calls"), old_ids)]
-    old_labels = [pl.scan_parquet(p).select("session_id") for p in _staged(layout.staged("outcomes"), old_ids)]
-    calls = pl.concat([new_calls.lazy(), *old_calls]).collect()
+    old_calls = [pl.scan_parquet(p, glob=False).select("event_id", "session_id", "call_date") for p in _staged(layout.staged("llm_calls"), old_ids)]
+    old_labels = [pl.scan_parquet(p, glob=False).select("event_id", "session_id") for p in _staged(layout.staged("outcomes"), old_ids)]
+    # The other copies of a changed event (one delivered more than once) may start or stop
+    # counting: whichever copy is first by path and line counts (sources.events.event_copies).
+    changed = pl.concat([new_events.lazy().select("event_id"), *(f.select("event_id") for f in [*old_calls, *old_labels])])
+    changed = changed.drop_nulls().unique()
+    copies_calls = scan_staged_call_files(layout).join(changed, on="event_id", how="semi").select("session_id", "call_date")
+    copies_labels = scan_staged_outcome_files(layout).join(changed, on="event_id", how="semi").select("session_id")
+    calls = pl.concat([new_calls.lazy(), *(f.select("session_id", "call_date") for f in old_calls), copies_calls]).collect()
     labeled = pl.concat(
-        [new_events.lazy().filter(pl.col("event_type") == "outcome").select("session_id"), *old_labels]
+        [new_events.lazy().filter(pl.col("event_type") == "outcome").select("session_id"), *(f.select("session_id") for f in old_labels), copies_labels]
     ).unique()
     # A session's intents are dated by some of its calls, wherever they are (staged, or in a changed file).
     known_calls = pl.concat([scan_staged_calls(layout).select("session_id", "call_date"), new_calls.lazy()])

@@ -4,6 +4,7 @@ the scans of staged calls and outcomes."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import polars as pl
@@ -34,7 +35,8 @@ from unitledger.sources.values import (
     ts_problem,
     with_problems,
 )
-from unitledger.warehouse.publish import scratch_folder
+from unitledger.model.requests import duplicate_event_rows
+from unitledger.warehouse.publish import scratch_folder, write_parquet_atomic
 
 
 LLM_CALL_FIELDS = (
@@ -68,13 +70,23 @@ EVENT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 # --- rows -----------------------------------------------------------------------------------------
 
 
-def _integer_problems(name: str, minimum: int) -> list[Problem]:
+# Token counts must stay below this: Int64 sums wrap around silently past 9.2 * 10^18, and 10^9
+# tokens in one call is hundreds of times the largest context window, so billions of calls at the
+# bound still sum exactly.
+TOKEN_LIMIT = 10**9
+
+
+def _integer_problems(name: str, minimum: int, limit: int | None = None) -> list[Problem]:
     value = pl.col(parsed_column(name))
     unparsed = pl.col(name).is_not_null() & value.is_null()
-    return [
+    problems = [
         problem(unparsed, pl.lit("is not an integer: ") + pl.col(name).str.slice(0, 40)),
         problem(~unparsed & (value < minimum), pl.lit(f"is below {minimum}: ") + pl.col(name).str.slice(0, 40)),
     ]
+    if limit is not None:
+        message = pl.lit("is out of range: a token count must be below 10^9 for sums to stay exact: ")
+        problems.append(problem(~unparsed & (value >= limit), message + pl.col(name).str.slice(0, 40)))
+    return problems
 
 
 def _bool_problem(name: str) -> Problem:
@@ -93,7 +105,7 @@ def _events_problems() -> dict[str, list[Problem]]:
     for name in ("request_id", "feature_tag", "input_tokens", "output_tokens", "attempt", "status"):
         problems.setdefault(name, []).append(problem(is_call & pl.col(name).is_null(), "is required for llm_call"))
     for name in TOKEN_FIELDS:
-        problems.setdefault(name, []).extend(only_for(is_call, _integer_problems(name, 0)))
+        problems.setdefault(name, []).extend(only_for(is_call, _integer_problems(name, 0, TOKEN_LIMIT)))
     problems["attempt"].extend(only_for(is_call, _integer_problems("attempt", 1)))
     problems["status"].extend(only_for(is_call, [one_of("status", CALL_STATUSES, "ok or error")]))
     for name in ("success", "escalated", "signal"):
@@ -176,7 +188,7 @@ def read_events_raw(f: LandingFile) -> pl.LazyFrame:
     else:
         struct = pl.Struct({name: pl.String for name in EVENT_FIELDS})
         raw = (
-            pl.scan_lines(f.path, name="_json")
+            pl.scan_lines(f.path, name="_json", glob=False)
             .with_row_index("source_line", offset=1)
             .filter(pl.col("_json").str.strip_chars() != "")
             .select("source_line", pl.col("_json").str.json_decode(struct).alias("_event"))
@@ -211,22 +223,71 @@ def stage_events(layout: Layout) -> StagingReport:
             stage_file(event_outputs(layout, f, raw), f, calls / f"{f.file_id}.parquet", raw, folder)
 
     sync_staging(files, calls, [calls, outcomes, quarantine], stage_one, report)
-    report.rows["llm_calls"] = total_rows(calls)
-    report.rows["outcomes"] = total_rows(outcomes)
+    copies = event_copies(layout, write=True)
+    report.rows["llm_calls"] = total_rows(calls) - copies.filter(pl.col("event_type") == "llm_call").height
+    report.rows["outcomes"] = total_rows(outcomes) - copies.filter(pl.col("event_type") == "outcome").height
+    report.duplicate_events = copies.height
     report.quarantined_rows = total_rows(quarantine)
     return report
+
+
+# --- events delivered more than once ----------------------------------------------------------------
+
+
+def event_copies(layout: Layout, write: bool = False) -> pl.DataFrame:
+    """Staged calls and outcomes that repeat an event delivered before (model.requests.
+    duplicate_event_rows over every staged event, calls and outcomes together), with their
+    event_type. Staging caches the result under a name derived from the staged files (`write`):
+    a reader finds it, or computes it when staging was interrupted before writing it."""
+    files = {t: sorted(layout.staged(d).glob("*.parquet")) for t, d in (("llm_call", "llm_calls"), ("outcome", "outcomes"))}
+    digest = hashlib.sha256("\0".join(f"{t}/{p.name}" for t, found in files.items() for p in found).encode()).hexdigest()[:24]
+    cached = layout.staged("event_copies") / f"{digest}.parquet"
+    if cached.exists():
+        return pl.read_parquet(cached, glob=False)
+    ids = [
+        pl.scan_parquet(found, glob=False).select("event_id", "source_file", "source_line", event_type=pl.lit(t))
+        for t, found in files.items()
+        if found
+    ]
+    schema = {"event_id": pl.String, "source_file": pl.String, "source_line": pl.Int64, "event_type": pl.String}
+    copies = duplicate_event_rows(pl.concat(ids)).collect() if ids else pl.DataFrame(schema=schema)
+    if write:
+        write_parquet_atomic(copies, cached)
+        for old in cached.parent.glob("*.parquet"):
+            if old != cached:
+                old.unlink()
+    return copies
+
+
+def _first_copies(layout: Layout, rows: pl.LazyFrame) -> pl.LazyFrame:
+    copies = event_copies(layout)
+    if copies.is_empty():  # the usual case: no anti-join, which would hash every staged row
+        return rows
+    return rows.join(copies.lazy().select("source_file", "source_line"), on=["source_file", "source_line"], how="anti")
 
 
 # --- reading staging ------------------------------------------------------------------------------
 
 
-def scan_staged_calls(layout: Layout) -> pl.LazyFrame:
+def scan_staged_call_files(layout: Layout) -> pl.LazyFrame:
+    """Every staged llm_call row, later copies of an event included."""
     from schemas.events import StagedLlmCall
 
     return scan_dir(layout.staged("llm_calls"), StagedLlmCall)
 
 
-def scan_staged_outcomes(layout: Layout) -> pl.LazyFrame:
+def scan_staged_outcome_files(layout: Layout) -> pl.LazyFrame:
+    """Every staged outcome row, later copies of an event included."""
     from schemas.events import StagedOutcome
 
     return scan_dir(layout.staged("outcomes"), StagedOutcome)
+
+
+def scan_staged_calls(layout: Layout) -> pl.LazyFrame:
+    """Staged llm_call rows, one per event_id (event_copies dropped)."""
+    return _first_copies(layout, scan_staged_call_files(layout))
+
+
+def scan_staged_outcomes(layout: Layout) -> pl.LazyFrame:
+    """Staged outcome rows, one per event_id (event_copies dropped)."""
+    return _first_copies(layout, scan_staged_outcome_files(layout))

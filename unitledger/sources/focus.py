@@ -15,11 +15,10 @@ from unitledger.sources.files import (
     LandingFile,
     StagingReport,
     check_readable,
-    check_text_header,
     decoded,
-    first_line,
     list_landing,
     scan_dir,
+    scan_csv_text,
     scan_parquet_as_text,
     stage_file,
     sync_staging,
@@ -66,13 +65,21 @@ FOCUS_OPTIONAL = (
     "ConsumedUnit",
     "InvoiceId",
     "InvoiceIssuerName",
+    "ResourceId",
+    "ResourceName",
     "ServiceName",
     "SkuId",
     "SkuMeter",
+    "SkuPriceDetails",
+    "SubAccountId",
+    "SubAccountName",
+    "Tags",
     "x_RequestId",
     "x_ModelVersion",
     "x_PromptVersion",
     "x_FeatureTag",
+    "x_SkuMeterName",
+    "x_UsageType",
 )
 
 FOCUS_COLUMNS = FOCUS_MANDATORY + FOCUS_OPTIONAL
@@ -161,19 +168,7 @@ def read_focus_raw(f: LandingFile) -> pl.LazyFrame:
     if f.relpath.lower().endswith(".parquet"):
         raw = scan_parquet_as_text(f, wanted)
     else:
-        check_text_header(f)
-        try:
-            header = pl.scan_csv(f.path, infer_schema=False, n_rows=0).collect_schema().names()
-        except Exception as exc:
-            raise InputFileError(f"{f.relpath}: line 1: cannot read the CSV header ({first_line(exc)})") from exc
-        present = [c for c in wanted if c in header]
-        raw = (
-            # Real exports write nulls as empty cells, quoted empty strings or NULL.
-            pl.scan_csv(f.path, infer_schema=False, null_values=["NULL", ""])
-            .select(present)
-            # Line 1 is the header; a record spanning several lines shifts later numbers.
-            .with_row_index("source_line", offset=2)
-        )
+        raw = scan_csv_text(f, wanted)
     names = raw.collect_schema().names()
     for new, old in FOCUS_LEGACY_NAMES.items():
         if new not in names and old in names:
@@ -259,12 +254,12 @@ def scan_staged_focus(layout: Layout, every_period: bool = False) -> pl.LazyFram
         quarantined = _quarantine_keys(_placed_focus_quarantine(layout, rows))
         # A few rows, computed once here rather than again by every query over the current rows
         # (each Pandera check is one): those would each re-rank every staged row.
-        current = current_delivery_keys(rows, pl.scan_parquet(deliveries_file), quarantined).collect()
+        current = current_delivery_keys(rows, pl.scan_parquet(deliveries_file, glob=False), quarantined).collect()
         rows = rows.join(current.lazy(), on=["delivery", *DELIVERY_KEY], how="semi")
     periods_file = layout.staged("focus_periods") / PERIODS_FILE
     if every_period or not periods_file.exists():
         return rows
-    first, end = pl.read_parquet(periods_file).row(0)
+    first, end = pl.read_parquet(periods_file, glob=False).row(0)
     return rows.filter(pl.col("BillingPeriodStart").is_between(pl.lit(first), pl.lit(end), closed="left"))
 
 
@@ -342,7 +337,7 @@ def scan_quarantined_focus(layout: Layout) -> pl.LazyFrame:
     deliveries_file = layout.staged("focus_deliveries") / "deliveries.parquet"
     if not deliveries_file.exists():
         return rows
-    deliveries = pl.scan_parquet(deliveries_file)
+    deliveries = pl.scan_parquet(deliveries_file, glob=False)
     newest = _newest(pl.concat([staged.select("delivery", *DELIVERY_KEY), _quarantine_keys(rows)]), deliveries)
     ranked = rows.join(deliveries.select("delivery", "delivery_rank"), on="delivery", how="left")
     keyed = pl.col("billing_account_id").is_not_null() & pl.col("billing_period_start").is_not_null()

@@ -9,10 +9,10 @@ from unitledger.layout import Layout
 from unitledger.sources.files import (
     InputFileError,
     check_readable,
-    check_text_header,
     first_bad_csv_line,
     first_line,
     list_landing,
+    scan_csv_text,
 )
 from unitledger.sources.values import decimal_problem, parse_decimal
 
@@ -30,9 +30,9 @@ def read_invoices(layout: Layout) -> pl.DataFrame:
     frames = []
     for f in list_landing(layout.landing_invoices, (".csv",)):
         check_readable(f)
-        check_text_header(f)
+        text = scan_csv_text(f, INVOICE_COLUMNS)
         try:
-            raw = pl.read_csv(f.path, infer_schema=False, null_values=["NULL", ""])
+            raw = text.collect()
         except Exception as exc:
             raise (first_bad_csv_line(f) or InputFileError(f"{f.relpath}: cannot be read ({first_line(exc)})")) from exc
         missing = [c for c in INVOICE_COLUMNS if c not in raw.columns]
@@ -43,7 +43,7 @@ def read_invoices(layout: Layout) -> pl.DataFrame:
             pl.lit("invoice_total ") + decimal_problem(pl.col("invoice_total")),
             pl.when(~pl.col("currency").is_in(sorted(ISO_4217))).then(pl.lit("currency is not an ISO 4217 code: ") + pl.col("currency").str.slice(0, 40)),
         ]
-        checked = raw.with_row_index("line", offset=2).with_columns(problem=pl.coalesce(problems))
+        checked = raw.rename({"source_line": "line"}).with_columns(problem=pl.coalesce(problems))
         bad = checked.filter(pl.col("problem").is_not_null())
         if not bad.is_empty():
             raise InputFileError(f"{f.relpath}: line {bad['line'][0]}: {bad['problem'][0]}")

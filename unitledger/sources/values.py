@@ -35,11 +35,19 @@ def parse_decimal(text: pl.Expr) -> pl.Expr:
     return text.str.strip_chars().str.to_decimal(scale=MONEY.scale)
 
 
-_MONEY_PARTS = pl.Struct({"value": MONEY, "too_precise": pl.Boolean})
+# Amounts must stay below this magnitude. MONEY keeps 20 integer digits (< 10^20): below 10^15 a
+# row's amount leaves 5 digits of headroom, so any 100,000 rows of the largest allowed amounts
+# still sum exactly, and real sums are far below that (10^15 is a quadrillion in any currency,
+# dong and rupiah included: no line of a bill comes near it). A larger amount is an error in the
+# export; summed, it would overflow the day's or the month's totals.
+MONEY_LIMIT = 10**15
+
+_MONEY_PARTS = pl.Struct({"value": MONEY, "too_precise": pl.Boolean, "out_of_range": pl.Boolean})
 
 
 def parse_money(text: pl.Expr) -> pl.Expr:
-    """Struct of `value` (= parse_decimal) and `too_precise` (digits MONEY's scale would cut off)."""
+    """Struct of `value` (= parse_decimal; null when out of range), `too_precise` (digits MONEY's
+    scale would cut off) and `out_of_range` (|amount| >= MONEY_LIMIT, however many digits)."""
     return text.map_batches(_money_batch, return_dtype=_MONEY_PARTS, is_elementwise=True)
 
 
@@ -52,16 +60,29 @@ def _money_batch(texts: pl.Series) -> pl.Series:
     if frame["finer"].null_count() > frame["text"].null_count() or (frame["value"].cast(finer_type, strict=False) != frame["finer"]).any():
         stripped = pl.col("text").str.strip_chars()
         frame = frame.with_columns(finer=stripped.str.to_decimal(scale=_EXTRA_SCALE), value=stripped.str.to_decimal(scale=MONEY.scale))
+    out_of_range = (pl.col("value").abs() >= pl.lit(MONEY_LIMIT, MONEY)).fill_null(False)
+    if frame["value"].null_count() > frame["text"].null_count():
+        # Text that is no MONEY may be a number too large for it (>= 10^20): its magnitude, read as
+        # a float (never its value), says so.
+        magnitude = pl.col("text").str.strip_chars().cast(pl.Float64, strict=False).abs()
+        out_of_range = out_of_range | (pl.col("value").is_null() & (magnitude >= MONEY_LIMIT)).fill_null(False)
     # strict=False: a value with more than 14 integer digits does not fit the finer type (nor `finer`).
     too_precise = pl.col("text").is_not_null() & pl.col("finer").is_not_null() & (pl.col("finer") != pl.col("value").cast(finer_type, strict=False))
-    return frame.select(pl.struct("value", too_precise.alias("too_precise")).alias(texts.name)).to_series()
+    frame = frame.with_columns(out_of_range=out_of_range, too_precise=too_precise)
+    value = pl.when(~pl.col("out_of_range")).then(pl.col("value"))
+    return frame.select(pl.struct(value.alias("value"), "too_precise", "out_of_range").alias(texts.name)).to_series()
 
 
 def decimal_problems(text: pl.Expr, money: pl.Expr) -> list[Problem]:
     """Problems of a money cell `text` whose `parse_money` is `money` (passed in: parsed once)."""
-    unparsed = text.is_not_null() & money.struct.field("value").is_null()
+    out_of_range = money.struct.field("out_of_range")
+    unparsed = text.is_not_null() & money.struct.field("value").is_null() & ~out_of_range
     return [
         problem(unparsed, pl.lit("is not a decimal number: ") + text.str.slice(0, 40)),
+        problem(
+            out_of_range,
+            pl.lit("is out of range: an amount must be below 10^15 in magnitude for sums to stay exact: ") + text.str.slice(0, 40),
+        ),
         problem(~unparsed & money.struct.field("too_precise"), pl.lit(f"has more than {MONEY.scale} decimal places: ") + text.str.slice(0, 40)),
     ]
 

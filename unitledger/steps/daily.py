@@ -15,8 +15,9 @@ Every rule is relative to a row or a call, so a range run and day-by-day runs gi
 
 from __future__ import annotations
 
+import hashlib
+
 from datetime import date, timedelta
-from pathlib import Path
 
 import polars as pl
 
@@ -33,7 +34,7 @@ from unitledger.model.requests import BILLING_ONLY, COPY_DAYS, LATE, days, days_
 from unitledger.sources.events import scan_staged_calls, scan_staged_outcomes
 from unitledger.sources.focus import scan_staged_focus
 from unitledger.steps.result import StepResult, money_total
-from unitledger.warehouse.publish import Spill, clear_scratch, polars_schema, write_parquet_atomic
+from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema, write_parquet_atomic
 
 
 DAILY_TABLES = {
@@ -351,6 +352,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             result.warnings["intent_costs"] = [_session_bound_outcome(beyond_bound, bounds)]
         if result.passed:
             with result.timed("write"):
+                publication = Publication(layout)  # the four tables become current together
                 for name, model in DAILY_TABLES.items():
                     frame = produced(name)
                     meta: dict = {"dates": f"{keys[0]}..{keys[-1]}"}
@@ -359,10 +361,10 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                     if name == "request_costs":
                         meta["effective_cost"] = money_total(frame, "effective_cost")
                         meta["billed_cost"] = money_total(frame, "billed_cost")
-                    counts = spills[name].publish(layout.table(name), keys, polars_schema(model))
-                    meta["dagster/row_count"] = sum(counts.values())
+                    meta["dagster/row_count"] = sum(publication.add(name, spills[name], keys).values())
                     result.tables[name] = meta
-                _publish_held(held, layout.quarantine("daily"), keys)
+                _publish_held(held, publication, keys)
+                publication.commit()
             result.tables["request_costs"] |= {
                 "late_billing_rows": late.height,
                 "late_billing_effective_cost": _money_by_currency(late),
@@ -377,18 +379,26 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             spill.cleanup()
 
 
-def _publish_held(held: Spill, folder: Path, keys: list[str]) -> None:
-    """The rows a run held back, one file per day in warehouse/quarantine/daily/<day>.parquet
-    (the quarantine view reads them with staging's), each replaced whole (atomic rename), a day
-    without any removed: a re-run drops the decisions it no longer makes."""
+def held_partition(day: str) -> str:
+    """The `quarantine` table's partition of the rows the daily run of `day` held back."""
+    return f"daily={day}"
+
+
+def _publish_held(held: Spill, publication: Publication, keys: list[str]) -> None:
+    """The rows a run held back become, per day, the quarantine's partition held_partition(day),
+    published with the daily tables (one manifest swap); a day without any becomes empty: a re-run
+    drops the decisions it no longer makes. One file per day, named by its content, so a re-run
+    that decides the same keeps the published file."""
     schema = polars_schema(Quarantine)
     for key in keys:
         produced = sorted((held.dir / f"date={key}").glob("*.parquet"))
-        target = folder / f"{key}.parquet"
+        files = {}
         if produced:
-            write_parquet_atomic(pl.scan_parquet(produced).select(list(schema)), target)
-        else:
-            target.unlink(missing_ok=True)
+            written = held.dir / "published" / f"{key}.parquet"
+            write_parquet_atomic(pl.scan_parquet(produced, glob=False).select(list(schema)), written)
+            digest = hashlib.sha256(written.read_bytes()).hexdigest()[:16]
+            files[written] = f"{held_partition(key)}/{digest}.parquet"
+        publication.link("quarantine", held_partition(key), files)
 
 
 def _money_by_currency(rows: pl.DataFrame, column: str = "EffectiveCost") -> dict[str, str]:

@@ -11,9 +11,9 @@ from unitledger import months
 from unitledger.checks.validation import validate
 from unitledger.layout import Layout
 from unitledger.model.features import GRAIN, reaggregate_cost_per_intent, reaggregate_cost_per_success
-from unitledger.steps.daily import DAILY_TABLES
 from unitledger.steps.result import StepResult, money_total
-from unitledger.warehouse.publish import Spill, clear_scratch, polars_schema, scan_partitions
+from unitledger.warehouse.manifest import read_manifest
+from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema
 
 
 # monthly table → (daily table it rolls up, re-aggregation)
@@ -39,10 +39,9 @@ def build_monthly_tables(layout: Layout, first_month: date, last_month: date) ->
     spills = {name: Spill(layout.tmp, name, BILLING_PERIOD, pl.String) for name in MONTHLY_TABLES}
     try:
         with result.timed("rollup"):
+            published = read_manifest(layout)  # one version of the daily tables for both rollups
             for name, (model, daily_name, reaggregate) in MONTHLY_TABLES.items():
-                daily = scan_partitions(layout.table(daily_name), "date", day_keys)
-                if daily is None:
-                    daily = pl.DataFrame(schema=polars_schema(DAILY_TABLES[daily_name])).lazy()
+                daily = published.scan(layout, daily_name, day_keys)
                 by_month = daily.with_columns(pl.col("date").dt.strftime("%Y-%m").alias(BILLING_PERIOD))
                 spills[name].sink(reaggregate(by_month, MONTHLY_GRAIN))
         with result.timed("validate"):
@@ -50,12 +49,13 @@ def build_monthly_tables(layout: Layout, first_month: date, last_month: date) ->
                 result.checks[name] = [validate(model, spills[name].scan(polars_schema(model)))]
         if result.passed:
             with result.timed("write"):
+                publication = Publication(layout)
                 for name, (model, _, _) in MONTHLY_TABLES.items():
                     frame = spills[name].scan(polars_schema(model))
                     meta: dict = {"billing_periods": f"{keys[0]}..{keys[-1]}", "total_cost": money_total(frame, "total_cost")}
-                    counts = spills[name].publish(layout.table(name), keys, polars_schema(model))
-                    meta["dagster/row_count"] = sum(counts.values())
+                    meta["dagster/row_count"] = sum(publication.add(name, spills[name], keys).values())
                     result.tables[name] = meta
+                publication.commit()
         return result
     finally:
         for spill in spills.values():

@@ -31,7 +31,7 @@ from unitledger.sources.focus import scan_quarantined_focus, scan_staged_focus
 from unitledger.sources.invoices import read_invoices
 from unitledger.steps.daily import classify_loose_rows
 from unitledger.steps.result import StepResult
-from unitledger.warehouse.publish import Spill, clear_scratch, polars_schema, scan_partitions
+from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema
 
 
 MONTHLY_TABLES = {
@@ -135,11 +135,12 @@ def build_reconciliation(layout: Layout, settings: Settings, first_month: date, 
         if result.passed:
             with result.timed("write"):
                 summary = _summary(spills["reconciliation"].scan(polars_schema(Reconciliation)))
-                for name, model in MONTHLY_TABLES.items():
+                publication = Publication(layout)
+                for name in MONTHLY_TABLES:
                     meta: dict = {"billing_periods": f"{keys[0]}..{keys[-1]}"}
-                    counts = spills[name].publish(layout.table(name), keys, polars_schema(model))
-                    meta["dagster/row_count"] = sum(counts.values())
+                    meta["dagster/row_count"] = sum(publication.add(name, spills[name], keys).values())
                     result.tables[name] = meta | (summary if name == "reconciliation" else {})
+                publication.commit()
         return result
     finally:
         for spill in spills.values():
@@ -194,20 +195,14 @@ def build_reconciliation_daily(layout: Layout, settings: Settings, start: date, 
             ]
         if result.passed:
             with result.timed("write"):
-                counts = spill.publish(layout.table("reconciliation_daily"), keys, polars_schema(ReconciliationDaily))
+                publication = Publication(layout)
+                counts = publication.add("reconciliation_daily", spill, keys)
+                publication.commit()
                 result.tables["reconciliation_daily"] = {"dates": f"{keys[0]}..{keys[-1]}", "dagster/row_count": sum(counts.values())}
         return result
     finally:
         spill.cleanup()
         attributed_spill.cleanup()
-
-
-def scan_published(layout: Layout, table: str, keys: list[str]) -> pl.LazyFrame:
-    """The published partitions `keys` of a reconciliation table (empty when none exists)."""
-    model = MONTHLY_TABLES.get(table) or DAILY_TABLES[table]
-    key, key_dtype = ("date", pl.Date) if table in DAILY_TABLES else ("billing_period", pl.String)
-    frame = scan_partitions(layout.table(table), key, keys, key_dtype)
-    return frame if frame is not None else pl.DataFrame(schema=polars_schema(model)).lazy()
 
 
 def _summary(figures: pl.LazyFrame) -> dict:

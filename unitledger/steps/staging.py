@@ -1,4 +1,5 @@
-"""The staging step: stage new landing files (unitledger.sources), then validate what staging holds.
+"""The staging step: stage new landing files (unitledger.sources), validate what staging holds, then
+publish the staged bad rows as the `quarantine` table.
 
 Staging FOCUS files also decides which billing periods a reconciliation can cover: the months from
 pipeline.start_date to today (the monthly partitions). Current rows of any other billing period
@@ -7,6 +8,8 @@ quarantine with that reason and left out of the current rows, recomputed on ever
 a new start date or a new month never leaves a stale decision."""
 
 from __future__ import annotations
+
+import hashlib
 
 from datetime import date, datetime, time, timezone
 
@@ -21,7 +24,8 @@ from unitledger.layout import Layout
 from unitledger.model.quarantine import focus_held
 from unitledger.sources import events, focus
 from unitledger.steps.result import StepResult
-from unitledger.warehouse.publish import write_parquet_atomic
+from unitledger.warehouse.manifest import read_manifest
+from unitledger.warehouse.publish import Publication, write_parquet_atomic
 
 
 # Staged rows are what the sources' *_typed transforms let through: every value rule of the staged
@@ -32,6 +36,10 @@ from unitledger.warehouse.publish import write_parquet_atomic
 STAGED_DEPTH = ValidationDepth.SCHEMA_ONLY
 
 
+# The rows of billing periods outside pipeline.start_date..today, rewritten by every staging run.
+OUTSIDE_FILE = "outside.parquet"
+
+
 def _utc(day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=timezone.utc)
 
@@ -39,7 +47,7 @@ def _utc(day: date) -> datetime:
 def hold_unreconciled_periods(layout: Layout, start_date: date, today: date) -> pl.DataFrame:
     """Record the billing periods reconciliations cover (the months of start_date..today) for
     sources.focus.scan_staged_focus, and hold the current rows of other periods in quarantine
-    (warehouse/quarantine/focus_periods/). Returns their count and cost per currency."""
+    (warehouse/staged/quarantine/focus_periods/, published with the staged bad rows). Returns their count and cost per currency."""
     first, end = months.month_start(start_date), months.next_month(today)
     periods = pl.DataFrame({"first": [_utc(first)], "end": [_utc(end)]}, schema={"first": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC")})
     current = focus.scan_staged_focus(layout, every_period=True)
@@ -50,10 +58,10 @@ def hold_unreconciled_periods(layout: Layout, start_date: date, today: date) -> 
     )
     # The rows first, then the periods that hide them from the current rows: killed in between,
     # the next run writes both again.
-    write_parquet_atomic(focus_held(outside, "BillingPeriodStart", reason), layout.quarantine("focus_periods") / "outside.parquet")
+    write_parquet_atomic(focus_held(outside, "BillingPeriodStart", reason), layout.quarantine("focus_periods") / OUTSIDE_FILE)
     write_parquet_atomic(periods, layout.staged("focus_periods") / focus.PERIODS_FILE)
     return (
-        pl.scan_parquet(layout.quarantine("focus_periods") / "outside.parquet")
+        pl.scan_parquet(layout.quarantine("focus_periods") / OUTSIDE_FILE, glob=False)
         .group_by("billing_currency")
         .agg(rows=pl.len(), billed_cost=pl.col("billed_cost").sum())
         .sort("billing_currency")
@@ -65,6 +73,7 @@ def stage_billing(layout: Layout, settings: Settings, today: date) -> StepResult
     """Stage new FOCUS landing files; hold the rows of billing periods outside
     pipeline.start_date..`today`; validate what staging holds."""
     result = StepResult()
+    read_manifest(layout)  # refuses a warehouse of an earlier layout before staging into it
     with result.timed("ingest"):
         report = focus.stage_focus(layout)
         outside = hold_unreconciled_periods(layout, settings.start_date, today)
@@ -73,6 +82,9 @@ def stage_billing(layout: Layout, settings: Settings, today: date) -> StepResult
         # without re-ranking the deliveries in each of Pandera's queries.
         check = validate(StagedFocus, focus.scan_staged_focus_files(layout), "schema", STAGED_DEPTH)
     result.checks["staged_billing"] = [check]
+    if result.passed:
+        with result.timed("write"):
+            publish_quarantine(layout, "focus")
     result.tables["staged_billing"] = {
         "files_staged": report.staged_files,
         "files_unchanged": report.reused_files,
@@ -99,6 +111,7 @@ def stage_billing(layout: Layout, settings: Settings, today: date) -> StepResult
 def stage_events(layout: Layout) -> StepResult:
     """Stage new event landing files; validate what staging holds."""
     result = StepResult()
+    read_manifest(layout)
     with result.timed("ingest"):
         report = events.stage_events(layout)
     with result.timed("validate"):
@@ -107,6 +120,9 @@ def stage_events(layout: Layout) -> StepResult:
             validate(StagedOutcome, events.scan_staged_outcomes(layout), "outcome_schema", STAGED_DEPTH),
         ]
     result.checks["staged_events"] = checks
+    if result.passed:
+        with result.timed("write"):
+            publish_quarantine(layout, "events")
     result.tables["staged_events"] = {
         "files_staged": report.staged_files,
         "files_unchanged": report.reused_files,
@@ -114,6 +130,27 @@ def stage_events(layout: Layout) -> StepResult:
         "llm_calls": report.rows["llm_calls"],
         "outcomes": report.rows["outcomes"],
         "dagster/row_count": report.rows["llm_calls"] + report.rows["outcomes"],
+        "duplicate_events": report.duplicate_events,
         "quarantined_rows": report.quarantined_rows,
     }
     return result
+
+
+def publish_quarantine(layout: Layout, source: str) -> None:
+    """The `quarantine` table's partition of `source` becomes the staged bad rows of the landing
+    files staged now. Staging removes a landing file's rows as soon as the file is gone; the
+    published table keeps them (hard links) until no reader can still be reading them. With
+    `focus`, the rows of billing periods outside pipeline.start_date..today too (partition
+    `focus_periods`)."""
+    staged = sorted(layout.quarantine(source).glob("*.parquet"))
+    publication = Publication(layout)
+    publication.link("quarantine", source, {f: f"source={source}/{f.name}" for f in staged})
+    outside = layout.quarantine("focus_periods") / OUTSIDE_FILE
+    if source == "focus":
+        # Rewritten by every run under the same name: published under a name that says what it
+        # holds, so an unchanged decision keeps its published copy and a new one gets a new name;
+        # none held, the partition becomes empty.
+        held = outside.exists() and pl.scan_parquet(outside, glob=False).select(pl.len()).collect().item() > 0
+        digest = hashlib.sha256(outside.read_bytes()).hexdigest()[:16] if held else ""
+        publication.link("quarantine", "focus_periods", {outside: f"source=focus_periods/outside-{digest}.parquet"} if held else {})
+    publication.commit()

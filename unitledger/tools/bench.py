@@ -985,16 +985,16 @@ def _load_tables(implementation: str, data_dir: Path, out_dir: Path, day: date) 
     """Each table of one implementation, typed as the pipeline's output schema."""
     from unitledger.layout import Layout
     from unitledger.steps.daily import DAILY_TABLES
-    from unitledger.warehouse.publish import polars_schema, scan_partitions
+    from unitledger.warehouse.manifest import scan_table
+    from unitledger.warehouse.publish import polars_schema
 
     tables = {}
     for name in TABLES:
         schema = polars_schema(DAILY_TABLES[name])
         if implementation == "pipeline":
-            frame = scan_partitions(Layout(data_dir).table(name), "date", [day.isoformat()])
-            frame = pl.DataFrame(schema=schema).lazy() if frame is None else frame
+            frame = scan_table(Layout(data_dir), name, [day.isoformat()])
         else:
-            frame = pl.scan_parquet(out_dir / f"{name}.parquet")
+            frame = pl.scan_parquet(out_dir / f"{name}.parquet", glob=False)
         tables[name] = frame.select([pl.col(c).cast(t) for c, t in schema.items()])
     return tables
 

@@ -1,32 +1,42 @@
-"""Atomic Parquet writes. Readers see a partition's old file or its new one, never a mix or a
-half-written file: every file is written beside its target under a name no reader globs (no
-`.parquet` suffix), then renamed over it (rename is atomic on POSIX filesystems).
+"""Publishing: a run's tables become current together, and a reader never sees a mix of runs.
 
-A table is `<table>/<key>=<value>/data.parquet`, hive style; the key is not stored in the file.
-Outputs are first spilled to a scratch folder, validated there, and only then published.
+A step spills its outputs to scratch (`Spill`), validates them there, and only then publishes them
+in one `Publication`: under the manifest lock, the spilled files are renamed into the table folders
+under names no file had before (`<table>/<key>=<value>/<version>-<token>-<n>.parquet`, hive style,
+the key not stored in the file), the manifest is replaced with one rename (manifest.py), and the
+DuckDB catalog is rebuilt and swapped in the same way (views.py). Nothing is written into a file a
+reader may be reading. Replaced files are kept for manifest.RETENTION, then deleted.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
 
-PARTITION_FILE = "data.parquet"
+from unitledger.layout import Layout
+from unitledger.warehouse import views
+from unitledger.warehouse.manifest import (  # noqa: F401 (polars_schema: imported from here by the steps)
+    RETENTION,
+    Manifest,
+    manifest_lock,
+    partition_key,
+    polars_schema,
+    read_manifest,
+    write_manifest,
+)
+
 # zstd at level 1 instead of the default 3: files of about the same size, written in about half
 # the time (writing is a large part of staging and of every spill).
 WRITE_OPTIONS = {"compression": "zstd", "compression_level": 1}
-
-
-def polars_schema(model) -> dict[str, pl.DataType]:
-    """Column → Polars type of a Pandera model: the schema of a table's empty frame or scan."""
-    return {name: col.dtype.type for name, col in model.to_schema().columns.items()}
 
 
 def _tmp_name(target: Path) -> Path:
@@ -34,7 +44,8 @@ def _tmp_name(target: Path) -> Path:
 
 
 def write_parquet_atomic(frame: pl.DataFrame | pl.LazyFrame, target: Path) -> None:
-    """Write `frame` to `target` atomically (streaming when it is lazy)."""
+    """Write `frame` to `target` atomically (streaming when it is lazy): for staging's own files,
+    which only the pipeline reads. Published tables go through Publication."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(target)
     try:
@@ -47,16 +58,8 @@ def write_parquet_atomic(frame: pl.DataFrame | pl.LazyFrame, target: Path) -> No
         tmp.unlink(missing_ok=True)
 
 
-def partition_file(table_dir: Path, key: str, value: str) -> Path:
-    return table_dir / f"{key}={value}" / PARTITION_FILE
-
-
-def scan_partitions(table_dir: Path, key: str, values: Iterable[str], key_dtype: pl.DataType = pl.Date) -> pl.LazyFrame | None:
-    """The given partitions of a table (those that exist) with the key column restored, or None."""
-    files = [f for f in (partition_file(table_dir, key, str(v)) for v in values) if f.exists()]
-    if not files:
-        return None
-    return pl.scan_parquet(files, hive_partitioning=True, hive_schema={key: key_dtype})
+def _row_count(path: Path) -> int:
+    return pl.scan_parquet(path, glob=False).select(pl.len()).collect().item()
 
 
 def _scratch_path(scratch: Path, name: str) -> Path:
@@ -75,7 +78,7 @@ class Spill:
 
     def sink(self, frame: pl.LazyFrame, *, lazy: bool = False, part: int | None = None) -> pl.LazyFrame | None:
         """Write `frame` hive-partitioned by the key (lazily, to run several sinks in one pass).
-        Sinks given distinct `part` numbers add files to the same partitions (publish merges them)."""
+        Sinks given distinct `part` numbers add files to the same partitions (all are published)."""
         frame = frame.with_columns(pl.col(self.key).cast(pl.String))
         key = self.key
 
@@ -90,28 +93,97 @@ class Spill:
         files = sorted(self.dir.glob("*/*.parquet" if part is None else f"*/part-{part:04}-*.parquet"))
         if not files:
             return pl.DataFrame(schema=schema).lazy()
-        return pl.scan_parquet(files, hive_partitioning=True, hive_schema={self.key: self.key_dtype})
-
-    def publish(self, table_dir: Path, keys: Iterable[str], schema: dict[str, pl.DataType]) -> dict[str, int]:
-        """Replace partition `key=k` of `table_dir` for every k in `keys` (one rename each).
-
-        A key without rows gets an empty file, so rows a re-run no longer produces disappear.
-        Returns the row count of each published partition."""
-        counts: dict[str, int] = {}
-        empty = pl.DataFrame(schema={n: t for n, t in schema.items() if n != self.key})
-        for k in map(str, keys):
-            produced = sorted((self.dir / f"{self.key}={k}").glob("*.parquet"))
-            target = partition_file(table_dir, self.key, k)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if len(produced) == 1:
-                os.replace(produced[0], target)
-            else:
-                write_parquet_atomic(pl.scan_parquet(produced) if produced else empty, target)
-            counts[k] = pl.scan_parquet(target).select(pl.len()).collect().item()
-        return counts
+        return pl.scan_parquet(files, hive_partitioning=True, hive_schema={self.key: self.key_dtype}, glob=False)
 
     def cleanup(self) -> None:
         remove_folder(self.dir)
+
+
+class Publication:
+    """The tables of one run, made current together by `commit` (one manifest swap): a reader sees
+    all of them or none. `add` what the run publishes, then `commit` once."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        # table → partition → (file, name in the table's folder): None to move the file in under
+        # a new name, a name to hard-link it as
+        self._partitions: dict[str, dict[str, list[tuple[Path, str | None]]]] = {}
+
+    def add(self, table: str, spill: Spill, keys: Iterable[str]) -> dict[str, int]:
+        """Partitions `keys` of `table` become what `spill` holds for them; a key without rows
+        becomes an empty partition (built, no rows), so rows a re-run no longer produces disappear.
+        Returns the row count of each partition."""
+        counts = {}
+        for key in map(str, keys):
+            rows = {f: _row_count(f) for f in sorted((spill.dir / f"{spill.key}={key}").glob("*.parquet"))}
+            self._partitions.setdefault(table, {})[key] = [(f, None) for f, n in rows.items() if n > 0]
+            counts[key] = sum(rows.values())
+        return counts
+
+    def link(self, table: str, partition: str, files: dict[Path, str]) -> None:
+        """Partition `partition` of `table` becomes `files` (file → table-relative name): files the
+        pipeline keeps changing itself (the staged quarantine), hard-linked under their name, which
+        says what they hold (a landing file's id), so an unchanged file keeps its published copy."""
+        self._partitions.setdefault(table, {})[partition] = list(files.items())
+
+    def commit(self, now: datetime | None = None) -> Manifest:
+        """Make everything added current at once; returns the new manifest."""
+        now = now or datetime.now(timezone.utc)
+        warehouse = self.layout.warehouse
+        with manifest_lock(self.layout):
+            current = read_manifest(self.layout)
+            version, token = current.version + 1, secrets.token_hex(4)
+            tables = {table: dict(partitions) for table, partitions in current.tables.items()}
+            for table, partitions in self._partitions.items():
+                for partition, files in partitions.items():
+                    names = []
+                    for n, (source, name) in enumerate(files):
+                        new = name is None
+                        name = f"{table}/{partition_key(table)}={partition}/{version:06}-{token}-{n}.parquet" if new else f"{table}/{name}"
+                        _place(source, warehouse / name, link=not new)
+                        names.append(name)
+                    tables.setdefault(table, {})[partition] = names
+            if tables == current.tables:  # e.g. the same quarantine again: no new version
+                return current
+            manifest = _next_manifest(current, version, tables, now, warehouse)
+            write_manifest(self.layout, manifest)
+            views.build_catalog(self.layout, manifest)
+            _remove_orphans(self.layout, manifest)
+        return manifest
+
+
+def _place(source: Path, target: Path, link: bool) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not link:
+        os.replace(source, target)
+    elif not target.exists():  # a published copy of the same content is kept as it is
+        try:
+            os.link(source, target)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(source, target)
+
+
+def _next_manifest(current: Manifest, version: int, tables: dict, now: datetime, warehouse: Path) -> Manifest:
+    """The manifest after `current` with `tables`: the files it no longer lists are retired (kept
+    for readers), and retired files older than RETENTION are deleted now."""
+    listed = {f for partitions in tables.values() for files in partitions.values() for f in files}
+    retired = {f: when for f, when in current.retired.items() if f not in listed}
+    retired |= {f: now.isoformat() for f in current.all_files() - listed}
+    for name, when in list(retired.items()):
+        if now - datetime.fromisoformat(when) >= RETENTION:
+            (warehouse / name).unlink(missing_ok=True)
+            del retired[name]
+    return Manifest(version, tables, retired)
+
+
+def _remove_orphans(layout: Layout, manifest: Manifest) -> None:
+    """Files in the table folders that no manifest lists: renamed into place by a publish killed
+    before it replaced the manifest (publishes hold the lock, so none is in progress)."""
+    known = manifest.all_files() | set(manifest.retired)
+    for table in manifest.tables:
+        for path in (layout.warehouse / table).rglob("*.parquet"):
+            if path.relative_to(layout.warehouse).as_posix() not in known:
+                path.unlink(missing_ok=True)
 
 
 def remove_folder(folder: Path) -> None:
@@ -140,7 +212,7 @@ def scratch_folder(scratch: Path, name: str) -> Iterator[Path]:
 
 def clear_scratch(scratch: Path, warehouse: Path) -> None:
     """Remove what killed runs left (only that of processes no longer alive): their folders in
-    scratch, and their half-written `_tmp_name` files beside the tables of the warehouse."""
+    scratch, and their half-written `_tmp_name` files in the warehouse."""
     for entry in scratch.iterdir() if scratch.is_dir() else []:
         parts = entry.name.rsplit("-", 2)
         pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None

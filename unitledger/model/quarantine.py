@@ -37,48 +37,51 @@ def _raw(rows: pl.LazyFrame, columns: tuple[str, ...]) -> pl.Expr:
     return pl.struct([_text(c, schema[c]) for c in columns]).struct.json_encode()
 
 
-def focus_held(rows: pl.LazyFrame, column: str, reason: pl.Expr | str, extra: dict[str, pl.Expr] | None = None) -> pl.LazyFrame:
-    """Staged FOCUS rows (schemas.StagedFocus columns) as quarantine records (plus `extra` columns,
-    e.g. the day they are reported on)."""
+def _records(
+    rows: pl.LazyFrame, source: str, column: str, reason: pl.Expr | str, raw: tuple[str, ...],
+    origin: dict[str, pl.Expr], extra: dict[str, pl.Expr] | None,
+) -> pl.LazyFrame:
+    """`rows` as quarantine records: `origin` the billing columns (account … effective_cost)."""
     from schemas.outputs import Quarantine
 
     return rows.select(
-        source=pl.lit("focus"),
+        source=pl.lit(source),
         source_file=pl.col("source_file"),
         source_line=pl.col("source_line"),
         column=pl.lit(column),
         reason=reason if isinstance(reason, pl.Expr) else pl.lit(reason),
-        raw=_raw(rows, _FOCUS_RAW),
-        billing_account_id=pl.col("BillingAccountId"),
-        billing_currency=pl.col("BillingCurrency"),
-        billing_period_start=pl.col("BillingPeriodStart"),
-        invoice_id=pl.col("InvoiceId"),
-        service_provider_name=pl.col("ServiceProviderName"),
-        billed_cost=pl.col("BilledCost"),
-        effective_cost=pl.col("EffectiveCost"),
+        raw=_raw(rows, raw),
+        **origin,
         **(extra or {}),
     ).select(*Quarantine.to_schema().columns, *(extra or {}))
+
+
+def focus_held(rows: pl.LazyFrame, column: str, reason: pl.Expr | str, extra: dict[str, pl.Expr] | None = None) -> pl.LazyFrame:
+    """Staged FOCUS rows (schemas.StagedFocus columns) as quarantine records (plus `extra` columns,
+    e.g. the day they are reported on)."""
+    origin = {
+        "billing_account_id": pl.col("BillingAccountId"),
+        "billing_currency": pl.col("BillingCurrency"),
+        "billing_period_start": pl.col("BillingPeriodStart"),
+        "invoice_id": pl.col("InvoiceId"),
+        "service_provider_name": pl.col("ServiceProviderName"),
+        "billed_cost": pl.col("BilledCost"),
+        "effective_cost": pl.col("EffectiveCost"),
+    }
+    return _records(rows, "focus", column, reason, _FOCUS_RAW, origin, extra)
 
 
 def calls_held(calls: pl.LazyFrame, column: str, reason: pl.Expr | str, extra: dict[str, pl.Expr] | None = None) -> pl.LazyFrame:
     """Staged calls (schemas.StagedLlmCall columns) as quarantine records (plus `extra` columns).
     Their money is not theirs to carry: it stays with their requests in request_costs."""
-    from schemas.outputs import Quarantine
-
     text = pl.lit(None, dtype=pl.String)
-    return calls.select(
-        source=pl.lit("events"),
-        source_file=pl.col("source_file"),
-        source_line=pl.col("source_line"),
-        column=pl.lit(column),
-        reason=reason if isinstance(reason, pl.Expr) else pl.lit(reason),
-        raw=_raw(calls, _CALL_RAW),
-        billing_account_id=text,
-        billing_currency=text,
-        billing_period_start=pl.lit(None, dtype=TIMESTAMP),
-        invoice_id=text,
-        service_provider_name=text,
-        billed_cost=pl.lit(None, dtype=MONEY),
-        effective_cost=pl.lit(None, dtype=MONEY),
-        **(extra or {}),
-    ).select(*Quarantine.to_schema().columns, *(extra or {}))
+    origin = {
+        "billing_account_id": text,
+        "billing_currency": text,
+        "billing_period_start": pl.lit(None, dtype=TIMESTAMP),
+        "invoice_id": text,
+        "service_provider_name": text,
+        "billed_cost": pl.lit(None, dtype=MONEY),
+        "effective_cost": pl.lit(None, dtype=MONEY),
+    }
+    return _records(calls, "events", column, reason, _CALL_RAW, origin, extra)

@@ -314,3 +314,26 @@ def test_late_billing_and_long_sessions_are_bounded_reported_and_the_same_in_eve
     warned = [c for r in results for cs in r.warnings.values() for c in cs if not c.passed]
     assert ["2026-03-05: 1" in c.description for c in warned if c.name == "session_bound"] == [True]
     assert sum(c.metadata["late_billing_rows"] for c in warned if c.name == "late_billing") == 2
+
+
+def test_held_rows_are_published_with_their_days_and_a_rerun_drops_what_it_no_longer_holds(layout, settings):
+    """The late rows of 03-05 and 03-07 become the quarantine's partitions of those days in the same
+    manifest version as the daily tables; after a corrected export without them, a re-run of the
+    range leaves those partitions empty (no stale record) and the other days untouched."""
+    from unitledger.warehouse.manifest import read_manifest
+
+    _late_and_long(layout)
+    assert stage_billing(layout, settings, TODAY).passed and stage_events(layout).passed
+    before = read_manifest(layout).version
+    assert build_daily_tables(layout, settings, DAY, date(2026, 3, 7)).passed
+    published = read_manifest(layout)
+    assert published.version == before + 1  # tables and held rows: one swap
+    assert sorted(read_held(layout)) == ["2026-03-05", "2026-03-07"]
+    assert {p for p in published.partitions("quarantine") if p.startswith("daily=")} == {f"daily=2026-03-0{d}" for d in range(2, 8)}
+
+    export = layout.landing_focus / "acct-us" / "2026-03" / "export.csv"
+    kept = [line for line in export.read_text().splitlines(keepends=True) if "2026-03-05T10:00:00Z" not in line or ",r1," not in line]
+    export.write_text("".join(kept))  # r1's late row of 03-05 is gone
+    assert stage_billing(layout, settings, TODAY).passed
+    assert build_daily_tables(layout, settings, date(2026, 3, 5), date(2026, 3, 5)).passed
+    assert sorted(read_held(layout)) == ["2026-03-07"]

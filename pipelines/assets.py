@@ -16,20 +16,22 @@ DAILY_TABLE_DESCRIPTIONS = {name: model.__doc__ for name, model in daily.DAILY_T
 
 
 def report_step(result: StepResult, specs: dict[str, dg.AssetKey]):
-    """Check results first, then materializations; a failed blocking check fails the step."""
-    check_results = {
-        table: [
-            dg.AssetCheckResult(
-                asset_key=specs[table],
-                check_name=c.name,
-                passed=c.passed,
-                description=c.description,
-                metadata=c.metadata,
+    """Check results first, then materializations; a failed blocking check fails the step, a
+    failed warning (result.warnings) is reported with severity WARN."""
+    check_results: dict[str, list[dg.AssetCheckResult]] = {}
+    for severity, outcomes_by_table in ((dg.AssetCheckSeverity.ERROR, result.checks), (dg.AssetCheckSeverity.WARN, result.warnings)):
+        for table, outcomes in outcomes_by_table.items():
+            check_results.setdefault(table, []).extend(
+                dg.AssetCheckResult(
+                    asset_key=specs[table],
+                    check_name=c.name,
+                    passed=c.passed,
+                    severity=severity,
+                    description=c.description,
+                    metadata=c.metadata,
+                )
+                for c in outcomes
             )
-            for c in outcomes
-        ]
-        for table, outcomes in result.checks.items()
-    }
     if not result.passed:
         for results in check_results.values():
             yield from results
@@ -45,14 +47,17 @@ def input_failure(exc: InputFileError) -> dg.Failure:
 
 @dg.multi_asset(
     specs=[dg.AssetSpec("staged_billing", group_name="staging", description="FOCUS landing files staged as typed Parquet; bad rows quarantined.")],
-    check_specs=[dg.AssetCheckSpec("schema", asset="staged_billing", blocking=True, description="Pandera: StagedFocus")],
+    check_specs=[
+        dg.AssetCheckSpec("schema", asset="staged_billing", blocking=True, description="Pandera: StagedFocus"),
+        dg.AssetCheckSpec("billing_periods", asset="staged_billing", description="Warns when FOCUS rows bill a period outside pipeline.start_date..today (held in quarantine)."),
+    ],
     # Unpartitioned, but selectable with the daily tables in `dagster asset materialize --partition-range`.
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="warehouse",
 )
 def staged_billing(context: dg.AssetExecutionContext, warehouse: Warehouse):
     try:
-        result = staging.stage_billing(warehouse.layout)
+        result = staging.stage_billing(warehouse.layout, warehouse.settings, warehouse.current_date())
     except InputFileError as exc:
         raise input_failure(exc) from exc
     yield from report_step(result, {"staged_billing": dg.AssetKey("staged_billing")})
@@ -86,7 +91,10 @@ _DAILY_CHECKS = [
     for spec in _DAILY_SPECS
 ] + [
     dg.AssetCheckSpec("conservation", asset="request_costs", blocking=True, description="Per day and currency, cost equals the FOCUS rows with a request id assigned to that day, exactly."),
-    dg.AssetCheckSpec("single_currency", asset="intent_costs", blocking=True, description="No session is billed in two currencies."),
+    dg.AssetCheckSpec("quarantine_schema", asset="request_costs", blocking=True, description="Pandera: Quarantine, the rows the run holds back (late billing, intents billed in two currencies)."),
+    dg.AssetCheckSpec("single_currency", asset="intent_costs", blocking=True, description="No intent is billed in two currencies (such intents are quarantined first)."),
+    dg.AssetCheckSpec("late_billing", asset="request_costs", description="Warns when FOCUS rows are billed further than pipeline.billing_delay_days from their request (quarantined)."),
+    dg.AssetCheckSpec("session_bound", asset="intent_costs", description="Warns when calls are more than pipeline.session_days after their session's first call (in no intent)."),
 ]
 
 

@@ -20,7 +20,7 @@ import dagster as dg
 
 from pipelines.assets import daily_tables, staged_billing, staged_events
 from pipelines.monthly import monthly_tables
-from pipelines.partitions import daily_partitions, monthly_partitions
+from pipelines.partitions import daily_partitions, last_daily_key, monthly_partitions
 from pipelines.reconciliation import reconciliation_daily, reconciliation_tables
 from pipelines.resources import Warehouse
 from unitledger import months
@@ -108,10 +108,10 @@ def landing_changes(context: dg.SensorEvaluationContext, warehouse: Warehouse):
     found = changes.compare(json.loads(context.cursor), files)
     if not found:
         return dg.SensorResult(skip_reason="No landing file changed")
-    affected = changes.affected_days(layout, found)
+    affected = changes.affected_days(layout, found, settings.bounds)
     for message in affected.unreadable:
         context.log.warning(f"Unreadable landing file (staging will fail on it): {message}")
-    last_key = daily_partitions.get_last_partition_key()  # None before the first day has ended
+    last_key = last_daily_key(warehouse.current_date())  # None before the first day has ended
     days = {d for d in affected.days if last_key and settings.start_date <= d <= date.fromisoformat(last_key)}
     context.log.info(f"{found.describe()}: days {months.describe(days) or 'none'}")
     digest = hashlib.sha256(cursor.encode()).hexdigest()[:12]

@@ -59,10 +59,28 @@ class Reconciliation:
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """[pipeline]: how far apart the records of one request or one intent may lie (whole UTC days).
+
+    - session_days S: an intent is its session's calls from its first call's date up to S days after
+      it; later calls are reported, not counted in the intent.
+    - billing_delay_days B: a FOCUS row belongs to its request's call when their dates are at most B
+      days apart (at least 1: a call just before midnight is billed after it); a row further away is
+      late billing, reported and reconciled on its own.
+    - detection_horizon_days H: how far from a FOCUS row the pipeline looks for its request's call (or
+      its request's first row) to tell late billing from a billing-only request. At least 2 × B."""
+
+    session_days: int = 2
+    billing_delay_days: int = 2
+    detection_horizon_days: int = 31
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     start_date: date
     labor: tuple[LaborCost, ...]
+    bounds: Bounds = Bounds()
     nightly: Nightly = Nightly()
     freshness: Freshness = Freshness()
     reconciliation: Reconciliation = Reconciliation()
@@ -97,7 +115,8 @@ def load_settings(explicit: Path | None = None) -> Settings:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    start_text = os.environ.get(START_DATE_ENV) or raw.get("pipeline", {}).get("start_date", "2026-01-01")
+    pipeline = raw.get("pipeline", {})
+    start_text = os.environ.get(START_DATE_ENV) or pipeline.get("start_date", "2026-01-01")
     try:
         start = date.fromisoformat(str(start_text))
     except ValueError as exc:
@@ -106,6 +125,7 @@ def load_settings(explicit: Path | None = None) -> Settings:
         path=path,
         start_date=start,
         labor=tuple(_labor(path, raw.get("labor", {}))),
+        bounds=_bounds(path, pipeline),
         nightly=_nightly(path, raw.get("schedule", {})),
         freshness=_freshness(path, raw.get("freshness", {})),
         reconciliation=_reconciliation(path, raw.get("reconciliation", {})),
@@ -118,6 +138,24 @@ def _int(path: Path, key: str, value: object, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise ConfigError(f"{path}: {key}: {value!r} must be a whole number from {lo} to {hi}")
     return value
+
+
+def _bounds(path: Path, section: dict) -> Bounds:
+    unknown = set(section) - {"start_date", *Bounds.__dataclass_fields__}
+    if unknown:
+        raise ConfigError(f"{path}: [pipeline]: unknown key(s) {', '.join(sorted(unknown))}")
+    days = {name: section.get(name, getattr(Bounds, name)) for name in Bounds.__dataclass_fields__}
+    bounds = Bounds(
+        session_days=_int(path, "pipeline.session_days", days["session_days"], 0, 366),
+        billing_delay_days=_int(path, "pipeline.billing_delay_days", days["billing_delay_days"], 1, 183),
+        detection_horizon_days=_int(path, "pipeline.detection_horizon_days", days["detection_horizon_days"], 2, 3660),
+    )
+    if bounds.detection_horizon_days < 2 * bounds.billing_delay_days:
+        raise ConfigError(
+            f"{path}: pipeline.detection_horizon_days ({bounds.detection_horizon_days}) must be at least twice "
+            f"pipeline.billing_delay_days ({bounds.billing_delay_days})"
+        )
+    return bounds
 
 
 def _nightly(path: Path, section: dict) -> Nightly:

@@ -7,24 +7,28 @@ Between two looks a file is new, changed or removed, and its rows map to days:
   billing period) pairs (see sources.focus.current_deliveries), so the days of every staged row of the
   pairs the file holds count too: a day the new delivery no longer bills changes as well.
 - llm_call events: their call date.
-- outcome events: the date of the session they label (its earliest call, from staging and from the
-  changed files themselves).
+- outcome events: the dates of the session they label (its calls' dates, from staging and from the
+  changed files themselves: each of its intents is dated by one of them).
 
-A daily partition reads calls and billing rows dated one day either side of it
-(model.requests.LOOKAROUND), so FOCUS and call dates widen by that; a label changes its session's day
-only. The previous version of a changed or removed file is read from staging while it is still
+A daily partition reads calls and FOCUS rows of other days within the bounds of [pipeline]
+(config.Bounds, see unitledger.steps.daily), so FOCUS and call dates widen by the days whose tables
+can read them: a FOCUS row of day t the days of its request's call (t ± B) and of that call's
+intent (S days before), a call of day x the days of the FOCUS rows within B days of it and of their
+billing-only requests (2 × B before), of its copies (± 1) and of its session's intents (± S). A call
+changing whether a FOCUS row further away is late billing (within the detection horizon) is
+picked up by the next run covering that row's day (the nightly window). The previous version of a changed or removed file is read from staging while it is still
 there (`staged/<table>/<old id>.parquet`): staging replaces it on the next run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import polars as pl
 
+from unitledger.config import Bounds
 from unitledger.layout import Layout
-from unitledger.model.requests import LOOKAROUND
 from unitledger.sources.events import (
     EVENT_SUFFIXES,
     read_events_raw,
@@ -86,12 +90,17 @@ class AffectedDays:
     unreadable: list[str]  # messages for landing files that cannot be read (staging will fail on them)
 
 
-def affected_days(layout: Layout, changes: Changes) -> AffectedDays:
+def affected_days(layout: Layout, changes: Changes, bounds: Bounds) -> AffectedDays:
     """The days whose daily partitions read something that changed."""
     unreadable: list[str] = []
     billing_days = _focus_days(layout, changes, unreadable)
     call_days, label_days = _event_days(layout, changes, unreadable)
-    widened = {d + k * LOOKAROUND for d in billing_days | call_days for k in (-1, 0, 1)}
+    B, S = bounds.billing_delay_days, bounds.session_days
+
+    def around(found: set[date], before: int, after: int) -> set[date]:
+        return {d + timedelta(days=k) for d in found for k in range(-before, after + 1)}
+
+    widened = around(billing_days, B + S, B) | around(call_days, max(2 * B, S, 1), max(B, S, 1))
     return AffectedDays(widened | label_days, unreadable)
 
 
@@ -162,9 +171,7 @@ def _event_days(layout: Layout, changes: Changes, unreadable: list[str]) -> tupl
     labeled = pl.concat(
         [new_events.lazy().filter(pl.col("event_type") == "outcome").select("session_id"), *(f.select("session_id") for f in old_labels), copies_labels]
     ).unique()
-    # A session's day is its earliest call, wherever that call is (staged, or in a changed file).
+    # A session's intents are dated by some of its calls, wherever they are (staged, or in a changed file).
     known_calls = pl.concat([scan_staged_calls(layout).select("session_id", "call_date"), new_calls.lazy()])
-    session_days = (
-        known_calls.join(labeled, on="session_id", how="semi").group_by("session_id").agg(pl.col("call_date").min()).collect()
-    )
+    session_days = known_calls.join(labeled, on="session_id", how="semi").select("call_date").unique().collect()
     return set(calls["call_date"]), set(session_days["call_date"])

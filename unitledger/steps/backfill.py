@@ -61,7 +61,7 @@ class ResumeRecord:
             stale = set(finished)
         elif finished:
             found = changes.compare(saved.get("landing", {}), files)
-            stale = {months.period_key(d) for d in changes.affected_days(layout, found).days} if found else set()
+            stale = {months.period_key(d) for d in changes.affected_days(layout, found, settings.bounds).days} if found else set()
         else:
             stale = set()
         self.done = [m for m in finished if m not in stale]
@@ -100,20 +100,22 @@ def _print_failures(result, out: TextIO) -> None:
             print(f"FAILED {event.step_key}: {user.description if user and user.description else error.message.strip()}", file=out)
 
 
-def run(layout: Layout, settings: Settings, start: date, end: date, out: TextIO | None = None) -> bool:
+def run(layout: Layout, settings: Settings, start: date, end: date, out: TextIO | None = None, today: date | None = None) -> bool:
     """Backfill the days [start, end] and their months; True when every run succeeded. Progress
-    goes to `out` (standard error by default)."""
+    goes to `out` (standard error by default). `today` (default: the UTC date by the clock) bounds
+    the range (the last complete day is yesterday) and is the Warehouse resource's today."""
     import dagster as dg
 
     from pipelines.assets import daily_tables, staged_billing, staged_events
     from pipelines.automation import FRESHNESS_CHECKS, range_tags
     from pipelines.definitions import ALL_ASSETS
     from pipelines.monthly import monthly_tables
-    from pipelines.partitions import daily_partitions
+    from pipelines.partitions import last_daily_key
     from pipelines.reconciliation import reconciliation_daily, reconciliation_tables
     from pipelines.resources import Warehouse
 
-    last_key = daily_partitions.get_last_partition_key()  # yesterday (UTC); None before the first day has ended
+    warehouse = Warehouse(data_dir=str(layout.data_dir), config_path=str(settings.path), today=today.isoformat() if today else "")
+    last_key = last_daily_key(warehouse.current_date())  # yesterday (UTC); None before the first day has ended
     if start > end:
         raise SystemExit(f"--start {start} is after --end {end}")
     if start < settings.start_date:
@@ -122,7 +124,7 @@ def run(layout: Layout, settings: Settings, start: date, end: date, out: TextIO 
         raise SystemExit(f"--end {end} is after the last complete UTC day, {last_key or 'none yet'}")
 
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    resources = {"warehouse": Warehouse(data_dir=str(layout.data_dir), config_path=str(settings.path))}
+    resources = {"warehouse": warehouse}
 
     def materialize(selection, tags=None) -> bool:
         result = dg.materialize(

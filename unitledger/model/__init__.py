@@ -1,0 +1,1 @@
+"""Pure transforms of the cost model: requests, allocation, intents, features, decisions, reconciliation."""

@@ -1,0 +1,1 @@
+"""Readers of landing files, one module per input format."""

@@ -1,0 +1,1 @@
+"""Tools beside the pipeline: synthetic data, format writers, benchmarks."""

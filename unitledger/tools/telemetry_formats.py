@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from unitledger.model.telemetry import list_price_costs
 
 EXPLICIT_EVALUATOR = "user_feedback"
 IMPLICIT_EVALUATOR = "task_success"
-_HEX = {i: "0123456789abcdef"[i] for i in range(16)}
 _NS_PER_US = 1000
 _CALL_SECONDS = 1  # a call span's duration: the flat format has none
 
@@ -39,8 +39,16 @@ _CALL_SECONDS = 1  # a call span's duration: the flat format has none
 
 def _hex64(value: pl.Expr) -> pl.Expr:
     """16 lowercase hex digits of a UInt64."""
-    digits = [(value // (16**i) % 16).replace_strict(_HEX, return_dtype=pl.String) for i in range(15, -1, -1)]
-    return pl.concat_str(digits)
+    return value.map_batches(_hex_batch, return_dtype=pl.String, is_elementwise=True)
+
+
+_HEX_PAIRS = np.array([f"{i:02x}".encode() for i in range(256)], dtype="S2")
+
+
+def _hex_batch(values: pl.Series) -> pl.Series:
+    big_endian = values.to_numpy().astype(">u8")
+    digits = _HEX_PAIRS[big_endian.view(np.uint8).reshape(-1, 8)].view("S16").ravel()
+    return pl.Series(values.name, digits.astype(str), dtype=pl.String)
 
 
 def _id64(*parts: pl.Expr | str, seed: int) -> pl.Expr:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +103,7 @@ def read_otlp(path: Path, source_file: str, telemetry: Telemetry) -> pl.LazyFram
             attributes="attributes",
         )
     )
-    items = pl.concat([records, _span_evaluations(lines, resource_keys)])
+    items = pl.concat([records, _span_evaluations(lines, resource_keys)]) if _may_mention(path, EVALUATION_EVENT) else records
     record_keys = tuple(dict.fromkeys(_FIXED_KEYS + resource_keys))
     mapped = items.with_columns(_attrs=_lookup(pl.col("attributes"), record_keys)).drop("attributes")
     return finish_rows(_rows(mapped, telemetry), source_file)
@@ -141,6 +142,15 @@ def _records(lines: pl.LazyFrame, line_type: pl.Struct, resource_keys: tuple[str
         .filter(pl.col("_record").is_not_null() | kept)
         .unnest("_record")
     )
+
+
+def _may_mention(path: Path, text: str) -> bool:
+    """False only when an uncompressed file surely does not contain `text` (one memory-mapped
+    search, far cheaper than a second scan of its lines); a gzip file may."""
+    if path.name.lower().endswith(".gz") or path.stat().st_size == 0:
+        return path.stat().st_size > 0
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        return mapped.find(text.encode()) >= 0
 
 
 def _span_evaluations(lines: pl.LazyFrame, resource_keys: tuple[str, ...]) -> pl.LazyFrame:

@@ -55,7 +55,7 @@ def write_otlp_day(directory: Path, requests: int, seed: int = 7) -> Path:
 
 
 def _duckdb_query(path: Path, extract: bool) -> str:
-    source = f"read_json(?, format='newline_delimited', columns={{resourceSpans: '{_RESOURCE_SPANS}'}}, maximum_object_size=67108864)"
+    source = f"read_json(?, format='newline_delimited', columns={{resourceSpans: '{_RESOURCE_SPANS}'}})"
     spans = f"SELECT unnest(s.spans) AS span FROM (SELECT unnest(r.scopeSpans) AS s FROM (SELECT unnest(resourceSpans) AS r FROM {source}))"
     if not extract:
         return f"SELECT span.* FROM ({spans})"

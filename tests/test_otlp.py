@@ -232,3 +232,11 @@ def test_file_name_is_data_not_a_pattern(tmp_path):
     path = write_lines(tmp_path / "traces[1]*.jsonl", [traces_line([chat()])])
     write_lines(tmp_path / "traces1x.jsonl", [traces_line([chat("00000000000000aa"), chat("00000000000000ab")])])
     assert len(_rows(path)) == 1
+
+
+def test_a_repeated_attribute_key_keeps_its_first_value(tmp_path):
+    call = chat()
+    call["attributes"].append(attr("gen_ai.usage.input_tokens", 999))  # invalid OTLP: keys must be unique
+    call["attributes"].insert(0, attr("gen_ai.request.model", "first-model"))
+    (row,) = _rows(write_lines(tmp_path / "t.jsonl", [traces_line([call])]))
+    assert (row["input_tokens"], row["model"]) == ("100", "first-model")

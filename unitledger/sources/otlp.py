@@ -223,15 +223,10 @@ def _attr(*keys: str, resource: bool = False) -> pl.Expr:
 def normalize_id(text: pl.Expr, n_bytes: int) -> pl.Expr:
     """An OTLP id as lowercase hex: hex as is, base64 (protobuf's generic JSON) decoded; null when
     it is neither, all zeros (invalid) or empty (absent)."""
-    return text.map_batches(lambda s: _normalize_ids(s, n_bytes), return_dtype=pl.String, is_elementwise=True)
-
-
-def _normalize_ids(texts: pl.Series, n_bytes: int) -> pl.Series:
-    frame = texts.to_frame("t").with_columns(pl.when(pl.col("t").str.contains(f"^[0-9a-fA-F]{{{2 * n_bytes}}}$")).then(pl.col("t").str.to_lowercase()).alias("id"))
-    if frame["id"].null_count() > frame["t"].null_count():  # base64 only costs a batch that has some
-        decoded = pl.col("t").str.decode("base64", strict=False).bin.encode("hex")
-        frame = frame.with_columns(id=pl.coalesce("id", pl.when(decoded.str.len_bytes() == 2 * n_bytes).then(decoded)))
-    return frame.select(pl.when(pl.col("id") != "0" * (2 * n_bytes)).then(pl.col("id"))).to_series().alias(texts.name)
+    width = 2 * n_bytes
+    decoded = text.str.decode("base64", strict=False).bin.encode("hex")
+    hex_id = pl.when(text.str.contains(f"^[0-9a-fA-F]{{{width}}}$")).then(text.str.to_lowercase()).when(decoded.str.len_bytes() == width).then(decoded)
+    return pl.when(hex_id != "0" * width).then(hex_id)
 
 
 def _id_problem(raw: pl.Expr, normalized: pl.Expr, name: str, n_bytes: int) -> pl.Expr:
@@ -355,7 +350,7 @@ def _rows(mapped: pl.LazyFrame, telemetry: Telemetry) -> pl.LazyFrame:
         evaluation_name=when_eval(evaluator.fill_null("")),
         evaluation_score_value=when_eval(_attr("gen_ai.evaluation.score.value")),
         evaluation_score_label=when_eval(_attr("gen_ai.evaluation.score.label")),
-        problem=pl.concat_list(problems).list.drop_nulls().list.join("; "),
+        problem=pl.concat_str(problems, separator="; ", ignore_nulls=True),
     ).with_columns(problem=pl.when(pl.col("problem") != "").then(pl.col("problem"))
     )
 

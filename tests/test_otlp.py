@@ -240,3 +240,13 @@ def test_a_repeated_attribute_key_keeps_its_first_value(tmp_path):
     call["attributes"].insert(0, attr("gen_ai.request.model", "first-model"))
     (row,) = _rows(write_lines(tmp_path / "t.jsonl", [traces_line([call])]))
     assert (row["input_tokens"], row["model"]) == ("100", "first-model")
+
+
+def test_search_for_span_events_sees_a_name_across_pieces(tmp_path):
+    from unitledger.sources.otlp import _may_mention
+
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"x" * 10 + b"gen_ai.evaluation.result" + b"y" * 10)
+    assert all(_may_mention(path, "gen_ai.evaluation.result", piece_size=size) for size in (1, 7, 11, 20, 1000))
+    path.write_bytes(b"x" * 10 + b"gen_ai.evaluation.resul" + b"y" * 10)
+    assert not any(_may_mention(path, "gen_ai.evaluation.result", piece_size=size) for size in (1, 7, 11, 1000))

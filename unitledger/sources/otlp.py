@@ -36,10 +36,8 @@ from __future__ import annotations
 
 import gzip
 import json
-import mmap
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from unitledger.config import Telemetry
@@ -105,7 +103,7 @@ def read_otlp(path: Path, source_file: str, telemetry: Telemetry) -> pl.LazyFram
     )
     items = pl.concat([records, _span_evaluations(lines, resource_keys)]) if _may_mention(path, EVALUATION_EVENT) else records
     record_keys = tuple(dict.fromkeys(_FIXED_KEYS + resource_keys))
-    mapped = items.with_columns(_attrs=_lookup(pl.col("attributes"), record_keys)).drop("attributes")
+    mapped = _with_lookup(items, "attributes", record_keys, "_attrs").drop("attributes")
     return finish_rows(_rows(mapped, telemetry), source_file)
 
 
@@ -130,10 +128,12 @@ def _records(lines: pl.LazyFrame, line_type: pl.Struct, resource_keys: tuple[str
         .explode("_resource")
         .filter(pl.col("_resource").is_not_null() | kept)
         .with_columns(
-            _res=_lookup(pl.col("_resource").struct.field("resource").struct.field("attributes"), resource_keys),
+            _resource_attributes=pl.col("_resource").struct.field("resource").struct.field("attributes"),
             _scope=pl.coalesce(pl.col("_resource").struct.field("scopeSpans"), pl.col("_resource").struct.field("scopeLogs")),
         )
         .drop("_resource")
+        .pipe(_with_lookup, "_resource_attributes", resource_keys, "_res")
+        .drop("_resource_attributes")
         .explode("_scope")
         .filter(pl.col("_scope").is_not_null() | kept)
         .with_columns(_record=pl.coalesce(pl.col("_scope").struct.field("spans"), pl.col("_scope").struct.field("logRecords")))
@@ -144,13 +144,20 @@ def _records(lines: pl.LazyFrame, line_type: pl.Struct, resource_keys: tuple[str
     )
 
 
-def _may_mention(path: Path, text: str) -> bool:
-    """False only when an uncompressed file surely does not contain `text` (one memory-mapped
-    search, far cheaper than a second scan of its lines); a gzip file may."""
-    if path.name.lower().endswith(".gz") or path.stat().st_size == 0:
-        return path.stat().st_size > 0
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        return mapped.find(text.encode()) >= 0
+def _may_mention(path: Path, text: str, piece_size: int = 16 << 20) -> bool:
+    """False only when an uncompressed file surely does not contain `text`: one search through
+    it, a piece at a time, far cheaper than a second scan of its lines; a gzip file may."""
+    if path.name.lower().endswith(".gz"):
+        return True
+    needle = text.encode()
+    tail = b""
+    with open(path, "rb") as fh:
+        while piece := fh.read(piece_size):
+            seen = tail + piece
+            if needle in seen:
+                return True
+            tail = seen[max(0, len(seen) - len(needle) + 1) :]  # a match may start here and end in the next piece
+    return False
 
 
 def _span_evaluations(lines: pl.LazyFrame, resource_keys: tuple[str, ...]) -> pl.LazyFrame:
@@ -185,29 +192,18 @@ def _context_keys(telemetry: Telemetry) -> tuple[str, ...]:
     )
 
 
-def _lookup(attributes: pl.Expr, keys: tuple[str, ...]) -> pl.Expr:
-    """The first value (as text) of each of `keys` in an OTLP attribute list, as a struct with a
-    field per key (compute it once, as a column: each use of the expression runs it). Per batch of records, the lists are flattened once, cut to the wanted keys, and
-    each key present in the batch is scattered back to its records: one pass over the attributes
-    rather than one per key."""
-    dtype = pl.Struct({key: pl.String for key in keys})
-    return attributes.map_batches(lambda s: _attribute_values(s, keys, dtype), return_dtype=dtype, is_elementwise=True)
-
-
-def _attribute_values(lists: pl.Series, keys: tuple[str, ...], dtype: pl.Struct) -> pl.Series:
-    n, width = len(lists), len(keys)
-    flat = lists.explode(empty_as_null=False, keep_nulls=False).struct.unnest()
-    owner = np.repeat(np.arange(n, dtype=np.int64), lists.list.len().fill_null(0).to_numpy())
-    slot = flat["key"].replace_strict({key: i for i, key in enumerate(keys)}, default=None, return_dtype=pl.Int64)
-    wanted = slot.is_not_null()
-    value = flat["value"].filter(wanted).struct.unnest()
-    text = value.select(pl.coalesce("stringValue", "intValue", "doubleValue", "boolValue")).to_series()
-    # One cell per (record, key) in a flat column, filled in reverse so that a repeated key (invalid
-    # OTLP) keeps its first value, then folded into a row of `width` cells per record.
-    cells = pl.repeat(None, n * width, dtype=pl.String, eager=True)
-    position = pl.Series(owner)[wanted.arg_true()] * width + slot.filter(wanted)
-    cells = cells.scatter(position.reverse(), text.reverse())
-    return cells.reshape((n, width)).arr.to_struct(fields=list(keys)).alias(lists.name)
+def _with_lookup(frame: pl.LazyFrame, attributes: str, keys: tuple[str, ...], name: str) -> pl.LazyFrame:
+    """`frame` with column `name`: a struct with the first value (as text) of each of `keys` in
+    the OTLP attribute list `attributes`. The list is first cut to the wanted keys, each as a small
+    integer (one pass over the keys' text, kept as a column: an expression used twice is computed
+    twice), so each key's lookup compares integers."""
+    el = pl.element()
+    value = el.struct.field("value")
+    text = pl.coalesce(value.struct.field(f) for f in ("stringValue", "intValue", "doubleValue", "boolValue"))
+    slot = el.struct.field("key").replace_strict({key: i for i, key in enumerate(keys)}, default=None, return_dtype=pl.UInt8)
+    wanted = pl.col(attributes).list.eval(pl.struct(_slot=slot, _text=text)).list.eval(el.filter(el.struct.field("_slot").is_not_null()))
+    first = {key: pl.col("_wanted").list.eval(el.filter(el.struct.field("_slot") == i).struct.field("_text")).list.first() for i, key in enumerate(keys)}
+    return frame.with_columns(_wanted=wanted).with_columns(pl.struct(**first).alias(name)).drop("_wanted")
 
 
 def _attr(*keys: str, resource: bool = False) -> pl.Expr:

@@ -7,7 +7,7 @@ from decimal import Decimal
 import polars as pl
 
 from unitledger.config import ListPrice, Telemetry
-from unitledger.model.telemetry import evaluation_outcomes, evaluation_verdict, infer_attempts, list_price_costs
+from unitledger.model.telemetry import OUTCOME_COLUMNS, evaluation_outcomes, evaluation_verdict, infer_attempts, list_price_costs
 
 S = pl.String
 
@@ -86,6 +86,7 @@ def test_evaluations_find_their_session_by_each_route():
     ])
     result = evaluation_outcomes(evaluations, CALLS, Telemetry())
     outcomes = result.outcomes.collect().sort("source_line")
+    assert outcomes.columns == list(OUTCOME_COLUMNS)
     assert outcomes.select("source_line", "session_id", "feature_tag", "success").rows() == [
         (1, "ses-own", None, True),
         (2, "ses-B", "search", False),

@@ -19,7 +19,7 @@ from unitledger.generate import generate
 from unitledger.landing import LandingFile, read_events_raw
 from unitledger.sources.gateways import read_litellm_spendlogs
 from unitledger.sources.otlp import read_otlp
-from unitledger.tools.telemetry_formats import litellm_spendlogs, otlp_log_lines, otlp_trace_lines, with_turns, write_lines
+from unitledger.tools.telemetry_formats import LITELLM_COLUMNS, litellm_spendlogs, otlp_log_lines, otlp_trace_lines, with_turns, write_lines
 
 from tests.telemetry_builders import stage_rows
 
@@ -91,7 +91,9 @@ def test_litellm_spendlogs_give_the_same_calls_and_list_cost(flat_days, tmp_path
     for i, flat_file in enumerate(flat_days):
         day = events.filter(pl.col("_file") == i).drop("_file").lazy()
         spend = tmp_path / f"spend-{i}.csv"
-        litellm_spendlogs(day, prices).sink_csv(spend)
+        spend_rows = litellm_spendlogs(day, prices)
+        assert spend_rows.collect_schema().names() == list(LITELLM_COLUMNS)
+        spend_rows.sink_csv(spend)
         rows.append(read_litellm_spendlogs(spend, spend.name, Telemetry()))
         # outcomes stay in unitledger's own format: a gateway has none
         outcomes_only = tmp_path / f"outcomes-{i}.jsonl"

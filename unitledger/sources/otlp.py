@@ -220,8 +220,10 @@ def normalize_id(text: pl.Expr, n_bytes: int) -> pl.Expr:
     """An OTLP id as lowercase hex: hex as is, base64 (protobuf's generic JSON) decoded; null when
     it is neither, all zeros (invalid) or empty (absent)."""
     width = 2 * n_bytes
-    decoded = text.str.decode("base64", strict=False).bin.encode("hex")
-    hex_id = pl.when(text.str.contains(f"^[0-9a-fA-F]{{{width}}}$")).then(text.str.to_lowercase()).when(decoded.str.len_bytes() == width).then(decoded)
+    is_hex = text.str.contains(f"^[0-9a-fA-F]{{{width}}}$")
+    # decoded only where it is not hex: the rest are nulls, which cost the decoder nothing
+    decoded = pl.when(~is_hex).then(text).str.decode("base64", strict=False).bin.encode("hex")
+    hex_id = pl.when(is_hex).then(text.str.to_lowercase()).when(decoded.str.len_bytes() == width).then(decoded)
     return pl.when(hex_id != "0" * width).then(hex_id)
 
 

@@ -1,4 +1,4 @@
-"""Thin Dagster assets: call unitledger.pipeline, report metadata and check results."""
+"""Thin Dagster assets: call the steps (unitledger.steps), report metadata and check results."""
 
 
 from datetime import timedelta
@@ -7,12 +7,12 @@ import dagster as dg
 
 from pipelines.partitions import daily_partitions
 from pipelines.resources import Warehouse
-from unitledger import pipeline
-from unitledger.landing import InputFileError
-from unitledger.pipeline import StepResult
-from unitledger.warehouse import refresh_views
+from unitledger.sources.files import InputFileError
+from unitledger.steps import daily, staging
+from unitledger.steps.result import StepResult
+from unitledger.warehouse.views import refresh_views
 
-DAILY_TABLE_DESCRIPTIONS = {name: model.__doc__ for name, model in pipeline.DAILY_TABLES.items()}
+DAILY_TABLE_DESCRIPTIONS = {name: model.__doc__ for name, model in daily.DAILY_TABLES.items()}
 
 
 def report_step(result: StepResult, specs: dict[str, dg.AssetKey]):
@@ -52,7 +52,7 @@ def input_failure(exc: InputFileError) -> dg.Failure:
 )
 def staged_billing(context: dg.AssetExecutionContext, warehouse: Warehouse):
     try:
-        result = pipeline.stage_billing(warehouse.layout)
+        result = staging.stage_billing(warehouse.layout)
     except InputFileError as exc:
         raise input_failure(exc) from exc
     yield from report_step(result, {"staged_billing": dg.AssetKey("staged_billing")})
@@ -69,7 +69,7 @@ def staged_billing(context: dg.AssetExecutionContext, warehouse: Warehouse):
 )
 def staged_events(context: dg.AssetExecutionContext, warehouse: Warehouse):
     try:
-        result = pipeline.stage_events(warehouse.layout)
+        result = staging.stage_events(warehouse.layout)
     except InputFileError as exc:
         raise input_failure(exc) from exc
     yield from report_step(result, {"staged_events": dg.AssetKey("staged_events")})
@@ -82,7 +82,7 @@ _DAILY_SPECS = [
     dg.AssetSpec("cost_per_success", deps=["intent_costs"], group_name="daily", description=DAILY_TABLE_DESCRIPTIONS["cost_per_success"]),
 ]
 _DAILY_CHECKS = [
-    dg.AssetCheckSpec("schema", asset=spec.key, blocking=True, description=f"Pandera: {pipeline.DAILY_TABLES[spec.key.path[-1]].__name__}")
+    dg.AssetCheckSpec("schema", asset=spec.key, blocking=True, description=f"Pandera: {daily.DAILY_TABLES[spec.key.path[-1]].__name__}")
     for spec in _DAILY_SPECS
 ] + [
     dg.AssetCheckSpec("conservation", asset="request_costs", blocking=True, description="Per day and currency, cost equals the FOCUS rows with a request id assigned to that day, exactly."),
@@ -102,7 +102,7 @@ def daily_tables(context: dg.AssetExecutionContext, warehouse: Warehouse):
     window = context.partition_time_window
     start, end_inclusive = window.start.date(), window.end.date() - timedelta(days=1)
     context.log.info(f"Building daily tables for {start}..{end_inclusive}")
-    result = pipeline.build_daily_tables(warehouse.layout, warehouse.settings, start, end_inclusive)
+    result = daily.build_daily_tables(warehouse.layout, warehouse.settings, start, end_inclusive)
     yield from report_step(result, {spec.key.path[-1]: spec.key for spec in _DAILY_SPECS})
     views = refresh_views(warehouse.layout)
     context.log.info(f"DuckDB views: {', '.join(views)}")

@@ -5,15 +5,16 @@ rollups after every daily run, and the freshness checks (warnings, never blockin
   unitledger.toml): by default the current month so far plus the previous month until its invoice
   is final.
 - `landing_changes`: compares the landing files with the fingerprints it saw last (its cursor) and
-  re-materializes exactly the days those changes feed (unitledger/changes.py), one range run per
-  stretch of consecutive days. Its first look only remembers the files: history is the backfill's job.
+  re-materializes exactly the days those changes feed (unitledger/sources/changes.py), one range
+  run per stretch of consecutive days. Its first look only remembers the files: history is the
+  backfill's job.
 - `monthly_after_daily`: when a run that built daily partitions succeeds, one run rebuilds the
   monthly rollups and the reconciliation of the months it touched.
 """
 
 import hashlib
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta, timezone
 
 import dagster as dg
 
@@ -22,8 +23,10 @@ from pipelines.monthly import monthly_tables
 from pipelines.partitions import daily_partitions, monthly_partitions
 from pipelines.reconciliation import reconciliation_daily, reconciliation_tables
 from pipelines.resources import Warehouse
-from unitledger import changes, freshness, months
+from unitledger import months
+from unitledger.checks import freshness
 from unitledger.config import Settings
+from unitledger.sources import changes
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -47,10 +50,6 @@ monthly_job = dg.define_asset_job(
 def range_tags(first: str, last: str) -> dict[str, str]:
     """Tags that make one run cover the partitions first..last (every asset has a single-run backfill policy)."""
     return {RANGE_START: first, RANGE_END: last}
-
-
-def _today() -> date:
-    return datetime.now(timezone.utc).date()
 
 
 # --- nightly ------------------------------------------------------------------------------------
@@ -168,7 +167,7 @@ def monthly_after_daily(context: dg.RunStatusSensorContext):
     description="Warns when yesterday (UTC) has no published daily partition.",
 )
 def yesterday_built(warehouse: Warehouse) -> dg.AssetCheckResult:
-    yesterday = _today() - timedelta(days=1)
+    yesterday = warehouse.current_date() - timedelta(days=1)
     missing = freshness.missing_days(warehouse.layout, "cost_per_success", [yesterday])
     return dg.AssetCheckResult(
         passed=not missing,
@@ -184,7 +183,7 @@ def yesterday_built(warehouse: Warehouse) -> dg.AssetCheckResult:
 )
 def label_coverage(warehouse: Warehouse) -> dg.AssetCheckResult:
     settings = warehouse.settings.freshness
-    monday = freshness.closed_week(_today(), settings.label_grace_days)
+    monday = freshness.closed_week(warehouse.current_date(), settings.label_grace_days)
     coverage = freshness.label_coverage(warehouse.layout, monday)
     low = coverage.filter(coverage["label_coverage"] < settings.label_coverage_floor)
     week = f"week of {monday}"

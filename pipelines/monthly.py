@@ -2,15 +2,16 @@
 period (YYYY-MM), built from the daily partitions of the month through a partition mapping."""
 
 import warnings
-from datetime import datetime, timezone
 
 import dagster as dg
 
 from pipelines.assets import report_step
 from pipelines.partitions import monthly_partitions
 from pipelines.resources import Warehouse
-from unitledger import freshness, months, pipeline
-from unitledger.warehouse import refresh_views
+from unitledger import months
+from unitledger.checks import freshness
+from unitledger.steps.monthly import MONTHLY_TABLES, build_monthly_tables
+from unitledger.warehouse.views import refresh_views
 
 # A month depends on its days; days before the start date or after yesterday do not exist yet
 # (the current month is a partition while it runs). The parameter is marked beta; dagster is
@@ -26,13 +27,13 @@ MONTHLY_SPECS = [
         group_name="monthly",
         description=model.__doc__,
     )
-    for name, (model, daily, _) in pipeline.MONTHLY_TABLES.items()
+    for name, (model, daily, _) in MONTHLY_TABLES.items()
 ]
 _CHECKS = [
     spec
     for s in MONTHLY_SPECS
     for spec in (
-        dg.AssetCheckSpec("schema", asset=s.key, blocking=True, description=f"Pandera: {pipeline.MONTHLY_TABLES[s.key.path[-1]][0].__name__}"),
+        dg.AssetCheckSpec("schema", asset=s.key, blocking=True, description=f"Pandera: {MONTHLY_TABLES[s.key.path[-1]][0].__name__}"),
         dg.AssetCheckSpec(
             "daily_coverage",
             asset=s.key,
@@ -54,12 +55,12 @@ def monthly_tables(context: dg.AssetExecutionContext, warehouse: Warehouse):
     window = context.partition_time_window
     first, last = window.start.date(), months.previous_month(window.end.date())
     context.log.info(f"Rolling up {months.period_key(first)}..{months.period_key(last)} from the daily tables")
-    result = pipeline.build_monthly_tables(warehouse.layout, first, last)
+    result = build_monthly_tables(warehouse.layout, first, last)
     specs = {spec.key.path[-1]: spec.key for spec in MONTHLY_SPECS}
     yield from report_step(result, specs)
-    today = datetime.now(timezone.utc).date()
+    today = warehouse.current_date()
     for name, key in specs.items():
-        daily = pipeline.MONTHLY_TABLES[name][1]
+        daily = MONTHLY_TABLES[name][1]
         expected = [d for m in months.months(first, last) for d in freshness.expected_days(m, warehouse.settings.start_date, today)]
         gaps = freshness.missing_days(warehouse.layout, daily, expected)
         yield dg.AssetCheckResult(

@@ -1,5 +1,5 @@
 """Reconciliation assets: per billing period (monthly partitions) and per day (daily partitions),
-thin wrappers around unitledger.reconciliation_step."""
+thin wrappers around unitledger.steps.reconciliation."""
 
 from datetime import timedelta
 
@@ -9,10 +9,12 @@ from pipelines.assets import input_failure, report_step
 from pipelines.partitions import daily_partitions, monthly_partitions
 from pipelines.resources import Warehouse
 from unitledger import months
-from unitledger import reconciliation_step as step
-from unitledger.landing import InputFileError
-from unitledger.validation import CheckOutcome
-from unitledger.warehouse import refresh_views
+from unitledger.checks.reconciliation import status_check, token_check
+from unitledger.checks.validation import CheckOutcome
+from unitledger.sources.files import InputFileError
+from unitledger.steps import reconciliation as step
+from unitledger.warehouse.manifest import scan_table
+from unitledger.warehouse.views import refresh_views
 
 _STAGED = ["staged_billing", "staged_events"]
 
@@ -87,8 +89,8 @@ def reconciliation_tables(context: dg.AssetExecutionContext, warehouse: Warehous
     layout = warehouse.layout
     yield from _warnings(
         [
-            ("reconciliation", step.status_check(step.scan_published(layout, "reconciliation", keys))),
-            ("token_reconciliation", step.token_check(step.scan_published(layout, "token_reconciliation", keys))),
+            ("reconciliation", status_check(scan_table(layout, "reconciliation", keys))),
+            ("token_reconciliation", token_check(scan_table(layout, "token_reconciliation", keys))),
         ]
     )
     context.log.info(f"DuckDB views: {', '.join(refresh_views(layout))}")
@@ -108,7 +110,7 @@ def reconciliation_daily(context: dg.AssetExecutionContext, warehouse: Warehouse
     result = step.build_reconciliation_daily(warehouse.layout, warehouse.settings, start, end_inclusive)
     yield from report_step(result, {spec.key.path[-1]: spec.key for spec in DAILY_SPECS})
     keys = [d.isoformat() for d in months.days(start, end_inclusive)]
-    yield from _warnings([("reconciliation_daily", step.status_check(step.scan_published(warehouse.layout, "reconciliation_daily", keys)))])
+    yield from _warnings([("reconciliation_daily", status_check(scan_table(warehouse.layout, "reconciliation_daily", keys)))])
     context.log.info(f"DuckDB views: {', '.join(refresh_views(warehouse.layout))}")
 
 

@@ -37,12 +37,20 @@ class StagedFocus(pa.DataFrameModel):
     InvoiceIssuerName: str = pa.Field(nullable=True, description="FOCUS InvoiceIssuerName.")
     ServiceProviderName: str = pa.Field(description="FOCUS ServiceProviderName (ProviderName in FOCUS 1.0-1.2).")
     ServiceName: str = pa.Field(nullable=True, description="FOCUS ServiceName.")
+    SubAccountId: str = pa.Field(nullable=True, description="FOCUS SubAccountId: the project, workspace or subscription charged.")
+    SubAccountName: str = pa.Field(nullable=True, description="FOCUS SubAccountName.")
+    ResourceId: str = pa.Field(nullable=True, description="FOCUS ResourceId: the provider's id of the resource charged (e.g. a model endpoint).")
+    ResourceName: str = pa.Field(nullable=True, description="FOCUS ResourceName.")
     SkuId: str = pa.Field(nullable=True, description="FOCUS SkuId.")
     SkuMeter: str = pa.Field(nullable=True, description="FOCUS SkuMeter: for tokens, the token type.")
+    SkuPriceDetails: str = pa.Field(nullable=True, description="FOCUS SkuPriceDetails: JSON object of the SKU price's properties, as exported (text).")
+    Tags: str = pa.Field(nullable=True, description="FOCUS Tags: JSON object of provider and user tags, as exported (text).")
     x_RequestId: str = pa.Field(nullable=True, description="Custom column: the LLM request the row bills, null for tax, fees, credits, purchases.")
     x_ModelVersion: str = pa.Field(nullable=True, description="Custom column: model version billed.")
     x_PromptVersion: str = pa.Field(nullable=True, description="Custom column: prompt version.")
     x_FeatureTag: str = pa.Field(nullable=True, description="Custom column: product feature.")
+    x_SkuMeterName: str = pa.Field(nullable=True, description="Custom column (Azure): the meter's free-text name, where model, version and token direction are spelled (e.g. 'gpt 4o 0513 Input global Tokens').")
+    x_UsageType: str = pa.Field(nullable=True, description="Custom column (AWS): the CUR usage type, with region, model and token direction (e.g. 'USE1-MP:USE1_InputTokenCount-Units').")
 
     class Config:
         strict = True

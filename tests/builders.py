@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from pathlib import Path
 
 FOCUS_HEADER = [
@@ -14,6 +15,31 @@ FOCUS_HEADER = [
     "InvoiceIssuerName", "ServiceName", "SkuId", "SkuMeter", "ConsumedQuantity", "ConsumedUnit",
     "x_RequestId", "x_ModelVersion", "x_PromptVersion", "x_FeatureTag",
 ]
+
+
+AI_COLUMNS = ["x_RequestId", "x_ModelVersion", "x_PromptVersion", "x_FeatureTag"]
+
+
+def focus_13_header() -> list[str]:
+    """A real FOCUS 1.3 header: the 65 Cost and Usage columns of the reference's table, in its
+    (alphabetical) order, then the AI extensions: 69 columns, Tags just before x_RequestId."""
+    from tests.conftest import FOCUS_REFERENCE
+
+    names = []
+    for line in FOCUS_REFERENCE.read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 3 and re.fullmatch(r"[A-Z]\w+(, [A-Z]\w+)*", cells[1]) and cells[1] != "Column":
+            names += cells[1].split(", ")
+    assert len(names) == 65, names
+    return names + AI_COLUMNS
+
+
+def focus_sample_header() -> list[str]:
+    """The header of the real FOCUS 1.0 sample (44 columns, ProviderName), then the AI extensions."""
+    from tests.conftest import FOCUS_SAMPLE
+
+    with open(FOCUS_SAMPLE, newline="") as fh:
+        return next(csv.reader(fh)) + AI_COLUMNS
 
 
 def focus_row(request_id: str | None = "r1", cost: str = "0.010000000000", *, hour: str = "2026-03-02T10:00:00Z",

@@ -9,6 +9,7 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from unitledger.layout import Layout
+from unitledger.warehouse.manifest import read_manifest
 
 TABLES = [
     "request_costs",
@@ -23,9 +24,9 @@ TABLES = [
 
 def read_table(layout: Layout, name: str) -> pl.DataFrame:
     """Every row of a published table (partition key restored), in a canonical order."""
-    files = sorted(layout.table(name).glob("*/*.parquet"))
-    assert files, f"{name}: no partitions under {layout.table(name)}"
-    frame = pl.read_parquet(files, hive_partitioning=True)
+    published = read_manifest(layout)
+    assert published.partitions(name) or name == "quarantine", f"{name}: no partitions in {layout.warehouse}"
+    frame = published.scan(layout, name).collect()
     exact = [c for c, t in frame.schema.items() if not t.is_float()]
     return frame.sort(exact, nulls_last=True)
 
@@ -50,29 +51,31 @@ def copy_landing(source: Layout, target: Layout) -> None:
 def build_warehouse(layout: Layout, settings, start, end) -> None:
     """Stage the landing files, build the daily tables for [start, end] and their months, refresh
     the views: the pipeline steps the assets call, without Dagster (faster)."""
-    from unitledger import months, pipeline
-    from unitledger.warehouse import refresh_views
+    from unitledger import months
+    from unitledger.steps import daily, monthly, staging
+    from unitledger.warehouse.views import refresh_views
 
-    pipeline.stage_billing(layout)
-    pipeline.stage_events(layout)
-    assert pipeline.build_daily_tables(layout, settings, start, end).passed
-    assert pipeline.build_monthly_tables(layout, months.month_start(start), months.month_start(end)).passed
+    staging.stage_billing(layout)
+    staging.stage_events(layout)
+    assert daily.build_daily_tables(layout, settings, start, end).passed
+    assert monthly.build_monthly_tables(layout, months.month_start(start), months.month_start(end)).passed
     refresh_views(layout)
 
 
 def build_with_reconciliation(layout: Layout, settings, first=date(2026, 3, 2), last=date(2026, 3, 3)) -> None:
     """Stage, build the daily tables and both reconciliations for [first, last] (and its month),
     refresh the views; every step must pass its checks."""
-    from unitledger import months, pipeline, reconciliation_step
-    from unitledger.warehouse import refresh_views
+    from unitledger import months
+    from unitledger.steps import daily, reconciliation, staging
+    from unitledger.warehouse.views import refresh_views
 
-    assert pipeline.stage_billing(layout).passed
-    assert pipeline.stage_events(layout).passed
+    assert staging.stage_billing(layout).passed
+    assert staging.stage_events(layout).passed
     month = months.month_start(first)
     for result in (
-        pipeline.build_daily_tables(layout, settings, first, last),
-        reconciliation_step.build_reconciliation_daily(layout, settings, first, last),
-        reconciliation_step.build_reconciliation(layout, settings, month, month),
+        daily.build_daily_tables(layout, settings, first, last),
+        reconciliation.build_reconciliation_daily(layout, settings, first, last),
+        reconciliation.build_reconciliation(layout, settings, month, month),
     ):
         assert result.passed, result.failures()
     refresh_views(layout)

@@ -11,6 +11,10 @@ REPO = Path(__file__).resolve().parents[1]
 FOCUS_SAMPLE = REPO.parent / "shared" / "data" / "focus-sample-1.0" / "focus_sample.csv"
 if not FOCUS_SAMPLE.exists():
     FOCUS_SAMPLE = Path("/work/shared/data/focus-sample-1.0/focus_sample.csv")
+# The FOCUS 1.3 column list (a table in the shared reference), for tests that need a real header.
+FOCUS_REFERENCE = REPO.parent / "shared" / "reference" / "focus-1.3.md"
+if not FOCUS_REFERENCE.exists():
+    FOCUS_REFERENCE = Path("/work/shared/reference/focus-1.3.md")
 os.environ.pop("DAGSTER_HOME", None)  # tests use ephemeral Dagster instances
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from unitledger import parse
+from unitledger.sources import events as flat_events
 from unitledger.config import Telemetry
 from unitledger.model.telemetry import evaluation_outcomes, infer_attempts
 
@@ -91,7 +91,7 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 def stage_rows(rows: pl.LazyFrame, telemetry: Telemetry = Telemetry()) -> dict[str, pl.DataFrame]:
     """Telemetry rows through the path integration will give them: records with a `problem` to
     quarantine; retries inferred; evaluations turned into outcomes (explicit outcome rows win); then
-    the flat format's own rules and typing (parse.events_problems, llm_calls_typed, outcomes_typed).
+    the flat format's own rules and typing (flat_events.events_problems, llm_calls_typed, outcomes_typed).
     Returns calls and outcomes (typed) and the quarantined rows (`reason`)."""
     rows = rows.collect().lazy()
     usable = rows.filter(pl.col("problem").is_null() & pl.col("event_type").is_in(["llm_call", "outcome"]))
@@ -103,17 +103,17 @@ def stage_rows(rows: pl.LazyFrame, telemetry: Telemetry = Telemetry()) -> dict[s
         pl.col("success", "escalated").cast(pl.String), event_type=pl.lit("outcome")
     )
     outcome_rows = pl.concat([flat_outcomes, as_text], how="diagonal_relaxed")
-    fields = [*parse.EVENT_FIELDS, "source_file", "source_line"]
-    checked = parse.events_problems(pl.concat([calls.select(fields), outcome_rows.select(fields)]))
+    fields = [*flat_events.EVENT_FIELDS, "source_file", "source_line"]
+    checked = flat_events.events_problems(pl.concat([calls.select(fields), outcome_rows.select(fields)]))
     quarantined = pl.concat(
         [
             rows.filter(pl.col("problem").is_not_null()).select("source_file", "source_line", reason=pl.col("problem")),
             derived.unresolved.select("source_file", "source_line", "reason"),
-            parse.events_quarantine(checked).select("source_file", "source_line", "reason"),
+            flat_events.events_quarantine(checked).select("source_file", "source_line", "reason"),
         ]
     )
     return {
-        "calls": parse.llm_calls_typed(checked).collect(),
-        "outcomes": parse.outcomes_typed(checked).collect(),
+        "calls": flat_events.llm_calls_typed(checked).collect(),
+        "outcomes": flat_events.outcomes_typed(checked).collect(),
         "quarantine": quarantined.collect(),
     }

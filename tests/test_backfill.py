@@ -19,10 +19,12 @@ from pipelines.resources import Warehouse
 from tests.builders import outcome, write_events
 from tests.compare import assert_same_tables, copy_landing, read_table
 from tests.conftest import REPO
-from unitledger import backfill, pipeline
 from unitledger.cli import main
-from unitledger.generate import generate
 from unitledger.layout import Layout
+from unitledger.steps import backfill
+from unitledger.steps.daily import build_daily_tables
+from unitledger.tools.generate import generate
+from unitledger.warehouse.manifest import read_manifest
 
 START, END = "2026-01-27", "2026-03-03"  # three billing periods, the first and last partial
 CONFIG = REPO / "unitledger.toml"
@@ -104,23 +106,25 @@ def test_dagster_cli_partition_range_gives_identical_tables(landed, reference, t
 def test_resume_skips_the_months_finished_before_a_failure(landed, reference, tmp_path, monkeypatch, capsys):
     layout = _copy(landed, tmp_path)
     args = ["materialize", "--data-dir", str(layout.data_dir), "--config", str(CONFIG), "--start", START, "--end", END]
-    build = pipeline.build_daily_tables
-    monkeypatch.setattr(pipeline, "build_daily_tables", _crash_in_february(build))
+    build = build_daily_tables
+    monkeypatch.setattr("unitledger.steps.daily.build_daily_tables", _crash_in_february(build))
     assert main(args) == 1
     assert "Stopped at 2026-02" in capsys.readouterr().err
     record = json.loads((layout.warehouse / "_backfills" / f"{START}_{END}.json").read_text())
     assert record["done"] == ["2026-01"]
-    january = sorted(layout.table("intent_costs").glob("date=2026-01-*/data.parquet"))
-    written = {p: p.stat().st_mtime_ns for p in january}
-    assert len(written) == 5
-    assert not list(layout.table("intent_costs").glob("date=2026-02-*"))
+    def published(month: str) -> dict[str, list[str]]:  # day → its files (new names on every publish)
+        return {d: f for d, f in read_manifest(layout).tables["intent_costs"].items() if d.startswith(month)}
 
-    monkeypatch.setattr(pipeline, "build_daily_tables", build)
+    written = published("2026-01")
+    assert len(written) == 5
+    assert published("2026-02") == {}
+
+    monkeypatch.setattr("unitledger.steps.daily.build_daily_tables", build)
     assert main(args) == 0
     progress = capsys.readouterr().err
     assert "daily 2026-01: built by the interrupted run, skipped" in progress
     assert "daily 2026-02 (28 days" in progress
-    assert {p: p.stat().st_mtime_ns for p in january} == written
+    assert published("2026-01") == written
     assert not (layout.warehouse / "_backfills" / f"{START}_{END}.json").exists()
     assert_same_tables(layout, reference)
 
@@ -128,8 +132,8 @@ def test_resume_skips_the_months_finished_before_a_failure(landed, reference, tm
 def test_resume_rebuilds_a_finished_month_whose_inputs_changed(landed, tmp_path, monkeypatch, capsys):
     layout = _copy(landed, tmp_path)
     args = ["materialize", "--data-dir", str(layout.data_dir), "--config", str(CONFIG), "--start", START, "--end", END]
-    build = pipeline.build_daily_tables
-    monkeypatch.setattr(pipeline, "build_daily_tables", _crash_in_february(build))
+    build = build_daily_tables
+    monkeypatch.setattr("unitledger.steps.daily.build_daily_tables", _crash_in_february(build))
     assert main(args) == 1
     capsys.readouterr()
     intents = read_table(layout, "intent_costs").filter(pl.col("date") == date(2026, 1, 29), pl.col("outcome") == "success")
@@ -137,7 +141,7 @@ def test_resume_rebuilds_a_finished_month_whose_inputs_changed(landed, tmp_path,
     # A late label flips a January session to failure: January has to be rebuilt, not skipped.
     write_events(layout.landing_events / "late.jsonl", [outcome(session, False, "2026-03-20T00:00:00Z", event_id="late-1")])
 
-    monkeypatch.setattr(pipeline, "build_daily_tables", build)
+    monkeypatch.setattr("unitledger.steps.daily.build_daily_tables", build)
     assert main(args) == 0
     progress = capsys.readouterr().err
     assert "rebuilding 2026-01" in progress

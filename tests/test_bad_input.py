@@ -16,9 +16,13 @@ import pytest
 
 from tests.builders import FOCUS_HEADER, focus_row, llm_call, write_events, write_focus_csv
 from tests.conftest import leftovers
-from unitledger import landing, pipeline, reconciliation_step
 from unitledger.cli import main
-from unitledger.storage import scan_partitions
+from unitledger.sources.events import event_outputs, scan_staged_calls, stage_events
+from unitledger.sources.files import InputFileError, list_landing, scan_quarantine
+from unitledger.sources.focus import focus_outputs, scan_staged_focus, stage_focus
+from unitledger.steps import staging
+from unitledger.steps.reconciliation import build_reconciliation
+from unitledger.warehouse.manifest import scan_table
 
 MARCH = date(2026, 3, 1)
 GOOD_ROWS = [focus_row("r1", "0.010000000000"), focus_row("r2", "0.020000000000")]
@@ -69,17 +73,17 @@ def test_unreadable_focus_file_stops_staging_naming_it(layout, tmp_path, case):
     bad = layout.landing_focus / "acct" / "d2" / name
     bad.parent.mkdir(parents=True)
     bad.write_bytes(content)
-    with pytest.raises(landing.InputFileError) as raised:
-        landing.stage_focus(layout)
+    with pytest.raises(InputFileError) as raised:
+        stage_focus(layout)
     assert str(raised.value).startswith(f"acct/d2/{name}: {message}"), str(raised.value)
     # Nothing of the bad file is staged, no half-written output is left.
-    staged = landing.scan_staged_focus(layout).collect()
+    staged = scan_staged_focus(layout).collect()
     assert set(staged["source_file"]) == {"acct/d1/good.csv"}
     assert not leftovers(layout)
     # Fixed, the file is staged in full on the next run.
     bad.unlink()
     write_focus_csv(layout.landing_focus / "acct" / "d2" / "export.csv", GOOD_ROWS)
-    assert landing.stage_focus(layout).rows["focus"] == 4
+    assert stage_focus(layout).rows["focus"] == 4
 
 
 @pytest.mark.parametrize(
@@ -99,10 +103,10 @@ def test_unreadable_event_file_stops_staging_naming_it(layout, name, content, me
     write_events(layout.landing_events / "0-good.jsonl", [llm_call("r1")])
     bad = layout.landing_events / name
     bad.write_bytes(content)
-    with pytest.raises(landing.InputFileError) as raised:
-        landing.stage_events(layout)
+    with pytest.raises(InputFileError) as raised:
+        stage_events(layout)
     assert str(raised.value).startswith(f"{name}: {message}"), str(raised.value)
-    assert set(landing.scan_staged_calls(layout).collect()["source_file"]) == {"0-good.jsonl"}
+    assert set(scan_staged_calls(layout).collect()["source_file"]) == {"0-good.jsonl"}
     assert not leftovers(layout)
 
 
@@ -119,17 +123,17 @@ def test_unreadable_file_fails_the_dagster_run_naming_it(layout, capsys):
 
 
 def _stage_and_reconcile(layout, settings, month=MARCH):
-    assert pipeline.stage_billing(layout).passed
-    assert pipeline.stage_events(layout).passed
-    return reconciliation_step.build_reconciliation(layout, settings, month, month)
+    assert staging.stage_billing(layout).passed
+    assert staging.stage_events(layout).passed
+    return build_reconciliation(layout, settings, month, month)
 
 
 def _quarantined(layout, source="focus"):
-    return landing.scan_quarantine(layout).filter(pl.col("source") == source).sort("source_line").collect()
+    return scan_quarantine(layout).filter(pl.col("source") == source).sort("source_line").collect()
 
 
 def _month(layout, period="2026-03"):
-    return scan_partitions(layout.table("reconciliation"), "billing_period", [period], pl.String).collect()
+    return scan_table(layout, "reconciliation", [period]).collect()
 
 
 @pytest.mark.parametrize(
@@ -180,7 +184,32 @@ def test_unreadable_cost_is_quarantined_and_flagged_as_missing(layout, settings)
     assert row["effective_total"] == Decimal("0.03") + Decimal("0.07") + Decimal("0.05")
     assert row["quarantined_rows_unknown_cost"] == 2
     assert row["status"] == "fail"
-    assert "2 quarantined row(s) with an unreadable BilledCost: billed_total is incomplete" in row["status_reason"]
+    assert "2 quarantined row(s) with an unreadable or out-of-range BilledCost: billed_total is incomplete" in row["status_reason"]
+
+
+def test_amounts_too_large_to_sum_exactly_are_quarantined_and_the_month_builds(layout, settings, capsys):
+    # Two costs of 6e19 fit Decimal(38,18) one by one, but their sum does not (20 integer digits):
+    # the month failed with a bare Polars overflow. They are quarantined, named, and flagged unknown.
+    huge = [focus_row("r3", "6e19"), focus_row("r4", "60000000000000000000.5", EffectiveCost="0.05")]
+    write_focus_csv(layout.landing_focus / "acct-us" / "d1" / "export.csv", [GOOD_ROWS[0], *huge, GOOD_ROWS[1]])
+    write_events(layout.landing_events / "calls.jsonl", [llm_call("r1"), llm_call("r2"), llm_call("r3"), llm_call("r4")])
+    code = main(["materialize", "--data-dir", str(layout.data_dir), "--start", "2026-03-02", "--end", "2026-03-02"])
+    assert code == 0, capsys.readouterr().err
+    held = _quarantined(layout)
+    assert held.select("source_file", "source_line").rows() == [("acct-us/d1/export.csv", 3), ("acct-us/d1/export.csv", 4)]
+    assert held["column"].to_list() == ["BilledCost,EffectiveCost,ListCost,ContractedCost", "BilledCost,ListCost,ContractedCost"]
+    bound = "is out of range: an amount must be below 10^15 in magnitude for sums to stay exact"
+    assert held["reason"][0].startswith(f"BilledCost {bound}: 6e19; EffectiveCost {bound}: 6e19")
+    assert held["billed_cost"].to_list() == [None, None]  # unknown, not summed
+    assert held["effective_cost"].to_list() == [None, Decimal("0.05")]
+    costs = scan_table(layout, "request_costs", ["2026-03-02"]).sort("request_id").collect()
+    assert costs.select("request_id", "billed_cost").rows() == [
+        ("r1", Decimal("0.01")), ("r2", Decimal("0.02")), ("r3", None), ("r4", None)
+    ]
+    row = _month(layout).filter(pl.col("quarantined_rows") > 0).row(0, named=True)
+    assert (row["billed_total"], row["quarantined_rows"], row["quarantined_rows_unknown_cost"]) == (Decimal("0.03"), 2, 2)
+    assert row["effective_total"] == Decimal("0.03") + Decimal("0.05")
+    assert row["status"] == "fail" and "2 quarantined row(s) with an unreadable or out-of-range BilledCost" in row["status_reason"]
 
 
 def test_quarantined_row_with_no_billing_period_stops_the_reconciliation(layout, settings):
@@ -217,15 +246,29 @@ def test_negative_token_count_quarantines_the_event_and_keeps_the_billed_cost(la
     assert (row["billed_total"], row["unmatched_billing_cost"], row["unmatched_requests"]) == (Decimal("0.03"), Decimal("0.03"), 2)
 
 
+def test_token_counts_too_large_to_sum_are_quarantined(layout, settings):
+    # Int64 sums wrap around silently: two counts of 6e18 would add up to a negative number.
+    write_focus_csv(layout.landing_focus / "acct-us" / "d1" / "export.csv", GOOD_ROWS)
+    write_events(
+        layout.landing_events / "calls.jsonl",
+        [llm_call("r1", input_tokens=6 * 10**18), llm_call("r2", output_tokens=10**9), llm_call("r3", output_tokens=10**9 - 1)],
+    )
+    assert _stage_and_reconcile(layout, settings).passed
+    held = _quarantined(layout, "events")
+    assert held.select("source_line", "column").rows() == [(1, "input_tokens"), (2, "output_tokens")]
+    assert held["reason"][0] == "input_tokens is out of range: a token count must be below 10^9 for sums to stay exact: 6000000000000000000"
+    assert scan_staged_calls(layout).collect()["request_id"].to_list() == ["r3"]
+
+
 def test_quoted_empty_cells_are_nulls_not_bad_values(layout):
     path = layout.landing_focus / "acct" / "d1" / "quoted.csv"
     path.parent.mkdir(parents=True)
     header = ",".join(f'"{c}"' for c in FOCUS_HEADER)
     values = ",".join(f'"{"" if v is None else v}"' for v in focus_row("r1").values())
     path.write_text(f"{header}\n{values}\n")
-    report = landing.stage_focus(layout)
+    report = stage_focus(layout)
     assert (report.rows["focus"], report.quarantined_rows) == (1, 0)
-    assert landing.scan_staged_focus(layout).collect()["ChargeClass"].to_list() == [None]
+    assert scan_staged_focus(layout).collect()["ChargeClass"].to_list() == [None]
 
 
 # --- a huge file is streamed --------------------------------------------------------------------
@@ -255,8 +298,8 @@ def test_staging_runs_entirely_on_the_streaming_engine(layout, tmp_path, kind, n
         frame.write_parquet(path)
     else:
         path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
-    [f] = landing.list_landing(path.parent, (name.split(".", 1)[1],))
-    outputs = landing.focus_outputs(layout, f) if kind == "focus" else landing.event_outputs(layout, f)
+    [f] = list_landing(path.parent, (name.split(".", 1)[1],))
+    outputs = focus_outputs(layout, f) if kind == "focus" else event_outputs(layout, f)
     for target, plan in outputs.items():
         sink = plan.sink_parquet(tmp_path / target.name, lazy=True)
         assert _nodes_off_the_streaming_engine(sink) == [], target
@@ -272,9 +315,9 @@ def test_a_large_file_stages_with_every_cent(layout):
     path = layout.landing_focus / "acct" / "d1" / "big.csv"
     path.parent.mkdir(parents=True)
     frame.write_csv(path)
-    report = landing.stage_focus(layout)
+    report = stage_focus(layout)
     assert (report.rows["focus"], report.quarantined_rows) == (rows, 0)
     assert layout.tmp.is_dir() and not leftovers(layout)  # the text was decoded once into scratch, then removed
     # Σ (i mod 1000) over 100 full cycles of 0..999, plus 0.000000000123 per row.
     expected = Decimal(100 * sum(range(1000))) + rows * Decimal("0.000000000123")
-    assert landing.scan_staged_focus(layout).select(pl.col("BilledCost").sum()).collect().item() == expected
+    assert scan_staged_focus(layout).select(pl.col("BilledCost").sum()).collect().item() == expected

@@ -11,8 +11,9 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from unitledger import bench
-from unitledger.pipeline import DAILY_TABLES, polars_schema
+from unitledger.steps.daily import DAILY_TABLES
+from unitledger.tools import bench
+from unitledger.warehouse.publish import polars_schema
 
 
 def _quiet(*_args) -> None:
@@ -91,20 +92,19 @@ def test_a_missing_row_is_a_disagreement():
 def test_a_day_joined_in_hash_buckets_gives_the_same_tables(tmp_path, monkeypatch, settings):
     """Past BUCKET_CALLS calls the pipeline works bucket by bucket (requests, sessions): the tables
     must not change (checked against the DuckDB route, which never buckets)."""
-    from unitledger import pipeline, transforms
+    from unitledger.model.requests import in_bucket
 
     day = bench.DEFAULT_DAY
     data = tmp_path / "data"
     bench.generate_day(data, day, 4_000, "parquet")
     seen = set()
-    in_bucket = transforms.in_bucket
 
     def spy(column, bucket, buckets):
         seen.add((column, bucket, buckets))
         return in_bucket(column, bucket, buckets)
 
-    monkeypatch.setattr(pipeline, "BUCKET_CALLS", 1_500)
-    monkeypatch.setattr(transforms, "in_bucket", spy)
+    monkeypatch.setattr("unitledger.steps.daily.BUCKET_CALLS", 1_500)
+    monkeypatch.setattr("unitledger.model.requests.in_bucket", spy)
     for implementation, run in (("pipeline", bench.run_pipeline), ("duckdb", bench.run_duckdb)):
         (tmp_path / "out" / implementation).mkdir(parents=True)
         run(data, settings, day, tmp_path / "out" / implementation)
@@ -122,6 +122,6 @@ def test_parquet_prefetch_is_bounded_unless_the_operator_set_it(operator_setting
     env = {k: v for k, v in os.environ.items() if k != "POLARS_ROW_GROUP_PREFETCH_SIZE"}
     if operator_setting is not None:
         env["POLARS_ROW_GROUP_PREFETCH_SIZE"] = operator_setting
-    code = "import os, unitledger.pipeline; print(os.environ['POLARS_ROW_GROUP_PREFETCH_SIZE'])"
+    code = "import os, unitledger.steps.daily; print(os.environ['POLARS_ROW_GROUP_PREFETCH_SIZE'])"
     printed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert printed.strip() == expected

@@ -17,10 +17,11 @@ import pytest
 
 from tests.compare import assert_same_tables
 from tests.conftest import REPO, leftovers
-from unitledger.generate import generate
 from unitledger.layout import Layout
-from unitledger import storage
-from unitledger.storage import Spill, clear_scratch, scratch_folder, write_parquet_atomic
+from unitledger.tools.generate import generate
+from unitledger.warehouse import publish
+from unitledger.warehouse.manifest import read_manifest
+from unitledger.warehouse.publish import Spill, clear_scratch, scratch_folder, write_parquet_atomic
 
 START, END = date(2026, 3, 1), date(2026, 3, 4)
 TABLES = [
@@ -56,12 +57,13 @@ def materialize(layout: Layout, kill_after: str | None = None, delay: float = 0.
 
 
 def assert_readable(layout: Layout) -> None:
-    """Every Parquet file a reader can glob opens, every DuckDB view answers."""
+    """Every Parquet file in the warehouse opens, every table reads through the manifest, every
+    DuckDB view answers."""
     for path in layout.warehouse.rglob("*.parquet"):
         pl.read_parquet(path)
+    published = read_manifest(layout)
     for name in TABLES:
-        if layout.table(name).exists():
-            pl.scan_parquet(layout.table(name) / "*" / "*.parquet", hive_partitioning=True).collect()
+        published.scan(layout, name).collect()
     if layout.duckdb_path.exists():
         with duckdb.connect(str(layout.duckdb_path), read_only=True) as con:
             for (view,) in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall():
@@ -106,10 +108,10 @@ def test_killed_runs_leave_readable_tables_and_the_next_run_repairs_them(tmp_pat
 def test_what_a_killed_process_left_is_removed_and_a_live_ones_kept(layout):
     dead = subprocess.Popen(["true"])  # a process that has exited: its pid is no longer alive
     dead.wait()
-    partition = layout.table("request_costs") / "date=2026-03-02"
-    write_parquet_atomic(pl.DataFrame({"x": [1]}), partition / "data.parquet")
-    stale = partition / f".data.parquet.{dead.pid}.0123abcd.tmp"
-    live = partition / f".data.parquet.{os.getpid()}.4567cdef.tmp"
+    folder = layout.staged("focus")
+    write_parquet_atomic(pl.DataFrame({"x": [1]}), folder / "data.parquet")
+    stale = folder / f".data.parquet.{dead.pid}.0123abcd.tmp"
+    live = folder / f".data.parquet.{os.getpid()}.4567cdef.tmp"
     for path in (stale, live):
         path.write_bytes(b"half a file")
     Spill(layout.tmp, "joined", "date").sink(pl.LazyFrame({"date": [START], "x": [1]}))
@@ -118,7 +120,7 @@ def test_what_a_killed_process_left_is_removed_and_a_live_ones_kept(layout):
     clear_scratch(layout.tmp, layout.warehouse)
     assert not stale.exists() and not killed_spill.exists()
     assert live.exists() and len(list(layout.tmp.iterdir())) == 1  # this process's own spill
-    assert pl.read_parquet(partition / "data.parquet")["x"].to_list() == [1]
+    assert pl.read_parquet(folder / "data.parquet")["x"].to_list() == [1]
 
 
 def test_a_scratch_folder_is_gone_even_when_a_file_appears_in_it_while_it_is_removed(layout, monkeypatch):
@@ -136,7 +138,7 @@ def test_a_scratch_folder_is_gone_even_when_a_file_appears_in_it_while_it_is_rem
             return
         real_rmtree(path, ignore_errors=ignore_errors)
 
-    monkeypatch.setattr(storage.shutil, "rmtree", late_writer_wins_once)
+    monkeypatch.setattr(publish.shutil, "rmtree", late_writer_wins_once)
     with scratch_folder(layout.tmp, "staging") as folder:
         (folder / "decoded.parquet").write_bytes(b"data")
     assert len(removals) == 2 and not folder.exists() and list(layout.tmp.iterdir()) == []

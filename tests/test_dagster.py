@@ -12,7 +12,7 @@ from pipelines.resources import Warehouse
 from tests.builders import focus_row, llm_call, outcome, write_events, write_focus_csv
 from tests.conftest import REPO
 from unitledger.cli import main
-from unitledger.storage import scan_partitions
+from unitledger.warehouse.manifest import scan_table
 
 DAILY_TABLES = ["request_costs", "intent_costs", "cost_per_intent", "cost_per_success"]
 
@@ -67,7 +67,7 @@ def test_range_materializes_every_table_and_reports_metadata(layout):
     result = materialize_range(layout, "2026-03-02", "2026-03-03")
     assert result.success
     for table in DAILY_TABLES:
-        frame = scan_partitions(layout.table(table), "date", ["2026-03-02", "2026-03-03"]).collect()
+        frame = scan_table(layout, table, ["2026-03-02", "2026-03-03"]).collect()
         assert set(frame["date"].cast(pl.String)) == {"2026-03-02", "2026-03-03"}, table
     events = result.get_asset_materialization_events()
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in events}

@@ -1,4 +1,4 @@
-"""Tests of unitledger.generate: the synthetic landing data must be deterministic and carry every
+"""Tests of unitledger.tools.generate: the synthetic landing data must be deterministic and carry every
 kind of mess the pipeline has to survive. Every property is checked by reading the written files
 back independently (json / gzip / polars), never through the generator's own structures."""
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from unitledger.generate import GenerateSummary, generate
+from unitledger.tools.generate import GenerateSummary, generate
 
 RPD, DAYS, START = 300, 3, date(2026, 3, 1)
 SMALL = dict(start=START, days=DAYS, requests_per_day=RPD, seed=7)

@@ -17,13 +17,14 @@ from pipelines.resources import Warehouse
 from schemas import CostPerIntent, CostPerSuccess
 from schemas.monthly import CostPerIntentMonthly, CostPerSuccessMonthly
 from tests.builders import llm_call, outcome, write_events
-from tests.compare import build_warehouse
+from tests.compare import build_warehouse, read_table
 from tests.conftest import REPO
+from unitledger.checks.validation import validate
 from unitledger.config import load_settings
-from unitledger.generate import generate
 from unitledger.layout import Layout
-from unitledger.pipeline import polars_schema
-from unitledger.validation import validate
+from unitledger.tools.generate import generate
+from unitledger.warehouse.manifest import read_manifest
+from unitledger.warehouse.publish import Publication, Spill, polars_schema
 
 GRAIN = ["feature_tag", "model_version", "prompt_version", "billing_currency"]
 
@@ -46,7 +47,8 @@ def _sql(query: str) -> pl.DataFrame:
 
 
 def _table(layout: Layout, name: str) -> str:
-    return f"read_parquet('{layout.warehouse}/{name}/*/*.parquet', hive_partitioning = true)"
+    files = ", ".join(f"'{layout.warehouse / f}'" for f in read_manifest(layout).files(name))
+    return f"read_parquet([{files}], hive_partitioning = true)"
 
 
 def test_cost_per_intent_monthly_equals_the_sums_of_the_daily_rows(built):
@@ -60,7 +62,7 @@ def test_cost_per_intent_monthly_equals_the_sums_of_the_daily_rows(built):
         FROM {_table(built, 'cost_per_intent')} GROUP BY ALL
         """,
     )
-    monthly = pl.read_parquet(built.table("cost_per_intent_monthly"), hive_partitioning=True)
+    monthly = read_table(built, "cost_per_intent_monthly")
     keys = ["billing_period", *GRAIN]
     joined = expected.join(monthly, on=keys, how="full", nulls_equal=True, suffix="_m")
     assert joined.height == expected.height == monthly.height > 10
@@ -74,10 +76,10 @@ def test_cost_per_intent_monthly_equals_the_sums_of_the_daily_rows(built):
 
 
 def test_cost_per_success_monthly_sums_and_interval_from_the_months_intents(built):
-    intents = pl.read_parquet(built.table("intent_costs"), hive_partitioning=True).filter(
+    intents = read_table(built, "intent_costs").filter(
         pl.col("outcome") != "unlabeled", pl.col("billing_currency").is_not_null()
     )
-    monthly = pl.read_parquet(built.table("cost_per_success_monthly"), hive_partitioning=True)
+    monthly = read_table(built, "cost_per_success_monthly")
     checked = 0
     for (period, *grain), group in intents.group_by(pl.col("date").dt.strftime("%Y-%m"), *GRAIN):
         row = monthly.filter(pl.col("billing_period") == period, *[pl.col(c).eq_missing(v) for c, v in zip(GRAIN, grain)])
@@ -102,8 +104,8 @@ def test_cost_per_success_monthly_sums_and_interval_from_the_months_intents(buil
 
 
 def test_unbilled_intents_keep_null_money_in_the_month(built):
-    daily = pl.read_parquet(built.table("cost_per_intent"), hive_partitioning=True)
-    monthly = pl.read_parquet(built.table("cost_per_intent_monthly"), hive_partitioning=True)
+    daily = read_table(built, "cost_per_intent")
+    monthly = read_table(built, "cost_per_intent_monthly")
     assert daily.filter(pl.col("billing_currency").is_null()).height > 0
     unbilled = monthly.filter(pl.col("billing_currency").is_null())
     assert unbilled.height > 0
@@ -124,7 +126,7 @@ def test_monthly_models_are_the_daily_ones_with_billing_period_in_place_of_date(
 
 
 def test_monthly_validation_rejects_a_bad_period_and_a_duplicate_grain(built):
-    rows = pl.read_parquet(built.table("cost_per_success_monthly"), hive_partitioning=True).select(
+    rows = read_table(built, "cost_per_success_monthly").select(
         list(polars_schema(CostPerSuccessMonthly))
     )
     assert validate(CostPerSuccessMonthly, rows.lazy()).passed
@@ -159,17 +161,22 @@ def test_a_month_maps_to_its_days_and_the_current_month_to_the_days_so_far(now, 
 
 def test_monthly_asset_warns_about_a_missing_day_without_failing(built, tmp_path):
     layout = Layout(tmp_path / "data")
-    for table in ["cost_per_intent", "cost_per_success"]:
-        for day in ["2026-01-30", "2026-01-31"]:
-            source = built.table(table) / f"date={day}"
-            target = layout.table(table) / f"date={day}"
-            target.mkdir(parents=True)
-            (target / "data.parquet").write_bytes((source / "data.parquet").read_bytes())
+    layout.landing.mkdir(parents=True)  # a data root (its landing files do not matter here)
+    days = ["2026-01-30", "2026-01-31"]  # the built days of January, published in another warehouse
+    publication, spills = Publication(layout), [Spill(layout.tmp, t, "date") for t in ["cost_per_intent", "cost_per_success"]]
+    for spill, table in zip(spills, ["cost_per_intent", "cost_per_success"]):
+        spill.sink(read_table(built, table).lazy().filter(pl.col("date").cast(pl.String).is_in(days)))
+        publication.add(table, spill, days)
+    publication.commit()
+    for spill in spills:
+        spill.cleanup()
     result = dg.materialize(
         [*ALL_ASSETS, *FRESHNESS_CHECKS],
         selection=[monthly_tables],
         instance=dg.DagsterInstance.ephemeral(),
-        resources={"warehouse": Warehouse(data_dir=str(layout.data_dir), config_path=str(REPO / "unitledger.toml"))},
+        resources={
+            "warehouse": Warehouse(data_dir=str(layout.data_dir), config_path=str(REPO / "unitledger.toml"), today="2026-02-10")
+        },
         tags=range_tags("2026-01", "2026-01"),
     )
     assert result.success
@@ -177,6 +184,7 @@ def test_monthly_asset_warns_about_a_missing_day_without_failing(built, tmp_path
     assert len(coverage) == 2 and not any(c.passed for c in coverage)
     assert all(c.severity == dg.AssetCheckSeverity.WARN for c in coverage)
     assert "2026-01-01..2026-01-29" in coverage[0].description
-    rolled = pl.read_parquet(layout.table("cost_per_intent_monthly") / "billing_period=2026-01" / "data.parquet")
-    daily = pl.read_parquet(layout.table("cost_per_intent"), hive_partitioning=True)
+    rolled = read_table(layout, "cost_per_intent_monthly")
+    assert set(rolled["billing_period"]) == {"2026-01"}
+    daily = read_table(layout, "cost_per_intent")
     assert rolled["intents"].sum() == daily["intents"].sum() > 0

@@ -27,10 +27,11 @@ from pipelines.definitions import ALL_ASSETS
 from pipelines.monthly import monthly_tables
 from pipelines.resources import Warehouse
 from tests.compare import assert_same_tables, copy_landing, read_table
-from unitledger import backfill, freshness
+from unitledger.checks import freshness
 from unitledger.config import load_settings
-from unitledger.generate import generate
 from unitledger.layout import Layout
+from unitledger.steps import backfill
+from unitledger.tools.generate import generate
 
 LATE_DAYS = {date(2026, 3, 3), date(2026, 3, 7)}  # sessions of these days get their labels late
 CONFIG_TEXT = """
@@ -273,25 +274,23 @@ def test_closed_week_is_the_latest_monday_to_sunday_week_past_the_grace_days():
     assert freshness.closed_week(date(2026, 3, 9), 0) == date(2026, 3, 2)
 
 
-def test_freshness_checks_warn_on_missing_yesterday_and_low_label_coverage(source, config, tmp_path, monkeypatch):
+def test_freshness_checks_warn_on_missing_yesterday_and_low_label_coverage(source, config, tmp_path):
     layout = Layout(tmp_path / "data")
     _initial(source, layout, with_final_billing=True)
     assert backfill.run(layout, load_settings(config), date(2026, 3, 1), date(2026, 3, 10))
-    warehouse = Warehouse(data_dir=str(layout.data_dir), config_path=str(config))
-    import pipelines.automation as automation
 
-    monkeypatch.setattr(automation, "_today", lambda: date(2026, 3, 12))
-    missing = yesterday_built(warehouse=warehouse)
+    def warehouse(today: date) -> Warehouse:
+        return Warehouse(data_dir=str(layout.data_dir), config_path=str(config), today=today.isoformat())
+
+    missing = yesterday_built(warehouse=warehouse(date(2026, 3, 12)))
     assert not missing.passed and missing.severity == dg.AssetCheckSeverity.WARN and "2026-03-11" in missing.description
-    monkeypatch.setattr(automation, "_today", lambda: date(2026, 3, 11))
-    assert yesterday_built(warehouse=warehouse).passed
+    assert yesterday_built(warehouse=warehouse(date(2026, 3, 11))).passed
 
     # Independent count of the week's label coverage per feature from the intents.
     intents = read_table(layout, "intent_costs").filter(pl.col("date").is_between(date(2026, 3, 2), date(2026, 3, 8)))
     expected = intents.group_by("feature_tag").agg((pl.col("outcome") != "unlabeled").mean().alias("coverage"))
     expected = dict(expected.iter_rows())
-    monkeypatch.setattr(automation, "_today", lambda: date(2026, 3, 12))
-    coverage = label_coverage(warehouse=warehouse)
+    coverage = label_coverage(warehouse=warehouse(date(2026, 3, 12)))
     assert coverage.severity == dg.AssetCheckSeverity.WARN
     assert {k.removeprefix("coverage_"): v.value for k, v in coverage.metadata.items()} == pytest.approx(expected, abs=1e-4)
     assert coverage.passed == all(v >= 0.8 for v in expected.values())

@@ -10,8 +10,10 @@ import pytest
 
 from schemas import StagedFocus
 from tests.builders import focus_row, write_focus_csv
-from unitledger import landing, parse
-from unitledger.validation import validate
+from unitledger.checks.validation import validate
+from unitledger.sources.files import InputFileError, scan_quarantine
+from unitledger.sources.focus import scan_staged_focus, stage_focus
+from unitledger.sources.values import decimal_problem, parse_decimal, parse_timestamp
 
 from tests.conftest import FOCUS_SAMPLE as SAMPLE
 
@@ -35,7 +37,7 @@ def _utc(*args) -> datetime:
     ],
 )
 def test_parse_timestamp(text, expected):
-    got = pl.select(parse.parse_timestamp(pl.lit(text))).item()
+    got = pl.select(parse_timestamp(pl.lit(text))).item()
     assert got == expected
 
 
@@ -49,10 +51,18 @@ def test_parse_timestamp(text, expected):
         ("abc", None, "is not a decimal number"),
         ("1,000", None, "is not a decimal number"),
         ("0.1234567890123456789", None, "more than 18 decimal places"),
+        # Up to the bound amounts are exact; from 10^15 in magnitude they could overflow a sum.
+        ("999999999999999.999999999999999999", Decimal("999999999999999.999999999999999999"), None),
+        ("-999999999999999", Decimal("-999999999999999"), None),
+        ("1e15", None, "is out of range: an amount must be below 10^15"),
+        ("-1000000000000000", None, "is out of range"),
+        ("6e19", None, "is out of range"),
+        ("6e25", None, "is out of range"),  # too large for Decimal(38,18) itself
+        ("-123456789012345678901234", None, "is out of range"),
     ],
 )
 def test_decimals_are_exact_or_flagged(text, expected, problem):
-    frame = pl.select(value=parse.parse_decimal(pl.lit(text)), problem=parse.decimal_problem(pl.lit(text)))
+    frame = pl.select(value=parse_decimal(pl.lit(text)), problem=decimal_problem(pl.lit(text)))
     if problem is None:
         assert frame["problem"][0] is None
         assert frame["value"][0] == expected
@@ -62,7 +72,7 @@ def test_decimals_are_exact_or_flagged(text, expected, problem):
 
 def _stage(layout, rows, **kwargs):
     write_focus_csv(layout.landing_focus / "acct" / "d1" / "export.csv", rows, **kwargs)
-    return landing.stage_focus(layout)
+    return stage_focus(layout)
 
 
 def test_bad_rows_are_quarantined_with_line_column_and_reason(layout):
@@ -76,7 +86,7 @@ def test_bad_rows_are_quarantined_with_line_column_and_reason(layout):
     ]
     report = _stage(layout, rows)
     assert report.rows["focus"] == 2
-    quarantine = landing.scan_quarantine(layout).sort("source_line").collect()
+    quarantine = scan_quarantine(layout).sort("source_line").collect()
     assert quarantine["source_line"].to_list() == [3, 4, 5, 6]  # header is line 1
     assert quarantine["column"].to_list() == ["BilledCost", "ChargeCategory", "BillingCurrency", "ChargePeriodStart"]
     assert "not a decimal number: abc" in quarantine["reason"][0]
@@ -85,14 +95,14 @@ def test_bad_rows_are_quarantined_with_line_column_and_reason(layout):
     assert "not before ChargePeriodEnd" in quarantine["reason"][3]
     assert set(quarantine["source_file"]) == {"acct/d1/export.csv"}
     # Nothing lost: staged + quarantined EffectiveCost equals the file's total.
-    staged = landing.scan_staged_focus(layout).select(pl.col("EffectiveCost").sum()).collect().item()
+    staged = scan_staged_focus(layout).select(pl.col("EffectiveCost").sum()).collect().item()
     held = quarantine["effective_cost"].sum()
     assert staged + held == sum(Decimal(r["EffectiveCost"]) for r in rows)
 
 
 def test_missing_mandatory_column_fails_the_file(layout):
     header = [c for c in focus_row() if c != "EffectiveCost"]
-    with pytest.raises(landing.InputFileError, match=r"acct/d1/export.csv: line 1: missing mandatory FOCUS column\(s\) EffectiveCost"):
+    with pytest.raises(InputFileError, match=r"acct/d1/export.csv: line 1: missing mandatory FOCUS column\(s\) EffectiveCost"):
         _stage(layout, [focus_row()], header=header)
     assert not list(layout.staged("focus").glob("*.parquet"))
 
@@ -101,12 +111,12 @@ def test_real_focus_1_0_sample_ingests_with_its_cost_intact(layout):
     target = layout.landing_focus / "sample" / SAMPLE.name
     target.parent.mkdir(parents=True)
     target.write_bytes(SAMPLE.read_bytes())
-    report = landing.stage_focus(layout)
+    report = stage_focus(layout)
     with open(SAMPLE, newline="") as fh:
         source = list(csv.DictReader(fh))
     assert report.rows["focus"] == len(source) == 1000
     assert report.quarantined_rows == 0
-    staged = landing.scan_staged_focus(layout).collect()
+    staged = scan_staged_focus(layout).collect()
     for column in ("BilledCost", "EffectiveCost", "ListCost"):
         assert staged[column].sum() == sum(Decimal(r[column]) for r in source), column
     # FOCUS 1.0 ProviderName became ServiceProviderName; NULL cells became nulls.

@@ -8,8 +8,14 @@ import pytest
 
 from schemas import RequestCosts
 from tests.builders import focus_row, llm_call, outcome, write_events, write_focus_csv
-from unitledger import landing, pipeline, transforms
-from unitledger.storage import scan_partitions
+from unitledger.checks.conservation import request_costs_conservation_check, single_currency_check
+from unitledger.checks.validation import validate_each
+from unitledger.model.requests import billed_cost_by_assigned_day, dedupe_calls, in_bucket
+from unitledger.sources.events import scan_staged_calls
+from unitledger.sources.focus import scan_staged_focus
+from unitledger.steps.daily import DAILY_TABLES, build_daily_tables
+from unitledger.steps.staging import stage_billing, stage_events
+from unitledger.warehouse.manifest import scan_table
 
 DAY = date(2026, 3, 2)
 
@@ -41,13 +47,13 @@ def land(layout):
 
 
 def run(layout, settings, start=DAY, end=DAY):
-    assert pipeline.stage_billing(layout).passed
-    assert pipeline.stage_events(layout).passed
-    return pipeline.build_daily_tables(layout, settings, start, end)
+    assert stage_billing(layout).passed
+    assert stage_events(layout).passed
+    return build_daily_tables(layout, settings, start, end)
 
 
 def read(layout, table, days=(DAY.isoformat(),)):
-    return scan_partitions(layout.table(table), "date", days).collect()
+    return scan_table(layout, table, days).collect()
 
 
 def test_daily_tables_follow_the_definitions(layout, settings):
@@ -92,7 +98,7 @@ def test_request_after_midnight_is_dated_by_its_call(layout, settings):
 def test_rerun_gives_the_same_rows(layout, settings):
     land(layout)
     run(layout, settings)
-    first = {t: read(layout, t) for t in pipeline.DAILY_TABLES}
+    first = {t: read(layout, t) for t in DAILY_TABLES}
     run(layout, settings)
     for table, frame in first.items():
         assert read(layout, table).sort(pl.all()).equals(frame.sort(pl.all())), table
@@ -102,12 +108,12 @@ def test_rerun_gives_the_same_rows(layout, settings):
 def test_conservation_check_catches_a_lost_row(layout, settings, buckets):
     land(layout)
     run(layout, settings)
-    billing = landing.scan_staged_focus(layout)
-    calls = transforms.dedupe_calls(landing.scan_staged_calls(layout))
-    requests = scan_partitions(layout.table("request_costs"), "date", [DAY.isoformat()])
-    ok = pipeline.conservation_check(requests, billing, calls, DAY, date(2026, 3, 3), buckets)
+    billing = scan_staged_focus(layout)
+    calls = dedupe_calls(scan_staged_calls(layout))
+    requests = scan_table(layout, "request_costs", [DAY.isoformat()])
+    ok = request_costs_conservation_check(requests, billing, calls, DAY, date(2026, 3, 3), buckets)
     assert ok.passed
-    lost = pipeline.conservation_check(
+    lost = request_costs_conservation_check(
         requests.filter(pl.col("request_id") != "r2"), billing, calls, DAY, date(2026, 3, 3), buckets
     )
     assert not lost.passed
@@ -119,16 +125,16 @@ def test_conservation_rechecks_a_hashed_mismatch_on_the_request_ids(layout, sett
     sharing a hash would cause) is re-checked on the ids, and only their answer counts."""
     land(layout)
     run(layout, settings)
-    billing = landing.scan_staged_focus(layout)
-    calls = transforms.dedupe_calls(landing.scan_staged_calls(layout)).select("request_id", "call_date")
-    requests = scan_partitions(layout.table("request_costs"), "date", [DAY.isoformat()])
+    billing = scan_staged_focus(layout)
+    calls = dedupe_calls(scan_staged_calls(layout)).select("request_id", "call_date")
+    requests = scan_table(layout, "request_costs", [DAY.isoformat()])
     by_ids, by_hashes = (
-        transforms.billed_cost_by_assigned_day(billing, calls, DAY, date(2026, 3, 3), hashed).sort(pl.all()).collect()
+        billed_cost_by_assigned_day(billing, calls, DAY, date(2026, 3, 3), hashed).sort(pl.all()).collect()
         for hashed in (False, True)
     )
     assert by_ids.height > 0 and by_hashes.equals(by_ids)
 
-    real, routes = transforms.billed_cost_by_assigned_day, []
+    real, routes = billed_cost_by_assigned_day, []
 
     def colliding(billing, calls, start, end, hashed=False):
         routes.append(hashed)
@@ -136,10 +142,10 @@ def test_conservation_rechecks_a_hashed_mismatch_on_the_request_ids(layout, sett
         # A collision moves cents to another day: here, a cent more on every day.
         return summed.with_columns(pl.col("effective_cost") + pl.lit(1)) if hashed else summed
 
-    monkeypatch.setattr(transforms, "billed_cost_by_assigned_day", colliding)
-    assert pipeline.conservation_check(requests, billing, calls, DAY, date(2026, 3, 3)).passed
+    monkeypatch.setattr("unitledger.model.requests.billed_cost_by_assigned_day", colliding)
+    assert request_costs_conservation_check(requests, billing, calls, DAY, date(2026, 3, 3)).passed
     assert routes == [True, False]
-    lost = pipeline.conservation_check(requests.filter(pl.col("request_id") != "r2"), billing, calls, DAY, date(2026, 3, 3))
+    lost = request_costs_conservation_check(requests.filter(pl.col("request_id") != "r2"), billing, calls, DAY, date(2026, 3, 3))
     assert not lost.passed and routes == [True, False, True, False]
 
 
@@ -163,21 +169,21 @@ def test_checks_in_hash_buckets_still_see_every_row(layout, settings, buckets):
     still caught: the rows of one key value share a bucket."""
     land(layout)
     run(layout, settings, DAY, date(2026, 3, 3))
-    requests = scan_partitions(layout.table("request_costs"), "date", [DAY.isoformat(), "2026-03-03"]).collect()
+    requests = scan_table(layout, "request_costs", [DAY.isoformat(), "2026-03-03"]).collect()
 
     def split(frame):
-        return [frame.lazy().filter(transforms.in_bucket("request_id", b, buckets)) for b in range(buckets)]
+        return [frame.lazy().filter(in_bucket("request_id", b, buckets)) for b in range(buckets)]
 
-    assert pipeline.validate_each(RequestCosts, split(requests)).passed
+    assert validate_each(RequestCosts, split(requests)).passed
     repeated = pl.concat([requests, requests.filter(pl.col("request_id") == "r2")])
-    failed = pipeline.validate_each(RequestCosts, split(repeated))
+    failed = validate_each(RequestCosts, split(repeated))
     assert not failed.passed and "unique" in failed.description, failed.description
-    assert pipeline.single_currency_check(requests.lazy(), buckets).passed
+    assert single_currency_check(requests.lazy(), buckets).passed
     # s2's second call (r3) billed in EUR: the session now has two currencies.
     mixed = requests.with_columns(
         billing_currency=pl.when(pl.col("request_id") == "r3").then(pl.lit("EUR")).otherwise("billing_currency")
     )
-    failed = pipeline.single_currency_check(mixed.lazy(), buckets)
+    failed = single_currency_check(mixed.lazy(), buckets)
     assert not failed.passed and "s2" in failed.description
 
 

@@ -12,12 +12,13 @@ import pytest
 
 from tests.compare import build_warehouse, read_table
 from tests.conftest import REPO
-from unitledger import dictionary, transforms
 from unitledger.cli import main
 from unitledger.config import load_settings
-from unitledger.generate import generate
 from unitledger.layout import Layout
-from unitledger.query import QueryError, describe_tables, run_query
+from unitledger.model.features import reaggregate_cost_per_success
+from unitledger.tools.generate import generate
+from unitledger.warehouse import dictionary
+from unitledger.warehouse.query import QueryError, describe_tables, run_query
 
 QUERIES = re.findall(r"```sql\n(.*?)```", (REPO / "docs" / "queries.md").read_text(), re.S)
 
@@ -82,6 +83,7 @@ def test_query_is_read_only_and_says_why(built, capsys):
 
 
 def test_query_without_a_warehouse_says_what_to_do(tmp_path, capsys):
+    (tmp_path / "landing").mkdir()  # a data root, nothing materialized yet
     assert main(["query", "--data-dir", str(tmp_path), "SELECT 1"]) == 1
     assert "run `unitledger materialize` first" in capsys.readouterr().err
     with pytest.raises(QueryError):
@@ -124,12 +126,12 @@ def test_every_example_query_runs(built, number):
 
 
 def test_models_compared_query_matches_the_pipelines_reaggregation(built):
-    """The doc's SQL interval (from the stored moments) equals transforms.reaggregate_cost_per_success."""
+    """The doc's SQL interval (from the stored moments) equals model.features.reaggregate_cost_per_success."""
     (sql,) = [q for q in QUERIES if "ci95_low" in q]
     answer = run_query(built, sql)
     month = read_table(built, "cost_per_success_monthly").filter(pl.col("billing_period") == "2026-03")
     grain = ["feature_tag", "model_version", "billing_currency"]
-    expected = transforms.reaggregate_cost_per_success(month.lazy(), grain).filter(pl.col("billing_currency").is_not_null()).collect()
+    expected = reaggregate_cost_per_success(month.lazy(), grain).filter(pl.col("billing_currency").is_not_null()).collect()
     joined = answer.join(expected, left_on=["feature_tag", "model_version", "currency"], right_on=grain, how="full", nulls_equal=True)
     assert joined.height == answer.height == expected.height > 5
     for ours, theirs, digits in [("success_rate", "success_rate_right", 3), ("cost_per_success", "cost_per_success_right", 4), ("ci95_low", "ci95_low_right", 4), ("ci95_high", "ci95_high_right", 4)]:

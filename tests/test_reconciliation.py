@@ -15,10 +15,14 @@ from pipelines.reconciliation import reconciliation_tables
 from pipelines.resources import Warehouse
 from tests.builders import focus_row, llm_call, write_events, write_focus_csv
 from tests.conftest import FOCUS_SAMPLE, REPO
+from unitledger.checks.conservation import delta_check, reconciliation_conservation_check
 from unitledger.cli import main
-from unitledger import pipeline, reconciliation_step
-from unitledger.landing import InputFileError
-from unitledger.storage import scan_partitions
+from unitledger.sources.files import InputFileError
+from unitledger.sources.focus import scan_quarantined_focus, scan_staged_focus
+from unitledger.steps.daily import build_daily_tables
+from unitledger.steps.reconciliation import build_reconciliation, build_reconciliation_daily
+from unitledger.steps.staging import stage_billing, stage_events
+from unitledger.warehouse.manifest import scan_table
 
 MARCH = date(2026, 3, 1)
 D = Decimal
@@ -70,15 +74,15 @@ def land(layout):
 
 
 def reconcile(layout, settings, first=MARCH, last=MARCH):
-    assert pipeline.stage_billing(layout).passed
-    assert pipeline.stage_events(layout).passed
-    result = reconciliation_step.build_reconciliation(layout, settings, first, last)
+    assert stage_billing(layout).passed
+    assert stage_events(layout).passed
+    result = build_reconciliation(layout, settings, first, last)
     assert result.passed, result.failures()
     return result
 
 
 def table(layout, name, periods=("2026-03",)):
-    return scan_partitions(layout.table(name), "billing_period", list(periods), pl.String).collect()
+    return scan_table(layout, name, list(periods)).collect()
 
 
 def row(frame, **where):
@@ -131,7 +135,7 @@ def test_status_follows_the_thresholds_with_reasons(layout, settings):
     us = row(rec, billing_account_id="acct-us", service_provider_name="Anthropic")
     assert us["status"] == "fail"
     reason = us["status_reason"]
-    assert "1 quarantined row(s) with an unreadable BilledCost" in reason
+    assert "1 quarantined row(s) with an unreadable or out-of-range BilledCost" in reason
     assert "33.33% of billed requests unknown to telemetry (fail above 5.00%)" in reason  # 2 of 6
     assert "2 row(s) quarantined, 0.07 of them counted as quarantined_cost" in reason
     assert "1 request(s) billed to two accounts or currencies" in reason
@@ -141,7 +145,7 @@ def test_status_follows_the_thresholds_with_reasons(layout, settings):
 
     # Looser thresholds: the same data, different statuses.
     loose = replace(settings, reconciliation=replace(settings.reconciliation, unmatched_requests_warn=0.4, unmatched_requests_fail=0.5, telemetry_only_warn=0.5))
-    reconciliation_step.build_reconciliation(layout, loose, MARCH, MARCH)
+    build_reconciliation(layout, loose, MARCH, MARCH)
     rec = table(layout, "reconciliation")
     assert "unknown to telemetry" not in row(rec, billing_account_id="acct-us", service_provider_name="Anthropic")["status_reason"]
     assert row(rec, service_provider_name="anthropic")["status"] == "ok"
@@ -156,9 +160,9 @@ def test_conflicting_request_is_listed_and_left_out_of_request_costs(layout, set
         ("r-x", "acct-us", "USD", D("0.05")),
     ]
     # The daily tables run (and their conservation check passes) without summing EUR into USD.
-    daily = pipeline.build_daily_tables(layout, settings, date(2026, 3, 2), date(2026, 3, 2))
+    daily = build_daily_tables(layout, settings, date(2026, 3, 2), date(2026, 3, 2))
     assert daily.passed, daily.failures()
-    requests = scan_partitions(layout.table("request_costs"), "date", ["2026-03-02"]).collect()
+    requests = scan_table(layout, "request_costs", ["2026-03-02"]).collect()
     r_x = row(requests, request_id="r-x")
     assert (r_x["match_status"], r_x["billing_rows"], r_x["billed_cost"]) == ("telemetry_only", 0, None)
     assert row(requests, request_id="r8")["billed_cost"] == D("0.09")
@@ -212,19 +216,19 @@ def test_bad_invoice_line_fails_naming_file_line_and_column(layout, settings):
     invoices = layout.landing_invoices / "ap.csv"
     invoices.parent.mkdir(parents=True)
     invoices.write_text("invoice_id,billing_account_id,billing_period,invoice_total,currency\nINV-1,acct-us,2026-03,12.x,USD\n")
-    pipeline.stage_billing(layout)
-    pipeline.stage_events(layout)
+    stage_billing(layout)
+    stage_events(layout)
     with pytest.raises(InputFileError, match=r"^ap\.csv: line 2: invoice_total is not a decimal number: 12\.x$"):
-        reconciliation_step.build_reconciliation(layout, settings, MARCH, MARCH)
+        build_reconciliation(layout, settings, MARCH, MARCH)
     assert not layout.table("reconciliation").exists()
 
 
 def test_days_add_up_to_the_month(layout, settings):
     land(layout)
     reconcile(layout, settings)
-    daily = reconciliation_step.build_reconciliation_daily(layout, settings, MARCH, date(2026, 3, 31))
+    daily = build_reconciliation_daily(layout, settings, MARCH, date(2026, 3, 31))
     assert daily.passed, daily.failures()
-    days = pl.scan_parquet(layout.table("reconciliation_daily") / "*" / "*.parquet", hive_partitioning=True).collect()
+    days = scan_table(layout, "reconciliation_daily").collect()
     money = ["billed_total", "attributed_cost", "unmatched_billing_cost", "conflicting_cost", "unattributable_cost",
              "quarantined_cost", "effective_total", "quarantined_effective_cost"]
     counts = ["billing_rows", "quarantined_rows", "quarantined_rows_unknown_cost", "telemetry_only_requests"]
@@ -237,18 +241,18 @@ def test_days_add_up_to_the_month(layout, settings):
 def test_checks_can_fail(layout, settings):
     land(layout)
     reconcile(layout, settings)
-    published = scan_partitions(layout.table("reconciliation"), "billing_period", ["2026-03"], pl.String)
-    rows = pipeline.landing.scan_staged_focus(layout)
-    held = pipeline.landing.scan_quarantined_focus(layout)
+    published = scan_table(layout, "reconciliation", ["2026-03"])
+    rows = scan_staged_focus(layout)
+    held = scan_quarantined_focus(layout)
     period = pl.col("BillingPeriodStart").dt.strftime("%Y-%m")
     held_period = pl.col("billing_period_start").dt.strftime("%Y-%m")
-    assert reconciliation_step.conservation_check(published, rows, held, "billing_period", period, held_period).passed
+    assert reconciliation_conservation_check(published, rows, held, "billing_period", period, held_period).passed
     lost = published.filter(pl.col("service_provider_name") != "Unitgate")
-    failed = reconciliation_step.conservation_check(lost, rows, held, "billing_period", period, held_period)
+    failed = reconciliation_conservation_check(lost, rows, held, "billing_period", period, held_period)
     assert not failed.passed and "2026-03 USD: billed_total" in failed.description
     uneven = published.with_columns(delta=pl.when(pl.col("invoice_id") == "INV-EU").then(pl.lit(D("0.01"))).otherwise(pl.col("delta")))
-    assert reconciliation_step.delta_check(published).passed
-    assert "delta 0.010000000000000000" in reconciliation_step.delta_check(uneven).description
+    assert delta_check(published).passed
+    assert "delta 0.010000000000000000" in delta_check(uneven).description
 
 
 def test_real_focus_sample_reconciles_to_the_cent(layout, settings):
@@ -286,7 +290,7 @@ def test_cli_prints_the_month_and_fails_on_a_failing_row(layout, settings, capsy
     assert main(["reconcile", "--data-dir", str(layout.data_dir), "--month", "2026-03"]) == 1
     out = capsys.readouterr().out
     assert "acct-us" in out and "INV-EU" in out and "0.1400000" not in out
-    assert "unreadable BilledCost" in out
+    assert "unreadable or out-of-range" in out
     assert main(["reconcile", "--data-dir", str(layout.data_dir), "--month", "2026-04"]) == 1
     assert "2026-04 is not reconciled yet" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -12,9 +12,8 @@ import polars as pl
 from tests.builders import focus_row, llm_call, outcome, write_events, write_focus_csv
 from tests.compare import assert_same_tables, read_table
 from tests.compare import build_with_reconciliation as build
-from unitledger import pipeline
-from unitledger.generate import generate
 from unitledger.layout import Layout
+from unitledger.tools.generate import generate
 
 MARCH = date(2026, 3, 1)
 TABLES = ["request_costs", "intent_costs", "reconciliation", "reconciliation_daily", "token_reconciliation"]

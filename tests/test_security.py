@@ -12,15 +12,18 @@ import polars as pl
 from tests.builders import FOCUS_HEADER, focus_row, llm_call, outcome, write_events, write_focus_csv
 from tests.compare import build_with_reconciliation as build
 from tests.conftest import REPO
-from unitledger import landing, parse, pipeline
 from unitledger.layout import Layout
+from unitledger.sources.events import EVENT_FIELDS
+from unitledger.sources.files import scan_quarantine
+from unitledger.sources.focus import FOCUS_COLUMNS, scan_staged_focus, stage_focus
+from unitledger.warehouse.manifest import scan_table
 
 SECRET = "TOP-SECRET-PROMPT-7f3a9"
 CONTENT_FIELDS = ("prompt", "completion", "content", "messages", "response", "input", "output")
 # Every folder the pipeline may create under warehouse/: fixed names, and partition keys that are
 # dates or billing periods whatever the data says.
 ALLOWED_DIR = re.compile(
-    r"^(staged|quarantine|_backfills|staged/\w+|quarantine/(focus|events)|\w+"
+    r"^(staged|quarantine|_backfills|staged/\w+|staged/quarantine/(focus|events)|quarantine/source=(focus|events)|\w+"
     r"|\w+/date=\d{4}-\d{2}-\d{2}|\w+/billing_period=\d{4}-\d{2})$"
 )
 
@@ -56,9 +59,9 @@ def test_values_from_data_never_become_paths(tmp_path, settings):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
     assert not list(tmp_path.rglob("escaped*")) and not list(tmp_path.rglob("pwned"))
     # The hostile values are kept as plain text where they belong.
-    requests = pl.read_parquet(layout.table("request_costs") / "date=2026-03-02" / "data.parquet")
+    requests = scan_table(layout, "request_costs", ["2026-03-02"]).collect()
     assert "../../../../escaped" in requests["request_id"].to_list()
-    held = landing.scan_quarantine(layout).collect()
+    held = scan_quarantine(layout).collect()
     assert set(held["column"]) == {"BillingPeriodStart,ChargePeriodStart", "input_tokens"}
 
 
@@ -68,8 +71,8 @@ def test_symbolic_links_in_landing_are_not_followed(tmp_path):
     write_focus_csv(layout.landing_focus / "acct" / "d1" / "export.csv", [focus_row("r2")])
     (layout.landing_focus / "acct" / "d1" / "linked.csv").symlink_to(outside)
     (layout.landing_focus / "linked-dir").symlink_to(outside.parent, target_is_directory=True)
-    assert landing.stage_focus(layout).rows["focus"] == 1
-    assert landing.scan_staged_focus(layout).collect()["x_RequestId"].to_list() == ["r2"]
+    assert stage_focus(layout).rows["focus"] == 1
+    assert scan_staged_focus(layout).collect()["x_RequestId"].to_list() == ["r2"]
 
 
 def test_views_are_built_from_the_data_root_only(tmp_path, settings):
@@ -108,8 +111,8 @@ def test_prompt_and_response_text_is_never_ingested(tmp_path, settings):
         text = frame.select(pl.col(pl.String)).to_dicts()
         assert SECRET not in json.dumps(text), path
     assert SECRET.encode() not in layout.duckdb_path.read_bytes()
-    held = landing.scan_quarantine(layout).collect()
-    assert held.height == 1 and set(json.loads(held["raw"][0])) <= set(parse.EVENT_FIELDS)
+    held = scan_quarantine(layout).collect()
+    assert held.height == 1 and set(json.loads(held["raw"][0])) <= set(EVENT_FIELDS)
 
 
 def test_the_dagster_ui_listens_on_localhost_only():
@@ -123,6 +126,6 @@ def test_the_header_is_never_evaluated(tmp_path):
     layout = Layout(tmp_path / "data")
     header = [*FOCUS_HEADER, "__import__('os').system('touch pwned')", "=HYPERLINK(\"x\")"]
     write_focus_csv(layout.landing_focus / "acct" / "d1" / "export.csv", [focus_row("r1")], header=header)
-    assert landing.stage_focus(layout).rows["focus"] == 1
+    assert stage_focus(layout).rows["focus"] == 1
     assert not list(Path(tmp_path).rglob("pwned"))
-    assert set(landing.scan_staged_focus(layout).collect_schema().names()) <= {*parse.FOCUS_COLUMNS, "source_file", "source_line", "delivery", "charge_date"}
+    assert set(scan_staged_focus(layout).collect_schema().names()) <= {*FOCUS_COLUMNS, "source_file", "source_line", "delivery", "charge_date"}

@@ -2,7 +2,7 @@
 span events) and as LiteLLM SpendLogs give the same staged calls and outcomes.
 
 The flat side goes through the existing flat reader and rules (landing.read_events_raw,
-parse.events_problems); the other side through the writers, the new readers and the transforms.
+flat_events.events_problems); the other side through the writers, the new readers and the transforms.
 Retries are not written into OTLP spans: they come back from the trace structure."""
 
 from datetime import date, datetime, timezone
@@ -13,10 +13,11 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from unitledger import parse
+from unitledger.sources import events as flat_events
 from unitledger.config import Telemetry
-from unitledger.generate import generate
-from unitledger.landing import LandingFile, read_events_raw
+from unitledger.tools.generate import generate
+from unitledger.sources.events import read_events_raw
+from unitledger.sources.files import LandingFile
 from unitledger.sources.gateways import read_litellm_spendlogs
 from unitledger.sources.otlp import read_otlp
 from unitledger.tools.telemetry_formats import LITELLM_COLUMNS, litellm_spendlogs, otlp_log_lines, otlp_trace_lines, with_turns, write_lines
@@ -39,9 +40,9 @@ def _landing(path: Path) -> LandingFile:
 
 
 def _flat_staged(files: list[Path]) -> dict[str, pl.DataFrame]:
-    checked = parse.events_problems(pl.concat([read_events_raw(_landing(f)) for f in files]))
-    assert parse.events_quarantine(checked).collect().is_empty()
-    return {"calls": parse.llm_calls_typed(checked).collect(), "outcomes": parse.outcomes_typed(checked).collect()}
+    checked = flat_events.events_problems(pl.concat([read_events_raw(_landing(f)) for f in files]))
+    assert flat_events.events_quarantine(checked).collect().is_empty()
+    return {"calls": flat_events.llm_calls_typed(checked).collect(), "outcomes": flat_events.outcomes_typed(checked).collect()}
 
 
 def _events_by_file(files: list[Path]) -> pl.DataFrame:

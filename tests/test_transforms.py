@@ -8,8 +8,10 @@ import polars as pl
 import pytest
 
 from schemas.types import MONEY, TIMESTAMP
-from unitledger import transforms
 from unitledger.config import LaborCost, Settings
+from unitledger.model.features import cost_per_intent, cost_per_success, reaggregate_cost_per_success
+from unitledger.model.intents import intent_costs, latest_outcomes
+from unitledger.model.requests import billing_by_request, dedupe_calls, join_requests, request_costs
 
 DAY = date(2026, 3, 2)
 NEXT = DAY + timedelta(days=1)
@@ -96,9 +98,9 @@ def at(hour: int, minute: int = 0, day: date = DAY) -> datetime:
 
 
 def build(calls, billing, outcomes, labor_table, start=DAY, end=NEXT):
-    joined = transforms.join_requests(transforms.dedupe_calls(calls), transforms.billing_by_request(billing))
-    latest = transforms.latest_outcomes(outcomes)
-    intents = transforms.intent_costs(joined, latest, labor_table, start, end)
+    joined = join_requests(dedupe_calls(calls), billing_by_request(billing))
+    latest = latest_outcomes(outcomes)
+    intents = intent_costs(joined, latest, labor_table, start, end)
     return joined, intents
 
 
@@ -121,7 +123,7 @@ def test_budget_vs_frontier_worked_example():
                 billing.append((request, price, "USD", DAY))
             outcomes.append((session, s < successes, at(12)))
     _, intents = build(calls_frame(calls), billing_frame(billing), outcomes_frame(outcomes), labor({(None, "USD"): "15.00"}))
-    table = transforms.cost_per_success(intents).collect().sort("model_version")
+    table = cost_per_success(intents).collect().sort("model_version")
     budget, frontier = table.row(0, named=True), table.row(1, named=True)
 
     assert budget["model_version"] == "budget"
@@ -149,7 +151,7 @@ def test_confidence_interval_matches_delta_method_computed_directly():
     billing = [(f"r{i}", c, "USD", DAY) for i, c in enumerate(costs)]
     outcomes = [(f"s{i}", ok, at(20)) for i, ok in enumerate(success)]
     _, intents = build(calls_frame(calls), billing_frame(billing), outcomes_frame(outcomes), labor({(None, "USD"): "1.00"}))
-    row = transforms.cost_per_success(intents).collect().row(0, named=True)
+    row = cost_per_success(intents).collect().row(0, named=True)
 
     x = [float(c) + (0.0 if ok else 1.0) for c, ok in zip(costs, success)]  # token + labor
     y = [1.0 if ok else 0.0 for ok in success]
@@ -173,7 +175,7 @@ def test_duplicate_events_count_once_and_latest_label_wins():
     billing = [("r1", "0.10", "USD", DAY), ("r1", "0.05", "USD", DAY), ("r2", "0.10", "USD", DAY)]
     outcomes = [("s1", True, at(12)), ("s1", False, at(12, 30, NEXT)), ("s1", True, at(11))]  # corrected later
     joined, intents = build(calls_frame(calls), billing_frame(billing), outcomes_frame(outcomes), labor({(None, "USD"): "7.00"}))
-    requests = transforms.request_costs(joined, DAY, NEXT).collect().sort("request_id")
+    requests = request_costs(joined, DAY, NEXT).collect().sort("request_id")
     assert requests["request_id"].to_list() == ["r1", "r2"]
     assert requests["effective_cost"].to_list() == [Decimal("0.15"), Decimal("0.10")]
     assert requests["billing_rows"].to_list() == [2, 1]
@@ -192,12 +194,12 @@ def test_match_status_and_dates_of_each_side():
     ]
     billing = [("both", "0.10", "USD", NEXT), ("bill", "0.30", "USD", DAY), (None, "9.99", "USD", DAY)]
     joined, _ = build(calls_frame(calls), billing_frame(billing), outcomes_frame([]), labor({(None, "USD"): "1"}))
-    day = transforms.request_costs(joined, DAY, NEXT).collect().sort("request_id")
+    day = request_costs(joined, DAY, NEXT).collect().sort("request_id")
     assert day["request_id"].to_list() == ["bill", "both"]
     assert day["match_status"].to_list() == ["billing_only", "matched"]
     # billed on the next day, but a request belongs to its call's date
     assert day["effective_cost"].to_list() == [Decimal("0.30"), Decimal("0.10")]
-    nxt = transforms.request_costs(joined, NEXT, NEXT + timedelta(days=1)).collect()
+    nxt = request_costs(joined, NEXT, NEXT + timedelta(days=1)).collect()
     assert nxt["request_id"].to_list() == ["tel"]
     assert nxt["match_status"].to_list() == ["telemetry_only"]
     assert nxt["effective_cost"].to_list() == [None]
@@ -236,7 +238,7 @@ def test_currencies_never_mix_and_unbilled_intents_have_no_money():
     assert by_session["eu"]["total_cost"] == Decimal("8.40")  # the feature's EUR amount, not the default
     assert by_session["none"]["billing_currency"] is None
     assert by_session["none"]["token_cost"] is None and by_session["none"]["labor_cost"] is None
-    per_intent = transforms.cost_per_intent(intents).collect()
+    per_intent = cost_per_intent(intents).collect()
     assert per_intent.height == 3
     assert set(per_intent["billing_currency"].to_list()) == {"EUR", "USD", None}
     unbilled = per_intent.filter(pl.col("billing_currency").is_null()).row(0, named=True)
@@ -254,10 +256,10 @@ def test_reaggregation_sums_then_divides():
             outcomes.append((sid, s < n_success, at(20, 0, day)))
     args = (calls_frame(calls), billing_frame(billing), outcomes_frame(outcomes), labor({(None, "USD"): "0"}))
     _, intents = build(*args, start=DAY, end=NEXT + timedelta(days=1))
-    daily = transforms.cost_per_success(intents)
-    both = transforms.reaggregate_cost_per_success(daily, ["feature_tag", "billing_currency"]).collect().row(0, named=True)
+    daily = cost_per_success(intents)
+    both = reaggregate_cost_per_success(daily, ["feature_tag", "billing_currency"]).collect().row(0, named=True)
     assert both["successes"] == 4 and both["total_cost"] == Decimal("8.00")
     assert both["cost_per_success"] == pytest.approx(2.0)  # mean of daily ratios would be (4 + 4/3) / 2
-    direct = transforms.cost_per_success(intents.with_columns(date=pl.lit(DAY))).collect().row(0, named=True)
+    direct = cost_per_success(intents.with_columns(date=pl.lit(DAY))).collect().row(0, named=True)
     assert both["ci95_low"] == pytest.approx(direct["ci95_low"])
     assert both["ci95_high"] == pytest.approx(direct["ci95_high"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from unitledger.config import ConfigError, load_settings
-from unitledger.layout import DATA_DIR_ENV, Layout, default_data_dir
+from unitledger.layout import DATA_DIR_ENV, DataRootError, Layout, default_data_dir
 
 
 def _date(text: str) -> date:
@@ -27,14 +27,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="settings file (default: $UNITLEDGER_CONFIG or ./unitledger.toml)")
 
 
-def _layout(args: argparse.Namespace) -> Layout:
-    return Layout(args.data_dir.resolve() if args.data_dir else default_data_dir())
+def _layout(args: argparse.Namespace, require_landing: bool = True) -> Layout:
+    """The data root of --data-dir (or the default); it must have a landing folder, unless the
+    command creates it (generate)."""
+    layout = Layout(args.data_dir.resolve() if args.data_dir else default_data_dir())
+    return layout.require_landing() if require_landing else layout
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from unitledger.generate import generate
+    from unitledger.tools.generate import generate
 
-    layout = _layout(args)
+    layout = _layout(args, require_landing=False)
     summary = generate(
         layout.data_dir,
         start=args.start,
@@ -54,8 +57,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def materialize(layout: Layout, config: Path | None, start: date, end: date) -> bool:
     """Backfill the days [start, end] in month-sized runs, then their monthly rollups and the
-    DuckDB views (unitledger/backfill.py); True on success."""
-    from unitledger import backfill
+    DuckDB views (unitledger/steps/backfill.py); True on success."""
+    from unitledger.steps import backfill
 
     return backfill.run(layout, load_settings(config), start, end)
 
@@ -68,15 +71,13 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 def feature_cost_per_success(layout: Layout, start: date, end: date) -> pl.DataFrame:
     """cost_per_success over [start, end] per feature, model version and currency, re-aggregated
     from the daily rows' sums (never by averaging ratios)."""
-    from unitledger import transforms
-    from unitledger.storage import scan_partitions
+    from unitledger.model.features import reaggregate_cost_per_success
+    from unitledger.warehouse.manifest import scan_table
 
     days = [date.fromordinal(d).isoformat() for d in range(start.toordinal(), end.toordinal() + 1)]
-    daily = scan_partitions(layout.table("cost_per_success"), "date", days)
-    if daily is None:
-        return pl.DataFrame()
+    daily = scan_table(layout, "cost_per_success", days)
     return (
-        transforms.reaggregate_cost_per_success(daily, ["feature_tag", "model_version", "billing_currency"])
+        reaggregate_cost_per_success(daily, ["feature_tag", "model_version", "billing_currency"])
         .sort("feature_tag", "model_version", "billing_currency", nulls_last=True)
         .collect()
     )
@@ -99,9 +100,9 @@ def print_feature_table(frame: pl.DataFrame) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    layout = _layout(args)
     args.days = args.days or 31
     cmd_generate(args)
+    layout = _layout(args)
     end = date.fromordinal(args.start.toordinal() + args.days - 1)
     if not materialize(layout, args.config, args.start, end):
         return 1
@@ -112,7 +113,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from unitledger import query
+    from unitledger.warehouse import query
 
     if args.format == "parquet" and not args.output:
         raise SystemExit("--format parquet needs --output FILE")
@@ -129,7 +130,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from unitledger import dictionary, query
+    from unitledger.warehouse import dictionary, query
 
     if args.markdown:
         print(dictionary.render_markdown(), end="")
@@ -152,10 +153,10 @@ def _month(text: str) -> str:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Print the published reconciliation of a billing period; exit 1 when a row's status is fail."""
-    from unitledger.reconcile import money_text
-    from unitledger.reconciliation_step import scan_published
+    from unitledger.model.reconciliation import money_text
+    from unitledger.warehouse.manifest import scan_table
 
-    frame = scan_published(_layout(args), "reconciliation", [args.month]).collect()
+    frame = scan_table(_layout(args), "reconciliation", [args.month]).collect()
     if frame.is_empty():
         print(f"{args.month} is not reconciled yet: run `unitledger materialize` for its days", file=sys.stderr)
         return 1
@@ -221,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="print the data dictionary (docs/data-dictionary.md) instead")
     p.set_defaults(func=cmd_tables)
 
-    from unitledger.bench import add_command as add_bench_command
+    from unitledger.tools.bench import add_command as add_bench_command
 
     add_bench_command(sub)  # `unitledger bench`: see docs/performance.md
     return parser
@@ -233,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except DataRootError as exc:
+        print(f"data root error: {exc}", file=sys.stderr)
         return 2
 
 

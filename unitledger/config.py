@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
+from schemas.allocation import TOKEN_TYPES
 from schemas.types import ISO_4217, MONEY
 
 CONFIG_ENV = "UNITLEDGER_CONFIG"
@@ -66,6 +67,8 @@ class Settings:
     freshness: Freshness = Freshness()
     reconciliation: Reconciliation = Reconciliation()
     telemetry: Telemetry = field(default_factory=lambda: Telemetry())
+    decisions: Decisions = field(default_factory=lambda: Decisions())
+    allocation: Allocation = field(default_factory=lambda: Allocation())
 
     def labor_table(self) -> pl.LazyFrame:
         """Labor cost of one failed intent per (feature_tag, billing_currency); feature null = default."""
@@ -108,6 +111,8 @@ def load_settings(explicit: Path | None = None) -> Settings:
         freshness=_freshness(path, raw.get("freshness", {})),
         reconciliation=_reconciliation(path, raw.get("reconciliation", {})),
         telemetry=_telemetry(path, raw.get("telemetry", {})),
+        decisions=_decisions(path, raw.get("decisions", {})),
+        allocation=parse_allocation(path, raw.get("allocation", {})),
     )
 
 
@@ -339,3 +344,238 @@ def _list_prices(path: Path, entries: object) -> tuple[ListPrice, ...]:
             seen.add(identity)
             prices.append(ListPrice(provider, model, token_type, currency, start, per_token))
     return tuple(prices)
+
+
+# --------------------------------------------------------------------------------------------
+# [decisions]: windows, workflow classes and what-if defaults of the decision tables
+# --------------------------------------------------------------------------------------------
+
+TRAFFIC_WEIGHTS = ("config", "observed")
+
+
+@dataclass(frozen=True)
+class WorkflowClass:
+    """[decisions.classes.<name>]: features doing one kind of task, and its share of the traffic mix."""
+
+    name: str
+    features: tuple[str, ...]
+    weight: float | None = None  # None: observed traffic
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """[decisions.what_if]: the scenario `unitledger compare` shows beside the actual figures."""
+
+    labor: tuple[LaborCost, ...] = ()  # replaces [labor] for the currencies it lists
+    price_multipliers: tuple[tuple[str, Decimal], ...] = ()  # (model_version, factor on its token cost)
+
+    # The scenario's labor table, in the shape of Settings.labor_table (which reads only .labor).
+    labor_table = Settings.labor_table
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.labor and not self.price_multipliers
+
+
+@dataclass(frozen=True)
+class Decisions:
+    window_days: int = 30
+    regression_window_days: int = 14
+    traffic_weights: str = "observed"
+    classes: tuple[WorkflowClass, ...] = ()
+    what_if: WhatIf = WhatIf()
+
+    def classes_table(self) -> pl.LazyFrame | None:
+        """(workflow_class, feature_tag, weight) rows, or None when no class is configured."""
+        if not self.classes:
+            return None
+        rows = [(c.name, feature, c.weight) for c in self.classes for feature in c.features]
+        return pl.DataFrame(
+            rows, schema={"workflow_class": pl.String, "feature_tag": pl.String, "weight": pl.Float64}, orient="row"
+        ).lazy()
+
+
+def _decisions(path: Path, section: dict) -> Decisions:
+    known = {"window_days", "regression_window_days", "traffic_weights", "classes", "what_if"}
+    unknown = set(section) - known
+    if unknown:
+        raise ConfigError(f"{path}: [decisions]: unknown key(s) {', '.join(sorted(unknown))}")
+    defaults = Decisions()
+    weights = section.get("traffic_weights", defaults.traffic_weights)
+    if weights not in TRAFFIC_WEIGHTS:
+        raise ConfigError(f"{path}: decisions.traffic_weights: {weights!r} must be one of {', '.join(TRAFFIC_WEIGHTS)}")
+    classes = _workflow_classes(path, section.get("classes", {}), weights)
+    return Decisions(
+        window_days=_int(path, "decisions.window_days", section.get("window_days", defaults.window_days), 1, 3660),
+        regression_window_days=_int(
+            path, "decisions.regression_window_days", section.get("regression_window_days", defaults.regression_window_days), 1, 366
+        ),
+        traffic_weights=weights,
+        classes=classes,
+        what_if=_what_if(path, section.get("what_if", {})),
+    )
+
+
+def _workflow_classes(path: Path, section: object, weights: str) -> tuple[WorkflowClass, ...]:
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: decisions.classes must be a table of [decisions.classes.<name>] tables")
+    classes, owner = [], {}
+    for name, spec in section.items():
+        key = f"decisions.classes.{name}"
+        if not isinstance(spec, dict) or set(spec) - {"features", "weight"}:
+            raise ConfigError(f"{path}: [{key}]: give features = [...] and, with traffic_weights = \"config\", weight = <number>")
+        features = spec.get("features")
+        if not isinstance(features, list) or not features or not all(isinstance(f, str) and f for f in features):
+            raise ConfigError(f"{path}: {key}.features: {features!r} must be a non-empty list of feature tags")
+        for feature in features:
+            if feature in owner:
+                raise ConfigError(f"{path}: {key}.features: {feature!r} is already in decisions.classes.{owner[feature]}")
+            owner[feature] = name
+        weight = spec.get("weight")
+        if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight < float("inf")):
+            raise ConfigError(f"{path}: {key}.weight: {weight!r} must be a number > 0 (weights are normalized to sum to 1)")
+        if weights == "config" and weight is None:
+            raise ConfigError(f"{path}: {key}.weight is required with decisions.traffic_weights = \"config\"")
+        classes.append(WorkflowClass(name, tuple(features), None if weight is None else float(weight)))
+    if weights == "config" and not classes:
+        raise ConfigError(f"{path}: decisions.traffic_weights = \"config\" needs [decisions.classes.<name>] tables with weights")
+    return tuple(classes)
+
+
+def _what_if(path: Path, section: object) -> WhatIf:
+    if not isinstance(section, dict) or set(section) - {"labor", "price_multipliers"}:
+        raise ConfigError(f"{path}: [decisions.what_if]: only `labor` and `price_multipliers` can be set")
+    labor = section.get("labor", {})
+    if not isinstance(labor, dict):
+        raise ConfigError(f"{path}: decisions.what_if.labor must be tables like [labor]: [decisions.what_if.labor.USD]")
+    multipliers = section.get("price_multipliers", {})
+    if not isinstance(multipliers, dict):
+        raise ConfigError(f"{path}: decisions.what_if.price_multipliers must be a table of \"model_version\" = \"factor\"")
+    factors = tuple(
+        (model, _decimal(path, f"decisions.what_if.price_multipliers.{model}", factor)) for model, factor in multipliers.items()
+    )
+    try:
+        costs = _labor(path, labor)
+    except ConfigError as exc:  # _labor names keys as under [labor]: name them where they are
+        raise ConfigError(str(exc).replace(f"{path}: [labor.", f"{path}: [decisions.what_if.labor.").replace(
+            f"{path}: labor.", f"{path}: decisions.what_if.labor.")) from exc
+    return WhatIf(labor=tuple(costs), price_multipliers=factors)
+
+
+# --- [allocation]: allocating AI billing rows without a request id to requests by token share ---
+
+# Columns a meter rule may match (FOCUS text columns that name a usage meter).
+METER_RULE_COLUMNS = ("SkuMeter", "x_SkuMeterName", "x_UsageType", "SkuId", "ChargeDescription", "ServiceName")
+
+
+@dataclass(frozen=True)
+class MeterRule:
+    """A billing row whose text matches `pattern` (a regular expression, Rust syntax, searched in
+    `columns` in order) bills `token_type` tokens of `model` (or of the pattern's `model` group)."""
+
+    pattern: str
+    token_type: str
+    model: str | None = None
+    columns: tuple[str, ...] = ("SkuMeter", "x_SkuMeterName", "x_UsageType")
+
+
+@dataclass(frozen=True)
+class AccountRule:
+    """Calls matching every given condition (None: any) that carry no account hint of their own
+    belong to `billing_account_id` (and `sub_account_id` when given)."""
+
+    billing_account_id: str
+    sub_account_id: str | None = None
+    feature_tag: str | None = None
+    provider: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """[allocation]: how aggregated AI billing rows are recognized and matched to calls."""
+
+    model_aliases: tuple[tuple[str, str], ...] = ()
+    provider_aliases: tuple[tuple[str, str], ...] = ()
+    units: tuple[tuple[str, int], ...] = ()  # ConsumedUnit -> tokens per unit, beside the built-in ones
+    meter_rules: tuple[MeterRule, ...] = ()
+    account_rules: tuple[AccountRule, ...] = ()
+    token_coverage_warn: float = 0.95
+
+
+def parse_allocation(path: Path, section: dict) -> Allocation:
+    """The [allocation] section of `path`; ConfigError names the file and the key or rule."""
+    known = {"model_aliases", "provider_aliases", "units", "meter_rules", "account_rules", "token_coverage_warn"}
+    unknown = set(section) - known
+    if unknown:
+        raise ConfigError(f"{path}: [allocation]: unknown key(s) {', '.join(sorted(unknown))}")
+    return Allocation(
+        model_aliases=_aliases(path, "model_aliases", section.get("model_aliases", {})),
+        provider_aliases=_aliases(path, "provider_aliases", section.get("provider_aliases", {})),
+        units=_units(path, section.get("units", {})),
+        meter_rules=tuple(_meter_rule(path, i, rule) for i, rule in enumerate(_rule_list(path, "meter_rules", section))),
+        account_rules=tuple(_account_rule(path, i, rule) for i, rule in enumerate(_rule_list(path, "account_rules", section))),
+        token_coverage_warn=_share(path, "allocation.token_coverage_warn", section.get("token_coverage_warn", 0.95)),
+    )
+
+
+def _text(path: Path, key: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{path}: {key}: {value!r} must be a non-empty string")
+    return value
+
+
+def _aliases(path: Path, name: str, table: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: allocation.{name} must be a table of \"name\" = \"canonical name\"")
+    return tuple((_text(path, f"allocation.{name} key", k), _text(path, f"allocation.{name}.{k}", v)) for k, v in table.items())
+
+
+def _units(path: Path, table: object) -> tuple[tuple[str, int], ...]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: allocation.units must be a table of \"unit\" = tokens per unit")
+    return tuple((_text(path, "allocation.units key", unit), _int(path, f"allocation.units.{unit}", n, 1, 10**12)) for unit, n in table.items())
+
+
+def _rule_list(path: Path, name: str, section: dict) -> list[dict]:
+    rules = section.get(name, [])
+    if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+        raise ConfigError(f"{path}: allocation.{name} must be an array of tables ([[allocation.{name}]])")
+    return rules
+
+
+def _meter_rule(path: Path, index: int, rule: dict) -> MeterRule:
+    where = f"allocation.meter_rules[{index}]"
+    unknown = set(rule) - {"pattern", "token_type", "model", "columns"}
+    if unknown:
+        raise ConfigError(f"{path}: {where}: unknown key(s) {', '.join(sorted(unknown))}")
+    pattern = _text(path, f"{where}.pattern", rule.get("pattern"))
+    where = f"{where} (pattern {pattern!r})"
+    try:  # the rule runs as a Polars (Rust) regular expression: check it compiles there
+        pl.Series([""]).str.contains(pattern)
+    except pl.exceptions.PolarsError as exc:
+        raise ConfigError(f"{path}: {where}: not a valid regular expression: {exc}") from exc
+    token_type = rule.get("token_type")
+    if token_type not in TOKEN_TYPES:
+        raise ConfigError(f"{path}: {where}: token_type {token_type!r} must be one of {', '.join(TOKEN_TYPES)}")
+    model = rule.get("model")
+    if model is None and "(?P<model>" not in pattern:
+        raise ConfigError(f"{path}: {where}: give `model`, or a (?P<model>...) group in the pattern")
+    if model is not None:
+        model = _text(path, f"{where}.model", model)
+    columns = rule.get("columns", list(MeterRule.columns))
+    if not isinstance(columns, list) or not columns or any(c not in METER_RULE_COLUMNS for c in columns):
+        raise ConfigError(f"{path}: {where}: columns {columns!r} must be a non-empty list of {', '.join(METER_RULE_COLUMNS)}")
+    return MeterRule(pattern=pattern, token_type=token_type, model=model, columns=tuple(columns))
+
+
+def _account_rule(path: Path, index: int, rule: dict) -> AccountRule:
+    where = f"allocation.account_rules[{index}]"
+    fields = set(AccountRule.__dataclass_fields__)
+    unknown = set(rule) - fields
+    if unknown:
+        raise ConfigError(f"{path}: {where}: unknown key(s) {', '.join(sorted(unknown))}")
+    values = {k: _text(path, f"{where}.{k}", v) for k, v in rule.items()}
+    if "billing_account_id" not in values:
+        raise ConfigError(f"{path}: {where}: billing_account_id is required")
+    return AccountRule(**values)

@@ -14,21 +14,40 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV, "data")).resolve()
 
 
+class DataRootError(Exception):
+    """The data root has no landing folder: a mistyped --data-dir, most likely."""
+
+
 @dataclass(frozen=True)
 class Layout:
     data_dir: Path
 
+    def require_landing(self) -> Layout:
+        """This layout, when its data root has a landing folder. Everything but the generator checks
+        it first: a mistyped data root would otherwise become a new, empty warehouse, and the run
+        would report success."""
+        if not self.landing.is_dir():
+            raise DataRootError(
+                f"{self.data_dir} is not a data root: it has no landing folder ({self.landing}). "
+                f"Check --data-dir or ${DATA_DIR_ENV}; `unitledger generate` creates a data root with one."
+            )
+        return self
+
+    @property
+    def landing(self) -> Path:
+        return self.data_dir / "landing"
+
     @property
     def landing_focus(self) -> Path:
-        return self.data_dir / "landing" / "focus"
+        return self.landing / "focus"
 
     @property
     def landing_events(self) -> Path:
-        return self.data_dir / "landing" / "events"
+        return self.landing / "events"
 
     @property
     def landing_invoices(self) -> Path:
-        return self.data_dir / "landing" / "invoices"
+        return self.landing / "invoices"
 
     @property
     def warehouse(self) -> Path:
@@ -50,7 +69,9 @@ class Layout:
         return self.warehouse / "staged" / name
 
     def quarantine(self, source: str) -> Path:
-        return self.warehouse / "quarantine" / source
+        """Staged bad rows of one landing folder (`focus`, `events`), per landing file; what readers
+        see is the published `quarantine` table (unitledger.steps.staging.publish_quarantine)."""
+        return self.staged("quarantine") / source
 
     def table(self, name: str) -> Path:
         return self.warehouse / name

@@ -1,1 +1,2 @@
-"""Pure transforms of the cost model: requests, allocation, intents, features, decisions, reconciliation."""
+"""Pure transforms, Polars LazyFrame in and LazyFrame out (no I/O, no Dagster): requests with their
+cost, intents, the per-feature tables and the reconciliation."""

@@ -1,8 +1,8 @@
-"""The text rows every telemetry reader returns: the flat event format's fields (parse.EVENT_FIELDS)
+"""The text rows every telemetry reader returns: the flat event format's fields (flat_events.EVENT_FIELDS)
 plus the fields below, all text, plus source_file and source_line (the physical line of the record,
 or of the batch holding it, in its file; the record number for a JSON array).
 
-So staging validates every source with one set of rules (parse.events_problems, extended with the
+So staging validates every source with one set of rules (flat_events.events_problems, extended with the
 checks of these fields) and quarantines a record it cannot map with the reason in `problem`.
 
 event_type: `llm_call` and `outcome` as in the flat format; an evaluation result is an `outcome`
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from unitledger import parse
+from unitledger.sources import events as flat_events
 
 # name -> what it holds (the data dictionary's text for the staged columns they become)
 TELEMETRY_FIELDS: dict[str, str] = {
@@ -40,7 +40,7 @@ TELEMETRY_FIELDS: dict[str, str] = {
     "problem": "Why the record cannot be mapped (quarantine reason); null when it can.",
 }
 EVENT_TYPES = ("llm_call", "outcome", "span", "ignored")
-ROW_FIELDS = parse.EVENT_FIELDS + tuple(TELEMETRY_FIELDS)
+ROW_FIELDS = flat_events.EVENT_FIELDS + tuple(TELEMETRY_FIELDS)
 
 
 def finish_rows(rows: pl.LazyFrame, source_file: str) -> pl.LazyFrame:

@@ -1,1 +1,1 @@
-"""Tools beside the pipeline: synthetic data, format writers, benchmarks."""
+"""Tools around the pipeline: the synthetic data generator, its telemetry format writers and the benchmarks."""

@@ -28,7 +28,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from unitledger import parse
+from unitledger.sources import events as flat_events
 from unitledger.config import Telemetry
 from unitledger.sources import otlp
 from unitledger.tools.telemetry_formats import otlp_trace_lines, write_lines
@@ -43,11 +43,11 @@ _RESOURCE_SPANS = f"STRUCT(resource STRUCT(attributes {_ATTRIBUTES}), scopeSpans
 
 
 def write_otlp_day(directory: Path, requests: int, seed: int = 7) -> Path:
-    """A generated day (unitledger.generate) written as OTLP JSON traces; returns the file."""
-    from unitledger.generate import generate
+    """A generated day (unitledger.tools.generate) written as OTLP JSON traces; returns the file."""
+    from unitledger.tools.generate import generate
 
     flat = generate(directory / "flat", start=date(2026, 3, 2), days=1, requests_per_day=requests, seed=seed, events_format="jsonl")
-    fields = pl.Struct({n: pl.String for n in parse.EVENT_FIELDS})
+    fields = pl.Struct({n: pl.String for n in flat_events.EVENT_FIELDS})
     events = pl.scan_lines(flat.event_files[0], glob=False).select(pl.col("line").str.json_decode(fields)).unnest("line")
     path = directory / "traces.jsonl"
     write_lines(otlp_trace_lines(events), path)

@@ -67,3 +67,14 @@ def _describe(cases: pl.DataFrame) -> str:
         return "none"
     row = cases.row(0, named=True)
     return f"column {row.get('column')}, check {row.get('check')}, value {row.get('failure_case')}, row {row.get('index')}"
+
+
+def validate_each(model, frames: list[pl.LazyFrame]) -> CheckOutcome:
+    """`validate` (its data checks load the rows) each of `frames` in turn: the first failure, else
+    a pass. Right for a table split by a hash of its unique key: the models' checks are per row or,
+    for uniqueness, per key value, whose rows share a part."""
+    for frame in frames:
+        outcome = validate(model, frame)
+        if not outcome.passed:
+            break
+    return outcome

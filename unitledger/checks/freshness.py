@@ -10,12 +10,13 @@ import polars as pl
 
 from unitledger import months
 from unitledger.layout import Layout
-from unitledger.storage import partition_file, scan_partitions
+from unitledger.warehouse.manifest import read_manifest, scan_table
 
 
 def missing_days(layout: Layout, table: str, wanted: Iterable[date]) -> list[date]:
     """The days of `wanted` without a published partition of the daily `table`."""
-    return [d for d in wanted if not partition_file(layout.table(table), "date", d.isoformat()).exists()]
+    published = set(read_manifest(layout).partitions(table))
+    return [d for d in wanted if d.isoformat() not in published]
 
 
 def expected_days(month: date, first_day: date, today: date) -> list[date]:
@@ -36,12 +37,9 @@ def closed_week(today: date, grace_days: int) -> date:
 def label_coverage(layout: Layout, monday: date) -> pl.DataFrame:
     """Per feature over the week starting `monday`: intents, labeled intents, label_coverage."""
     week = [(monday + timedelta(days=i)).isoformat() for i in range(7)]
-    schema = {"feature_tag": pl.String, "intents": pl.Int64, "labeled_intents": pl.Int64, "label_coverage": pl.Float64}
-    rows = scan_partitions(layout.table("cost_per_success"), "date", week)
-    if rows is None:
-        return pl.DataFrame(schema=schema)
     return (
-        rows.group_by("feature_tag")
+        scan_table(layout, "cost_per_success", week)
+        .group_by("feature_tag")
         .agg(pl.col("intents").sum(), pl.col("labeled_intents").sum())
         .with_columns(label_coverage=pl.col("labeled_intents") / pl.col("intents"))
         .sort("feature_tag")

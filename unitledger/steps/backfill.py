@@ -11,8 +11,9 @@ bar, that resumes after a failure. It runs the same assets as the UI and the sch
 Resume: every finished month is recorded in `warehouse/_backfills/<start>_<end>.json` with the
 landing files' fingerprints and a hash of the settings file. Running the same command again skips
 the recorded months, except those fed by a landing file that changed since (found as the landing
-sensor finds them: unitledger/changes.py) and all of them if the settings changed. The record is
-removed when the backfill completes, so the next run of the command rebuilds the whole range.
+sensor finds them: unitledger/sources/changes.py) and all of them if the settings changed. The
+record is removed when the backfill completes, so the next run of the command rebuilds the whole
+range.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ import time
 from datetime import date
 from typing import TextIO
 
-from unitledger import changes, months
+from unitledger import months
 from unitledger.config import Settings
 from unitledger.layout import Layout
-from unitledger.warehouse import refresh_views
+from unitledger.sources import changes
+from unitledger.warehouse.views import refresh_views
 
 # Dagster's own log (every event, and each failure with its stack trace) would bury the progress
 # bar: a failure is printed as one line naming the step and its error instead. The runs' full logs

@@ -1,6 +1,6 @@
 """`unitledger bench`: the pipeline against a hand-written DuckDB SQL and a pandas implementation.
 
-One synthetic day (unitledger.generate) is written once; then each implementation computes
+One synthetic day (unitledger.tools.generate) is written once; then each implementation computes
 request_costs, intent_costs, cost_per_intent and cost_per_success for that day from the same
 landing files, each in its own subprocess so that its peak RSS (the kernel's VmHWM high-water mark
 of that process) is its own. The three results must agree: sums and counts exactly, ratios within float
@@ -111,7 +111,7 @@ def run_benchmark(
         began = time.perf_counter()
         # In a subprocess too: the generator's memory must not stay in this process during the runs.
         result_file = root / "generated.json"
-        args = [sys.executable, "-m", "unitledger.bench", "generate", str(data_dir), day.isoformat(), str(requests), fmt, str(shard_requests), str(result_file)]
+        args = [sys.executable, "-m", "unitledger.tools.bench", "generate", str(data_dir), day.isoformat(), str(requests), fmt, str(shard_requests), str(result_file)]
         if subprocess.run(args).returncode != 0:
             raise RuntimeError("bench: generating the landing files failed")
         report = Report(
@@ -146,7 +146,7 @@ def run_benchmark(
 def _run_in_subprocess(implementation: str, data_dir: Path, day: date, out_dir: Path, config: Path) -> Run:
     result_file = out_dir.parent / f"{implementation}.json"
     out_dir.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "unitledger.bench", implementation, str(data_dir), day.isoformat(), str(out_dir), str(config), str(result_file)]
+    args = [sys.executable, "-m", "unitledger.tools.bench", implementation, str(data_dir), day.isoformat(), str(out_dir), str(config), str(result_file)]
     code = subprocess.run(args).returncode
     if code != 0:
         raise RuntimeError(f"bench: the {implementation} run failed (exit code {code})")
@@ -160,7 +160,7 @@ def generate_day(data_dir: Path, day: date, requests: int, fmt: str, shard_reque
     The generator holds a day in memory, so a larger day is generated in shards of at most
     `shard_requests` (seeds 7, 8, ...) whose files join one landing folder: the same deliveries,
     more files per delivery, distinct request and session ids."""
-    from unitledger.generate import generate
+    from unitledger.tools.generate import generate
 
     shards = -(-requests // shard_requests)
     counts = {"focus": 0, "events": 0}
@@ -228,15 +228,15 @@ class _Stopwatch:
 
 def run_pipeline(data_dir: Path, settings, day: date, out_dir: Path) -> dict[str, float]:
     """The functions the Dagster assets call, in the order the assets run."""
-    from unitledger import pipeline
     from unitledger.layout import Layout
+    from unitledger.steps import daily, staging
 
     layout = Layout(data_dir)
     timings: dict[str, float] = {}
     for step in (
-        lambda: pipeline.stage_billing(layout),
-        lambda: pipeline.stage_events(layout),
-        lambda: pipeline.build_daily_tables(layout, settings, day, day),
+        lambda: staging.stage_billing(layout),
+        lambda: staging.stage_events(layout),
+        lambda: daily.build_daily_tables(layout, settings, day, day),
     ):
         result = step()
         if not result.passed:
@@ -892,17 +892,17 @@ def _pd_cost_per_success(intents):
 def _load_tables(implementation: str, data_dir: Path, out_dir: Path, day: date) -> dict[str, pl.LazyFrame]:
     """Each table of one implementation, typed as the pipeline's output schema."""
     from unitledger.layout import Layout
-    from unitledger.pipeline import DAILY_TABLES, polars_schema
-    from unitledger.storage import scan_partitions
+    from unitledger.steps.daily import DAILY_TABLES
+    from unitledger.warehouse.manifest import scan_table
+    from unitledger.warehouse.publish import polars_schema
 
     tables = {}
     for name in TABLES:
         schema = polars_schema(DAILY_TABLES[name])
         if implementation == "pipeline":
-            frame = scan_partitions(Layout(data_dir).table(name), "date", [day.isoformat()])
-            frame = pl.DataFrame(schema=schema).lazy() if frame is None else frame
+            frame = scan_table(Layout(data_dir), name, [day.isoformat()])
         else:
-            frame = pl.scan_parquet(out_dir / f"{name}.parquet")
+            frame = pl.scan_parquet(out_dir / f"{name}.parquet", glob=False)
         tables[name] = frame.select([pl.col(c).cast(t) for c, t in schema.items()])
     return tables
 

@@ -5,7 +5,7 @@ Every FOCUS row lands in exactly one part of its group's billed total:
 - quarantined: the row failed validation (warehouse/quarantine); its readable cost still counts;
 - unattributable: no x_RequestId (tax, fees, credits, purchases, corrections);
 - conflicting: its request id is billed to more than one billing account or currency within the
-  billing period (transforms.request_conflicts), so it cannot be one request's cost;
+  billing period (model.requests.request_conflicts), so it cannot be one request's cost;
 - attributed: telemetry logged a call with its request id dated within the row's billing period
   ± 1 day (ATTRIBUTION_MARGIN: a call just before midnight can be billed in the next period);
 - unmatched: telemetry logged no such call.
@@ -20,9 +20,9 @@ from datetime import date, timedelta
 import polars as pl
 
 from schemas.types import MONEY
-from unitledger import parse
 from unitledger.config import Reconciliation as Thresholds
-from unitledger.transforms import dedupe_calls, request_conflicts
+from unitledger.model.requests import dedupe_calls, request_conflicts
+from unitledger.sources.values import parse_timestamp
 
 ATTRIBUTION_MARGIN = timedelta(days=1)
 KEY = ["billing_period", "billing_account_id", "invoice_id", "service_provider_name", "billing_currency"]
@@ -89,7 +89,7 @@ def attribute(rows: pl.LazyFrame, period_rows: pl.LazyFrame, calls: pl.LazyFrame
 
 def ledger(attributed: pl.LazyFrame, quarantined: pl.LazyFrame, extra: dict[str, tuple[pl.Expr, pl.Expr]] | None = None) -> pl.LazyFrame:
     """One frame of every current FOCUS row, staged (`attribute`'s output) and quarantined
-    (landing.scan_quarantined_focus), in the reconciliation's terms. `extra` adds grain columns
+    (sources.focus.scan_quarantined_focus), in the reconciliation's terms. `extra` adds grain columns
     as an expression over each side, e.g. {"date": (staged date, quarantined date)}."""
     extra = extra or {}
     staged = {
@@ -126,7 +126,7 @@ def ledger(attributed: pl.LazyFrame, quarantined: pl.LazyFrame, extra: dict[str,
 def quarantine_charge_date() -> pl.Expr:
     """UTC date of a quarantined row's ChargePeriodStart, read from its raw text (null if unreadable)."""
     raw = pl.col("raw").str.json_decode(pl.Struct({"ChargePeriodStart": pl.String}))
-    return parse.parse_timestamp(raw.struct.field("ChargePeriodStart")).dt.date()
+    return parse_timestamp(raw.struct.field("ChargePeriodStart")).dt.date()
 
 
 def figures(rows: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
@@ -249,7 +249,7 @@ def with_status(rows: pl.LazyFrame, limits: Thresholds) -> pl.LazyFrame:
         (
             pl.col("quarantined_rows_unknown_cost") > 0,
             pl.col("quarantined_rows_unknown_cost").cast(pl.String)
-            + pl.lit(" quarantined row(s) with an unreadable BilledCost: billed_total is incomplete"),
+            + pl.lit(" quarantined row(s) with an unreadable or out-of-range BilledCost: billed_total is incomplete"),
         ),
         (
             unmatched_share > limits.unmatched_requests_fail,

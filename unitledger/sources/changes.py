@@ -4,14 +4,14 @@ A landing file is known by its fingerprint (`LandingFile.file_id`: path, size, m
 Between two looks a file is new, changed or removed, and its rows map to days:
 
 - FOCUS rows: the date of their ChargePeriodStart. A FOCUS delivery restates whole (billing account,
-  billing period) pairs (see landing.current_deliveries), so the days of every staged row of the
+  billing period) pairs (see sources.focus.current_deliveries), so the days of every staged row of the
   pairs the file holds count too: a day the new delivery no longer bills changes as well.
 - llm_call events: their call date.
 - outcome events: the date of the session they label (its earliest call, from staging and from the
   changed files themselves).
 
 A daily partition reads calls and billing rows dated one day either side of it
-(transforms.LOOKAROUND), so FOCUS and call dates widen by that; a label changes its session's day
+(model.requests.LOOKAROUND), so FOCUS and call dates widen by that; a label changes its session's day
 only. The previous version of a changed or removed file is read from staging while it is still
 there (`staged/<table>/<old id>.parquet`): staging replaces it on the next run.
 """
@@ -23,20 +23,28 @@ from datetime import date
 
 import polars as pl
 
-from unitledger import landing, parse
-from unitledger.landing import InputFileError, LandingFile
 from unitledger.layout import Layout
-from unitledger.transforms import LOOKAROUND
+from unitledger.model.requests import LOOKAROUND
+from unitledger.sources.events import (
+    EVENT_SUFFIXES,
+    read_events_raw,
+    scan_staged_call_files,
+    scan_staged_calls,
+    scan_staged_outcome_files,
+)
+from unitledger.sources.files import InputFileError, LandingFile, list_landing
+from unitledger.sources.focus import FOCUS_SUFFIXES, read_focus_raw
+from unitledger.sources.values import parse_timestamp
 
 # source ("focus" | "events") → path relative to its landing folder → file id
 Fingerprints = dict[str, dict[str, str]]
 
-_SUFFIXES = {"focus": landing.FOCUS_SUFFIXES, "events": landing.EVENT_SUFFIXES}
+_SUFFIXES = {"focus": FOCUS_SUFFIXES, "events": EVENT_SUFFIXES}
 
 
 def landing_files(layout: Layout) -> dict[str, list[LandingFile]]:
     roots = {"focus": layout.landing_focus, "events": layout.landing_events}
-    return {source: landing.list_landing(roots[source], _SUFFIXES[source]) for source in roots}
+    return {source: list_landing(roots[source], _SUFFIXES[source]) for source in roots}
 
 
 def fingerprints(files: dict[str, list[LandingFile]]) -> Fingerprints:
@@ -106,12 +114,12 @@ def _focus_days(layout: Layout, changes: Changes, unreadable: list[str]) -> set[
     new = [
         raw.select(
             "BillingAccountId",
-            parse.parse_timestamp(pl.col("BillingPeriodStart")).alias("BillingPeriodStart"),
-            parse.parse_timestamp(pl.col("ChargePeriodStart")).dt.date().alias("charge_date"),
+            parse_timestamp(pl.col("BillingPeriodStart")).alias("BillingPeriodStart"),
+            parse_timestamp(pl.col("ChargePeriodStart")).dt.date().alias("charge_date"),
         )
-        for raw in _readable(changes.new["focus"], landing.read_focus_raw, unreadable)
+        for raw in _readable(changes.new["focus"], read_focus_raw, unreadable)
     ]
-    old = [pl.scan_parquet(p).select(*key, "charge_date") for p in _staged(layout.staged("focus"), changes.old_ids["focus"])]
+    old = [pl.scan_parquet(p, glob=False).select(*key, "charge_date") for p in _staged(layout.staged("focus"), changes.old_ids["focus"])]
     if not new and not old:
         return set()
     touched = pl.concat([*new, *old]).drop_nulls().unique().collect()
@@ -121,7 +129,7 @@ def _focus_days(layout: Layout, changes: Changes, unreadable: list[str]) -> set[
     if not staged:
         return set(touched["charge_date"])
     restated = (
-        pl.scan_parquet(staged)
+        pl.scan_parquet(staged, glob=False)
         .select(*key, "charge_date")
         .join(touched.lazy().select(key).unique(), on=key, how="semi")
         .select("charge_date")
@@ -134,21 +142,28 @@ def _focus_days(layout: Layout, changes: Changes, unreadable: list[str]) -> set[
 def _event_days(layout: Layout, changes: Changes, unreadable: list[str]) -> tuple[set[date], set[date]]:
     new = [
         raw.select(
-            "event_type", "session_id", parse.parse_timestamp(pl.col("timestamp")).dt.date().alias("day")
-        ).drop_nulls()
-        for raw in _readable(changes.new["events"], landing.read_events_raw, unreadable)
+            "event_type", "event_id", "session_id", parse_timestamp(pl.col("timestamp")).dt.date().alias("day")
+        ).drop_nulls(["event_type", "session_id", "day"])
+        for raw in _readable(changes.new["events"], read_events_raw, unreadable)
     ]
-    new_events = pl.concat(new).collect() if new else pl.DataFrame(schema={"event_type": pl.String, "session_id": pl.String, "day": pl.Date})
+    schema = {"event_type": pl.String, "event_id": pl.String, "session_id": pl.String, "day": pl.Date}
+    new_events = pl.concat(new).collect() if new else pl.DataFrame(schema=schema)
     new_calls = new_events.filter(pl.col("event_type") == "llm_call").select("session_id", pl.col("day").alias("call_date"))
     old_ids = changes.old_ids["events"]
-    old_calls = [pl.scan_parquet(p).select("session_id", "call_date") for p in _staged(layout.staged("llm_calls"), old_ids)]
-    old_labels = [pl.scan_parquet(p).select("session_id") for p in _staged(layout.staged("outcomes"), old_ids)]
-    calls = pl.concat([new_calls.lazy(), *old_calls]).collect()
+    old_calls = [pl.scan_parquet(p, glob=False).select("event_id", "session_id", "call_date") for p in _staged(layout.staged("llm_calls"), old_ids)]
+    old_labels = [pl.scan_parquet(p, glob=False).select("event_id", "session_id") for p in _staged(layout.staged("outcomes"), old_ids)]
+    # The other copies of a changed event (one delivered more than once) may start or stop
+    # counting: whichever copy is first by path and line counts (sources.events.event_copies).
+    changed = pl.concat([new_events.lazy().select("event_id"), *(f.select("event_id") for f in [*old_calls, *old_labels])])
+    changed = changed.drop_nulls().unique()
+    copies_calls = scan_staged_call_files(layout).join(changed, on="event_id", how="semi").select("session_id", "call_date")
+    copies_labels = scan_staged_outcome_files(layout).join(changed, on="event_id", how="semi").select("session_id")
+    calls = pl.concat([new_calls.lazy(), *(f.select("session_id", "call_date") for f in old_calls), copies_calls]).collect()
     labeled = pl.concat(
-        [new_events.lazy().filter(pl.col("event_type") == "outcome").select("session_id"), *old_labels]
+        [new_events.lazy().filter(pl.col("event_type") == "outcome").select("session_id"), *(f.select("session_id") for f in old_labels), copies_labels]
     ).unique()
     # A session's day is its earliest call, wherever that call is (staged, or in a changed file).
-    known_calls = pl.concat([landing.scan_staged_calls(layout).select("session_id", "call_date"), new_calls.lazy()])
+    known_calls = pl.concat([scan_staged_calls(layout).select("session_id", "call_date"), new_calls.lazy()])
     session_days = (
         known_calls.join(labeled, on="session_id", how="semi").group_by("session_id").agg(pl.col("call_date").min()).collect()
     )

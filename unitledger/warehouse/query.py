@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import time
-
 import duckdb
 import polars as pl
 
-from unitledger import dictionary
 from unitledger.layout import Layout
-from unitledger.warehouse import connect_read_only
+from unitledger.warehouse import dictionary
+from unitledger.warehouse.views import connect_read_only
 
 FORMATS = ("table", "csv", "parquet", "json")
 
@@ -19,34 +17,20 @@ class QueryError(Exception):
     """The query cannot run; the message says why."""
 
 
-# Errors in the query itself: running it again cannot help.
-_QUERY_ERRORS = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException, duckdb.InvalidInputException)
-
-
-def run_query(layout: Layout, sql: str, attempts: int = 3) -> pl.DataFrame:
-    """Run `sql` on a read-only connection (it cannot change the warehouse, and it takes no write
-    lock, so it runs while the pipeline publishes).
-
-    DuckDB opens a Parquet file more than once in a query (footer first, data later), so a query
-    that overlaps the instant a run replaces a partition file can read two versions of it and fail.
-    Each replacement is atomic: the query is run again, up to `attempts` times."""
+def run_query(layout: Layout, sql: str) -> pl.DataFrame:
+    """Run `sql` on a read-only connection: it cannot change the warehouse and takes no lock, so it
+    runs while the pipeline publishes, on the catalog (and so the run) current when it started.
+    Published files are never rewritten, so a query never meets a file changing under it."""
     if not layout.duckdb_path.exists():
         raise QueryError(f"no warehouse at {layout.duckdb_path}: run `unitledger materialize` first")
-    attempt = 1
-    while True:
-        try:
-            with connect_read_only(layout) as con:
-                relation = con.sql(sql)
-                if relation is None:
-                    raise QueryError("the statement returns no rows: `unitledger query` runs queries (SELECT, WITH, …)")
-                return relation.pl()
-        except _QUERY_ERRORS as exc:
-            raise QueryError(str(exc).strip()) from exc
-        except duckdb.Error as exc:
-            if attempt >= attempts:
-                raise QueryError(str(exc).strip()) from exc
-            time.sleep(0.2 * attempt)
-            attempt += 1
+    try:
+        with connect_read_only(layout) as con:
+            relation = con.sql(sql)
+            if relation is None:
+                raise QueryError("the statement returns no rows: `unitledger query` runs queries (SELECT, WITH, …)")
+            return relation.pl()
+    except duckdb.Error as exc:
+        raise QueryError(str(exc).strip()) from exc
 
 
 def write_result(frame: pl.DataFrame, fmt: str, output) -> None:

@@ -1,0 +1,236 @@
+"""Tables of invoice-grounded allocation: AI billing rows without a request id, recognized as token
+usage and allocated to the requests telemetry logged, by token share (unitledger.model.allocation).
+
+Money is an exact decimal in the row's billing currency. `source_file` + `source_line` name the
+origin FOCUS row everywhere, so every split can be traced back to the bill."""
+
+import polars as pl
+import pandera.polars as pa
+from pandera.engines import polars_engine as pe
+
+from schemas.types import ISO_4217
+
+_MONEY = pe.Decimal(38, 18)
+_QUANTITY = pe.Decimal(38, 18)
+_TS = pe.DateTime(time_unit="us", time_zone="UTC")
+_CURRENCIES = sorted(ISO_4217)
+
+TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
+USAGE_CLASSES = ("token", "unrecognized_token", "shared")
+ALLOCATION_SCOPES = ("pool", "sub_accounts", "accounts")
+# How an origin row's cost went: allocated (billed >= logged, the rest is unlogged usage),
+# over_logged (logged > billed: rate = cost / logged, nothing unlogged), logged_share (no billed
+# quantity: by share of the logged tokens); or, with nothing to allocate to, the whole cost is
+# unmatched: unmatched_pool (billed tokens, no call logged), zero_quantity (neither side has a
+# token), quantity_out_of_range (a pool of 10^18 tokens or more).
+POOL_STATUSES = ("allocated", "over_logged", "logged_share", "unmatched_pool", "zero_quantity", "quantity_out_of_range")
+ALLOCATED_STATUSES = ("allocated", "over_logged", "logged_share")
+UNMATCHED_REASONS = ("unknown_model", "ambiguous_model", "no_pool")
+COST_COLUMNS = ("billed_cost", "effective_cost", "list_cost")
+
+
+def _source_file():
+    return pa.Field(description="Landing file of the origin FOCUS row, relative to landing/focus/.")
+
+
+def _source_line():
+    return pa.Field(ge=1, description="Line of the origin FOCUS row in its file.")
+
+
+class _UsageRow(pa.DataFrameModel):
+    source_file: str = _source_file()
+    source_line: pl.Int64 = _source_line()
+    BillingAccountId: str = pa.Field(description="FOCUS BillingAccountId.")
+    BillingCurrency: str = pa.Field(isin=_CURRENCIES, description="FOCUS BillingCurrency.")
+    ChargePeriodStart: _TS = pa.Field(description="FOCUS ChargePeriodStart (inclusive), UTC.")
+    ServiceProviderName: str = pa.Field(description="FOCUS ServiceProviderName.")
+    SkuId: str = pa.Field(nullable=True, description="FOCUS SkuId.")
+    SkuMeter: str = pa.Field(nullable=True, description="FOCUS SkuMeter.")
+    meter_name: str = pa.Field(nullable=True, description="Provider meter text beside SkuMeter: x_SkuMeterName (Azure), else x_UsageType (AWS).")
+    ConsumedQuantity: _QUANTITY = pa.Field(nullable=True, description="FOCUS ConsumedQuantity, in ConsumedUnit.")
+    ConsumedUnit: str = pa.Field(nullable=True, description="FOCUS ConsumedUnit.")
+    BilledCost: _MONEY = pa.Field(description="FOCUS BilledCost.")
+    EffectiveCost: _MONEY = pa.Field(description="FOCUS EffectiveCost.")
+    ListCost: _MONEY = pa.Field(description="FOCUS ListCost.")
+
+
+class ClassifiedUsage(_UsageRow):
+    """Every FOCUS row without an x_RequestId, classified: an AI token row (model and token type
+    derived), a token row that could not be recognized, or shared cost (tax, fees, credits,
+    purchases, non-token meters such as requests or text records)."""
+
+    SubAccountId: str = pa.Field(nullable=True, description="FOCUS SubAccountId (project, subscription, workspace).")
+    ChargePeriodEnd: _TS = pa.Field(description="FOCUS ChargePeriodEnd (exclusive), UTC.")
+    ChargeCategory: str = pa.Field(description="FOCUS ChargeCategory: only Usage rows can be token rows.")
+    usage_class: str = pa.Field(isin=list(USAGE_CLASSES), description="token (model and token type known), unrecognized_token (a token row whose model, type, unit or quantity cannot be used) or shared (not AI token usage).")
+    reason: str = pa.Field(nullable=True, description="Why the row is unrecognized_token or shared; null for token rows.")
+    billed_model: str = pa.Field(nullable=True, description="Model as the bill names it (before normalization).")
+    token_type: str = pa.Field(nullable=True, isin=list(TOKEN_TYPES), description="input (uncached), output (reasoning included), cache_read or cache_write.")
+    recognized_by: str = pa.Field(nullable=True, description="Sources of the model and of the token type, e.g. 'x_ModelVersion+SkuMeter:focus', 'x_UsageType:bedrock+x_UsageType:bedrock' (? = none).")
+    tokens_per_unit: pl.Int64 = pa.Field(nullable=True, ge=1, description="Tokens in one ConsumedUnit (Tokens 1, 1000 Tokens 1000, 1M 1000000, ...).")
+    billed_tokens: _QUANTITY = pa.Field(nullable=True, ge=0, description="ConsumedQuantity x tokens_per_unit: the tokens the row bills; null when the row has no quantity.")
+
+    class Config:
+        strict = True
+
+
+class UnrecognizedUsage(_UsageRow):
+    """Token rows whose model, token type, unit or quantity could not be derived: never guessed,
+    never dropped. Their cost stays out of the allocation; add a meter rule, a unit or an alias
+    to the config to recognize them."""
+
+    reason: str = pa.Field(description="What could not be derived: no model, no token type, unknown unit, negative quantity.")
+
+    class Config:
+        strict = True
+
+
+class CallTokens(pa.DataFrameModel):
+    """One row per logged call and token type with tokens (0 tokens of a type: no row), minus the
+    (request, token type) pairs the request's own x_RequestId rows bill exactly."""
+
+    request_id: str = pa.Field(description="Telemetry request id.")
+    called_at: _TS = pa.Field(description="Call timestamp, UTC: the charge period containing it is the call's pool.")
+    feature_tag: str = pa.Field(description="Feature of the call.")
+    model_version: str = pa.Field(nullable=True, description="Telemetry model version.")
+    prompt_version: str = pa.Field(nullable=True, description="Telemetry prompt version.")
+    provider: str = pa.Field(nullable=True, description="Provider, normalized (unitledger.model.model_names.provider_key).")
+    call_model: str = pa.Field(nullable=True, description="The model the call names: model_version, else model (model + '-' + model_version when the version has no letter).")
+    billing_account_hint: str = pa.Field(nullable=True, description="Billing account the call belongs to: its own hint, else the first matching account rule; null: unknown.")
+    sub_account_hint: str = pa.Field(nullable=True, description="Sub-account (project, workspace) the call belongs to; null: unknown.")
+    token_type: str = pa.Field(isin=list(TOKEN_TYPES), description="input (uncached: input - cache_read - cache_write), output, cache_read or cache_write.")
+    tokens: pl.Int64 = pa.Field(gt=0, description="Tokens of this type.")
+
+    class Config:
+        strict = True
+
+
+class _PoolKeys(pa.DataFrameModel):
+    provider: str = pa.Field(description="Provider, normalized from FOCUS ServiceProviderName.")
+    billing_account_id: str = pa.Field(description="FOCUS BillingAccountId of the origin row.")
+    sub_account_id: str = pa.Field(nullable=True, description="FOCUS SubAccountId of the origin row.")
+    model: str = pa.Field(description="Model, normalized from what the bill names (unitledger.model.model_names).")
+    token_type: str = pa.Field(isin=list(TOKEN_TYPES), description="Token type the origin row bills.")
+    charge_period_start: _TS = pa.Field(description="FOCUS ChargePeriodStart of the origin row (inclusive).")
+    charge_period_end: _TS = pa.Field(description="FOCUS ChargePeriodEnd of the origin row (exclusive).")
+    billing_currency: str = pa.Field(isin=_CURRENCIES, description="FOCUS BillingCurrency of the origin row.")
+    allocation_scope: str = pa.Field(isin=list(ALLOCATION_SCOPES), description="pool: the account's own pool; sub_accounts / accounts: calls that could belong to several sub-accounts / accounts of the same provider, model, type, period and currency made those pools one, allocated together.")
+
+
+class RequestAllocations(_PoolKeys):
+    """A request's share of one origin FOCUS row: tokens x cost / max(billed tokens, logged tokens)
+    of its pool, exact to 1e-18, rounding leftovers by largest remainder."""
+
+    request_id: str = pa.Field(description="Telemetry request id.")
+    source_file: str = _source_file()
+    source_line: pl.Int64 = _source_line()
+    called_at: _TS = pa.Field(description="Call timestamp, UTC.")
+    feature_tag: str = pa.Field(description="Feature of the call.")
+    model_version: str = pa.Field(nullable=True, description="Telemetry model version.")
+    prompt_version: str = pa.Field(nullable=True, description="Telemetry prompt version.")
+    tokens: pl.Int64 = pa.Field(gt=0, description="The call's tokens of token_type.")
+    effective_rate: float = pa.Field(description="EffectiveCost of the origin row per token of its pool (informational: the amounts are computed exactly, not from it).")
+    billed_cost: _MONEY = pa.Field(description="Share of the origin row's BilledCost.")
+    effective_cost: _MONEY = pa.Field(description="Share of the origin row's EffectiveCost.")
+    list_cost: _MONEY = pa.Field(description="Share of the origin row's ListCost.")
+
+    class Config:
+        strict = True
+        unique = ["request_id", "source_file", "source_line"]
+
+
+class AllocationPools(_PoolKeys):
+    """One row per recognized AI token row: its pool, billed and logged tokens and where each cost
+    column went. cost = allocated + unlogged + unmatched exactly, for each cost column."""
+
+    source_file: str = _source_file()
+    source_line: pl.Int64 = _source_line()
+    status: str = pa.Field(isin=list(POOL_STATUSES), description="allocated, over_logged, logged_share (cost allocated); unmatched_pool, zero_quantity, quantity_out_of_range (whole cost unmatched).")
+    billed_tokens: _QUANTITY = pa.Field(nullable=True, description="Tokens the origin row bills (null: no quantity).")
+    pool_billed_tokens: _QUANTITY = pa.Field(description="Tokens billed by all the rows of the pool (0 when none has a quantity).")
+    pool_logged_tokens: pl.Int64 = pa.Field(ge=0, description="Tokens logged by the pool's calls.")
+    pool_calls: pl.Int64 = pa.Field(ge=0, description="Calls in the pool.")
+    pool_rows: pl.Int64 = pa.Field(ge=1, description="FOCUS rows in the pool.")
+    allocation_base_tokens: _QUANTITY = pa.Field(nullable=True, description="max(pool_billed_tokens, pool_logged_tokens): the denominator of the rate; null when nothing was allocated.")
+    billed_cost: _MONEY = pa.Field(description="FOCUS BilledCost of the origin row.")
+    effective_cost: _MONEY = pa.Field(description="FOCUS EffectiveCost of the origin row.")
+    list_cost: _MONEY = pa.Field(description="FOCUS ListCost of the origin row.")
+    allocated_billed_cost: _MONEY = pa.Field(description="BilledCost allocated to requests.")
+    allocated_effective_cost: _MONEY = pa.Field(description="EffectiveCost allocated to requests.")
+    allocated_list_cost: _MONEY = pa.Field(description="ListCost allocated to requests.")
+    unlogged_billed_cost: _MONEY = pa.Field(description="BilledCost of tokens billed but not logged (same sign as the cost).")
+    unlogged_effective_cost: _MONEY = pa.Field(description="EffectiveCost of tokens billed but not logged.")
+    unlogged_list_cost: _MONEY = pa.Field(description="ListCost of tokens billed but not logged.")
+    unmatched_billed_cost: _MONEY = pa.Field(description="BilledCost of a pool no call could be allocated to (whole row).")
+    unmatched_effective_cost: _MONEY = pa.Field(description="EffectiveCost of an unmatched pool.")
+    unmatched_list_cost: _MONEY = pa.Field(description="ListCost of an unmatched pool.")
+
+    class Config:
+        strict = True
+        unique = ["source_file", "source_line"]
+
+    @pa.dataframe_check
+    def cost_is_allocated_plus_unlogged_plus_unmatched(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(
+            pl.all_horizontal(
+                pl.col(c) == pl.col(f"allocated_{c}") + pl.col(f"unlogged_{c}") + pl.col(f"unmatched_{c}") for c in COST_COLUMNS
+            )
+        )
+
+
+class UnmatchedModels(pa.DataFrameModel):
+    """Logged tokens no bill could take, per day, provider, model and token type: the model is
+    not billed (or its name does not normalize to a billed one: add an alias), matches several
+    billed models, or no pool of it covers the call's time and account."""
+
+    date: pl.Date = pa.Field(description="UTC date of the calls.")
+    provider: str = pa.Field(nullable=True, description="Provider, normalized.")
+    call_model: str = pa.Field(nullable=True, description="The model the calls name.")
+    token_type: str = pa.Field(isin=list(TOKEN_TYPES), description="Token type.")
+    reason: str = pa.Field(isin=list(UNMATCHED_REASONS), description="unknown_model, ambiguous_model or no_pool.")
+    candidates: str = pa.Field(nullable=True, description="For ambiguous_model: the billed models it could be, comma-separated.")
+    calls: pl.Int64 = pa.Field(ge=1, description="Calls.")
+    tokens: pl.Int64 = pa.Field(ge=1, description="Tokens.")
+
+    class Config:
+        strict = True
+
+
+class AllocatedByRequest(pa.DataFrameModel):
+    """Allocated cost per request and currency, ready to combine with the exact per-request billing
+    (unitledger.transforms.billing_by_request) into request_costs."""
+
+    request_id: str = pa.Field(description="Telemetry request id.")
+    billing_currency: str = pa.Field(isin=_CURRENCIES, description="Currency of the money columns.")
+    billing_account_id: str = pa.Field(nullable=True, description="The billing account of the request's origin rows; null when they span several (joint allocation).")
+    billed_cost: _MONEY = pa.Field(description="Sum of allocated BilledCost.")
+    effective_cost: _MONEY = pa.Field(description="Sum of allocated EffectiveCost.")
+    list_cost: _MONEY = pa.Field(description="Sum of allocated ListCost.")
+    billing_rows: pl.Int64 = pa.Field(ge=1, description="Origin FOCUS rows the request has a share of.")
+    charge_date: pl.Date = pa.Field(description="UTC date of the earliest ChargePeriodStart among them.")
+    cost_source: str = pa.Field(isin=["invoice_allocated"], description="Provenance: invoice_allocated (cost allocated from aggregated bill rows by token share).")
+
+    class Config:
+        strict = True
+        unique = ["request_id", "billing_currency"]
+
+
+class AllocatedCosts(pa.DataFrameModel):
+    """FOCUS 1.3 split cost allocation of the allocated origin rows: per origin row one row per
+    feature x model version x prompt version, plus one for the unlogged usage (AllocatedResourceId
+    null). The origin row's other columns are kept; every cost column (and ContractedCost,
+    ConsumedQuantity, PricingQuantity when present) of an origin row's split rows sums back to it."""
+
+    source_file: str = _source_file()
+    source_line: pl.Int64 = _source_line()
+    BilledCost: _MONEY = pa.Field(description="Split of the origin row's BilledCost.")
+    EffectiveCost: _MONEY = pa.Field(description="Split of the origin row's EffectiveCost.")
+    ListCost: _MONEY = pa.Field(description="Split of the origin row's ListCost.")
+    AllocatedMethodId: str = pa.Field(description="unitledger-token-share (see docs).")
+    AllocatedMethodDetails: str = pa.Field(description='JSON {"Elements":[{"AllocatedRatio":r,"UsageUnit":"Tokens","UsageQuantity":q}]}: ratios of an origin row\'s split rows sum to 1 exactly.')
+    AllocatedResourceId: str = pa.Field(nullable=True, description="The feature; null for the unlogged (unallocated) portion.")
+    AllocatedResourceName: str = pa.Field(nullable=True, description="The feature; null for the unlogged portion.")
+    AllocatedTags: str = pa.Field(nullable=True, description='JSON {"unitledger/feature_tag":..,"unitledger/model_version":..,"unitledger/prompt_version":..}; null for the unlogged portion.')
+
+    class Config:
+        strict = False  # the origin row's other FOCUS columns pass through

@@ -1,0 +1,555 @@
+"""Invoice-grounded cost: aggregated AI billing rows allocated to the logged calls by token share.
+
+Pools. A recognized token row (unitledger.sources.ai_usage) belongs to the pool of its provider,
+billing account, sub-account, model, token type, charge period and currency. A call's tokens of a
+type fall into the pool of its provider, model (normalized on both sides: model_names) and type
+whose charge period [ChargePeriodStart, ChargePeriodEnd) contains the call's timestamp: hour and
+day rows both work, and a call inside an hour row's and a day row's periods (say a correction
+billed for the day) takes part in both. Telemetry's input tokens include cache reads and writes:
+a call's uncached input is input - cache_read - cache_write.
+
+Accounts. Calls carry `billing_account_hint` / `sub_account_hint` (what telemetry knows: project,
+API key, workspace, mapped by staging; else the config's account rules). A call with an account
+joins that account's pools only. When several accounts bill the same provider, model, type, period
+and currency and some calls there name no account, those accounts' pools are allocated jointly:
+the group is one pool whose billed quantity is the sum of theirs, every call of the group (with or
+without an account) takes part, and each account's rows are allocated over all of them. The same
+holds for the sub-accounts of one account when calls name the account but not the sub-account.
+`allocation_scope` says which happened (pool, sub_accounts, accounts). Currencies never mix: a
+call that could belong to pools in two currencies takes part in each (and is reported in both).
+
+The rule, per origin row r of a pool with billed tokens B (sum over its rows; 0 when none has a
+quantity) and logged tokens L (sum over its calls): rate = cost_r / max(B, L); a call's share =
+its tokens x rate; the residual cost_r x (max(B, L) - L) / max(B, L) >= 0 is unlogged usage
+(tokens the bill shows and telemetry does not). With no billed quantity the row is thus split by
+share of the logged tokens, and an over-logged pool (L > B) has no residual. Every cost column
+(BilledCost, EffectiveCost, ListCost) is split the same way.
+
+Exactness. The shares are exact decimals at scale 18, computed in 128-bit integers: for a row of
+|cost| U (in 1e-18 units) and weights w (tokens, and max(B, L) - L for the residual) summing to W,
+each share is floor(U x w / W); the units the floors leave (fewer than the participants) go one
+each to the largest remainders (ties: calls before the residual, then by a hash of the request
+id). So the shares plus the residual equal the row's cost exactly, each share is within 1e-18 of
+tokens x cost / max(B, L), and a negative cost (a correction) is split the same way with its sign.
+Pools with cost but nothing to allocate to keep their whole cost as `unmatched` (status
+unmatched_pool, zero_quantity); logged tokens no pool takes are reported in `unmatched_models`.
+
+Everything here is a pure transform: LazyFrames in, LazyFrames out. `allocate` returns several
+tables sharing one plan: collect them together (pl.collect_all) to compute the shared parts once.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import polars as pl
+
+from schemas.allocation import ALLOCATED_STATUSES, COST_COLUMNS, TOKEN_TYPES
+from schemas.types import MONEY
+from unitledger.config import Allocation
+from unitledger.model.model_names import blank_as_null, match_models, provider_key, with_model_key
+
+SCALE = 10**MONEY.scale
+DENOMINATOR_LIMIT = 2**63  # weights below: a product of two, or a remainder x 2^64, fits in a signed 128-bit integer
+ORIGIN = ["source_file", "source_line"]
+GROUP = ["provider", "model", "token_type", "charge_period_start", "charge_period_end", "billing_currency"]
+_TOKEN_COLUMNS = {
+    "input": "_uncached_input",
+    "output": "output_tokens",
+    "cache_read": "cache_read_input_tokens",
+    "cache_write": "cache_write_input_tokens",
+}
+
+
+class AllocationTables(NamedTuple):
+    """What `allocate` returns: schemas.RequestAllocations, schemas.AllocationPools,
+    schemas.UnmatchedModels."""
+
+    requests: pl.LazyFrame
+    pools: pl.LazyFrame
+    unmatched_models: pl.LazyFrame
+
+
+def _int128(value: int) -> pl.Expr:
+    return pl.lit(value, dtype=pl.Int128)
+
+
+def to_units(money: pl.Expr) -> pl.Expr:
+    """An exact decimal as an Int128 count of 1e-18 (Decimal(38,18)'s own representation)."""
+    return money.cast(MONEY).to_physical()
+
+
+def from_units(units: pl.Expr) -> pl.Expr:
+    """An Int128 count of 1e-18 as an exact Decimal(38,18)."""
+    return (units // SCALE).cast(MONEY) + (units % SCALE).cast(MONEY) / SCALE
+
+
+def split_constants(amounts: list[str], denominator: str) -> list[pl.Expr]:
+    """The per-group part of split_exactly, for a frame with one row per group (computed once per
+    group instead of once per participant): |amount| in 1e-18 units, its sign, and its quotient
+    and remainder by `denominator`."""
+    den = pl.col(denominator)
+    units = {a: to_units(pl.col(a)).abs() for a in amounts}
+    return [
+        *[units[a].alias(f"_{a}_units") for a in amounts],
+        *[pl.when(pl.col(a) < 0).then(_int128(-1)).otherwise(_int128(1)).alias(f"_{a}_sign") for a in amounts],
+        *[(units[a] // den).alias(f"_{a}_quotient") for a in amounts],
+        *[(units[a] % den).alias(f"_{a}_remainder") for a in amounts],
+    ]
+
+
+def split_shares(parts: pl.LazyFrame, group: list[str], amounts: list[str], weight: str, denominator: str, tie: str) -> pl.LazyFrame:
+    """split_exactly on `parts` that already carry split_constants' columns."""
+    den, w = pl.col(denominator), pl.col(weight)
+    parts = parts.with_columns(
+        *[(pl.col(f"_{a}_quotient") * w + (pl.col(f"_{a}_remainder") * w) // den).alias(f"_{a}_floor") for a in amounts],
+        # Remainder and tie in one key (remainder < 2^63, tie < 2^64): one rank orders both.
+        *[(((pl.col(f"_{a}_remainder") * w) % den) * _int128(2**64) + pl.col(tie).cast(pl.Int128)).alias(f"_{a}_key") for a in amounts],
+    ).with_columns(
+        # Units the floors leave: fewer than the group's rows; one each to the largest remainders.
+        *[(pl.col(f"_{a}_units") - pl.col(f"_{a}_floor").sum().over(group)).alias(f"_{a}_left") for a in amounts],
+        *[pl.col(f"_{a}_key").rank("ordinal", descending=True).over(group).alias(f"_{a}_rank") for a in amounts],
+    )
+    bump = {a: (pl.col(f"_{a}_rank").cast(pl.Int128) <= pl.col(f"_{a}_left")).cast(pl.Int128) for a in amounts}
+    scratch = [f"_{a}_{n}" for a in amounts for n in ("units", "sign", "quotient", "remainder", "floor", "key", "left", "rank")]
+    return parts.with_columns(from_units((pl.col(f"_{a}_floor") + bump[a]) * pl.col(f"_{a}_sign")).alias(a) for a in amounts).drop(scratch)
+
+
+def split_exactly(parts: pl.LazyFrame, group: list[str], amounts: list[str], weight: str, denominator: str, tie: str) -> pl.LazyFrame:
+    """Replace each `amounts` column (a decimal, the same on every row of a `group`) by the row's
+    exact share of it: floor(|amount| x weight / denominator) in 1e-18 units, the group's leftover
+    units going one each to its largest remainders, equal remainders in decreasing `tie` (UInt64,
+    distinct within a group), the amount's sign kept. `weight` and `denominator` are Int128 with
+    0 <= weight, Σ weight = denominator per group and denominator < DENOMINATOR_LIMIT; then the
+    shares of a group sum to its amount exactly, each within 1e-18 of amount x weight / denominator."""
+    return split_shares(parts.with_columns(split_constants(amounts, denominator)), group, amounts, weight, denominator, tie)
+
+
+def call_tie(residual: pl.Expr, key: pl.Expr) -> pl.Expr:
+    """A tie value for split_exactly: the residual (unlogged) part 0, others 1 + half a 64-bit
+    hash of `key`, so on equal remainders calls come before the residual, then by hash."""
+    return pl.when(residual).then(pl.lit(0, pl.UInt64)).otherwise(key.hash(seed=0) // 2 + 1)
+
+
+def _origin_id() -> pl.Expr:
+    return pl.struct(ORIGIN).rank("dense")
+
+
+def _account_rules(settings: Allocation) -> tuple[pl.Expr, pl.Expr]:
+    """(account, sub-account) of the first account rule a call matches (nulls when none)."""
+    account, sub = pl.lit(None, pl.String), pl.lit(None, pl.String)
+    provider = provider_key(pl.col("provider"), settings.provider_aliases)
+    for rule in reversed(settings.account_rules):
+        conditions = [pl.lit(True)]
+        if rule.feature_tag is not None:
+            conditions.append(pl.col("feature_tag") == rule.feature_tag)
+        if rule.provider is not None:
+            conditions.append(provider == provider_key(pl.lit(rule.provider), settings.provider_aliases))
+        if rule.model is not None:
+            conditions.append((pl.col("model") == rule.model) | (pl.col("model_version") == rule.model))
+        hit = pl.all_horizontal(conditions).fill_null(False)
+        account = pl.when(hit).then(pl.lit(rule.billing_account_id)).otherwise(account)
+        sub = pl.when(hit).then(pl.lit(rule.sub_account_id, pl.String)).otherwise(sub)
+    return account, sub
+
+
+def call_tokens(calls: pl.LazyFrame, settings: Allocation = Allocation(), exact: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """schemas.CallTokens from staged calls (one row per request: dedupe first). Optional call
+    columns `billing_account_hint`, `sub_account_hint`. `exact`: (request_id, token_type) pairs
+    billed exactly (ai_usage.exact_token_coverage), left out."""
+    from schemas.allocation import CallTokens
+
+    present = set(calls.collect_schema().names())
+    calls = calls.with_columns(pl.lit(None, pl.String).alias(c) for c in ("billing_account_hint", "sub_account_hint") if c not in present)
+    version, name = blank_as_null(pl.col("model_version")), blank_as_null(pl.col("model"))
+    rule_account, rule_sub = _account_rules(settings)
+    own_account = blank_as_null(pl.col("billing_account_hint"))
+    index = ["request_id", "called_at", "feature_tag", "model_version", "prompt_version", "provider", "call_model", "billing_account_hint", "sub_account_hint"]
+    tokens = (
+        calls.with_columns(
+            called_at=pl.col("timestamp"),
+            call_model=pl.when(version.str.contains(r"[A-Za-z]"))
+            .then(version)
+            .when(version.is_not_null() & name.is_not_null())
+            .then(name + "-" + version)
+            .otherwise(pl.coalesce(name, version)),
+            billing_account_hint=pl.coalesce(own_account, rule_account),
+            sub_account_hint=pl.coalesce(
+                blank_as_null(pl.col("sub_account_hint")), pl.when(own_account.is_null()).then(rule_sub)
+            ),
+            _uncached_input=(pl.col("input_tokens") - pl.col("cache_read_input_tokens") - pl.col("cache_write_input_tokens")).clip(lower_bound=0),
+        )
+        .with_columns(provider=provider_key(pl.col("provider"), settings.provider_aliases))
+        .select(*index, *[pl.col(c).alias(t) for t, c in _TOKEN_COLUMNS.items()])
+        .unpivot(on=list(TOKEN_TYPES), index=index, variable_name="token_type", value_name="tokens")
+        .filter(pl.col("tokens") > 0)
+    )
+    if exact is not None:
+        tokens = tokens.join(exact.select("request_id", "token_type"), on=["request_id", "token_type"], how="anti")
+    return tokens.select(list(CallTokens.to_schema().columns))
+
+
+def _pool_rows(usage: pl.LazyFrame, settings: Allocation) -> pl.LazyFrame:
+    """The usable token rows of classify_usage with their pool keys (model normalized)."""
+    rows = usage.filter(pl.col("usage_class") == "token").select(
+        *ORIGIN,
+        provider=provider_key(pl.col("ServiceProviderName"), settings.provider_aliases),
+        billing_account_id=pl.col("BillingAccountId"),
+        sub_account_id=pl.col("SubAccountId"),
+        billed_model=pl.col("billed_model"),
+        token_type=pl.col("token_type"),
+        charge_period_start=pl.col("ChargePeriodStart"),
+        charge_period_end=pl.col("ChargePeriodEnd"),
+        billing_currency=pl.col("BillingCurrency"),
+        billed_tokens=pl.col("billed_tokens"),
+        billed_cost=pl.col("BilledCost"),
+        effective_cost=pl.col("EffectiveCost"),
+        list_cost=pl.col("ListCost"),
+    )
+    models = with_model_key(rows.select("billed_model").unique(), "billed_model", settings.model_aliases)
+    # A small integer per origin row: windows over it are much cheaper than over (file, line).
+    return rows.join(models, on="billed_model", how="left").rename({"model_key": "model"}).with_columns(_origin=_origin_id())
+
+
+def _matched_calls(tokens: pl.LazyFrame, rows: pl.LazyFrame, settings: Allocation) -> pl.LazyFrame:
+    """`tokens` with `model` (the billed model they are), `match` and `candidates`: names are
+    matched once per distinct (provider, call_model), then joined to the calls."""
+    call_models = with_model_key(tokens.select("provider", "call_model").unique(), "call_model", settings.model_aliases, prefix="call")
+    bill_models = rows.select("provider", pl.col("model").alias("model_key"), "model_family", "model_date").unique()
+    mapping = match_models(call_models.select("provider", "call_key", "call_family", "call_date").unique(), bill_models)
+    names = call_models.select("provider", "call_model", "call_key").join(mapping, on=["provider", "call_key"], how="left", nulls_equal=True)
+    matched = tokens.join(names.drop("call_key"), on=["provider", "call_model"], how="left", nulls_equal=True)
+    return matched.with_row_index("_call_token")  # names a (call, token type) cheaply
+
+
+def _assign(matched: pl.LazyFrame, rows: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """(calls, pool rows), each with `_unit`: the pool (or joint group of pools) it is allocated
+    in; see the module doc on accounts. The account logic runs once per distinct (group, account
+    hint, sub-account hint), not per call. `matched` and `rows` should be cached."""
+    groups = (
+        rows.group_by(GROUP)
+        .agg(_n_accounts=pl.col("billing_account_id").n_unique(), _sole_account=pl.col("billing_account_id").first())
+        .with_columns(_group=pl.struct(GROUP).rank("dense"))
+        .cache()
+    )
+    rows = rows.join(groups.select(*GROUP, "_group"), on=GROUP, how="inner")
+    accounts = rows.group_by("_group", "billing_account_id").agg(
+        _n_subs=pl.col("sub_account_id").n_unique(),
+        _named_subs=pl.col("sub_account_id").drop_nulls().n_unique(),
+        _sole_sub=pl.col("sub_account_id").first(),
+    )
+    pool_keys = rows.select("_group", "billing_account_id", "sub_account_id").unique().with_columns(_billed=pl.lit(True))
+
+    # A call meets the groups whose charge period contains it: an equi-join on the hours the
+    # periods cover (hour and day rows alike), then the exact bounds.
+    start, end = pl.col("charge_period_start"), pl.col("charge_period_end")
+    group_hours = groups.select(
+        "_group", "provider", "model", "token_type", "charge_period_start", "charge_period_end",
+        _hour=pl.datetime_ranges(start.dt.truncate("1h"), end, "1h", closed="left"),
+    ).explode("_hour")  # fmt: skip
+    hints = ["billing_account_hint", "sub_account_hint"]
+    in_group = (
+        matched.filter(pl.col("match") == "matched")
+        .with_columns(_hour=pl.col("called_at").dt.truncate("1h"))
+        .join(group_hours, on=["provider", "model", "token_type", "_hour"], how="inner")
+        .filter(pl.col("called_at") >= start, pl.col("called_at") < end)
+        .select("_call_token", "request_id", "called_at", "feature_tag", "model_version", "prompt_version", "tokens", "_group", *hints)
+        .cache()
+    )
+
+    hint = pl.col("billing_account_hint")
+    combos = (
+        in_group.select("_group", *hints)
+        .unique()
+        .join(groups.select("_group", "_n_accounts", "_sole_account"), on="_group", how="inner")
+        # Some call of the group names no account while several accounts bill it: allocate jointly.
+        .with_columns(_joint_accounts=(hint.is_null() & (pl.col("_n_accounts") >= 2)).any().over("_group"))
+        .with_columns(
+            _account=pl.when(pl.col("_joint_accounts"))
+            .then(hint)
+            .otherwise(pl.coalesce(hint, pl.when(pl.col("_n_accounts") == 1).then(pl.col("_sole_account"))))
+        )
+        .join(accounts, left_on=["_group", "_account"], right_on=["_group", "billing_account_id"], how="left")
+    )
+    known_account = pl.col("_n_subs").is_not_null()  # the account bills this group
+    combos = combos.filter(pl.when(pl.col("_joint_accounts")).then(pl.col("_account").is_null() | known_account).otherwise(known_account))
+    # A sub-account hint counts only where the account's rows carry sub-accounts.
+    combos = combos.with_columns(_sub_hint=pl.when(pl.col("_named_subs") > 0).then(pl.col("sub_account_hint"))).with_columns(
+        _joint_subs=(~pl.col("_joint_accounts") & pl.col("_sub_hint").is_null() & (pl.col("_n_subs") >= 2)).any().over("_group", "_account")
+    )
+    scope = pl.col("allocation_scope")
+    combos = (
+        combos.with_columns(
+            allocation_scope=pl.when(pl.col("_joint_accounts"))
+            .then(pl.lit("accounts"))
+            .when(pl.col("_joint_subs"))
+            .then(pl.lit("sub_accounts"))
+            .otherwise(pl.lit("pool"))
+        )
+        .with_columns(
+            _unit_account=pl.when(scope != "accounts").then(pl.col("_account")),
+            _unit_sub=pl.when(scope == "pool").then(
+                pl.coalesce(pl.col("_sub_hint"), pl.when(pl.col("_n_subs") == 1).then(pl.col("_sole_sub")))
+            ),
+        )
+        # A named sub-account must be one the account bills in this group.
+        .with_columns(_sub=pl.when(scope == "pool").then(pl.col("_unit_sub")).otherwise(pl.col("_sub_hint")))
+        .join(pool_keys, left_on=["_group", "_account", "_sub"], right_on=["_group", "billing_account_id", "sub_account_id"], how="left", nulls_equal=True)
+        .filter((scope == "accounts") | ((scope == "sub_accounts") & pl.col("_sub_hint").is_null()) | pl.col("_billed").fill_null(False))
+        .cache()
+    )
+
+    joint_accounts = combos.filter(scope == "accounts").select("_group").unique().with_columns(_scope_a=pl.lit("accounts"))
+    joint_subs = (
+        combos.filter(scope == "sub_accounts")
+        .select("_group", pl.col("_account").alias("billing_account_id"))
+        .unique()
+        .with_columns(_scope_s=pl.lit("sub_accounts"))
+    )
+    unit_key = ["_group", "allocation_scope", "_unit_account", "_unit_sub"]
+    pool_rows = (
+        rows.join(joint_accounts, on="_group", how="left")
+        .join(joint_subs, on=["_group", "billing_account_id"], how="left")
+        .with_columns(allocation_scope=pl.coalesce("_scope_a", "_scope_s", pl.lit("pool")))
+        .with_columns(
+            _unit_account=pl.when(scope != "accounts").then(pl.col("billing_account_id")),
+            _unit_sub=pl.when(scope == "pool").then(pl.col("sub_account_id")),
+        )
+        .drop("_scope_a", "_scope_s")
+        .cache()
+    )
+    units = pool_rows.select(unit_key).unique().with_columns(_unit=pl.struct(unit_key).rank("dense"))
+    mapping = combos.select(*unit_key, *hints).join(units, on=unit_key, how="inner", nulls_equal=True)
+    calls = in_group.join(mapping.select("_group", *hints, "_unit"), on=["_group", *hints], how="inner", nulls_equal=True)
+    keep = ["_call_token", "request_id", "called_at", "feature_tag", "model_version", "prompt_version", "tokens", "_unit"]
+    return calls.select(keep), pool_rows.join(units, on=unit_key, how="inner", nulls_equal=True)
+
+
+def _ten_to(power: pl.Expr) -> pl.Expr:
+    """10 ** power (0 <= power <= 18) as Int128."""
+    return power.replace_strict({k: 10**k for k in range(19)}, return_dtype=pl.Int128)
+
+
+def with_allocation_base(frame: pl.LazyFrame, base18: str, logged: str) -> pl.LazyFrame:
+    """Add the integer arithmetic of a pool whose allocation base is `base18` (max(B, L) in 1e-18
+    tokens, Int128) and `logged` tokens (Int64): `_den` (the base in units of 10^-(18-z) tokens,
+    z as large as the base's trailing zeros allow, larger if needed to stay below 10^18 <
+    DENOMINATOR_LIMIT: the base is then cut to 18 significant digits, never below L),
+    `_per_token` (10^(18-z)), `_residual_weight` (_den - L x _per_token), `_base18` (the base
+    used) and `_in_range` (z <= 18)."""
+    units = pl.col(base18)
+    trailing = pl.sum_horizontal([(units % 10**k == 0).cast(pl.Int32) for k in range(1, 19)])
+    digits = pl.sum_horizontal([(units >= _int128(10**k)).cast(pl.Int32) for k in range(0, 39)])
+    return (
+        frame.with_columns(_z=pl.max_horizontal(trailing, digits - 18, pl.lit(0, pl.Int32)))
+        .with_columns(_in_range=pl.col("_z") <= 18, _scale=_ten_to(pl.min_horizontal(pl.col("_z"), pl.lit(18, pl.Int32))))
+        .with_columns(_den=units // pl.col("_scale"), _per_token=_int128(SCALE) // pl.col("_scale"))
+        .with_columns(
+            _residual_weight=pl.col("_den") - pl.col(logged).cast(pl.Int128) * pl.col("_per_token"),
+            _base18=pl.col("_den") * pl.col("_scale"),
+        )
+        .drop("_z", "_scale")
+    )
+
+
+def allocate(usage: pl.LazyFrame, tokens: pl.LazyFrame, settings: Allocation = Allocation()) -> AllocationTables:
+    """Allocate the token rows of `usage` (ai_usage.classify_usage) to `tokens` (call_tokens)."""
+    from schemas.allocation import AllocationPools, RequestAllocations, UnmatchedModels
+
+    # Each of these is read several times below: cached, so the plan stays a DAG and is
+    # computed once (without, the plan grows exponentially with the references).
+    rows = _pool_rows(usage, settings).cache()
+    matched = _matched_calls(tokens.cache(), rows, settings).cache()
+    calls, pool_rows = _assign(matched, rows)
+
+    logged = calls.group_by("_unit").agg(pool_logged_tokens=pl.col("tokens").sum(), pool_calls=pl.len().cast(pl.Int64))
+    units = (
+        pool_rows.group_by("_unit")
+        .agg(pool_billed_tokens=pl.col("billed_tokens").sum(), pool_rows=pl.len().cast(pl.Int64))
+        .join(logged, on="_unit", how="left")
+        .with_columns(pl.col("pool_logged_tokens", "pool_calls").fill_null(0))
+    )
+    billed18 = to_units(pl.col("pool_billed_tokens"))
+    base18 = pl.max_horizontal(billed18, pl.col("pool_logged_tokens").cast(pl.Int128) * SCALE)
+    units = with_allocation_base(units.with_columns(_b18=billed18, _base18_raw=base18), "_base18_raw", "pool_logged_tokens")
+    status = (
+        pl.when(pl.col("_base18_raw") == 0)
+        .then(pl.lit("zero_quantity"))
+        .when(pl.col("pool_logged_tokens") == 0)
+        .then(pl.lit("unmatched_pool"))
+        .when(~pl.col("_in_range"))
+        .then(pl.lit("quantity_out_of_range"))
+        .when(pl.col("_b18") == 0)
+        .then(pl.lit("logged_share"))
+        .when(pl.col("pool_logged_tokens").cast(pl.Int128) * SCALE > pl.col("_b18"))
+        .then(pl.lit("over_logged"))
+        .otherwise(pl.lit("allocated"))
+    )
+    allocatable = pl.col("status").is_in(ALLOCATED_STATUSES)
+    origin = (
+        pool_rows.join(units.with_columns(status=status), on="_unit", how="left")
+        .with_columns(
+            allocation_base_tokens=pl.when(allocatable).then(from_units(pl.col("_base18"))),
+            effective_rate=pl.when(allocatable).then(pl.col("effective_cost").cast(pl.Float64) / (pl.col("_base18").cast(pl.Float64) / SCALE)),
+        )
+        .cache()
+    )
+    # Per origin row once: its costs' units, quotients and remainders by the pool's base.
+    to_split = origin.filter(allocatable).with_columns(split_constants(list(COST_COLUMNS), "_den"))
+    pool_cols = ["provider", "billing_account_id", "sub_account_id", "model", "token_type", "charge_period_start",
+                 "charge_period_end", "billing_currency", "allocation_scope", *ORIGIN, *COST_COLUMNS]  # fmt: skip
+    constants = [f"_{a}_{n}" for a in COST_COLUMNS for n in ("units", "sign", "quotient", "remainder")]
+    per_row = to_split.select("_origin", "_unit", "_den", "_per_token", "_residual_weight", *constants).cache()
+    call_columns = ["request_id", "called_at", "feature_tag", "model_version", "prompt_version", "tokens", "_unit"]
+    call_parts = calls.select(call_columns).join(per_row, on="_unit", how="inner").with_columns(
+        _weight=pl.col("tokens").cast(pl.Int128) * pl.col("_per_token"), _residual=pl.lit(0, pl.Int8)
+    )
+    residual_parts = per_row.with_columns(_weight=pl.col("_residual_weight"), _residual=pl.lit(1, pl.Int8))
+    parts = pl.concat([call_parts, residual_parts], how="diagonal_relaxed").with_columns(
+        *[pl.lit(0, MONEY).alias(c) for c in COST_COLUMNS],  # replaced by the shares
+        _tie=call_tie(pl.col("_residual") == 1, pl.col("request_id")),
+    )
+    split = split_shares(parts, ["_origin"], list(COST_COLUMNS), "_weight", "_den", "_tie")
+    split = split.select(*call_columns, "_origin", "_residual", *COST_COLUMNS).cache()
+
+    requests = (
+        split.filter(pl.col("_residual") == 0)
+        .join(origin.select("_origin", *[c for c in pool_cols if c not in COST_COLUMNS], "effective_rate"), on="_origin", how="inner")
+        .select(list(RequestAllocations.to_schema().columns))
+    )
+    unlogged = split.filter(pl.col("_residual") == 1).select("_origin", *[pl.col(c).alias(f"unlogged_{c}") for c in COST_COLUMNS])
+    zero = pl.lit(0, MONEY)
+    pools = (
+        origin.join(unlogged, on="_origin", how="left")
+        .with_columns(
+            *[pl.col(f"unlogged_{c}").fill_null(zero) for c in COST_COLUMNS],
+            *[pl.when(allocatable).then(zero).otherwise(pl.col(c)).alias(f"unmatched_{c}") for c in COST_COLUMNS],
+        )
+        .with_columns(
+            *[(pl.col(c) - pl.col(f"unlogged_{c}") - pl.col(f"unmatched_{c}")).cast(MONEY).alias(f"allocated_{c}") for c in COST_COLUMNS],
+            pool_billed_tokens=pl.col("pool_billed_tokens").fill_null(zero).cast(MONEY),
+        )
+        .select(list(AllocationPools.to_schema().columns))
+    )
+
+    assigned = calls.select("_call_token").unique()
+    lost = pl.concat(
+        [
+            matched.filter(pl.col("match") != "matched").with_columns(reason=pl.col("match")),
+            matched.filter(pl.col("match") == "matched")
+            .join(assigned, on="_call_token", how="anti")
+            .with_columns(reason=pl.lit("no_pool"), candidates=pl.lit(None, pl.String)),
+        ],
+        how="diagonal_relaxed",
+    )
+    unmatched_models = (
+        lost.group_by(pl.col("called_at").dt.date().alias("date"), "provider", "call_model", "token_type", "reason", "candidates")
+        .agg(calls=pl.len().cast(pl.Int64), tokens=pl.col("tokens").sum())
+        .select(list(UnmatchedModels.to_schema().columns))
+    )
+    return AllocationTables(requests=requests, pools=pools, unmatched_models=unmatched_models)
+
+
+def allocated_by_request(requests: pl.LazyFrame) -> pl.LazyFrame:
+    """schemas.AllocatedByRequest: RequestAllocations summed per request and currency."""
+    from schemas.allocation import AllocatedByRequest
+
+    account = pl.col("billing_account_id")
+    return (
+        requests.group_by("request_id", "billing_currency")
+        .agg(
+            *[pl.col(c).sum() for c in COST_COLUMNS],
+            billing_rows=pl.len().cast(pl.Int64),
+            charge_date=pl.col("charge_period_start").min().dt.date(),
+            billing_account_id=pl.when(account.n_unique() == 1).then(account.first()),
+        )
+        .with_columns(cost_source=pl.lit("invoice_allocated"))
+        .select(list(AllocatedByRequest.to_schema().columns))
+    )
+
+
+# --- FOCUS 1.3 split cost allocation --------------------------------------------------------
+
+ALLOCATED_METHOD_ID = "unitledger-token-share"
+FOCUS_COSTS = {"BilledCost": "billed_cost", "EffectiveCost": "effective_cost", "ListCost": "list_cost"}
+# Other additive columns of an origin row, split by the same token ratios when present.
+SPLIT_TOO = ("ContractedCost", "ConsumedQuantity", "PricingQuantity", "PricingCurrencyEffectiveCost")
+ALLOCATED_COLUMNS = ("AllocatedMethodId", "AllocatedMethodDetails", "AllocatedResourceId", "AllocatedResourceName", "AllocatedTags")
+TAG_PREFIX = "unitledger/"
+
+
+def _number_text(value: pl.Expr) -> pl.Expr:
+    """A decimal as JSON number text, trailing zeros dropped ("1.500000" -> "1.5", "2.0" -> "2")."""
+    text = value.cast(pl.String)
+    trimmed = text.str.strip_chars_end("0").str.strip_chars_end(".")
+    return pl.when(text.str.contains(r"\.")).then(pl.when(trimmed.str.len_chars() > 0).then(trimmed).otherwise(pl.lit("0"))).otherwise(text)
+
+
+def allocated_costs(origin: pl.LazyFrame, requests: pl.LazyFrame, pools: pl.LazyFrame) -> pl.LazyFrame:
+    """FOCUS 1.3 `allocated_costs` rows (schemas.AllocatedCosts) of the allocated origin rows.
+
+    `origin`: the staged FOCUS rows (any columns; source_file + source_line name them),
+    `requests` / `pools`: allocate's tables. Per origin row: one split row per feature x model
+    version x prompt version of its calls, costs = the sums of their allocated shares, and one for
+    the unlogged usage (AllocatedResourceId null) when the bill shows more tokens than telemetry.
+    AllocatedRatio = tokens / max(billed, logged), exact to 1e-18 with largest remainders so an
+    origin row's ratios sum to 1; ContractedCost, ConsumedQuantity, PricingQuantity and
+    PricingCurrencyEffectiveCost (when present) are split by the same ratios, exactly. Unmatched
+    origin rows are not split and do not appear: they stay as they are in the bill."""
+    grain = ["feature_tag", "model_version", "prompt_version"]
+    features = (
+        requests.group_by(*ORIGIN, *grain)
+        .agg(pl.col("tokens").sum().alias("_tokens"), *[pl.col(c).sum() for c in COST_COLUMNS])
+        .with_columns(_residual=pl.lit(0, pl.Int8), _quantity=pl.col("_tokens").cast(MONEY))
+    )
+    allocated = pools.filter(pl.col("status").is_in(ALLOCATED_STATUSES)).select(
+        *ORIGIN, "allocation_base_tokens", "pool_logged_tokens", *[f"unlogged_{c}" for c in COST_COLUMNS]
+    )
+    unlogged_tokens = (pl.col("allocation_base_tokens") - pl.col("pool_logged_tokens").cast(MONEY)).cast(MONEY)
+    residual = allocated.filter(
+        (unlogged_tokens > 0) | pl.any_horizontal([pl.col(f"unlogged_{c}") != 0 for c in COST_COLUMNS])
+    ).select(
+        *ORIGIN,
+        *[pl.col(f"unlogged_{c}").alias(c) for c in COST_COLUMNS],
+        _residual=pl.lit(1, pl.Int8),
+        _quantity=unlogged_tokens,
+    )
+    splits = (
+        pl.concat([features, residual], how="diagonal_relaxed")
+        .join(allocated.select(*ORIGIN, "allocation_base_tokens", "pool_logged_tokens"), on=ORIGIN, how="inner")
+        .with_columns(_base18_used=to_units(pl.col("allocation_base_tokens")))
+    )
+    splits = (
+        with_allocation_base(splits, "_base18_used", "pool_logged_tokens")
+        .with_columns(
+            _weight=pl.when(pl.col("_residual") == 1)
+            .then(pl.col("_residual_weight"))
+            .otherwise(pl.col("_tokens").cast(pl.Int128) * pl.col("_per_token")),
+            _ratio=pl.lit(1, MONEY),
+        )
+    )
+    present = origin.collect_schema().names()
+    extra = [c for c in SPLIT_TOO if c in present]
+    rows = splits.join(
+        origin.drop([c for c in (*ALLOCATED_COLUMNS, *FOCUS_COSTS) if c in present]), on=ORIGIN, how="inner"
+    ).with_columns(_origin=_origin_id(), _tie=call_tie(pl.col("_residual") == 1, pl.struct(grain)))
+    rows = split_exactly(rows, ["_origin"], ["_ratio", *extra], "_weight", "_den", "_tie")
+    is_feature = pl.col("_residual") == 0
+    tags = pl.struct(**{f"{TAG_PREFIX}{c}": pl.col(c) for c in grain}).struct.json_encode()
+    details = pl.concat_str(
+        pl.lit('{"Elements":[{"AllocatedRatio":'),
+        _number_text(pl.col("_ratio")),
+        pl.lit(',"UsageUnit":"Tokens","UsageQuantity":'),
+        _number_text(pl.col("_quantity")),
+        pl.lit("}]}"),
+    )
+    rows = rows.with_columns(
+        *[pl.col(ours).alias(focus) for focus, ours in FOCUS_COSTS.items()],
+        AllocatedMethodId=pl.lit(ALLOCATED_METHOD_ID),
+        AllocatedMethodDetails=details,
+        AllocatedResourceId=pl.when(is_feature).then(pl.col("feature_tag")),
+        AllocatedResourceName=pl.when(is_feature).then(pl.col("feature_tag")),
+        AllocatedTags=pl.when(is_feature).then(tags),
+    )
+    kept = [c for c in present if c not in ALLOCATED_COLUMNS]
+    return rows.select(*kept, *[c for c in FOCUS_COSTS if c not in kept], *ALLOCATED_COLUMNS)

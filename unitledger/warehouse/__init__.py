@@ -1,0 +1,1 @@
+"""The published side: atomic Parquet publishing, the DuckDB views, queries and the data dictionary."""

@@ -9,7 +9,6 @@ import polars as pl
 
 from unitledger.sources import events as flat_events
 from unitledger.config import Telemetry
-from unitledger.model.telemetry import evaluation_outcomes, infer_attempts
 
 REAL_OTLP = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-inputs" / "otel-genai-openai-v2" / "otlp-traces.jsonl"
 if not REAL_OTLP.exists():
@@ -89,31 +88,18 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 
 
 def stage_rows(rows: pl.LazyFrame, telemetry: Telemetry = Telemetry()) -> dict[str, pl.DataFrame]:
-    """Telemetry rows through the path integration will give them: records with a `problem` to
-    quarantine; retries inferred; evaluations turned into outcomes (explicit outcome rows win); then
-    the flat format's own rules and typing (flat_events.events_problems, llm_calls_typed, outcomes_typed).
-    Returns calls and outcomes (typed) and the quarantined rows (`reason`)."""
-    rows = rows.collect().lazy()
-    usable = rows.filter(pl.col("problem").is_null() & pl.col("event_type").is_in(["llm_call", "outcome"]))
-    calls = infer_attempts(usable.filter(pl.col("event_type") == "llm_call"))
-    flat_outcomes = usable.filter((pl.col("event_type") == "outcome") & pl.col("evaluation_name").is_null())
-    evaluations = usable.filter((pl.col("event_type") == "outcome") & pl.col("evaluation_name").is_not_null())
-    derived = evaluation_outcomes(evaluations, calls, telemetry, explicit_sessions=flat_outcomes)
-    as_text = derived.outcomes.with_columns(
-        pl.col("success", "escalated").cast(pl.String), event_type=pl.lit("outcome")
-    )
-    outcome_rows = pl.concat([flat_outcomes, as_text], how="diagonal_relaxed")
-    fields = [*flat_events.EVENT_FIELDS, "source_file", "source_line"]
-    checked = flat_events.events_problems(pl.concat([calls.select(fields), outcome_rows.select(fields)]))
-    quarantined = pl.concat(
-        [
-            rows.filter(pl.col("problem").is_not_null()).select("source_file", "source_line", reason=pl.col("problem")),
-            derived.unresolved.select("source_file", "source_line", "reason"),
-            flat_events.events_quarantine(checked).select("source_file", "source_line", "reason"),
-        ]
-    )
+    """Telemetry reader rows through staging's own transforms, as if they were every staged file:
+    the flat format's rules and typing (flat_events.events_problems, llm_calls_typed, outcomes_typed,
+    evaluations_typed), then what staging derives across files (flat_events.derive: retries,
+    evaluations -> outcomes, explicit labels winning). Returns calls (attempts filled) and outcomes
+    (labels and derived), typed, and the quarantined rows (`reason`)."""
+    checked = flat_events.events_problems(flat_events.staged_rows(rows.collect().lazy())).collect().lazy()
+    calls = flat_events.once_per_record(flat_events.llm_calls_typed(checked))
+    labels = flat_events.once_per_record(flat_events.outcomes_typed(checked))
+    derived = flat_events.derive(calls, labels, flat_events.once_per_record(flat_events.evaluations_typed(checked)), telemetry)
+    quarantined = pl.concat([flat_events.events_quarantine(checked), derived.unresolved])
     return {
-        "calls": flat_events.llm_calls_typed(checked).collect(),
-        "outcomes": flat_events.outcomes_typed(checked).collect(),
-        "quarantine": quarantined.collect(),
+        "calls": flat_events.with_attempts(calls, derived.attempts).collect(),
+        "outcomes": pl.concat([labels, derived.outcomes]).collect(),
+        "quarantine": quarantined.select("source_file", "source_line", "reason").collect(),
     }

@@ -7,6 +7,7 @@ from pandera.config import ValidationDepth
 
 from schemas import StagedFocus, StagedLlmCall, StagedOutcome
 from unitledger.checks.validation import validate
+from unitledger.config import Telemetry
 from unitledger.layout import Layout
 from unitledger.sources import events, focus
 from unitledger.steps.result import StepResult
@@ -46,12 +47,13 @@ def stage_billing(layout: Layout) -> StepResult:
     return result
 
 
-def stage_events(layout: Layout) -> StepResult:
-    """Stage new event landing files; validate what staging holds."""
+def stage_events(layout: Layout, telemetry: Telemetry = Telemetry()) -> StepResult:
+    """Stage new event landing files (flat events, OTLP JSON, gateway logs: read with the
+    [telemetry] settings); validate what staging holds."""
     result = StepResult()
     read_manifest(layout)
     with result.timed("ingest"):
-        report = events.stage_events(layout)
+        report = events.stage_events(layout, telemetry)
     with result.timed("validate"):
         checks = [
             validate(StagedLlmCall, events.scan_staged_calls(layout), "llm_call_schema", STAGED_DEPTH),
@@ -67,6 +69,7 @@ def stage_events(layout: Layout) -> StepResult:
         "files_removed": report.removed_files,
         "llm_calls": report.rows["llm_calls"],
         "outcomes": report.rows["outcomes"],
+        "evaluations": report.rows["evaluations"],
         "dagster/row_count": report.rows["llm_calls"] + report.rows["outcomes"],
         "duplicate_events": report.duplicate_events,
         "quarantined_rows": report.quarantined_rows,
@@ -79,6 +82,8 @@ def publish_quarantine(layout: Layout, source: str) -> None:
     files staged now. Staging removes a landing file's rows as soon as the file is gone; the
     published table keeps them (hard links) until no reader can still be reading them."""
     staged = sorted(layout.quarantine(source).glob("*.parquet"))
+    if source == "events":  # evaluation results no session was found for (events.derive_telemetry)
+        staged += sorted(layout.quarantine("evaluations").glob("*.parquet"))
     publication = Publication(layout)
     publication.link("quarantine", source, {f: f"source={source}/{f.name}" for f in staged})
     publication.commit()

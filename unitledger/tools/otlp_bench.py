@@ -113,7 +113,7 @@ def main() -> None:
     args.dir.mkdir(parents=True, exist_ok=True)
     path = args.file or write_otlp_day(args.dir, args.requests)
     times = bench(path, args.dir, args.repeats)
-    rows = pl.scan_parquet(args.dir / "polars.parquet").group_by("event_type").len().collect()
+    rows = pl.scan_parquet(args.dir / "polars.parquet", glob=False).group_by("event_type").len().collect()
     print(f"\n{path} ({path.stat().st_size / 1e9:.2f} GB), rows: {dict(rows.iter_rows())}; CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores")
     base = statistics.median(w for w, _ in times["duckdb read_json+unnest"])
     for name, runs in times.items():

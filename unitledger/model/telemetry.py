@@ -133,7 +133,7 @@ def evaluation_outcomes(
         _found_feature=found_feature,
         _verdict=verdict,
         _reason=pl.when(found_session.is_null())
-        .then(pl.lit("evaluation for an unknown span, response or trace: no call of this day has span, parent span, response id or trace it names, and it has no session attribute"))
+        .then(pl.lit("evaluation for an unknown span, response or trace: no staged call has the span, parent span, response id or trace it names, and it has no session attribute"))
         .when(verdict.is_null())
         .then(pl.lit("evaluation has no pass/fail: label ") + pl.col("evaluation_score_label").cast(pl.String).fill_null("(none)").str.slice(0, 40)
               + pl.lit(" is not among pass_labels/fail_labels and score ") + pl.col("evaluation_score_value").cast(pl.String).fill_null("(none)").str.slice(0, 40)

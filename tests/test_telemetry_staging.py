@@ -149,3 +149,12 @@ def test_changed_telemetry_settings_stage_the_file_again(layout):
     result = staging.stage_events(layout, by_area)
     assert result.tables["staged_events"]["files_staged"] == 1
     assert _calls(layout)["feature_tag"].to_list() == ["billing"]
+
+
+def test_the_summary_says_how_many_rows_of_each_file_were_quarantined(layout):
+    write_lines(layout.landing_otlp / "good.jsonl", [traces_line([chat("00000000000000a1", TRACE, start_ns=T0)])])
+    write_lines(layout.landing_otlp / "bad.jsonl", [json.dumps({"hello": "world"}), "{}", traces_line([chat("00000000000000a2", TRACE, start_ns=T0)])])
+    write_lines(layout.landing_otlp / "worse.jsonl", [json.dumps({"hello": "world"}), "{}", "{}"])
+    result = staging.stage_events(layout)
+    assert result.passed
+    assert result.tables["staged_events"]["quarantined_rows_by_file"] == "otlp/worse.jsonl: 3; otlp/bad.jsonl: 2"

@@ -46,7 +46,7 @@ from unitledger.sources.values import (
     with_problems,
 )
 from unitledger.model.requests import duplicate_event_rows
-from unitledger.warehouse.publish import scratch_folder, write_parquet_atomic
+from unitledger.warehouse.publish import polars_schema, scratch_folder, write_parquet_atomic
 
 
 LLM_CALL_FIELDS = (
@@ -382,6 +382,17 @@ def stage_events(layout: Layout, telemetry: Telemetry = Telemetry()) -> StagingR
     return report
 
 
+def quarantine_by_file(layout: Layout, telemetry: Telemetry = Telemetry()) -> dict[str, int]:
+    """Rows quarantined per staged event landing file (by name), files without any left out.
+    Evaluation results quarantined later, for want of a call, are not counted here."""
+    counts = {}
+    for f in event_landing_files(layout, telemetry):
+        path = layout.quarantine("events") / f"{f.file_id}.parquet"
+        if path.exists() and (n := _row_count_of(path)):
+            counts[f.relpath] = n
+    return counts
+
+
 # --- events delivered more than once ----------------------------------------------------------------
 
 
@@ -441,9 +452,10 @@ class Derived(NamedTuple):
     unresolved: pl.LazyFrame  # schemas.Quarantine records
 
 
-def derive(calls: pl.LazyFrame, labels: pl.LazyFrame, evaluations: pl.LazyFrame, telemetry: Telemetry) -> Derived:
+def derive(calls: pl.LazyFrame, labels: pl.LazyFrame, evaluations: pl.LazyFrame | None, telemetry: Telemetry) -> Derived:
     """What needs the staged rows of every file (pure): `calls` staged llm_calls (first copies),
-    `labels` staged outcome labels (first copies), `evaluations` staged evaluation results.
+    `labels` staged outcome labels (first copies), `evaluations` staged evaluation results (None:
+    there are none, and the calls need not be indexed to find their sessions).
 
     - attempts: model.telemetry.infer_attempts over the calls that left their attempt to their
       trace's structure (OTLP); with_attempts fills them in;
@@ -459,6 +471,9 @@ def derive(calls: pl.LazyFrame, labels: pl.LazyFrame, evaluations: pl.LazyFrame,
             "source_file", "source_line", "event_id", "trace_id", "span_id", "parent_span_id", "operation", "timestamp", "status", "attempt"
         )
     ).select("source_file", "source_line", "event_id", "attempt")
+    if evaluations is None:
+        evaluations = pl.DataFrame(schema=polars_schema(StagedEvaluation)).lazy()
+        calls = calls.clear()
     evaluations = evaluations.sort("source_file", "source_line").unique("event_id", keep="first", maintain_order=True)
     found = evaluation_outcomes(evaluations, calls, telemetry, explicit_sessions=labels)
     outcomes = found.outcomes.with_columns(source_format=pl.lit(OTLP)).select(list(StagedOutcome.to_schema().columns))
@@ -503,10 +518,11 @@ def derive_telemetry(layout: Layout, telemetry: Telemetry) -> DerivedTelemetry:
     digest = hashlib.sha256("\0".join([telemetry_digest(telemetry), *staged]).encode()).hexdigest()[:24]
     targets = {kind: folder / f"{digest}.parquet" for kind, folder in folders.items()}
     if not all(p.exists() for p in targets.values()):
+        evaluations = layout.staged("evaluations")
         derived = derive(
             _first_copies(layout, scan_staged_call_files(layout)),
             _first_copies(layout, scan_staged_outcome_files(layout)),
-            scan_dir(layout.staged("evaluations"), StagedEvaluation),
+            scan_dir(evaluations, StagedEvaluation) if total_rows(evaluations) else None,
             telemetry,
         )
         for kind in targets:

@@ -59,6 +59,7 @@ def stage_events(layout: Layout, telemetry: Telemetry = Telemetry()) -> StepResu
             validate(StagedLlmCall, events.scan_staged_calls(layout), "llm_call_schema", STAGED_DEPTH),
             validate(StagedOutcome, events.scan_staged_outcomes(layout), "outcome_schema", STAGED_DEPTH),
         ]
+    per_file = events.quarantine_by_file(layout, telemetry)
     result.checks["staged_events"] = checks
     if result.passed:
         with result.timed("write"):
@@ -73,6 +74,10 @@ def stage_events(layout: Layout, telemetry: Telemetry = Telemetry()) -> StepResu
         "dagster/row_count": report.rows["llm_calls"] + report.rows["outcomes"],
         "duplicate_events": report.duplicate_events,
         "quarantined_rows": report.quarantined_rows,
+        # which files the quarantined rows came from, most first
+        "quarantined_rows_by_file": "; ".join(
+            f"{name}: {n}" for name, n in sorted(per_file.items(), key=lambda kv: (-kv[1], kv[0]))
+        ),
     }
     return result
 

@@ -68,6 +68,12 @@ def test_a_file_in_the_wrong_folder_is_refused_naming_its_format(layout):
         staging.stage_events(layout)
 
 
+def test_otlp_metrics_among_the_events_are_refused_naming_them(layout):
+    write_lines(layout.landing_events / "metrics.jsonl", [json.dumps({"resourceMetrics": []})])
+    with pytest.raises(InputFileError, match=r"metrics.jsonl: this file holds OTLP JSON metrics \(not read by unitledger\), not unitledger flat events"):
+        staging.stage_events(layout)
+
+
 def test_retry_across_files_and_evaluation_in_a_log_file(layout):
     """A trace split across two files (a Collector rotating its file): the call after the failed one
     is attempt 2. The evaluation, in a third file, names the retried call's span: its session

@@ -300,6 +300,7 @@ def read_events_raw(f: LandingFile, telemetry: Telemetry = Telemetry()) -> pl.La
     if f.relpath.lower().endswith(".parquet"):
         raw = scan_parquet_as_text(f, EVENT_FIELDS)
     else:
+        _check_format(f, "events")  # OTLP metrics, say: refused by name, not quarantined line by line
         struct = pl.Struct({name: pl.String for name in EVENT_FIELDS})
         raw = (
             pl.scan_lines(f.path, name="_json", glob=False)

@@ -103,17 +103,16 @@ def _bool_problem(name: str) -> Problem:
     return one_of(name, ("true", "false"), "true or false")
 
 
-def _events_problems() -> dict[str, list[Problem]]:
+def _events_problems(telemetry: bool) -> dict[str, list[Problem]]:
+    """The rules of every field; `telemetry`: the rows have the telemetry readers' fields too
+    (telemetry_rows.TELEMETRY_FIELDS), a flat event file's do not (nor pay for their rules)."""
     is_call = pl.col("event_type") == "llm_call"
     is_outcome = pl.col("event_type") == "outcome"
     # an evaluation result (OTLP): an outcome whose session and verdict come later, from the calls
-    # and the settings (derived_outcomes); what it lacks then is quarantined there
-    is_label = is_outcome & pl.col("evaluation_name").is_null()
-    is_evaluation = is_outcome & pl.col("evaluation_name").is_not_null()
+    # and the settings (derive); what it lacks then is quarantined there
+    is_evaluation = (is_outcome & pl.col("evaluation_name").is_not_null()) if telemetry else pl.lit(False)
+    is_label = is_outcome & ~is_evaluation
     problems: dict[str, list[Problem]] = {
-        # set by a telemetry reader for a record it cannot map (a line that is no OTLP batch, an id
-        # of the wrong length, a call without usage, ...): the reader's reason is the row's
-        "problem": [problem(pl.col("problem").is_not_null(), pl.col("problem"))],
         "event_type": [one_of("event_type", ("llm_call", "outcome"), "a known event type"), required("event_type")],
         "event_id": [required("event_id")],
         "timestamp": [required("timestamp"), ts_problem("timestamp")],
@@ -121,9 +120,10 @@ def _events_problems() -> dict[str, list[Problem]]:
     }
     for name in ("request_id", "feature_tag", "input_tokens", "output_tokens", "status"):
         problems.setdefault(name, []).append(problem(is_call & pl.col(name).is_null(), "is required for llm_call"))
-    # an OTLP call may leave its attempt to its trace's structure (derived_attempts)
-    problems["attempt"] = [problem(is_call & pl.col("attempt").is_null() & pl.col("trace_id").is_null(), "is required for llm_call")]
-    for name in (*TOKEN_FIELDS, "reasoning_output_tokens"):
+    # an OTLP call may leave its attempt to its trace's structure (derive)
+    no_trace = pl.col("trace_id").is_null() if telemetry else pl.lit(True)
+    problems["attempt"] = [problem(is_call & pl.col("attempt").is_null() & no_trace, "is required for llm_call")]
+    for name in (*TOKEN_FIELDS, *(["reasoning_output_tokens"] if telemetry else [])):
         problems.setdefault(name, []).extend(only_for(is_call, _integer_problems(name, 0, TOKEN_LIMIT)))
     problems["attempt"].extend(only_for(is_call, _integer_problems("attempt", 1)))
     problems["status"].extend(only_for(is_call, [one_of("status", CALL_STATUSES, "ok or error")]))
@@ -132,6 +132,8 @@ def _events_problems() -> dict[str, list[Problem]]:
     problems["success"].extend(only_for(is_label, [_bool_problem("success")]))
     problems["escalated"].extend(only_for(is_outcome, [_bool_problem("escalated")]))
     problems["signal"].extend(only_for(is_label, [one_of("signal", OUTCOME_SIGNALS, "explicit or implicit")]))
+    if not telemetry:
+        return problems
     cost_problem = decimal_problem(pl.col("reported_cost"))
     problems["reported_cost"] = [problem(cost_problem.is_not_null(), cost_problem)]
     problems["reported_currency"] = [
@@ -142,21 +144,35 @@ def _events_problems() -> dict[str, list[Problem]]:
     # fields are what the mapping could not fill
     mapped = pl.col("problem").is_null()
     return {
-        name: ps if name == "problem" else [Problem(mapped & p.condition, p.message) for p in ps]
-        for name, ps in problems.items()
+        # set by a telemetry reader for a record it cannot map (a line that is no OTLP batch, an id
+        # of the wrong length, a call without usage, ...)
+        "problem": [problem(~mapped, pl.col("problem"))],
+        **{name: [Problem(mapped & p.condition, p.message) for p in ps] for name, ps in problems.items()},
     }
 
 
+def _has_telemetry_fields(frame: pl.LazyFrame) -> bool:
+    return "problem" in frame.collect_schema().names()
+
+
 def events_problems(raw: pl.LazyFrame) -> pl.LazyFrame:
-    """Raw event text rows (one field per column, telemetry_rows.ROW_FIELDS: a flat event file's
-    rows have the telemetry fields null) with `_bad` and the parsed timestamp and integer fields
-    (hidden) added."""
-    integers = (*TOKEN_FIELDS, "reasoning_output_tokens", "attempt")
+    """Raw event text rows (one field per column: EVENT_FIELDS, or a telemetry reader's
+    telemetry_rows.ROW_FIELDS) with `_bad` and the parsed timestamp and integer fields (hidden)
+    added."""
+    telemetry = _has_telemetry_fields(raw)
+    integers = (*TOKEN_FIELDS, "attempt", *(["reasoning_output_tokens"] if telemetry else []))
     parsed = raw.with_columns(
         **{parsed_column("timestamp"): parse_timestamp(pl.col("timestamp"))},
         **{parsed_column(name): pl.col(name).str.strip_chars().str.to_integer(strict=False) for name in integers},
     )
-    return with_problems(parsed, _events_problems())
+    return with_problems(parsed, _events_problems(telemetry))
+
+
+# the staged columns only telemetry readers fill: null for flat events
+_CALL_TELEMETRY = {
+    "trace_id": pl.String, "span_id": pl.String, "parent_span_id": pl.String, "operation": pl.String, "response_id": pl.String,
+    "reasoning_output_tokens": pl.Int64, "reported_cost": MONEY, "reported_currency": pl.String,
+}
 
 
 def llm_calls_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
@@ -164,18 +180,28 @@ def llm_calls_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
     where an OTLP call left it to its trace's structure)."""
     from schemas.events import StagedLlmCall
 
+    if _has_telemetry_fields(checked):
+        telemetry = dict(
+            reasoning_output_tokens=pl.col(parsed_column("reasoning_output_tokens")),
+            reported_cost=parse_money(pl.col("reported_cost")).struct.field("value"),
+        )
+    else:
+        telemetry = {name: pl.lit(None, dtype) for name, dtype in _CALL_TELEMETRY.items()}
     return (
         checked.filter(~pl.col("_bad") & (pl.col("event_type") == "llm_call"))
         .with_columns(
             timestamp=pl.col(parsed_column("timestamp")),
             attempt=pl.col(parsed_column("attempt")),
-            reasoning_output_tokens=pl.col(parsed_column("reasoning_output_tokens")),
-            reported_cost=parse_money(pl.col("reported_cost")).struct.field("value"),
+            **telemetry,
             **{name: pl.col(parsed_column(name)).fill_null(0) for name in TOKEN_FIELDS},
         )
         .with_columns(call_date=pl.col("timestamp").dt.date())
         .select(list(StagedLlmCall.to_schema().columns))
     )
+
+
+def _evaluation_name(checked: pl.LazyFrame) -> pl.Expr:
+    return pl.col("evaluation_name") if _has_telemetry_fields(checked) else pl.lit(None, pl.String)
 
 
 def outcomes_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
@@ -184,11 +210,12 @@ def outcomes_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
     from schemas.events import StagedOutcome
 
     return (
-        checked.filter(~pl.col("_bad") & (pl.col("event_type") == "outcome") & pl.col("evaluation_name").is_null())
+        checked.filter(~pl.col("_bad") & (pl.col("event_type") == "outcome") & _evaluation_name(checked).is_null())
         .with_columns(
             timestamp=pl.col(parsed_column("timestamp")),
             success=pl.col("success") == "true",
             escalated=pl.col("escalated") == "true",
+            evaluation_name=_evaluation_name(checked),
         )
         .select(list(StagedOutcome.to_schema().columns))
     )
@@ -196,7 +223,7 @@ def outcomes_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
 
 def evaluations_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
     """Good evaluation results (`outcome` rows with evaluation_name) of `events_problems`, typed as
-    schemas.StagedEvaluation: they become outcomes once their session is found (derived_outcomes)."""
+    schemas.StagedEvaluation: they become outcomes once their session is found (derive)."""
     from schemas.events import StagedEvaluation
 
     return (
@@ -209,13 +236,17 @@ def evaluations_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
 def events_quarantine(checked: pl.LazyFrame) -> pl.LazyFrame:
     """Bad rows of `events_problems` as schemas.Quarantine records (known fields only: no content)."""
     null_text = pl.lit(None, dtype=pl.String)
-    unmapped = pl.col("problem").is_not_null()
-    return describe_problems(checked.filter(pl.col("_bad")), _events_problems()).select(
+    telemetry = _has_telemetry_fields(checked)
+    column, reason = pl.col("_columns"), pl.col("_reason")
+    if telemetry:  # a record its reader could not map: the reader's reason, for the whole record
+        unmapped = pl.col("problem").is_not_null()
+        column, reason = pl.when(unmapped).then(pl.lit("record")).otherwise(column), pl.when(unmapped).then(pl.col("problem")).otherwise(reason)
+    return describe_problems(checked.filter(pl.col("_bad")), _events_problems(telemetry)).select(
         source=pl.lit("events"),
         source_file=pl.col("source_file"),
         source_line=pl.col("source_line"),
-        column=pl.when(unmapped).then(pl.lit("record")).otherwise(pl.col("_columns")),
-        reason=pl.when(unmapped).then(pl.col("problem")).otherwise(pl.col("_reason")),
+        column=column,
+        reason=reason,
         raw=pl.struct(EVENT_FIELDS).struct.json_encode(),
         billing_account_id=null_text,
         billing_currency=null_text,
@@ -277,11 +308,10 @@ def _check_format(f: LandingFile, fmt: str) -> None:
 
 
 def read_events_raw(f: LandingFile, telemetry: Telemetry = Telemetry()) -> pl.LazyFrame:
-    """Every known field (telemetry_rows.ROW_FIELDS) as text, plus source_file/source_line, read
-    with the file's format (content fields, prompts and responses, never read). A flat event file's
-    telemetry fields are null but source_format."""
+    """Every known field as text, plus source_format, source_file and source_line, read with the
+    file's format (content fields, prompts and responses, never read): a flat event file's
+    EVENT_FIELDS, a telemetry reader's telemetry_rows.ROW_FIELDS."""
     from unitledger.sources import gateways, otlp
-    from unitledger.sources.telemetry_rows import ROW_FIELDS, finish_rows
 
     check_readable(f)
     fmt = event_format(f)
@@ -310,8 +340,12 @@ def read_events_raw(f: LandingFile, telemetry: Telemetry = Telemetry()) -> pl.La
             .unnest("_event")
         )
     names = raw.collect_schema().names()
-    raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in EVENT_FIELDS if c not in names])
-    return finish_rows(raw.with_columns(source_format=pl.lit("events")), f.relpath)
+    return raw.select(
+        *[pl.col(c) if c in names else pl.lit(None, dtype=pl.String).alias(c) for c in EVENT_FIELDS],
+        source_format=pl.lit("events"),
+        source_file=pl.lit(f.relpath),
+        source_line=pl.col("source_line").cast(pl.Int64),
+    )
 
 
 def _unreadable_otlp(f: LandingFile) -> InputFileError | None:
@@ -323,19 +357,18 @@ def _unreadable_otlp(f: LandingFile) -> InputFileError | None:
 
 def event_outputs(layout: Layout, f: LandingFile, raw: pl.LazyFrame | None = None, telemetry: Telemetry = Telemetry()) -> dict[Path, pl.LazyFrame]:
     """What staging one event file (read as `raw`, by default read_events_raw) writes: bad rows,
-    outcomes, evaluation results, then llm_calls (the marker). Structure spans and records that
-    are no GenAI call or evaluation (`span`, `ignored` rows of a telemetry reader) are not staged."""
+    outcomes, evaluation results (telemetry files only: flat events hold none), then llm_calls
+    (the marker). Structure spans and records that are no GenAI call or evaluation (`span`,
+    `ignored` rows of a telemetry reader) are not staged."""
     raw = read_events_raw(f, telemetry) if raw is None else raw
     checked = events_problems(staged_rows(raw))
-    calls, outcomes, evaluations = llm_calls_typed(checked), outcomes_typed(checked), evaluations_typed(checked)
-    if event_format(f) != "events":
-        calls, outcomes, evaluations = once_per_record(calls), once_per_record(outcomes), once_per_record(evaluations)
-    return {
-        layout.quarantine("events") / f"{f.file_id}.parquet": events_quarantine(checked),
-        layout.staged("outcomes") / f"{f.file_id}.parquet": outcomes,
-        layout.staged("evaluations") / f"{f.file_id}.parquet": evaluations,
-        layout.staged("llm_calls") / f"{f.file_id}.parquet": calls,
-    }
+    quarantine = {layout.quarantine("events") / f"{f.file_id}.parquet": events_quarantine(checked)}
+    calls = {layout.staged("llm_calls") / f"{f.file_id}.parquet": llm_calls_typed(checked)}
+    outcomes = {layout.staged("outcomes") / f"{f.file_id}.parquet": outcomes_typed(checked)}
+    if event_format(f) == "events":
+        return {**quarantine, **outcomes, **calls}
+    evaluations = {layout.staged("evaluations") / f"{f.file_id}.parquet": evaluations_typed(checked)}
+    return {**quarantine, **{path: once_per_record(rows) for path, rows in {**outcomes, **evaluations, **calls}.items()}}
 
 
 def once_per_record(rows: pl.LazyFrame) -> pl.LazyFrame:
@@ -348,7 +381,9 @@ def once_per_record(rows: pl.LazyFrame) -> pl.LazyFrame:
 def staged_rows(raw: pl.LazyFrame) -> pl.LazyFrame:
     """The rows of a file that staging keeps, good or bad: all but a telemetry reader's structure
     spans and ignored records (a flat event saying `span` is a bad event type)."""
-    not_kept = pl.col("event_type").is_in(["span", "ignored"]) & (pl.col("source_format") != "events") & pl.col("problem").is_null()
+    if not _has_telemetry_fields(raw):
+        return raw
+    not_kept = pl.col("event_type").is_in(["span", "ignored"]) & pl.col("problem").is_null()
     return raw.filter(~not_kept.fill_null(False))
 
 

@@ -74,7 +74,7 @@ def staged_billing(context: dg.AssetExecutionContext, warehouse: Warehouse):
 )
 def staged_events(context: dg.AssetExecutionContext, warehouse: Warehouse):
     try:
-        result = staging.stage_events(warehouse.layout)
+        result = staging.stage_events(warehouse.layout, warehouse.settings.telemetry)
     except InputFileError as exc:
         raise input_failure(exc) from exc
     yield from report_step(result, {"staged_events": dg.AssetKey("staged_events")})

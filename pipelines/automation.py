@@ -101,14 +101,14 @@ def nightly(context: dg.ScheduleEvaluationContext, warehouse: Warehouse):
 )
 def landing_changes(context: dg.SensorEvaluationContext, warehouse: Warehouse):
     layout, settings = warehouse.layout, warehouse.settings
-    files = changes.landing_files(layout)
+    files = changes.landing_files(layout, settings.telemetry)
     cursor = json.dumps(changes.fingerprints(files), sort_keys=True)
     if context.cursor is None:
         return dg.SensorResult(skip_reason="First look: landing files remembered; build history with a backfill", cursor=cursor)
     found = changes.compare(json.loads(context.cursor), files)
     if not found:
         return dg.SensorResult(skip_reason="No landing file changed")
-    affected = changes.affected_days(layout, found, settings.bounds)
+    affected = changes.affected_days(layout, found, settings.bounds, settings.telemetry)
     for message in affected.unreadable:
         context.log.warning(f"Unreadable landing file (staging will fail on it): {message}")
     last_key = last_daily_key(warehouse.current_date())  # None before the first day has ended

@@ -67,7 +67,7 @@ def build_warehouse(layout: Layout, settings, start, end) -> None:
     from unitledger.warehouse.views import refresh_views
 
     staging.stage_billing(layout, settings, TODAY)
-    staging.stage_events(layout)
+    staging.stage_events(layout, settings.telemetry)
     assert daily.build_daily_tables(layout, settings, start, end).passed
     assert monthly.build_monthly_tables(layout, months.month_start(start), months.month_start(end)).passed
     refresh_views(layout)
@@ -81,7 +81,7 @@ def build_with_reconciliation(layout: Layout, settings, first=date(2026, 3, 2), 
     from unitledger.warehouse.views import refresh_views
 
     assert staging.stage_billing(layout, settings, TODAY).passed
-    assert staging.stage_events(layout).passed
+    assert staging.stage_events(layout, settings.telemetry).passed
     month = months.month_start(first)
     for result in (
         daily.build_daily_tables(layout, settings, first, last),

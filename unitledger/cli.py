@@ -46,6 +46,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seed=args.seed,
         focus_format=args.focus_format,
         events_format=args.events_format,
+        telemetry_format=args.telemetry_format,
+        list_prices=load_settings(args.config).telemetry.list_price_table() if args.telemetry_format == "litellm" else None,
     )
     print(
         f"Generated {summary.requests:,} requests in {summary.sessions:,} sessions: "
@@ -188,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=7)
         p.add_argument("--focus-format", choices=["csv", "csv.gz", "parquet"], default="csv")
         p.add_argument("--events-format", choices=["jsonl", "jsonl.gz", "parquet"], default="jsonl.gz")
+        p.add_argument(
+            "--telemetry-format", choices=["events", "otlp", "litellm"], default="events",
+            help="calls and outcomes as flat events, as OTLP JSON (landing/otlp/) or as LiteLLM SpendLogs (landing/gateways/litellm/, outcomes as flat events)",
+        )
 
     p = sub.add_parser("generate", help="write a realistic synthetic month into the landing folders")
     _common(p)

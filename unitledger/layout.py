@@ -46,6 +46,15 @@ class Layout:
         return self.landing / "events"
 
     @property
+    def landing_otlp(self) -> Path:
+        """OTLP JSON traces and logs (the OpenTelemetry Collector's file exporter)."""
+        return self.landing / "otlp"
+
+    def landing_gateway(self, gateway: str) -> Path:
+        """Request logs of one LLM gateway: litellm, openrouter or helicone."""
+        return self.landing / "gateways" / gateway
+
+    @property
     def landing_invoices(self) -> Path:
         return self.landing / "invoices"
 

@@ -27,10 +27,10 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from unitledger.config import Bounds
+from unitledger.config import Bounds, Telemetry
 from unitledger.layout import Layout
 from unitledger.sources.events import (
-    EVENT_SUFFIXES,
+    event_landing_files,
     read_events_raw,
     scan_staged_call_files,
     scan_staged_calls,
@@ -43,12 +43,10 @@ from unitledger.sources.values import parse_timestamp
 # source ("focus" | "events") → path relative to its landing folder → file id
 Fingerprints = dict[str, dict[str, str]]
 
-_SUFFIXES = {"focus": FOCUS_SUFFIXES, "events": EVENT_SUFFIXES}
-
-
-def landing_files(layout: Layout) -> dict[str, list[LandingFile]]:
-    roots = {"focus": layout.landing_focus, "events": layout.landing_events}
-    return {source: list_landing(roots[source], _SUFFIXES[source]) for source in roots}
+def landing_files(layout: Layout, telemetry: Telemetry = Telemetry()) -> dict[str, list[LandingFile]]:
+    """FOCUS files and event files (flat events, OTLP JSON, gateway logs: events.event_landing_files,
+    whose ids depend on the [telemetry] settings as staging's do)."""
+    return {"focus": list_landing(layout.landing_focus, FOCUS_SUFFIXES), "events": event_landing_files(layout, telemetry)}
 
 
 def fingerprints(files: dict[str, list[LandingFile]]) -> Fingerprints:
@@ -90,11 +88,12 @@ class AffectedDays:
     unreadable: list[str]  # messages for landing files that cannot be read (staging will fail on them)
 
 
-def affected_days(layout: Layout, changes: Changes, bounds: Bounds) -> AffectedDays:
-    """The days whose daily partitions read something that changed."""
+def affected_days(layout: Layout, changes: Changes, bounds: Bounds, telemetry: Telemetry = Telemetry()) -> AffectedDays:
+    """The days whose daily partitions read something that changed (`telemetry`: the settings
+    event files are read with)."""
     unreadable: list[str] = []
     billing_days = _focus_days(layout, changes, unreadable)
-    call_days, label_days = _event_days(layout, changes, unreadable)
+    call_days, label_days = _event_days(layout, changes, unreadable, telemetry)
     B, S = bounds.billing_delay_days, bounds.session_days
 
     def around(found: set[date], before: int, after: int) -> set[date]:
@@ -148,12 +147,12 @@ def _focus_days(layout: Layout, changes: Changes, unreadable: list[str]) -> set[
     return set(touched["charge_date"]) | set(restated["charge_date"])
 
 
-def _event_days(layout: Layout, changes: Changes, unreadable: list[str]) -> tuple[set[date], set[date]]:
+def _event_days(layout: Layout, changes: Changes, unreadable: list[str], telemetry: Telemetry) -> tuple[set[date], set[date]]:
     new = [
         raw.select(
             "event_type", "event_id", "session_id", parse_timestamp(pl.col("timestamp")).dt.date().alias("day")
         ).drop_nulls(["event_type", "session_id", "day"])
-        for raw in _readable(changes.new["events"], read_events_raw, unreadable)
+        for raw in _readable(changes.new["events"], lambda f: read_events_raw(f, telemetry), unreadable)
     ]
     schema = {"event_type": pl.String, "event_id": pl.String, "session_id": pl.String, "day": pl.Date}
     new_events = pl.concat(new).collect() if new else pl.DataFrame(schema=schema)

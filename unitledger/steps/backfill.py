@@ -52,7 +52,7 @@ class ResumeRecord:
         self.path = layout.warehouse / "_backfills" / f"{start}_{end}.json"
         self._tmp = self.path.with_name(self.path.name + ".tmp")
         self._tmp.unlink(missing_ok=True)  # left by a run killed while it wrote the record
-        files = changes.landing_files(layout)
+        files = changes.landing_files(layout, settings.telemetry)
         self.landing = changes.fingerprints(files)
         self.settings = hashlib.sha256(settings.path.read_bytes()).hexdigest()
         saved = json.loads(self.path.read_text()) if self.path.exists() else {}
@@ -61,7 +61,7 @@ class ResumeRecord:
             stale = set(finished)
         elif finished:
             found = changes.compare(saved.get("landing", {}), files)
-            stale = {months.period_key(d) for d in changes.affected_days(layout, found, settings.bounds).days} if found else set()
+            stale = {months.period_key(d) for d in changes.affected_days(layout, found, settings.bounds, settings.telemetry).days} if found else set()
         else:
             stale = set()
         self.done = [m for m in finished if m not in stale]

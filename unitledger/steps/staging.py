@@ -19,7 +19,7 @@ from pandera.config import ValidationDepth
 from schemas import StagedFocus, StagedLlmCall, StagedOutcome
 from unitledger import months
 from unitledger.checks.validation import CheckOutcome, validate
-from unitledger.config import Settings
+from unitledger.config import Settings, Telemetry
 from unitledger.layout import Layout
 from unitledger.model.quarantine import focus_held
 from unitledger.sources import events, focus
@@ -108,17 +108,19 @@ def stage_billing(layout: Layout, settings: Settings, today: date) -> StepResult
     return result
 
 
-def stage_events(layout: Layout) -> StepResult:
-    """Stage new event landing files; validate what staging holds."""
+def stage_events(layout: Layout, telemetry: Telemetry = Telemetry()) -> StepResult:
+    """Stage new event landing files (flat events, OTLP JSON, gateway logs: read with the
+    [telemetry] settings); validate what staging holds."""
     result = StepResult()
     read_manifest(layout)
     with result.timed("ingest"):
-        report = events.stage_events(layout)
+        report = events.stage_events(layout, telemetry)
     with result.timed("validate"):
         checks = [
             validate(StagedLlmCall, events.scan_staged_calls(layout), "llm_call_schema", STAGED_DEPTH),
             validate(StagedOutcome, events.scan_staged_outcomes(layout), "outcome_schema", STAGED_DEPTH),
         ]
+    per_file = events.quarantine_by_file(layout, telemetry)
     result.checks["staged_events"] = checks
     if result.passed:
         with result.timed("write"):
@@ -129,9 +131,14 @@ def stage_events(layout: Layout) -> StepResult:
         "files_removed": report.removed_files,
         "llm_calls": report.rows["llm_calls"],
         "outcomes": report.rows["outcomes"],
+        "evaluations": report.rows["evaluations"],
         "dagster/row_count": report.rows["llm_calls"] + report.rows["outcomes"],
         "duplicate_events": report.duplicate_events,
         "quarantined_rows": report.quarantined_rows,
+        # which files the quarantined rows came from, most first
+        "quarantined_rows_by_file": "; ".join(
+            f"{name}: {n}" for name, n in sorted(per_file.items(), key=lambda kv: (-kv[1], kv[0]))
+        ),
     }
     return result
 
@@ -143,6 +150,8 @@ def publish_quarantine(layout: Layout, source: str) -> None:
     `focus`, the rows of billing periods outside pipeline.start_date..today too (partition
     `focus_periods`)."""
     staged = sorted(layout.quarantine(source).glob("*.parquet"))
+    if source == "events":  # evaluation results no session was found for (events.derive_telemetry)
+        staged += sorted(layout.quarantine("evaluations").glob("*.parquet"))
     publication = Publication(layout)
     publication.link("quarantine", source, {f: f"source={source}/{f.name}" for f in staged})
     outside = layout.quarantine("focus_periods") / OUTSIDE_FILE

@@ -54,6 +54,8 @@ SUCCESS_SUMS = (
     "token_cost", "labor_cost", "total_cost", "success_total_cost", "total_cost_sq",
 )
 _FEATURE_MODEL = ["feature_tag", "model_version", "billing_currency"]
+# One cost_breakdown row per: the per-feature grain and the turns bucket.
+BREAKDOWN_GRAIN = ["date", "feature_tag", "model_version", "prompt_version", "billing_currency", "turns_bucket"]
 
 
 def _columns(model) -> list[str]:
@@ -156,7 +158,7 @@ def cost_breakdown(requests: pl.LazyFrame, intents: pl.LazyFrame) -> pl.LazyFram
     labeled = pl.col("outcome") != "unlabeled"
     components = ["first_attempt_cost", "multi_turn_cost", "retry_cost", "tool_cost", *TYPED_COSTS]
     money = ["token_cost", "labor_cost", "total_cost", "labeled_total_cost", *components]
-    grain = ["date", "feature_tag", "model_version", "prompt_version", "billing_currency", "turns_bucket"]
+    grain = BREAKDOWN_GRAIN
     with_sessions = intents.join(sessions, on="session_id", how="left").with_columns(turns_bucket=turns_bucket(pl.col("turns")))
     sums = with_sessions.group_by(grain).agg(
         intents=pl.len().cast(pl.Int64),
@@ -183,6 +185,16 @@ def cost_breakdown(requests: pl.LazyFrame, intents: pl.LazyFrame) -> pl.LazyFram
     # Intents with no billed call have no currency: their money is unknown, not zero.
     billed = pl.col("billing_currency").is_not_null()
     return sums.with_columns([pl.when(billed).then(pl.col(c)).cast(MONEY).alias(c) for c in money]).select(_columns(CostBreakdown))
+
+
+def reaggregate_cost_breakdown(rows: pl.LazyFrame, grain: Sequence[str]) -> pl.LazyFrame:
+    """cost_breakdown rows summed to `grain` + turns bucket: a day's parts built one hash bucket of
+    sessions at a time, or a month's days. Every column is a sum, so the components still add up
+    exactly; a column null on every row summed (a component unknown, money of unbilled intents)
+    stays null."""
+    key = [*grain, "turns_bucket"]
+    sums = [c for c in _columns(CostBreakdown) if c not in BREAKDOWN_GRAIN]
+    return rows.group_by(key).agg(_sum_known(sums)).select(*key, *sums)
 
 
 def money_breakdown(breakdown: pl.LazyFrame, start: date, end: date) -> pl.LazyFrame:

@@ -1,5 +1,6 @@
-"""The daily step: request_costs, intent_costs, cost_per_intent and cost_per_success for a range of
-days, from staging through the pure transforms (unitledger.model) to the checks and the publish."""
+"""The daily step: request_costs, intent_costs, cost_per_intent, cost_per_success and cost_breakdown
+for a range of days, from staging through the pure transforms (unitledger.model) to the checks and
+the publish."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import date, timedelta
 import polars as pl
 
 from schemas import CostPerIntent, CostPerSuccess, IntentCosts, RequestCosts
+from schemas.decisions import CostBreakdown
 from unitledger.checks.conservation import collected_by_bucket, request_costs_conservation_check, single_currency_check
 from unitledger.checks.validation import validate_each
 from unitledger.config import Settings
@@ -17,6 +19,7 @@ from unitledger.model.features import cost_per_intent, cost_per_success
 from unitledger.model.intents import intent_costs, latest_outcomes
 from unitledger.sources.events import scan_staged_calls, scan_staged_outcomes
 from unitledger.sources.focus import scan_staged_focus
+from unitledger.steps.breakdown import spill_cost_breakdown
 from unitledger.steps.result import StepResult, money_total
 from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema
 
@@ -26,6 +29,7 @@ DAILY_TABLES = {
     "intent_costs": IntentCosts,
     "cost_per_intent": CostPerIntent,
     "cost_per_success": CostPerSuccess,
+    "cost_breakdown": CostBreakdown,
 }
 
 # Calls per bucket: past it, the daily step works in hash buckets of requests and sessions, one
@@ -36,8 +40,8 @@ BUCKET_CALLS = 12_000_000
 
 
 def build_daily_tables(layout: Layout, settings: Settings, start: date, end_inclusive: date) -> StepResult:
-    """Compute request_costs, intent_costs, cost_per_intent and cost_per_success for the dates
-    [start, end_inclusive]; validate them; publish them only if every check passed."""
+    """Compute request_costs, intent_costs, cost_per_intent, cost_per_success and cost_breakdown for
+    the dates [start, end_inclusive]; validate them; publish them only if every check passed."""
     result = StepResult()
     end = end_inclusive + timedelta(days=1)
     keys = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days)]
@@ -95,6 +99,8 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                     spills["cost_per_success"].sink(cost_per_success(intents), lazy=True),
                 ]
             )
+        with result.timed("breakdown"):  # where the money goes, from the same requests and intents
+            spill_cost_breakdown(joined, spills["intent_costs"], spills["cost_breakdown"], buckets, layout.tmp)
         with result.timed("validate"):
             for name, model in DAILY_TABLES.items():
                 # request_costs and intent_costs were spilled one part per bucket (of requests, of
@@ -110,7 +116,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 result.checks[name] = checks
         if result.passed:
             with result.timed("write"):
-                publication = Publication(layout)  # the four tables become current together
+                publication = Publication(layout)  # the daily tables become current together
                 for name, model in DAILY_TABLES.items():
                     frame = produced(name)
                     meta: dict = {"dates": f"{keys[0]}..{keys[-1]}"}

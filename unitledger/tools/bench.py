@@ -20,7 +20,8 @@ tolerance. The two references implement the pipeline's definitions independently
 
 Stages reported: ingest (read, parse, type), validate (the pipeline's Pandera checks; the
 references have none beyond their parse rules), join (request_costs), intents (intent_costs),
-features (cost_per_intent, cost_per_success), write (publishing Parquet).
+features (cost_per_intent, cost_per_success), breakdown (cost_breakdown, where the money goes: the
+references do not build it, so it counts in the pipeline's total only), write (publishing Parquet).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from pathlib import Path
 
 import polars as pl
 
-STAGES = ("ingest", "validate", "join", "intents", "features", "write")
+STAGES = ("ingest", "validate", "join", "intents", "features", "breakdown", "write")
 IMPLEMENTATIONS = ("pipeline", "duckdb", "pandas")
 TABLES = ("request_costs", "intent_costs", "cost_per_intent", "cost_per_success")
 GRAIN = ["date", "feature_tag", "model_version", "prompt_version", "billing_currency"]
@@ -98,9 +99,13 @@ def run_benchmark(
     config: Path | None = None,
     log=print,
     shard_requests: int = SHARD_REQUESTS,
+    done=None,
 ) -> Report:
     """Generate one day of `requests` requests, run each implementation `repeat` times on it, and
-    compare their tables. The temporary data root is removed afterwards."""
+    compare their tables. The temporary data root is removed afterwards. `log(text)` gets what
+    starts, `done(text)` each finished step (default: log): the generation, every run, the
+    comparison (2 + repeat × implementations steps)."""
+    done = done or log
     from unitledger.config import load_settings
 
     settings_path = load_settings(config).path
@@ -121,7 +126,7 @@ def run_benchmark(
             input_rows=json.loads(result_file.read_text()),
             generate_seconds=time.perf_counter() - began,
         )
-        log(f"  {report.input_rows['focus']:,} FOCUS rows, {report.input_rows['events']:,} events in {report.generate_seconds:.1f} s")
+        done(f"generated {report.input_rows['focus']:,} FOCUS rows, {report.input_rows['events']:,} events in {report.generate_seconds:.1f} s")
         for k in range(repeat):
             for implementation in implementations:
                 out_dir = root / "out" / implementation
@@ -130,7 +135,7 @@ def run_benchmark(
                     shutil.rmtree(data_dir / "warehouse", ignore_errors=True)
                 run = _run_in_subprocess(implementation, data_dir, day, out_dir, settings_path)
                 report.runs.append(run)
-                log(f"  run {k + 1}/{repeat} {implementation}: {run.seconds:.2f} s, peak RSS {run.peak_rss / 2**20:,.0f} MiB")
+                done(f"run {k + 1}/{repeat} {implementation}: {run.seconds:.2f} s, peak RSS {run.peak_rss / 2**20:,.0f} MiB")
             if k == 0:
                 results = {i: _load_tables(i, data_dir, root / "out" / i, day) for i in implementations}
                 report.disagreements = compare_outputs(results)
@@ -138,6 +143,7 @@ def run_benchmark(
                     i: {name: frame.select(pl.len()).collect().item() for name, frame in tables.items()}
                     for i, tables in results.items()
                 }
+                done(f"compared the tables: {'they agree' if not report.disagreements else 'THEY DISAGREE'}")
         return report
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -971,7 +977,17 @@ def cmd_bench(args) -> int:
     unknown = [i for i in chosen if i not in IMPLEMENTATIONS]
     if unknown or not chosen or args.requests < 1 or args.repeat < 1:
         raise SystemExit(f"bench: --implementations must name some of {', '.join(IMPLEMENTATIONS)}; --requests and --repeat >= 1")
-    report = run_benchmark(args.requests, args.format, args.repeat, args.day, args.work_dir, chosen, args.config)
+    from unitledger.progress import Progress
+
+    with Progress(2 + args.repeat * len(chosen), "bench") as progress:
+
+        def started(text: str) -> None:
+            progress.note(text)
+            progress.doing(text.rstrip(". "))
+
+        report = run_benchmark(
+            args.requests, args.format, args.repeat, args.day, args.work_dir, chosen, args.config, log=started, done=progress.step
+        )
     print()
     print(format_report(report))
     return 1 if report.disagreements else 0

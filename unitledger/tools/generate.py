@@ -100,6 +100,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -1037,8 +1038,10 @@ def generate(
     focus_format: str = "csv",
     events_format: str = "jsonl.gz",
     restated_delivery: bool = False,
+    on_day: Callable[[date, int], None] | None = None,
 ) -> GenerateSummary:
-    """Write synthetic FOCUS deliveries and telemetry event files under `<data_dir>/landing/`."""
+    """Write synthetic FOCUS deliveries and telemetry event files under `<data_dir>/landing/`.
+    `on_day(day, requests)` is called as each day is done (a progress bar)."""
     if focus_format not in _FOCUS_EXT:
         raise ValueError(f"focus_format must be one of {sorted(_FOCUS_EXT)}, not {focus_format!r}")
     if events_format not in _EVENT_EXT:
@@ -1105,7 +1108,8 @@ def generate(
         for i in range(days):
             day = start + timedelta(days=i)
             sim = _simulate_day(seed, day, requests_per_day)
-            requests += len(sim.calls["ts"])
+            day_requests = len(sim.calls["ts"])
+            requests += day_requests
             sessions += sim.n_sessions
             ev = _day_events(sim, seed, first_epoch_day, days)
             usage = _usage_rows(sim, seed)
@@ -1140,6 +1144,8 @@ def generate(
             del parts
             if day == plans[_month_start(day)][1]:
                 finish_month(_month_start(day))
+            if on_day is not None:
+                on_day(day, day_requests)
         if events_job is not None:
             events_written += events_job.result()
     except BaseException:

@@ -6,6 +6,7 @@ regressions, and the column schemas every asset shows."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import date, timedelta
 from decimal import Decimal
@@ -24,10 +25,11 @@ from tests.builders import llm_call, outcome, write_events
 from tests.compare import build_warehouse, read_table
 from tests.conftest import REPO
 from tests.test_decisions import DAY1, daily_rows, version_intents
+from tests.test_report import browser  # noqa: F401 (the headless Chromium fixture)
 from unitledger.config import load_settings
 from unitledger.layout import Layout
 from unitledger.model.features import cost_per_success_ratios
-from unitledger.steps import daily, staging
+from unitledger.steps import daily, reconciliation, staging
 from unitledger.steps.decisions import DECISION_TABLES, NothingBuiltError, build_decision_tables, latest_window
 from unitledger.tools.generate import generate
 from unitledger.warehouse import dictionary
@@ -48,6 +50,7 @@ def built(tmp_path_factory) -> Layout:
     write_events(layout.landing_events / "unbilled.jsonl", unbilled)
     settings = load_settings(CONFIG)
     build_warehouse(layout, settings, FIRST, LAST)
+    assert reconciliation.build_reconciliation(layout, settings, FIRST.replace(day=1), LAST.replace(day=1)).passed  # the report shows it
     assert build_decision_tables(layout, settings).passed
     return layout
 
@@ -339,3 +342,121 @@ def test_every_table_asset_shows_its_columns_from_the_data_dictionary():
     names = [c.name for c in (staged.schema.columns if hasattr(staged, "schema") else staged.columns)]
     assert "llm_calls.request_id" in names and "outcomes.success" in names
 
+
+
+# ---------------------------------------------------------------------------------------------
+# The analyst's commands on the built warehouse: compare and report
+# ---------------------------------------------------------------------------------------------
+
+
+def run_cli(layout: Layout, command: str, *args: str) -> int:
+    from unitledger.cli import main
+
+    return main([command, "--data-dir", str(layout.data_dir), "--config", str(CONFIG), *args])
+
+
+def assert_rounded(text: str, value) -> None:
+    """`text` is `value` rounded for reading: cents from 1 up, 4 places below."""
+    unit = 0.01 if abs(value) >= 1 else 0.0001
+    assert abs(float(text.replace(",", "")) - float(value)) <= unit / 2 + 1e-12, (text, value)
+    assert len(text.rpartition(".")[2]) == (2 if abs(value) >= 1 else 4), text
+
+
+TCO_LINE = re.compile(r"TCO per intent = C \+ p·L\s+(\S+)\s+(\S+)")
+GAP_LINE = re.compile(r"break-even Δp\* = ΔC / L\s+(-?[\d.]+) pp")
+LABOR_LINE = re.compile(r"L: labor cost per failure\s+(\S+)")
+
+
+def support_chat_pairs(layout: Layout) -> pl.DataFrame:
+    return read_table(layout, "break_even").filter(pl.col("feature_tag") == "support_chat").sort("billing_currency", "model_a", "model_b")
+
+
+def test_compare_prints_the_warehouse_break_even_of_the_feature(built, capsys):
+    assert run_cli(built, "compare", "--feature", "support_chat") == 0
+    out = capsys.readouterr().out
+    rows = support_chat_pairs(built)
+    blocks = out.split("\nACTUAL (billed data")[1:]
+    assert rows.height >= 1 and len(blocks) == rows.height and "SCENARIO" not in out
+    for block, row in zip(blocks, rows.iter_rows(named=True)):
+        assert f"{row['model_b']} (b) vs {row['model_a']} (a)" in block and row["verdict"] in block
+        tco_a, tco_b = TCO_LINE.search(block).groups()
+        assert_rounded(tco_a, row["tco_a"])
+        assert_rounded(tco_b, row["tco_b"])
+        delta_c = row["token_cost_per_intent_b"] - row["token_cost_per_intent_a"]
+        gap = float(GAP_LINE.search(block).group(1))
+        assert abs(gap - 100 * delta_c / float(row["labor_cost_per_failure"])) <= 0.005 + 1e-9
+
+
+def test_compare_what_if_labor_is_labelled_and_changes_only_l(built, capsys):
+    before = read_table(built, "break_even")
+    assert run_cli(built, "compare", "--feature", "support_chat", "--labor", "150") == 0
+    out = capsys.readouterr().out
+    rows = support_chat_pairs(built)
+    actual = out.split("\nACTUAL (billed data")[1:]
+    scenario = out.split("\nSCENARIO what-if (command line)")[1:]
+    assert len(actual) == len(scenario) == rows.height >= 1
+    assert all("a what-if: the billed data is unchanged" in block for block in scenario)
+    for block, row in zip(scenario, rows.iter_rows(named=True)):
+        block = block.split("\nACTUAL")[0]
+        assert LABOR_LINE.search(block).group(1) == "150.00"
+        # By hand from the actual row: C and p unchanged, L = 150.
+        for k, side in enumerate(("a", "b")):
+            c, p = row[f"token_cost_per_intent_{side}"], row[f"failure_rate_{side}"]
+            assert_rounded(TCO_LINE.search(block).group(k + 1), c + p * 150)
+        delta_c = row["token_cost_per_intent_b"] - row["token_cost_per_intent_a"]
+        assert abs(float(GAP_LINE.search(block).group(1)) - 100 * delta_c / 150) <= 0.005 + 1e-9
+    assert_frame_equal(read_table(built, "break_even"), before)  # read-only: the warehouse is unchanged
+
+
+def test_compare_names_the_known_features_when_the_feature_is_unknown(built, capsys):
+    assert run_cli(built, "compare", "--feature", "no_such_feature") == 1
+    err = capsys.readouterr().err
+    assert "no intents of feature 'no_such_feature'" in err and "support_chat" in err
+
+
+def test_report_command_shows_the_warehouse_numbers_and_opens_in_chromium(built, tmp_path, capsys, browser):
+    from tests.test_report import parsed, png_colours
+
+    target = tmp_path / "report.html"
+    assert run_cli(built, "report", "--output", str(target)) == 0
+    assert str(target) in capsys.readouterr().out
+    page = parsed(target.read_text())
+    assert page.sources == []  # nothing fetched: works offline
+    pairs = read_table(built, "break_even").sort("feature_tag", "billing_currency", "model_a", "model_b", nulls_last=True)
+    cells = page.tables["table-break-even"]
+    assert len(cells) == pairs.height > 0
+    key = ("feature_tag", "billing_currency", "model_a", "model_b")
+    for cell, row in zip(cells, pairs.iter_rows(named=True)):
+        assert [cell[c][0] for c in key] == [row[c] for c in key]
+        assert float(cell["tco_a"][0]) == row["tco_a"] and float(cell["tco_b"][0]) == row["tco_b"]
+        assert Decimal(cell["labor_cost_per_failure"][0]) == row["labor_cost_per_failure"]
+    money = read_table(built, "money_breakdown")
+    assert len(page.tables["table-money"]) == money.height > 0
+    assert sorted(Decimal(c["total_cost"][0]) for c in page.tables["table-money"]) == sorted(money["total_cost"].to_list())
+    billed = read_table(built, "reconciliation").filter(pl.col("billing_currency").is_not_null())
+    assert billed.height > 0
+    per_month = billed.group_by("billing_period", "billing_currency").agg(pl.col("billed_total").sum()).sort("billing_period", "billing_currency")
+    assert [(c["billing_period"][0], c["billing_currency"][0], Decimal(c["billed_total"][0])) for c in page.tables["table-reconciliation"]] == list(
+        per_month.iter_rows()
+    )
+    shown = browser.new_page(viewport={"width": 1400, "height": 900})
+    problems = []
+    shown.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    shown.on("pageerror", lambda error: problems.append(str(error)))
+    shown.goto(target.as_uri(), wait_until="load")
+    drawn = shown.evaluate(
+        """() => Array.from(document.querySelectorAll('.plotly-graph-div')).map(div => [
+            div.id, div.querySelectorAll('svg.main-svg').length, div.querySelectorAll('g.trace').length])"""
+    )
+    assert problems == []
+    assert [d[0] for d in drawn] == ["chart-trend", "chart-break-even", "chart-money", "chart-coverage", "chart-reconciliation"]
+    assert all(svgs > 0 and traces > 0 for _, svgs, traces in drawn), drawn
+    for chart_id, *_ in drawn:
+        assert png_colours(shown.locator(f"#{chart_id}").screenshot()) >= 2, f"{chart_id} is blank"
+    shown.close()
+
+
+def test_report_without_a_built_day_says_what_to_do(layout, capsys):
+    layout.landing.mkdir(parents=True)
+    assert run_cli(layout, "report") == 1
+    assert "run `unitledger materialize` first" in capsys.readouterr().err

@@ -959,6 +959,81 @@ def _table_differences(ours: pl.LazyFrame, theirs: pl.LazyFrame, key: list[str])
 # --- command line ------------------------------------------------------------------------------------
 
 
+@dataclass
+class ReportBenchmark:
+    days: int
+    requests_per_day: int
+    per_day_rows: dict[str, int]  # rows of the per-day tables the decisions read, over the window
+    build_seconds: float  # staging and the daily tables (not timed against anything: the setup)
+    decision_seconds: list[float] = field(default_factory=list)
+    report_seconds: list[float] = field(default_factory=list)
+    report_bytes: int = 0
+
+
+def run_report_benchmark(
+    days: int, requests_per_day: int, repeat: int = 1, work_dir: Path | None = None, config: Path | None = None, log=print, done=None
+) -> ReportBenchmark:
+    """Generate `days` days of `requests_per_day`, build the daily tables, then time the decision
+    tables and the report over that window `repeat` times. They read the per-day tables' stored
+    sums, never requests: their time follows the per-day rows (features × models × prompts ×
+    currencies × days), which the report shows beside the timings."""
+    from unitledger.config import load_settings
+    from unitledger.layout import Layout
+    from unitledger.steps import daily, staging
+    from unitledger.steps.decisions import build_decision_tables
+    from unitledger.steps.report import build_report
+    from unitledger.tools.generate import generate
+    from unitledger.warehouse.manifest import read_manifest
+
+    done = done or log
+    settings = load_settings(config)
+    root = Path(tempfile.mkdtemp(prefix="unitledger-bench-report-", dir=work_dir))
+    try:
+        layout = Layout(root / "data")
+        first = DEFAULT_DAY
+        last = first + timedelta(days=days - 1)
+        log(f"generating {days} days of {requests_per_day:,} requests under {root} ...")
+        generate(layout.data_dir, start=first, days=days, requests_per_day=requests_per_day, seed=1, focus_format="parquet", events_format="parquet")
+        done(f"generated {days * requests_per_day:,} requests")
+        log("building the daily tables ...")
+        began = time.perf_counter()
+        staging.stage_billing(layout)
+        staging.stage_events(layout)
+        if not daily.build_daily_tables(layout, settings, first, last).passed:
+            raise RuntimeError("bench: a check of the daily tables failed")
+        build_seconds = time.perf_counter() - began
+        published = read_manifest(layout)
+        keys = [(first + timedelta(days=k)).isoformat() for k in range(days)]
+        rows = {t: published.scan(layout, t, keys).select(pl.len()).collect().item() for t in ("cost_per_success", "cost_breakdown")}
+        done(f"built the daily tables in {build_seconds:.1f} s")
+        result = ReportBenchmark(days, requests_per_day, rows, build_seconds)
+        for k in range(repeat):
+            began = time.perf_counter()
+            if not build_decision_tables(layout, settings, days).passed:
+                raise RuntimeError("bench: a check of the decision tables failed")
+            result.decision_seconds.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            written = build_report(layout, settings, days)
+            result.report_seconds.append(time.perf_counter() - began)
+            result.report_bytes = written.size
+            done(f"run {k + 1}/{repeat}: decision tables {result.decision_seconds[-1]:.2f} s, report {result.report_seconds[-1]:.2f} s")
+        return result
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def format_report_benchmark(result: ReportBenchmark) -> str:
+    rows = ", ".join(f"{table} {n:,}" for table, n in result.per_day_rows.items())
+    return "\n".join([
+        f"Decision tables and report over {result.days} days of {result.requests_per_day:,} requests/day ({machine()})",
+        f"  per-day rows read: {rows} (they grow with features x models x prompts x currencies x days, not with requests)",
+        f"  decision tables:   {statistics.median(result.decision_seconds):.2f} s (median of {len(result.decision_seconds)})",
+        f"  report:            {statistics.median(result.report_seconds):.2f} s (median of {len(result.report_seconds)}), "
+        f"{result.report_bytes / 2**20:.1f} MiB self-contained HTML",
+        f"  (setup, not measured against anything: staging and daily tables {result.build_seconds:.1f} s)",
+    ])
+
+
 def add_command(sub) -> None:
     """Register `unitledger bench` on the CLI's subparsers."""
     p = sub.add_parser("bench", help="time the pipeline against DuckDB SQL and pandas on one generated day")
@@ -969,6 +1044,8 @@ def add_command(sub) -> None:
     p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS), help="comma-separated subset of pipeline,duckdb,pandas")
     p.add_argument("--work-dir", type=Path, help="where the temporary data root goes (default: the system temp folder)")
     p.add_argument("--config", type=Path, help="settings file for the labor costs (default as for materialize)")
+    p.add_argument("--report-days", type=int, metavar="DAYS",
+                   help="instead: time the decision tables and the report over DAYS generated days of --requests each")
     p.set_defaults(func=cmd_bench)
 
 
@@ -979,6 +1056,16 @@ def cmd_bench(args) -> int:
         raise SystemExit(f"bench: --implementations must name some of {', '.join(IMPLEMENTATIONS)}; --requests and --repeat >= 1")
     from unitledger.progress import Progress
 
+    if args.report_days is not None:
+        if args.report_days < 1:
+            raise SystemExit("bench: --report-days must be 1 or more")
+        with Progress(2 + args.repeat, "bench report") as progress:
+            result = run_report_benchmark(
+                args.report_days, args.requests, args.repeat, args.work_dir, args.config, log=progress.note, done=progress.step
+            )
+        print()
+        print(format_report_benchmark(result))
+        return 0
     with Progress(2 + args.repeat * len(chosen), "bench") as progress:
 
         def started(text: str) -> None:

@@ -415,7 +415,7 @@ def test_compare_names_the_known_features_when_the_feature_is_unknown(built, cap
 
 
 def test_report_command_shows_the_warehouse_numbers_and_opens_in_chromium(built, tmp_path, capsys, browser):
-    from tests.test_report import parsed, png_colours
+    from tests.test_report import overlapping_charts, parsed, png_colours
 
     target = tmp_path / "report.html"
     assert run_cli(built, "report", "--output", str(target)) == 0
@@ -451,6 +451,7 @@ def test_report_command_shows_the_warehouse_numbers_and_opens_in_chromium(built,
     assert problems == []
     assert [d[0] for d in drawn] == ["chart-trend", "chart-break-even", "chart-money", "chart-coverage", "chart-reconciliation"]
     assert all(svgs > 0 and traces > 0 for _, svgs, traces in drawn), drawn
+    assert overlapping_charts(shown) == []
     for chart_id, *_ in drawn:
         assert png_colours(shown.locator(f"#{chart_id}").screenshot()) >= 2, f"{chart_id} is blank"
     shown.close()

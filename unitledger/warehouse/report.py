@@ -395,7 +395,7 @@ section { margin: 2.5rem 0; border-top: 1px solid #ddd; padding-top: 1rem; }
 .caption { max-width: 70rem; color: #444; }
 .pair { display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; }
 .chart { flex: 1 1 40rem; min-width: 30rem; min-height: 460px; }
-.table-wrap { flex: 1 1 30rem; max-height: 470px; overflow: auto; }
+.table-wrap { flex: 1 1 30rem; min-width: 0; max-height: 470px; overflow: auto; }
 table.numbers { border-collapse: collapse; font-size: 0.85rem; }
 table.numbers th, table.numbers td { border-bottom: 1px solid #eee; padding: 0.2rem 0.5rem; white-space: nowrap; }
 table.numbers th { position: sticky; top: 0; background: #f7f7f7; text-align: left; }
@@ -404,6 +404,14 @@ td.money, td.count, td.percent, td.pp { text-align: right; font-variant-numeric:
 .pair.wide .chart, .pair.wide .table-wrap { flex: none; width: 100%; }
 .empty { color: #888; }
 """
+
+
+# Each chart is drawn as its div is parsed, before the table beside it exists, at the row's full
+# width: once the page is laid out, each is redrawn to the width its column got.
+_FIT_CHARTS = (
+    'window.addEventListener("load", function () {'
+    ' document.querySelectorAll(".plotly-graph-div").forEach(function (div) { Plotly.Plots.resize(div); }); });'
+)
 
 
 def render_report(
@@ -449,5 +457,5 @@ def render_report(
         f"<header><h1>{html.escape(title)}</h1>"
         f"<p>Window: {window_start.isoformat()} to {window_end.isoformat()} (UTC days, both included). "
         f"Generated {html.escape(generated_at.isoformat(timespec='seconds'))}.</p>"
-        f'<p class="legend">{html.escape(legend)}</p><nav>{nav}</nav></header>{body}</body></html>'
+        f'<p class="legend">{html.escape(legend)}</p><nav>{nav}</nav></header>{body}<script>{_FIT_CHARTS}</script></body></html>'
     )

@@ -18,7 +18,6 @@ import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -27,6 +26,7 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from unitledger.model.decisions import ACTUAL
+from unitledger.warehouse.display import money
 
 # Reconciliation columns the status chart shows, in this order, those the frame has: the
 # allocation columns come with invoice allocation and are simply absent before it.
@@ -67,11 +67,7 @@ def _display(value: object, kind: str) -> str:
     if value is None:
         return "–"
     if kind == "money":
-        # Cents from 1 up, else 4 places; exact decimals round half up (float formatting would
-        # turn 120.105 into 120.10).
-        places = Decimal("0.01") if abs(value) >= 1 else Decimal("0.0001")
-        exact = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
-        return f"{exact.quantize(places, rounding=ROUND_HALF_UP):,}"
+        return money(value)  # as the terminal shows it
     if kind == "percent":
         return f"{100 * float(value):.1f} %"
     if kind == "pp":

@@ -7,12 +7,36 @@ import dagster as dg
 
 from pipelines.partitions import daily_partitions
 from pipelines.resources import Warehouse
+from schemas.events import StagedLlmCall, StagedOutcome
+from schemas.focus import StagedFocus
 from unitledger.sources.files import InputFileError
 from unitledger.steps import daily, staging
 from unitledger.steps.result import StepResult
+from unitledger.warehouse import dictionary
 from unitledger.warehouse.views import refresh_views
 
-DAILY_TABLE_DESCRIPTIONS = {name: model.__doc__ for name, model in daily.DAILY_TABLES.items()}
+
+def column_schema(models: dict[str, type]) -> dg.TableSchema:
+    """The columns of Pandera models (data dictionary: type, nullable, meaning) as Dagster shows
+    them on an asset's page; {"": model} for one table, {"prefix.": model, ...} for several."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                f"{prefix}{name}",
+                type=dtype,
+                description=description,
+                constraints=dg.TableColumnConstraints(nullable=nullable, unique=bool(model.to_schema().columns[name].unique)),
+            )
+            for prefix, model in models.items()
+            for name, dtype, nullable, description in dictionary.columns(model)
+        ]
+    )
+
+
+def table_spec(name: str, **kwargs) -> dg.AssetSpec:
+    """The asset of a published table: its meaning and columns from the data dictionary."""
+    model = dictionary.TABLES[name][0]
+    return dg.AssetSpec(name, description=model.__doc__, metadata={"dagster/column_schema": column_schema({"": model})}, **kwargs)
 
 
 def report_step(result: StepResult, specs: dict[str, dg.AssetKey]):
@@ -46,7 +70,12 @@ def input_failure(exc: InputFileError) -> dg.Failure:
 
 
 @dg.multi_asset(
-    specs=[dg.AssetSpec("staged_billing", group_name="staging", description="FOCUS landing files staged as typed Parquet; bad rows quarantined.")],
+    specs=[
+        dg.AssetSpec(
+            "staged_billing", group_name="staging", description="FOCUS landing files staged as typed Parquet; bad rows quarantined.",
+            metadata={"dagster/column_schema": column_schema({"": StagedFocus})},
+        )
+    ],
     check_specs=[
         dg.AssetCheckSpec("schema", asset="staged_billing", blocking=True, description="Pandera: StagedFocus"),
         dg.AssetCheckSpec("billing_periods", asset="staged_billing", description="Warns when FOCUS rows bill a period outside pipeline.start_date..today (held in quarantine)."),
@@ -64,7 +93,12 @@ def staged_billing(context: dg.AssetExecutionContext, warehouse: Warehouse):
 
 
 @dg.multi_asset(
-    specs=[dg.AssetSpec("staged_events", group_name="staging", description="Event landing files staged as typed llm_calls and outcomes; bad rows quarantined.")],
+    specs=[
+        dg.AssetSpec(
+            "staged_events", group_name="staging", description="Event landing files staged as typed llm_calls and outcomes; bad rows quarantined.",
+            metadata={"dagster/column_schema": column_schema({"llm_calls.": StagedLlmCall, "outcomes.": StagedOutcome})},
+        )
+    ],
     check_specs=[
         dg.AssetCheckSpec("llm_call_schema", asset="staged_events", blocking=True, description="Pandera: StagedLlmCall"),
         dg.AssetCheckSpec("outcome_schema", asset="staged_events", blocking=True, description="Pandera: StagedOutcome"),
@@ -81,10 +115,11 @@ def staged_events(context: dg.AssetExecutionContext, warehouse: Warehouse):
 
 
 _DAILY_SPECS = [
-    dg.AssetSpec("request_costs", deps=["staged_billing", "staged_events"], group_name="daily", description=DAILY_TABLE_DESCRIPTIONS["request_costs"]),
-    dg.AssetSpec("intent_costs", deps=["request_costs", "staged_events"], group_name="daily", description=DAILY_TABLE_DESCRIPTIONS["intent_costs"]),
-    dg.AssetSpec("cost_per_intent", deps=["intent_costs"], group_name="daily", description=DAILY_TABLE_DESCRIPTIONS["cost_per_intent"]),
-    dg.AssetSpec("cost_per_success", deps=["intent_costs"], group_name="daily", description=DAILY_TABLE_DESCRIPTIONS["cost_per_success"]),
+    table_spec("request_costs", deps=["staged_billing", "staged_events"], group_name="daily"),
+    table_spec("intent_costs", deps=["request_costs", "staged_events"], group_name="daily"),
+    table_spec("cost_per_intent", deps=["intent_costs"], group_name="daily"),
+    table_spec("cost_per_success", deps=["intent_costs"], group_name="daily"),
+    table_spec("cost_breakdown", deps=["request_costs", "intent_costs"], group_name="daily"),
 ]
 _DAILY_CHECKS = [
     dg.AssetCheckSpec("schema", asset=spec.key, blocking=True, description=f"Pandera: {daily.DAILY_TABLES[spec.key.path[-1]].__name__}")
@@ -106,7 +141,7 @@ _DAILY_CHECKS = [
     pool="warehouse",
 )
 def daily_tables(context: dg.AssetExecutionContext, warehouse: Warehouse):
-    """All four daily tables in one pass over the joined data (one run may cover a range of days)."""
+    """Every daily table in one pass over the joined data (one run may cover a range of days)."""
     window = context.partition_time_window
     start, end_inclusive = window.start.date(), window.end.date() - timedelta(days=1)
     context.log.info(f"Building daily tables for {start}..{end_inclusive}")

@@ -9,7 +9,8 @@ rollups after every daily run, and the freshness checks (warnings, never blockin
   run per stretch of consecutive days. Its first look only remembers the files: history is the
   backfill's job.
 - `monthly_after_daily`: when a run that built daily partitions succeeds, one run rebuilds the
-  monthly rollups and the reconciliation of the months it touched.
+  monthly rollups and the reconciliation of the months it touched, then the decision tables and the
+  report (the `monthly` job): so the nightly run refreshes them too, after its days are built.
 """
 
 import hashlib
@@ -19,6 +20,7 @@ from datetime import date, timedelta, timezone
 import dagster as dg
 
 from pipelines.assets import daily_tables, staged_billing, staged_events
+from pipelines.decisions import DECISION_ASSETS
 from pipelines.monthly import monthly_tables
 from pipelines.partitions import daily_partitions, last_daily_key, monthly_partitions
 from pipelines.reconciliation import reconciliation_daily, reconciliation_tables
@@ -41,9 +43,10 @@ daily_job = dg.define_asset_job(
 )
 monthly_job = dg.define_asset_job(
     "monthly",
-    selection=dg.AssetSelection.assets(monthly_tables, reconciliation_tables),
+    selection=dg.AssetSelection.assets(monthly_tables, reconciliation_tables, *DECISION_ASSETS),
     partitions_def=monthly_partitions,
-    description="Roll the selected months' daily per-feature tables up into the monthly tables; reconcile their billing periods.",
+    description="Roll the selected months' daily per-feature tables up into the monthly tables; reconcile their billing "
+    "periods; refresh the decision tables and the report (the window ending at the latest built day).",
 )
 
 
@@ -144,7 +147,7 @@ def months_of_run(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str] 
     run_status=dg.DagsterRunStatus.SUCCESS,
     request_job=monthly_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="After a run that built daily partitions succeeds, rebuild the monthly rollups of its months.",
+    description="After a run that built daily partitions succeeds, rebuild the monthly rollups of its months, the decision tables and the report.",
 )
 def monthly_after_daily(context: dg.RunStatusSensorContext):
     run = context.dagster_run

@@ -17,8 +17,10 @@ TABLES = [
     "intent_costs",
     "cost_per_intent",
     "cost_per_success",
+    "cost_breakdown",
     "cost_per_intent_monthly",
     "cost_per_success_monthly",
+    "cost_breakdown_monthly",
     "quarantine",
 ]
 

@@ -67,6 +67,11 @@ class Layout:
         return self.data_dir / "warehouse.duckdb"
 
     @property
+    def report_path(self) -> Path:
+        """The HTML report (unitledger report, the `report` asset), replaced atomically."""
+        return self.warehouse / "report.html"
+
+    @property
     def tmp(self) -> Path:
         # Scratch for outputs being built: same filesystem as the tables, so a finished file can be
         # renamed into place atomically, but outside warehouse/ so no reader's glob ever sees a

@@ -1,5 +1,5 @@
-"""The daily step: request_costs, intent_costs, cost_per_intent and cost_per_success for a range of
-days, from staging through the pure transforms (unitledger.model) to the checks and the publish.
+"""The daily step: request_costs, intent_costs, cost_per_intent, cost_per_success and
+cost_breakdown for a range of days, from staging through the pure transforms (unitledger.model) to the checks and the publish.
 
 A run for the days [start, end) reads what its days need and nothing it would have to drop (bounds
 from [pipeline], config.Bounds: S session_days, B billing_delay_days, H detection_horizon_days):
@@ -26,6 +26,7 @@ from schemas.events import StagedLlmCall
 from unitledger.checks.conservation import collected_by_bucket, request_costs_conservation_check, single_currency_outcome
 from unitledger.checks.validation import CheckOutcome, validate, validate_each
 from unitledger.config import Bounds, Settings
+from schemas.decisions import CostBreakdown
 from unitledger.layout import Layout
 from unitledger.model import intents, requests
 from unitledger.model.features import cost_per_intent, cost_per_success
@@ -33,6 +34,7 @@ from unitledger.model.quarantine import calls_held, focus_held
 from unitledger.model.requests import BILLING_ONLY, COPY_DAYS, LATE, days, days_apart, in_dates
 from unitledger.sources.events import scan_staged_calls, scan_staged_outcomes
 from unitledger.sources.focus import scan_staged_focus
+from unitledger.steps.breakdown import spill_cost_breakdown
 from unitledger.steps.result import StepResult, money_total
 from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema, write_parquet_atomic
 
@@ -42,6 +44,7 @@ DAILY_TABLES = {
     "intent_costs": IntentCosts,
     "cost_per_intent": CostPerIntent,
     "cost_per_success": CostPerSuccess,
+    "cost_breakdown": CostBreakdown,
 }
 
 # Calls per bucket: past it, the daily step works in hash buckets of requests and sessions, one
@@ -145,8 +148,8 @@ def classify_loose_rows(
 
 
 def build_daily_tables(layout: Layout, settings: Settings, start: date, end_inclusive: date) -> StepResult:
-    """Compute request_costs, intent_costs, cost_per_intent and cost_per_success for the dates
-    [start, end_inclusive]; validate them; publish them only if every check passed."""
+    """Compute request_costs, intent_costs, cost_per_intent, cost_per_success and cost_breakdown for
+    the dates [start, end_inclusive]; validate them; publish them only if every check passed."""
     result = StepResult()
     bounds = settings.bounds
     end = end_inclusive + timedelta(days=1)
@@ -327,6 +330,8 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             if not mixed_intents.is_empty():
                 held_rows.append(_mixed_currency_calls(read, mixed_intents, intents.intent_calls(joined, intent_days), work["calls"].scan(calls_schema)))
             held.sink(pl.concat(held_rows))
+        with result.timed("breakdown"):  # where the money goes, from the same requests and intents
+            spill_cost_breakdown(work["intent_calls"].scan(polars_schema(RequestCosts) | {"intent_date": pl.Date}), spills["intent_costs"], spills["cost_breakdown"], buckets, layout.tmp)
         with result.timed("validate"):
             for name, model in DAILY_TABLES.items():
                 # request_costs and intent_costs were spilled one part per bucket (of requests, of
@@ -352,7 +357,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             result.warnings["intent_costs"] = [_session_bound_outcome(beyond_bound, bounds)]
         if result.passed:
             with result.timed("write"):
-                publication = Publication(layout)  # the four tables become current together
+                publication = Publication(layout)  # the daily tables become current together
                 for name, model in DAILY_TABLES.items():
                     frame = produced(name)
                     meta: dict = {"dates": f"{keys[0]}..{keys[-1]}"}

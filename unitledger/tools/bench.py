@@ -25,7 +25,8 @@ tolerance. The two references implement the pipeline's definitions independently
 
 Stages reported: ingest (read, parse, type), validate (the pipeline's Pandera checks; the
 references have none beyond their parse rules), join (request_costs), intents (intent_costs),
-features (cost_per_intent, cost_per_success), write (publishing Parquet).
+features (cost_per_intent, cost_per_success), breakdown (cost_breakdown, where the money goes: the
+references do not build it, so it counts in the pipeline's total only), write (publishing Parquet).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from pathlib import Path
 
 import polars as pl
 
-STAGES = ("ingest", "validate", "join", "intents", "features", "write")
+STAGES = ("ingest", "validate", "join", "intents", "features", "breakdown", "write")
 IMPLEMENTATIONS = ("pipeline", "duckdb", "pandas")
 TABLES = ("request_costs", "intent_costs", "cost_per_intent", "cost_per_success")
 GRAIN = ["date", "feature_tag", "model_version", "prompt_version", "billing_currency"]
@@ -103,9 +104,13 @@ def run_benchmark(
     config: Path | None = None,
     log=print,
     shard_requests: int = SHARD_REQUESTS,
+    done=None,
 ) -> Report:
     """Generate one day of `requests` requests, run each implementation `repeat` times on it, and
-    compare their tables. The temporary data root is removed afterwards."""
+    compare their tables. The temporary data root is removed afterwards. `log(text)` gets what
+    starts, `done(text)` each finished step (default: log): the generation, every run, the
+    comparison (2 + repeat × implementations steps)."""
+    done = done or log
     from unitledger.config import load_settings
 
     settings_path = load_settings(config).path
@@ -126,7 +131,7 @@ def run_benchmark(
             input_rows=json.loads(result_file.read_text()),
             generate_seconds=time.perf_counter() - began,
         )
-        log(f"  {report.input_rows['focus']:,} FOCUS rows, {report.input_rows['events']:,} events in {report.generate_seconds:.1f} s")
+        done(f"generated {report.input_rows['focus']:,} FOCUS rows, {report.input_rows['events']:,} events in {report.generate_seconds:.1f} s")
         for k in range(repeat):
             for implementation in implementations:
                 out_dir = root / "out" / implementation
@@ -135,7 +140,7 @@ def run_benchmark(
                     shutil.rmtree(data_dir / "warehouse", ignore_errors=True)
                 run = _run_in_subprocess(implementation, data_dir, day, out_dir, settings_path)
                 report.runs.append(run)
-                log(f"  run {k + 1}/{repeat} {implementation}: {run.seconds:.2f} s, peak RSS {run.peak_rss / 2**20:,.0f} MiB")
+                done(f"run {k + 1}/{repeat} {implementation}: {run.seconds:.2f} s, peak RSS {run.peak_rss / 2**20:,.0f} MiB")
             if k == 0:
                 results = {i: _load_tables(i, data_dir, root / "out" / i, day) for i in implementations}
                 report.disagreements = compare_outputs(results)
@@ -143,6 +148,7 @@ def run_benchmark(
                     i: {name: frame.select(pl.len()).collect().item() for name, frame in tables.items()}
                     for i, tables in results.items()
                 }
+                done(f"compared the tables: {'they agree' if not report.disagreements else 'THEY DISAGREE'}")
         return report
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -1045,6 +1051,81 @@ def _table_differences(ours: pl.LazyFrame, theirs: pl.LazyFrame, key: list[str])
 # --- command line ------------------------------------------------------------------------------------
 
 
+@dataclass
+class ReportBenchmark:
+    days: int
+    requests_per_day: int
+    per_day_rows: dict[str, int]  # rows of the per-day tables the decisions read, over the window
+    build_seconds: float  # staging and the daily tables (not timed against anything: the setup)
+    decision_seconds: list[float] = field(default_factory=list)
+    report_seconds: list[float] = field(default_factory=list)
+    report_bytes: int = 0
+
+
+def run_report_benchmark(
+    days: int, requests_per_day: int, repeat: int = 1, work_dir: Path | None = None, config: Path | None = None, log=print, done=None
+) -> ReportBenchmark:
+    """Generate `days` days of `requests_per_day`, build the daily tables, then time the decision
+    tables and the report over that window `repeat` times. They read the per-day tables' stored
+    sums, never requests: their time follows the per-day rows (features × models × prompts ×
+    currencies × days), which the report shows beside the timings."""
+    from unitledger.config import load_settings
+    from unitledger.layout import Layout
+    from unitledger.steps import daily, staging
+    from unitledger.steps.decisions import build_decision_tables
+    from unitledger.steps.report import build_report
+    from unitledger.tools.generate import generate
+    from unitledger.warehouse.manifest import read_manifest
+
+    done = done or log
+    settings = load_settings(config)
+    root = Path(tempfile.mkdtemp(prefix="unitledger-bench-report-", dir=work_dir))
+    try:
+        layout = Layout(root / "data")
+        first = DEFAULT_DAY
+        last = first + timedelta(days=days - 1)
+        log(f"generating {days} days of {requests_per_day:,} requests under {root} ...")
+        generate(layout.data_dir, start=first, days=days, requests_per_day=requests_per_day, seed=1, focus_format="parquet", events_format="parquet")
+        done(f"generated {days * requests_per_day:,} requests")
+        log("building the daily tables ...")
+        began = time.perf_counter()
+        staging.stage_billing(layout, settings, last + timedelta(days=1))  # built the day after
+        staging.stage_events(layout)
+        if not daily.build_daily_tables(layout, settings, first, last).passed:
+            raise RuntimeError("bench: a check of the daily tables failed")
+        build_seconds = time.perf_counter() - began
+        published = read_manifest(layout)
+        keys = [(first + timedelta(days=k)).isoformat() for k in range(days)]
+        rows = {t: published.scan(layout, t, keys).select(pl.len()).collect().item() for t in ("cost_per_success", "cost_breakdown")}
+        done(f"built the daily tables in {build_seconds:.1f} s")
+        result = ReportBenchmark(days, requests_per_day, rows, build_seconds)
+        for k in range(repeat):
+            began = time.perf_counter()
+            if not build_decision_tables(layout, settings, days).passed:
+                raise RuntimeError("bench: a check of the decision tables failed")
+            result.decision_seconds.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            written = build_report(layout, settings, days)
+            result.report_seconds.append(time.perf_counter() - began)
+            result.report_bytes = written.size
+            done(f"run {k + 1}/{repeat}: decision tables {result.decision_seconds[-1]:.2f} s, report {result.report_seconds[-1]:.2f} s")
+        return result
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def format_report_benchmark(result: ReportBenchmark) -> str:
+    rows = ", ".join(f"{table} {n:,}" for table, n in result.per_day_rows.items())
+    return "\n".join([
+        f"Decision tables and report over {result.days} days of {result.requests_per_day:,} requests/day ({machine()})",
+        f"  per-day rows read: {rows} (they grow with features x models x prompts x currencies x days, not with requests)",
+        f"  decision tables:   {statistics.median(result.decision_seconds):.2f} s (median of {len(result.decision_seconds)})",
+        f"  report:            {statistics.median(result.report_seconds):.2f} s (median of {len(result.report_seconds)}), "
+        f"{result.report_bytes / 2**20:.1f} MiB self-contained HTML",
+        f"  (setup, not measured against anything: staging and daily tables {result.build_seconds:.1f} s)",
+    ])
+
+
 def add_command(sub) -> None:
     """Register `unitledger bench` on the CLI's subparsers."""
     p = sub.add_parser("bench", help="time the pipeline against DuckDB SQL and pandas on one generated day")
@@ -1055,6 +1136,8 @@ def add_command(sub) -> None:
     p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS), help="comma-separated subset of pipeline,duckdb,pandas")
     p.add_argument("--work-dir", type=Path, help="where the temporary data root goes (default: the system temp folder)")
     p.add_argument("--config", type=Path, help="settings file for the labor costs (default as for materialize)")
+    p.add_argument("--report-days", type=int, metavar="DAYS",
+                   help="instead: time the decision tables and the report over DAYS generated days of --requests each")
     p.set_defaults(func=cmd_bench)
 
 
@@ -1063,7 +1146,27 @@ def cmd_bench(args) -> int:
     unknown = [i for i in chosen if i not in IMPLEMENTATIONS]
     if unknown or not chosen or args.requests < 1 or args.repeat < 1:
         raise SystemExit(f"bench: --implementations must name some of {', '.join(IMPLEMENTATIONS)}; --requests and --repeat >= 1")
-    report = run_benchmark(args.requests, args.format, args.repeat, args.day, args.work_dir, chosen, args.config)
+    from unitledger.progress import Progress
+
+    if args.report_days is not None:
+        if args.report_days < 1:
+            raise SystemExit("bench: --report-days must be 1 or more")
+        with Progress(2 + args.repeat, "bench report") as progress:
+            result = run_report_benchmark(
+                args.report_days, args.requests, args.repeat, args.work_dir, args.config, log=progress.note, done=progress.step
+            )
+        print()
+        print(format_report_benchmark(result))
+        return 0
+    with Progress(2 + args.repeat * len(chosen), "bench") as progress:
+
+        def started(text: str) -> None:
+            progress.note(text)
+            progress.doing(text.rstrip(". "))
+
+        report = run_benchmark(
+            args.requests, args.format, args.repeat, args.day, args.work_dir, chosen, args.config, log=started, done=progress.step
+        )
     print()
     print(format_report(report))
     return 1 if report.disagreements else 0

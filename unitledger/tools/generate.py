@@ -100,6 +100,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -1097,6 +1098,7 @@ def generate(
     restated_delivery: bool = False,
     telemetry_format: str = "events",
     list_prices: pl.LazyFrame | None = None,
+    on_day: Callable[[date, int], None] | None = None,
 ) -> GenerateSummary:
     """Write synthetic FOCUS deliveries and telemetry event files under `<data_dir>/landing/`.
 
@@ -1104,7 +1106,8 @@ def generate(
     OTLP JSON (landing/otlp/: GenAI spans, outcomes as evaluation log records) or as LiteLLM
     SpendLogs CSV (landing/gateways/litellm/: calls, `spend` priced with `list_prices`,
     Telemetry.list_price_table(); outcomes stay flat events, a gateway has none): the same calls and
-    outcomes whichever (unitledger.tools.telemetry_formats)."""
+    outcomes whichever (unitledger.tools.telemetry_formats). `on_day(day, requests)` is called as each day is done (a
+    progress bar)."""
     if telemetry_format not in TELEMETRY_FORMATS:
         raise ValueError(f"telemetry_format must be one of {list(TELEMETRY_FORMATS)}, not {telemetry_format!r}")
     if focus_format not in _FOCUS_EXT:
@@ -1173,7 +1176,8 @@ def generate(
         for i in range(days):
             day = start + timedelta(days=i)
             sim = _simulate_day(seed, day, requests_per_day)
-            requests += len(sim.calls["ts"])
+            day_requests = len(sim.calls["ts"])
+            requests += day_requests
             sessions += sim.n_sessions
             ev = _day_events(sim, seed, first_epoch_day, days)
             usage = _usage_rows(sim, seed)
@@ -1208,6 +1212,8 @@ def generate(
             del parts
             if day == plans[_month_start(day)][1]:
                 finish_month(_month_start(day))
+            if on_day is not None:
+                on_day(day, day_requests)
         if events_job is not None:
             events_written += events_job.result()
     except BaseException:

@@ -9,9 +9,10 @@ STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hash
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "Creating $(VENV) and installing unitledger with its pinned stack (a minute or two; pip shows each package)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --progress-bar on -e '.[dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

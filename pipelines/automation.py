@@ -9,7 +9,8 @@ rollups after every daily run, and the freshness checks (warnings, never blockin
   run per stretch of consecutive days. Its first look only remembers the files: history is the
   backfill's job.
 - `monthly_after_daily`: when a run that built daily partitions succeeds, one run rebuilds the
-  monthly rollups and the reconciliation of the months it touched.
+  monthly rollups and the reconciliation of the months it touched, then the decision tables and the
+  report (the `monthly` job): so the nightly run refreshes them too, after its days are built.
 """
 
 import hashlib
@@ -19,8 +20,9 @@ from datetime import date, timedelta, timezone
 import dagster as dg
 
 from pipelines.assets import daily_tables, staged_billing, staged_events
+from pipelines.decisions import DECISION_ASSETS
 from pipelines.monthly import monthly_tables
-from pipelines.partitions import daily_partitions, monthly_partitions
+from pipelines.partitions import daily_partitions, last_daily_key, monthly_partitions
 from pipelines.reconciliation import reconciliation_daily, reconciliation_tables
 from pipelines.resources import Warehouse
 from unitledger import months
@@ -41,9 +43,10 @@ daily_job = dg.define_asset_job(
 )
 monthly_job = dg.define_asset_job(
     "monthly",
-    selection=dg.AssetSelection.assets(monthly_tables, reconciliation_tables),
+    selection=dg.AssetSelection.assets(monthly_tables, reconciliation_tables, *DECISION_ASSETS),
     partitions_def=monthly_partitions,
-    description="Roll the selected months' daily per-feature tables up into the monthly tables; reconcile their billing periods.",
+    description="Roll the selected months' daily per-feature tables up into the monthly tables; reconcile their billing "
+    "periods; refresh the decision tables and the report (the window ending at the latest built day).",
 )
 
 
@@ -101,17 +104,17 @@ def nightly(context: dg.ScheduleEvaluationContext, warehouse: Warehouse):
 )
 def landing_changes(context: dg.SensorEvaluationContext, warehouse: Warehouse):
     layout, settings = warehouse.layout, warehouse.settings
-    files = changes.landing_files(layout)
+    files = changes.landing_files(layout, settings.telemetry)
     cursor = json.dumps(changes.fingerprints(files), sort_keys=True)
     if context.cursor is None:
         return dg.SensorResult(skip_reason="First look: landing files remembered; build history with a backfill", cursor=cursor)
     found = changes.compare(json.loads(context.cursor), files)
     if not found:
         return dg.SensorResult(skip_reason="No landing file changed")
-    affected = changes.affected_days(layout, found)
+    affected = changes.affected_days(layout, found, settings.bounds, settings.telemetry)
     for message in affected.unreadable:
         context.log.warning(f"Unreadable landing file (staging will fail on it): {message}")
-    last_key = daily_partitions.get_last_partition_key()  # None before the first day has ended
+    last_key = last_daily_key(warehouse.current_date())  # None before the first day has ended
     days = {d for d in affected.days if last_key and settings.start_date <= d <= date.fromisoformat(last_key)}
     context.log.info(f"{found.describe()}: days {months.describe(days) or 'none'}")
     digest = hashlib.sha256(cursor.encode()).hexdigest()[:12]
@@ -144,7 +147,7 @@ def months_of_run(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str] 
     run_status=dg.DagsterRunStatus.SUCCESS,
     request_job=monthly_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="After a run that built daily partitions succeeds, rebuild the monthly rollups of its months.",
+    description="After a run that built daily partitions succeeds, rebuild the monthly rollups of its months, the decision tables and the report.",
 )
 def monthly_after_daily(context: dg.RunStatusSensorContext):
     run = context.dagster_run

@@ -3,12 +3,13 @@
 import dagster as dg
 
 from pipelines.assets import daily_tables, staged_billing, staged_events
+from pipelines.decisions import DECISION_ASSETS
 from pipelines.automation import FRESHNESS_CHECKS, daily_job, landing_changes, monthly_after_daily, monthly_job, nightly
 from pipelines.monthly import monthly_tables
 from pipelines.reconciliation import RECONCILIATION_ASSETS
 from pipelines.resources import Warehouse
 
-ALL_ASSETS = [staged_billing, staged_events, daily_tables, monthly_tables, *RECONCILIATION_ASSETS]
+ALL_ASSETS = [staged_billing, staged_events, daily_tables, monthly_tables, *RECONCILIATION_ASSETS, *DECISION_ASSETS]
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,

@@ -1,11 +1,12 @@
-"""Monthly rollups: cost_per_intent_monthly and cost_per_success_monthly, one partition per billing
-period (YYYY-MM), built from the daily partitions of the month through a partition mapping."""
+"""Monthly rollups: cost_per_intent_monthly, cost_per_success_monthly and cost_breakdown_monthly, one
+partition per billing period (YYYY-MM), built from the daily partitions of the month through a
+partition mapping."""
 
 import warnings
 
 import dagster as dg
 
-from pipelines.assets import report_step
+from pipelines.assets import report_step, table_spec
 from pipelines.partitions import monthly_partitions
 from pipelines.resources import Warehouse
 from unitledger import months
@@ -21,13 +22,8 @@ with warnings.catch_warnings():
     DAYS_OF_MONTH = dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
 
 MONTHLY_SPECS = [
-    dg.AssetSpec(
-        name,
-        deps=[dg.AssetDep(daily, partition_mapping=DAYS_OF_MONTH)],
-        group_name="monthly",
-        description=model.__doc__,
-    )
-    for name, (model, daily, _) in MONTHLY_TABLES.items()
+    table_spec(name, deps=[dg.AssetDep(daily, partition_mapping=DAYS_OF_MONTH)], group_name="monthly")
+    for name, (_, daily, _) in MONTHLY_TABLES.items()
 ]
 _CHECKS = [
     spec
@@ -51,7 +47,7 @@ _CHECKS = [
     pool="warehouse",
 )
 def monthly_tables(context: dg.AssetExecutionContext, warehouse: Warehouse):
-    """Both monthly tables for the run's months (one run may cover a range of months)."""
+    """Every monthly table for the run's months (one run may cover a range of months)."""
     window = context.partition_time_window
     first, last = window.start.date(), months.previous_month(window.end.date())
     context.log.info(f"Rolling up {months.period_key(first)}..{months.period_key(last)} from the daily tables")

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from pipelines.assets import input_failure, report_step
+from pipelines.assets import input_failure, report_step, table_spec
 from pipelines.partitions import daily_partitions, monthly_partitions
 from pipelines.resources import Warehouse
 from unitledger import months
@@ -18,14 +18,8 @@ from unitledger.warehouse.views import refresh_views
 
 _STAGED = ["staged_billing", "staged_events"]
 
-MONTHLY_SPECS = [
-    dg.AssetSpec(name, deps=_STAGED, group_name="reconciliation", description=model.__doc__)
-    for name, model in step.MONTHLY_TABLES.items()
-]
-DAILY_SPECS = [
-    dg.AssetSpec(name, deps=_STAGED, group_name="reconciliation", description=model.__doc__)
-    for name, model in step.DAILY_TABLES.items()
-]
+MONTHLY_SPECS = [table_spec(name, deps=_STAGED, group_name="reconciliation") for name in step.MONTHLY_TABLES]
+DAILY_SPECS = [table_spec(name, deps=_STAGED, group_name="reconciliation") for name in step.DAILY_TABLES]
 
 
 def _blocking(asset: str, name: str, description: str) -> dg.AssetCheckSpec:

@@ -4,7 +4,7 @@ The pipeline validates with these models and the data dictionary (`unitledger ta
 docs/data-dictionary.md) is generated from them, so the two cannot drift.
 """
 
-from schemas.events import StagedLlmCall, StagedOutcome
+from schemas.events import StagedEvaluation, StagedLlmCall, StagedOutcome
 from schemas.focus import StagedFocus
 from schemas.outputs import CostPerIntent, CostPerSuccess, IntentCosts, Quarantine, RequestCosts
 
@@ -14,6 +14,7 @@ __all__ = [
     "IntentCosts",
     "Quarantine",
     "RequestCosts",
+    "StagedEvaluation",
     "StagedFocus",
     "StagedLlmCall",
     "StagedOutcome",

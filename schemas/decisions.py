@@ -207,6 +207,13 @@ class BreakEven(_Window):
         unique = ["scenario", "feature_tag", "billing_currency", "model_a", "model_b"]
 
 
+class WhatIf(BreakEven):
+    """The break-even under the what-if scenario of [decisions.what_if] in unitledger.toml (L and/or
+    model prices changed; the billed data never is): the same pairs, in the same order, as the
+    actual rows of break_even, each labelled with the scenario's name and what it changes. Empty
+    when no what-if is configured. `unitledger compare` computes other scenarios on demand."""
+
+
 class WorkflowClassCosts(_Window):
     """Cost per successful task per workflow class (a group of features from [decisions.classes])
     × model version × currency over a window, with the class's traffic weight."""

@@ -10,6 +10,7 @@ import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.container import DataFrameSchema
 
+from schemas.decisions import CostBreakdown
 from schemas.outputs import CostPerIntent, CostPerSuccess
 
 BILLING_PERIOD = "billing_period"
@@ -48,3 +49,9 @@ class CostPerIntentMonthly(_Monthly, CostPerIntent):
 class CostPerSuccessMonthly(_Monthly, CostPerSuccess):
     """Cost per successful intent per billing month: the month's daily sums and moments added up;
     ratios and the 95% interval recomputed from them (over the month's intents), never averaged."""
+
+
+class CostBreakdownMonthly(_Monthly, CostBreakdown):
+    """Where the money goes per billing month: the month's daily cost_breakdown sums added up, per
+    feature × model version × prompt version × currency × turns bucket. The components still add
+    up to token_cost and total_cost exactly."""

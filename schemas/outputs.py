@@ -58,20 +58,20 @@ class RequestCosts(pa.DataFrameModel):
 
 
 class IntentCosts(pa.DataFrameModel):
-    """One row per session (intent)."""
+    """One row per intent: a session's calls from its first call's date up to pipeline.session_days after it."""
 
-    session_id: str = pa.Field(unique=True, description="The intent: one session.")
-    date: pl.Date = pa.Field(description="Partition: UTC date of the session's earliest call.")
-    feature_tag: str = pa.Field(description="Feature of the session's last call.")
-    model: str = pa.Field(nullable=True, description="Model of the session's last call.")
-    model_version: str = pa.Field(nullable=True, description="Model version of the session's last call.")
-    prompt_version: str = pa.Field(nullable=True, description="Prompt version of the session's last call.")
-    billing_currency: str = pa.Field(nullable=True, isin=_CURRENCIES, description="Currency of the session's billed calls; null when none was billed.")
-    requests: pl.Int64 = pa.Field(ge=1, description="Calls in the session, retries included.")
+    session_id: str = pa.Field(description="The session. A session calling again after a pause longer than pipeline.session_days starts a new intent, a row of its own with a later date.")
+    date: pl.Date = pa.Field(description="Partition: UTC date of the intent's first call.")
+    feature_tag: str = pa.Field(description="Feature of the intent's last call.")
+    model: str = pa.Field(nullable=True, description="Model of the intent's last call.")
+    model_version: str = pa.Field(nullable=True, description="Model version of the intent's last call.")
+    prompt_version: str = pa.Field(nullable=True, description="Prompt version of the intent's last call.")
+    billing_currency: str = pa.Field(nullable=True, isin=_CURRENCIES, description="Currency of the intent's billed calls; null when none was billed.")
+    requests: pl.Int64 = pa.Field(ge=1, description="Calls in the intent, retries included.")
     turns: pl.Int64 = pa.Field(ge=0, description="First attempts (calls with attempt = 1): the conversation's turns.")
     retries: pl.Int64 = pa.Field(ge=0, description="Calls with attempt > 1.")
-    unbilled_requests: pl.Int64 = pa.Field(ge=0, description="Calls with no FOCUS row (yet).")
-    token_cost: _MONEY = pa.Field(nullable=True, description="Sum of effective_cost of all the session's calls, failed and retried ones included; null when none was billed.")
+    unbilled_requests: pl.Int64 = pa.Field(ge=0, description="Calls with no FOCUS row within pipeline.billing_delay_days (yet).")
+    token_cost: _MONEY = pa.Field(nullable=True, description="Sum of effective_cost of all the intent's calls, failed and retried ones included; null when none was billed.")
     allocated_token_cost: _MONEY = pa.Field(nullable=True, description="Part of token_cost allocated from aggregated AI bill rows by token share (request_costs.allocated_effective_cost); the rest came from the requests' own x_RequestId rows. Null when none was billed.")
     outcome: str = pa.Field(isin=list(OUTCOMES), description="success, failure, or unlabeled (no label yet), from the session's latest label.")
     escalated: bool = pa.Field(nullable=True, description="Latest label's escalated flag; null when unlabeled.")
@@ -80,6 +80,7 @@ class IntentCosts(pa.DataFrameModel):
 
     class Config:
         strict = True
+        unique = ["session_id", "date"]
 
     @pa.dataframe_check
     def total_is_token_plus_labor(cls, data) -> pl.LazyFrame:
@@ -157,7 +158,9 @@ class CostPerSuccess(_Grain):
 
 
 class Quarantine(pa.DataFrameModel):
-    """Input rows that failed validation, with where they came from and why. Nothing is dropped silently."""
+    """Input rows held back, with where they came from and why: rows that failed validation, and valid
+    rows that cannot be counted where they belong (a billing period outside pipeline.start_date..today,
+    late billing, the calls of an intent billed in two currencies). Nothing is dropped silently."""
 
     source: str = pa.Field(isin=["focus", "events"], description="Which landing folder.")
     source_file: str = pa.Field(description="File, relative to its landing folder.")

@@ -30,11 +30,13 @@ class _Figures(pa.DataFrameModel):
     attributed_requests: pl.Int64 = pa.Field(ge=0, description="Distinct x_RequestId of the attributed rows.")
     unmatched_requests: pl.Int64 = pa.Field(ge=0, description="Distinct x_RequestId of the unmatched rows.")
     conflicting_requests: pl.Int64 = pa.Field(ge=0, description="Distinct x_RequestId billed to more than one billing account or currency in the billing period.")
-    telemetry_only_requests: pl.Int64 = pa.Field(ge=0, description="Requests telemetry logged in the period with no FOCUS row (only on telemetry-only rows, else 0).")
+    late_requests: pl.Int64 = pa.Field(ge=0, description="Distinct x_RequestId of the late-billed rows.")
+    telemetry_only_requests: pl.Int64 = pa.Field(ge=0, description="Requests telemetry logged in the period with no FOCUS row within pipeline.billing_delay_days of the call (only on telemetry-only rows, else 0).")
     telemetry_requests: pl.Int64 = pa.Field(nullable=True, ge=0, description="Requests telemetry logged in the period for the provider: the denominator of the telemetry-only share; null on billing rows.")
     billed_total: _MONEY = pa.Field(description="Σ BilledCost of every current row, quarantined rows with a readable cost included.")
-    attributed_cost: _MONEY = pa.Field(description="Σ BilledCost of rows whose x_RequestId telemetry logged (within the billing period ± 1 day).")
-    unmatched_billing_cost: _MONEY = pa.Field(description="Σ BilledCost of rows whose x_RequestId telemetry never logged.")
+    attributed_cost: _MONEY = pa.Field(description="Σ BilledCost of rows whose request's call telemetry logged at most pipeline.billing_delay_days from the row's ChargePeriodStart date (in request_costs as that call's cost).")
+    unmatched_billing_cost: _MONEY = pa.Field(description="Σ BilledCost of rows whose x_RequestId telemetry never logged (within pipeline.detection_horizon_days): billing-only requests.")
+    late_billing_cost: _MONEY = pa.Field(description="Σ BilledCost of late-billed rows: their request's call (or first row, for a billing-only request) is more than pipeline.billing_delay_days away; not in request_costs, listed in the quarantine.")
     conflicting_cost: _MONEY = pa.Field(description="Σ BilledCost of rows of conflicting requests (left out of request_costs, listed in request_conflicts).")
     allocated_cost: _MONEY = pa.Field(description="BilledCost of AI token rows without x_RequestId allocated to logged calls by token share (request_costs.allocated_billed_cost).")
     unlogged_usage_cost: _MONEY = pa.Field(description="BilledCost of AI token rows for tokens billed and not logged: pool cost × (billed − logged) / billed.")
@@ -42,12 +44,13 @@ class _Figures(pa.DataFrameModel):
     unrecognized_usage_cost: _MONEY = pa.Field(description="BilledCost of token rows whose model, token type, unit or quantity is unknown, or whose charge period is longer than a day (listed in unrecognized_usage).")
     unattributable_cost: _MONEY = pa.Field(description="Σ BilledCost of the other rows without x_RequestId: tax, fees, credits, purchases, corrections, non-token usage (shared cost).")
     quarantined_cost: _MONEY = pa.Field(description="Σ readable BilledCost of quarantined rows: part of the invoice, in no other column.")
-    delta: _MONEY = pa.Field(description="billed_total − (attributed + unmatched + conflicting + allocated + unlogged_usage + unmatched_pool + unrecognized_usage + unattributable + quarantined): must be exactly 0.")
+    delta: _MONEY = pa.Field(description="billed_total − (attributed + unmatched + late + conflicting + allocated + unlogged_usage + unmatched_pool + unrecognized_usage + unattributable + quarantined): must be exactly 0.")
     coverage: float = pa.Field(nullable=True, description="attributed_cost / billed_total; null when billed_total is 0.")
     token_coverage: float = pa.Field(nullable=True, description="(attributed_cost + allocated_cost) / AI token cost (attributed, unmatched, conflicting, allocated, unlogged usage, unmatched pools, unrecognized usage); null when there is none. Below [allocation] token_coverage_warn: warn.")
     effective_total: _MONEY = pa.Field(description="Σ EffectiveCost of every current row, quarantined rows with a readable cost included.")
     attributed_effective_cost: _MONEY = pa.Field(description="EffectiveCost of the attributed rows.")
     unmatched_effective_cost: _MONEY = pa.Field(description="EffectiveCost of the unmatched rows.")
+    late_effective_cost: _MONEY = pa.Field(description="EffectiveCost of the late-billed rows.")
     conflicting_effective_cost: _MONEY = pa.Field(description="EffectiveCost of the conflicting rows.")
     allocated_effective_cost: _MONEY = pa.Field(description="EffectiveCost allocated to logged calls.")
     unlogged_usage_effective_cost: _MONEY = pa.Field(description="EffectiveCost of unlogged usage.")
@@ -55,14 +58,14 @@ class _Figures(pa.DataFrameModel):
     unrecognized_usage_effective_cost: _MONEY = pa.Field(description="EffectiveCost of unrecognized token rows.")
     unattributable_effective_cost: _MONEY = pa.Field(description="EffectiveCost of the other rows without x_RequestId.")
     quarantined_effective_cost: _MONEY = pa.Field(description="Readable EffectiveCost of quarantined rows.")
-    effective_delta: _MONEY = pa.Field(description="effective_total − the nine EffectiveCost parts: must be exactly 0.")
+    effective_delta: _MONEY = pa.Field(description="effective_total − the ten EffectiveCost parts: must be exactly 0.")
     status: str = pa.Field(isin=list(STATUSES), description="ok, warn or fail, from the [reconciliation] thresholds in unitledger.toml.")
     status_reason: str = pa.Field(description="Why the status is what it is (every threshold crossed, '; '-separated).")
 
 
 class Reconciliation(_Figures):
     """One row per billing period, billing account, invoice, provider and currency: the period's
-    billed total split into attributed, unmatched, conflicting, unattributable and quarantined
+    billed total split into attributed, unmatched, late, conflicting, unattributable and quarantined
     cost, plus one row per period and provider for requests telemetry logged and nothing billed."""
 
     invoice_total: _MONEY = pa.Field(nullable=True, description="The invoice's total from landing/invoices/ (per invoice, repeated on each of its rows: do not sum); null when not listed.")
@@ -94,7 +97,7 @@ class TokenReconciliation(pa.DataFrameModel):
     billing_period: str = pa.Field(str_matches=BILLING_PERIOD_PATTERN, description="Partition: UTC month of FOCUS BillingPeriodStart.")
     service_provider_name: str = pa.Field(nullable=True, description="FOCUS ServiceProviderName of the request's token rows.")
     model: str = pa.Field(nullable=True, description="Telemetry model.")
-    requests_compared: pl.Int64 = pa.Field(ge=1, description="Requests with token rows in FOCUS and a call in telemetry.")
+    requests_compared: pl.Int64 = pa.Field(ge=1, description="Requests with token rows in FOCUS attributed to a call in telemetry.")
     requests_mismatched: pl.Int64 = pa.Field(ge=0, description="Of those, requests where any token type differs (listed in token_mismatches).")
     billed_input_tokens: _QUANTITY = pa.Field(description="Σ ConsumedQuantity of `Input Tokens` rows, in tokens (cache excluded).")
     telemetry_input_tokens: pl.Int64 = pa.Field(description="Σ telemetry input_tokens − cache_read − cache_write: comparable with billed_input_tokens.")

@@ -9,6 +9,7 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from unitledger.layout import Layout
+from tests.conftest import TODAY
 from unitledger.warehouse.manifest import read_manifest
 
 TABLES = [
@@ -16,8 +17,10 @@ TABLES = [
     "intent_costs",
     "cost_per_intent",
     "cost_per_success",
+    "cost_breakdown",
     "cost_per_intent_monthly",
     "cost_per_success_monthly",
+    "cost_breakdown_monthly",
     "quarantine",
 ]
 
@@ -29,6 +32,16 @@ def read_table(layout: Layout, name: str) -> pl.DataFrame:
     frame = published.scan(layout, name).collect()
     exact = [c for c, t in frame.schema.items() if not t.is_float()]
     return frame.sort(exact, nulls_last=True)
+
+
+def read_held(layout: Layout) -> dict[str, pl.DataFrame]:
+    """The rows the daily runs held back (late billing, the calls of intents in two currencies), per
+    day: the quarantine's non-empty partitions of the daily runs (steps.daily.held_partition)."""
+    from unitledger.steps.daily import held_partition
+
+    published = read_manifest(layout)
+    days = {held_partition(p.split("=", 1)[1]): p.split("=", 1)[1] for p in published.partitions("quarantine") if p.startswith("daily=")}
+    return {day: published.scan(layout, "quarantine", [p]).collect() for p, day in days.items() if published.files("quarantine", [p])}
 
 
 def assert_same_tables(left: Layout, right: Layout, tables: list[str] = TABLES) -> None:
@@ -55,8 +68,8 @@ def build_warehouse(layout: Layout, settings, start, end) -> None:
     from unitledger.steps import daily, monthly, staging
     from unitledger.warehouse.views import refresh_views
 
-    staging.stage_billing(layout)
-    staging.stage_events(layout)
+    staging.stage_billing(layout, settings, TODAY)
+    staging.stage_events(layout, settings.telemetry)
     assert daily.build_daily_tables(layout, settings, start, end).passed
     assert monthly.build_monthly_tables(layout, months.month_start(start), months.month_start(end)).passed
     refresh_views(layout)
@@ -69,8 +82,8 @@ def build_with_reconciliation(layout: Layout, settings, first=date(2026, 3, 2), 
     from unitledger.steps import daily, reconciliation, staging
     from unitledger.warehouse.views import refresh_views
 
-    assert staging.stage_billing(layout).passed
-    assert staging.stage_events(layout).passed
+    assert staging.stage_billing(layout, settings, TODAY).passed
+    assert staging.stage_events(layout, settings.telemetry).passed
     month = months.month_start(first)
     for result in (
         daily.build_daily_tables(layout, settings, first, last),

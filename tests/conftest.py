@@ -1,4 +1,5 @@
 import os
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 FOCUS_SAMPLE = REPO.parent / "shared" / "data" / "focus-sample-1.0" / "focus_sample.csv"
 if not FOCUS_SAMPLE.exists():
     FOCUS_SAMPLE = Path("/work/shared/data/focus-sample-1.0/focus_sample.csv")
+# "Today" for every step that needs one (staging's billing periods, the backfill's last day): after
+# all the tests' data, and fixed, so no test depends on the clock.
+TODAY = date(2026, 12, 31)
 # The FOCUS 1.3 column list (a table in the shared reference), for tests that need a real header.
 FOCUS_REFERENCE = REPO.parent / "shared" / "reference" / "focus-1.3.md"
 if not FOCUS_REFERENCE.exists():

@@ -4,6 +4,7 @@ reconciliation's buckets; end to end on generated days billed per request and ag
 the real Azure OpenAI sample's shape. Expectations are computed by hand or by an independent
 route (the same generated day billed per request)."""
 
+from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal as D
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from tests.conftest import TODAY
 from tests.builders import FOCUS_HEADER, focus_row, llm_call, outcome, write_events, write_focus_csv
 from tests.test_ai_usage import REAL_INPUTS
 from unitledger.config import load_settings
@@ -36,7 +38,7 @@ def token_row(cost: str, meter: str, quantity: str | None, hour: int = 10, **ove
 
 
 def run_day(layout: Layout, settings, start: date = DAY, end: date = DAY) -> None:
-    assert stage_billing(layout).passed
+    assert stage_billing(layout, settings, TODAY).passed
     assert stage_events(layout).passed
     result = build_daily_tables(layout, settings, start, end)
     assert result.passed, result.failures()
@@ -126,7 +128,7 @@ def test_a_lost_share_fails_the_conservation_checks(layout, settings, monkeypatc
     import unitledger.steps.daily as daily
 
     land_mixed_day(layout)
-    assert stage_billing(layout).passed and stage_events(layout).passed
+    assert stage_billing(layout, settings, TODAY).passed and stage_events(layout).passed
     real = daily.allocated_by_request
     monkeypatch.setattr(daily, "allocated_by_request", lambda shares: real(shares.filter(pl.col("request_id") != "a2")))
     result = build_daily_tables(layout, settings, DAY, DAY)
@@ -157,7 +159,7 @@ def test_real_azure_openai_day_is_allocated_by_logged_share(layout, settings):
                  input_tokens=3000, output_tokens=300),
     ]  # fmt: skip
     write_events(layout.landing_events / f"{day}.jsonl", calls)
-    run_day(layout, settings, date.fromisoformat(day), date.fromisoformat(day))
+    run_day(layout, replace(settings, start_date=date(2025, 1, 1)), date.fromisoformat(day), date.fromisoformat(day))  # a 2025 billing period
 
     by_meter = {m: D(c) for d, c, m in zip(sample["Day"], sample["DailyCost"], sample["x_SkuMeterName"]) if d == day}
     input_cost, output_cost = by_meter["gpt 4o 0513 Input global Tokens"], by_meter["gpt 4o 0513 Output global Tokens"]

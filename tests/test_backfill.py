@@ -82,7 +82,8 @@ def test_unitledger_materialize_gives_identical_tables_in_month_runs(landed, ref
     layout = _copy(landed, tmp_path)
     assert main(["materialize", "--data-dir", str(layout.data_dir), "--config", str(CONFIG), "--start", START, "--end", END]) == 0
     progress = capsys.readouterr().err
-    for line in ["1/6 staged landing files", "2/6 daily 2026-01 (5 days", "3/6 daily 2026-02 (28 days", "4/6 daily 2026-03 (3 days", "5/6 monthly 2026-01..2026-03", "6/6 DuckDB views"]:
+    for line in ["1/7 staged landing files", "2/7 daily 2026-01 (5 days", "3/7 daily 2026-02 (28 days", "4/7 daily 2026-03 (3 days",
+                 "5/7 monthly 2026-01..2026-03", f"6/7 decision tables and report {layout.report_path}", "7/7 DuckDB views"]:
         assert line in progress
     assert_same_tables(layout, reference)
     assert not (layout.warehouse / "_backfills").exists() or not any((layout.warehouse / "_backfills").iterdir())
@@ -94,8 +95,9 @@ def test_dagster_cli_partition_range_gives_identical_tables(landed, reference, t
     home.mkdir()
     env = {**os.environ, "DAGSTER_HOME": str(home), "UNITLEDGER_DATA_DIR": str(layout.data_dir), "UNITLEDGER_CONFIG": str(CONFIG)}
     in_process = json.dumps({"execution": {"config": {"in_process": {}}}})  # one process: faster to start
-    daily = "staged_billing,staged_events,allocation_pools,unrecognized_usage,unmatched_models,request_costs,intent_costs,cost_per_intent,cost_per_success"
-    for select, partitions in [(daily, f"{START}...{END}"), ("cost_per_intent_monthly,cost_per_success_monthly", "2026-01...2026-03")]:
+    daily = "staged_billing,staged_events,allocation_pools,unrecognized_usage,unmatched_models,request_costs,intent_costs,cost_per_intent,cost_per_success,cost_breakdown"
+    monthly = "cost_per_intent_monthly,cost_per_success_monthly,cost_breakdown_monthly"
+    for select, partitions in [(daily, f"{START}...{END}"), (monthly, "2026-01...2026-03")]:
         command = [str(REPO / ".venv/bin/dagster"), "asset", "materialize", "-m", "pipelines.definitions"]
         command += ["--select", select, "--partition-range", partitions, "--config-json", in_process]
         done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from tests.builders import FOCUS_HEADER, focus_row, llm_call, write_events, write_focus_csv
-from tests.conftest import leftovers
+from tests.conftest import TODAY, leftovers
 from unitledger.cli import main
 from unitledger.sources.events import event_outputs, scan_staged_calls, stage_events
 from unitledger.sources.files import InputFileError, list_landing, scan_quarantine
@@ -123,7 +123,7 @@ def test_unreadable_file_fails_the_dagster_run_naming_it(layout, capsys):
 
 
 def _stage_and_reconcile(layout, settings, month=MARCH):
-    assert staging.stage_billing(layout).passed
+    assert staging.stage_billing(layout, settings, TODAY).passed
     assert staging.stage_events(layout).passed
     return build_reconciliation(layout, settings, month, month)
 

@@ -25,8 +25,9 @@ from unitledger.warehouse.publish import Spill, clear_scratch, scratch_folder, w
 
 START, END = date(2026, 3, 1), date(2026, 3, 4)
 TABLES = [
-    "request_costs", "intent_costs", "cost_per_intent", "cost_per_success", "cost_per_intent_monthly",
-    "cost_per_success_monthly", "quarantine", "reconciliation", "reconciliation_daily", "token_reconciliation",
+    "request_costs", "intent_costs", "cost_per_intent", "cost_per_success", "cost_breakdown", "cost_per_intent_monthly",
+    "cost_per_success_monthly", "cost_breakdown_monthly", "quarantine", "reconciliation", "reconciliation_daily",
+    "token_reconciliation", "break_even", "money_breakdown", "cost_per_success_trends",
 ]
 def materialize(layout: Layout, kill_after: str | None = None, delay: float = 0.0) -> tuple[int, dict[str, float]]:
     """Run `unitledger materialize`; with `kill_after`, SIGKILL it `delay` seconds after the
@@ -64,6 +65,8 @@ def assert_readable(layout: Layout) -> None:
     published = read_manifest(layout)
     for name in TABLES:
         published.scan(layout, name).collect()
+    if layout.report_path.exists():  # replaced in one rename: whole or the previous one
+        assert layout.report_path.read_text().endswith("</body></html>")
     if layout.duckdb_path.exists():
         with duckdb.connect(str(layout.duckdb_path), read_only=True) as con:
             for (view,) in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall():
@@ -82,16 +85,17 @@ def test_killed_runs_leave_readable_tables_and_the_next_run_repairs_them(tmp_pat
     for layout in (reference, crashed):
         shutil.copytree(landing, layout.data_dir / "landing", copy_function=shutil.copy2)
     code, steps = materialize(reference)
-    assert code == 0 and set(steps) == {"1/", "2/", "3/", "4/"}, steps
+    assert code == 0 and set(steps) == {"1/", "2/", "3/", "4/", "5/"}, steps
 
     # Progress of one month: 1/ staged, 2/ daily tables, 3/ monthly tables and reconciliation,
-    # 4/ views. Each run starts from what the killed one before it left.
+    # 4/ decision tables and report, 5/ views. Each run starts from what the killed one before it left.
     kills = [
         ("", steps["1/"] * 0.9),  # while staging the landing files (after the imports)
         ("] 1/", 0.3),  # while building the daily tables
         ("] 1/", 1.0),
         ("] 2/", 0.4),  # while building the monthly tables and the reconciliation
-        ("] 3/", 0.0),  # while refreshing the DuckDB views
+        ("] 3/", (steps["4/"] - steps["3/"]) * 0.5),  # while building the decision tables and the report
+        ("] 4/", 0.0),  # while refreshing the DuckDB views
     ]
     killed = 0
     for after, delay in kills:

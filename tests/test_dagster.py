@@ -14,7 +14,7 @@ from tests.conftest import REPO
 from unitledger.cli import main
 from unitledger.warehouse.manifest import scan_table
 
-DAILY_TABLES = ["request_costs", "intent_costs", "cost_per_intent", "cost_per_success"]
+DAILY_TABLES = ["request_costs", "intent_costs", "cost_per_intent", "cost_per_success", "cost_breakdown"]
 
 
 def land(layout):
@@ -85,7 +85,8 @@ def test_failing_blocking_check_stops_the_run_and_publishes_nothing(layout, tmp_
     result = materialize_range(layout, "2026-03-02", "2026-03-03", config)
     assert not result.success
     failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
-    assert [(c.asset_key.to_user_string(), c.check_name) for c in failed] == [("intent_costs", "schema")]
+    # cost_breakdown sums those intents' (missing) labor cost too: its components no longer add up.
+    assert [(c.asset_key.to_user_string(), c.check_name) for c in failed] == [("intent_costs", "schema"), ("cost_breakdown", "schema")]
     assert not layout.table("intent_costs").exists()
     assert not layout.table("cost_per_success").exists()
 

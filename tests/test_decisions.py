@@ -664,3 +664,26 @@ def test_bad_decisions_config_names_file_and_key(tmp_path: Path, text: str, key:
     with pytest.raises(ConfigError) as caught:
         load_settings(config)
     assert str(config) in str(caught.value) and key in str(caught.value)
+
+
+def test_breakdown_keeps_the_intents_of_one_session_apart():
+    # s1 calls on DAY1 and again three days later, past pipeline.session_days: two intents, each
+    # one first turn (intent_date from model.intents.intent_calls). Keyed by session alone, the
+    # second call would be a later turn of both intents and counted twice.
+    later = DAY1 + timedelta(days=3)
+    calls = requests_frame(
+        [{"id": "r1", "session": "s1", "minute": 0, "cost": "0.10"}, {"id": "r2", "session": "s1", "minute": 1, "cost": "0.04"}],
+        typed=False, tool=False,
+    ).with_columns(intent_date=pl.when(pl.col("request_id") == "r1").then(pl.lit(DAY1)).otherwise(pl.lit(later)))
+    one = intents_frame().filter(pl.col("session_id") == "s1").with_columns(
+        requests=pl.lit(1, pl.Int64), turns=pl.lit(1, pl.Int64), labor_cost=pl.lit(0, MONEY)
+    )
+    intents = pl.concat([
+        one.with_columns(token_cost=pl.lit(Decimal("0.10"), MONEY), total_cost=pl.lit(Decimal("0.10"), MONEY)),
+        one.with_columns(date=pl.lit(later), token_cost=pl.lit(Decimal("0.04"), MONEY), total_cost=pl.lit(Decimal("0.04"), MONEY)),
+    ])
+    frame = decisions.cost_breakdown(calls, intents).collect()
+    by_date = {r["date"]: r for r in frame.iter_rows(named=True)}
+    assert set(by_date) == {DAY1, later}
+    assert (by_date[DAY1]["first_attempt_cost"], by_date[DAY1]["multi_turn_cost"]) == (Decimal("0.10"), 0)
+    assert (by_date[later]["first_attempt_cost"], by_date[later]["multi_turn_cost"]) == (Decimal("0.04"), 0)

@@ -8,6 +8,7 @@ from decimal import Decimal
 import polars as pl
 
 from tests.builders import focus_row, llm_call, outcome, write_events, write_focus_csv
+from tests.conftest import TODAY
 from unitledger.model.requests import duplicate_event_rows
 from unitledger.sources.events import scan_staged_calls, scan_staged_outcomes
 from unitledger.steps.daily import build_daily_tables
@@ -18,7 +19,7 @@ DAY = date(2026, 3, 2)
 
 
 def _build(layout, settings, start=DAY, end=DAY):
-    assert stage_billing(layout).passed
+    assert stage_billing(layout, settings, TODAY).passed
     assert stage_events(layout).passed
     result = build_daily_tables(layout, settings, start, end)
     assert result.passed, result.failures()
@@ -104,7 +105,7 @@ def test_distinct_events_of_one_request_still_count_once(layout, settings):
     assert _read(layout, "intent_costs")["requests"].to_list() == [1]
 
 
-def test_a_copy_landing_elsewhere_rebuilds_the_day_of_the_copy_it_displaces(layout):
+def test_a_copy_landing_elsewhere_rebuilds_the_day_of_the_copy_it_displaces(layout, settings):
     from unitledger.sources import changes
 
     write_events(layout.landing_events / "z.jsonl", [llm_call("r-z", "s1", "2026-03-05T10:00:00Z", event_id="e-1")])
@@ -114,5 +115,5 @@ def test_a_copy_landing_elsewhere_rebuilds_the_day_of_the_copy_it_displaces(layo
     # the copy of March 5 no longer does, so March 5's partitions change too.
     write_events(layout.landing_events / "a.jsonl", [llm_call("r-a", "s9", "2026-03-10T10:00:00Z", event_id="e-1")])
     found = changes.compare(before, changes.landing_files(layout))
-    days = changes.affected_days(layout, found).days
+    days = changes.affected_days(layout, found, settings.bounds).days
     assert {date(2026, 3, d) for d in (4, 5, 6, 9, 10, 11)} <= days

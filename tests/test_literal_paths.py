@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from tests.builders import FOCUS_HEADER, focus_row, llm_call, write_events, write_focus_csv
+from tests.conftest import TODAY
 from unitledger.layout import Layout
 from unitledger.sources.events import scan_staged_calls
 from unitledger.sources.focus import scan_staged_focus
@@ -27,7 +28,7 @@ def _focus_rows(k: int) -> list[dict]:
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_focus_file_names_are_literal(layout, suffix):
+def test_focus_file_names_are_literal(layout, settings, suffix):
     folder = layout.landing_focus / "acct" / "d1"
     expected_rows, expected_total = {}, Decimal(0)
     for k, name in enumerate(NAMES):
@@ -40,7 +41,7 @@ def test_focus_file_names_are_literal(layout, suffix):
             pl.DataFrame(rows, schema={c: pl.String for c in FOCUS_HEADER}).write_parquet(path)
         expected_rows[f"acct/d1/{name}{suffix}"] = len(rows)
         expected_total += sum(Decimal(r["BilledCost"]) for r in rows)
-    assert stage_billing(layout).passed
+    assert stage_billing(layout, settings, TODAY).passed
     staged = scan_staged_focus(layout).collect()
     per_file = dict(staged.group_by("source_file").len().iter_rows())
     assert per_file == expected_rows
@@ -76,7 +77,7 @@ def test_a_data_root_named_like_a_pattern_reads_its_own_files(tmp_path, settings
         write_events(layout.landing_events / "calls.jsonl", [llm_call(request)])
     for folder, (request, cost) in roots.items():
         layout = Layout(tmp_path / folder)
-        assert stage_billing(layout).passed
+        assert stage_billing(layout, settings, TODAY).passed
         assert stage_events(layout).passed
         assert build_daily_tables(layout, settings, day, day).passed
         costs = scan_table(layout, "request_costs", [day.isoformat()]).collect()

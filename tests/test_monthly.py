@@ -163,8 +163,9 @@ def test_monthly_asset_warns_about_a_missing_day_without_failing(built, tmp_path
     layout = Layout(tmp_path / "data")
     layout.landing.mkdir(parents=True)  # a data root (its landing files do not matter here)
     days = ["2026-01-30", "2026-01-31"]  # the built days of January, published in another warehouse
-    publication, spills = Publication(layout), [Spill(layout.tmp, t, "date") for t in ["cost_per_intent", "cost_per_success"]]
-    for spill, table in zip(spills, ["cost_per_intent", "cost_per_success"]):
+    daily_tables = ["cost_per_intent", "cost_per_success", "cost_breakdown"]
+    publication, spills = Publication(layout), [Spill(layout.tmp, t, "date") for t in daily_tables]
+    for spill, table in zip(spills, daily_tables):
         spill.sink(read_table(built, table).lazy().filter(pl.col("date").cast(pl.String).is_in(days)))
         publication.add(table, spill, days)
     publication.commit()
@@ -181,7 +182,7 @@ def test_monthly_asset_warns_about_a_missing_day_without_failing(built, tmp_path
     )
     assert result.success
     coverage = [c for c in result.get_asset_check_evaluations() if c.check_name == "daily_coverage"]
-    assert len(coverage) == 2 and not any(c.passed for c in coverage)
+    assert len(coverage) == 3 and not any(c.passed for c in coverage)
     assert all(c.severity == dg.AssetCheckSeverity.WARN for c in coverage)
     assert "2026-01-01..2026-01-29" in coverage[0].description
     rolled = read_table(layout, "cost_per_intent_monthly")

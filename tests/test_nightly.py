@@ -34,6 +34,7 @@ from unitledger.steps import backfill
 from unitledger.tools.generate import generate
 
 LATE_DAYS = {date(2026, 3, 3), date(2026, 3, 7)}  # sessions of these days get their labels late
+TODAY = date(2026, 3, 12)  # the Warehouse resource's today: nothing here reads the clock
 CONFIG_TEXT = """
 [pipeline]
 start_date = "2026-01-01"
@@ -72,6 +73,11 @@ def _session_days(events: list[dict]) -> dict[str, date]:
             day = date.fromisoformat(e["timestamp"][:10])
             days[e["session_id"]] = min(day, days.get(e["session_id"], day))
     return days
+
+
+def _call_days(events: list[dict], sessions: set[str]) -> set[date]:
+    """Every date the sessions called on: each of their intents is dated by one."""
+    return {date.fromisoformat(e["timestamp"][:10]) for e in events if e["event_type"] == "llm_call" and e["session_id"] in sessions}
 
 
 def _deliveries(layout: Layout) -> tuple[list, list]:
@@ -115,7 +121,7 @@ def _land_late(source: Layout, target: Layout, withheld: list[str], restated: bo
 
 
 def _resources(layout: Layout, config) -> dict:
-    return {"warehouse": Warehouse(data_dir=str(layout.data_dir), config_path=str(config))}
+    return {"warehouse": Warehouse(data_dir=str(layout.data_dir), config_path=str(config), today=TODAY.isoformat())}
 
 
 def _sensor_tick(layout: Layout, config, instance, cursor):
@@ -165,7 +171,7 @@ def _charge_days(folders) -> set[date]:
 
 def _load(source, layout, config, with_final_billing):
     withheld = _initial(source, layout, with_final_billing)
-    assert backfill.run(layout, load_settings(config), date(2026, 3, 1), date(2026, 3, 10))
+    assert backfill.run(layout, load_settings(config), date(2026, 3, 1), date(2026, 3, 10), today=TODAY)
     instance = dg.DagsterInstance.ephemeral()
     first = _sensor_tick(layout, config, instance, None)
     assert not first.run_requests and first.cursor  # the first look only remembers the files
@@ -214,8 +220,10 @@ def test_late_labels_rebuild_exactly_the_days_of_their_sessions(source, config, 
     assert not _sensor_tick(layout, config, instance, cursor).run_requests  # nothing changed yet
     _land_late(source, layout, withheld, restated=False)
     result = _sensor_tick(layout, config, instance, cursor)
-    assert _days(result.run_requests) == LATE_DAYS
-    assert len(result.run_requests) == 2  # one run per stretch of consecutive days
+    late_sessions = {s for s, d in _session_days(_events(source)).items() if d in LATE_DAYS}
+    # The days of the labelled sessions' calls (a session crossing midnight calls on the next day too).
+    assert _days(result.run_requests) == _call_days(_events(source), late_sessions)
+    assert LATE_DAYS <= _days(result.run_requests)
     assert not _sensor_tick(layout, config, instance, result.cursor).run_requests
 
 
@@ -225,9 +233,33 @@ def test_a_restated_export_rebuilds_every_day_it_or_the_delivery_it_replaces_bil
     earlier, final = _deliveries(source)
     _land_late(source, layout, [], restated=True)
     result = _sensor_tick(layout, config, instance, cursor)
-    # Each billing row is read by the partitions of its day and the days either side.
+    # A billing row is read by the partitions of its request's call (B = 2 days either side) and of
+    # that call's intent (S = 2 days before), within the days built (up to yesterday).
     billed = _charge_days(earlier) | _charge_days(final)
-    assert _days(result.run_requests) == {d + timedelta(days=k) for d in billed for k in (-1, 0, 1)}
+    expected = {d + timedelta(days=k) for d in billed for k in range(-4, 3)}
+    assert _days(result.run_requests) == {d for d in expected if date(2026, 1, 1) <= d < TODAY}
+
+
+def test_the_sensor_and_the_backfill_take_today_from_the_resource_not_the_clock(source, config, tmp_path):
+    """The last day either builds is the day before the Warehouse resource's today, whatever the
+    clock says (these tests passed only after March 2026 while the clock was read)."""
+    layout = Layout(tmp_path / "data")
+    _, instance, cursor = _load(source, layout, config, with_final_billing=False)
+    _land_late(source, layout, [], restated=True)
+
+    def warehouse(today: date) -> dict:
+        return {"warehouse": Warehouse(data_dir=str(layout.data_dir), config_path=str(config), today=today.isoformat())}
+
+    with dg.build_sensor_context(cursor=cursor, instance=instance, resources=warehouse(date(2026, 3, 6))) as context:
+        early = landing_changes(context)
+    with dg.build_sensor_context(cursor=cursor, instance=instance, resources=warehouse(TODAY)) as context:
+        later = landing_changes(context)
+    assert max(_days(early.run_requests)) == date(2026, 3, 5)
+    assert max(_days(later.run_requests)) == date(2026, 3, 11)
+    with pytest.raises(SystemExit, match="after the last complete UTC day, 2026-03-05"):
+        backfill.run(layout, load_settings(config), date(2026, 3, 1), date(2026, 3, 10), today=date(2026, 3, 6))
+    with pytest.raises(SystemExit, match="none yet"):
+        backfill.run(layout, load_settings(config), date(2026, 1, 1), date(2026, 1, 1), today=date(2026, 1, 1))
 
 
 def test_restatement_and_late_labels_through_the_nightly_path_equal_a_from_scratch_run(source, config, tmp_path):
@@ -245,7 +277,7 @@ def test_restatement_and_late_labels_through_the_nightly_path_equal_a_from_scrat
 
     scratch = Layout(tmp_path / "scratch")
     copy_landing(live, scratch)
-    assert backfill.run(scratch, load_settings(config), date(2026, 3, 1), date(2026, 3, 11))
+    assert backfill.run(scratch, load_settings(config), date(2026, 3, 1), date(2026, 3, 11), today=TODAY)
     assert_same_tables(live, scratch)
     assert not before.equals(read_table(live, "cost_per_success_monthly"))  # the test changed something
 
@@ -277,7 +309,7 @@ def test_closed_week_is_the_latest_monday_to_sunday_week_past_the_grace_days():
 def test_freshness_checks_warn_on_missing_yesterday_and_low_label_coverage(source, config, tmp_path):
     layout = Layout(tmp_path / "data")
     _initial(source, layout, with_final_billing=True)
-    assert backfill.run(layout, load_settings(config), date(2026, 3, 1), date(2026, 3, 10))
+    assert backfill.run(layout, load_settings(config), date(2026, 3, 1), date(2026, 3, 10), today=TODAY)
 
     def warehouse(today: date) -> Warehouse:
         return Warehouse(data_dir=str(layout.data_dir), config_path=str(config), today=today.isoformat())

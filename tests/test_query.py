@@ -120,7 +120,7 @@ def test_describe_tables_rejects_unknown_names():
 
 @pytest.mark.parametrize("number", range(len(QUERIES)))
 def test_every_example_query_runs(built, number):
-    assert len(QUERIES) == 4
+    assert len(QUERIES) == 5
     answer = run_query(built, QUERIES[number])
     assert answer.height > 0 and answer.width >= 4
 

@@ -14,7 +14,7 @@ from pipelines.definitions import defs
 from pipelines.reconciliation import reconciliation_tables
 from pipelines.resources import Warehouse
 from tests.builders import focus_row, llm_call, write_events, write_focus_csv
-from tests.conftest import FOCUS_SAMPLE, REPO
+from tests.conftest import FOCUS_SAMPLE, REPO, TODAY
 from unitledger.checks.conservation import delta_check, reconciliation_conservation_check
 from unitledger.cli import main
 from unitledger.sources.files import InputFileError
@@ -36,9 +36,9 @@ def land(layout):
             focus_row("r1", "0.010000000001", SkuMeter="Input Tokens", ConsumedQuantity="1000"),
             focus_row("r1", "0.020000000000", SkuMeter="Output Tokens", ConsumedQuantity="100"),
             focus_row("r2", "0.030000000000"),  # telemetry never saw r2
-            # called 10 minutes before the period: inside the one-day margin
+            # called 10 minutes before the period, the day before: its call's (billing_delay_days = 2)
             focus_row("r-early", "0.011000000000", hour="2026-03-01T00:00:00Z"),
-            # called 9 days before the period: too far, unmatched
+            # called 9 days before: too far to be its call's cost, within the detection horizon: late
             focus_row("r-old", "0.012000000000", hour="2026-03-01T00:00:00Z"),
             focus_row("r-x", "0.050000000000"),  # also billed to acct-eu in EUR: a conflict
             focus_row("r4", "0.004000000000", SkuMeter="Input Tokens", ConsumedQuantity="900"),
@@ -74,7 +74,7 @@ def land(layout):
 
 
 def reconcile(layout, settings, first=MARCH, last=MARCH):
-    assert stage_billing(layout).passed
+    assert stage_billing(layout, settings, TODAY).passed
     assert stage_events(layout).passed
     result = build_reconciliation(layout, settings, first, last)
     assert result.passed, result.failures()
@@ -98,18 +98,19 @@ def test_every_cent_lands_in_exactly_one_part(layout, settings):
 
     us = row(rec, billing_account_id="acct-us", service_provider_name="Anthropic")
     attributed = D("0.010000000001") + D("0.02") + D("0.011") + D("0.004") + D("0.0005") + D("0.006")  # r1 r-early r4 r5
-    unmatched = D("0.03") + D("0.012")  # r2, r-old
+    unmatched = D("0.03")  # r2
     assert us["attributed_cost"] == attributed
     assert us["unmatched_billing_cost"] == unmatched
+    assert us["late_billing_cost"] == us["late_effective_cost"] == D("0.012")  # r-old
     assert us["conflicting_cost"] == D("0.05")
     assert us["quarantined_cost"] == D("0.07")  # r7's BilledCost is unreadable: counted, not summed
     assert us["unattributable_cost"] == 0
-    assert us["billed_total"] == attributed + unmatched + D("0.05") + D("0.07")
+    assert us["billed_total"] == attributed + unmatched + D("0.012") + D("0.05") + D("0.07")
     assert us["delta"] == 0 and us["effective_delta"] == 0
     # EffectiveCost of r7 is readable: it is in the effective split.
     assert us["quarantined_effective_cost"] == D("0.07") + D("0.08")
     assert (us["billing_rows"], us["quarantined_rows"], us["quarantined_rows_unknown_cost"]) == (9, 2, 1)
-    assert (us["attributed_requests"], us["unmatched_requests"], us["conflicting_requests"]) == (4, 2, 1)
+    assert (us["attributed_requests"], us["unmatched_requests"], us["late_requests"], us["conflicting_requests"]) == (4, 1, 1, 1)
     assert us["coverage"] == pytest.approx(float(attributed / us["billed_total"]), rel=1e-12)
 
     fees = row(rec, billing_account_id="acct-us", service_provider_name="Unitgate")
@@ -136,7 +137,8 @@ def test_status_follows_the_thresholds_with_reasons(layout, settings):
     assert us["status"] == "fail"
     reason = us["status_reason"]
     assert "1 quarantined row(s) with an unreadable or out-of-range BilledCost" in reason
-    assert "33.33% of billed requests unknown to telemetry (fail above 5.00%)" in reason  # 2 of 6
+    assert "20.0% of billed requests unknown to telemetry (fail above 5.00%)" in reason  # 1 of 5
+    assert "1 request(s) billed late, 0.012 of late_billing_cost" in reason
     assert "2 row(s) quarantined, 0.07 of them counted as quarantined_cost" in reason
     assert "1 request(s) billed to two accounts or currencies" in reason
     assert row(rec, billing_account_id="acct-us", service_provider_name="Unitgate")["status"] == "ok"
@@ -180,8 +182,7 @@ def test_tokens_compared_with_the_cache_convention(layout, settings):
     assert (r5["billed_input_tokens"], r5["telemetry_input_tokens"]) == (D(1000), 900)
     assert (r5["billed_cache_read_tokens"], r5["telemetry_cache_read_tokens"]) == (D(0), 100)
     counts = table(layout, "token_reconciliation").sort("service_provider_name", "model")
-    # Compared: token rows and a call within the period ± 1 day: not r2 (no call), r-old (called
-    # too early), r-x (conflicting).
+    # Compared: token rows attributed to a call: not r2 (no call), r-old (billed late), r-x (conflicting).
     assert counts.select("service_provider_name", "model", "requests_compared", "requests_mismatched").rows() == [
         ("Anthropic", "claude", 4, 1),  # r1 r-early r4 r5
         ("Anthropic", "gpt", 1, 0),  # r8: billed under the row's provider, model from telemetry
@@ -216,7 +217,7 @@ def test_bad_invoice_line_fails_naming_file_line_and_column(layout, settings):
     invoices = layout.landing_invoices / "ap.csv"
     invoices.parent.mkdir(parents=True)
     invoices.write_text("invoice_id,billing_account_id,billing_period,invoice_total,currency\nINV-1,acct-us,2026-03,12.x,USD\n")
-    stage_billing(layout)
+    stage_billing(layout, settings, TODAY)
     stage_events(layout)
     with pytest.raises(InputFileError, match=r"^ap\.csv: line 2: invoice_total is not a decimal number: 12\.x$"):
         build_reconciliation(layout, settings, MARCH, MARCH)
@@ -259,7 +260,8 @@ def test_real_focus_sample_reconciles_to_the_cent(layout, settings):
     target = layout.landing_focus / "sample" / FOCUS_SAMPLE.name
     target.parent.mkdir(parents=True)
     target.write_bytes(FOCUS_SAMPLE.read_bytes())
-    reconcile(layout, settings, date(2024, 9, 1), date(2024, 10, 1))
+    # The sample bills 2024: the pipeline starts then (earlier periods would be quarantined).
+    reconcile(layout, replace(settings, start_date=date(2024, 9, 1)), date(2024, 9, 1), date(2024, 10, 1))
 
     expected: dict[tuple, list[Decimal]] = {}
     with open(FOCUS_SAMPLE, newline="") as fh:
@@ -330,3 +332,56 @@ def test_rerun_gives_the_same_rows(layout, settings):
     for name, frame in first.items():
         again = table(layout, name)
         assert again.sort(again.columns, nulls_last=True).equals(frame.sort(frame.columns, nulls_last=True)), name
+
+
+def test_billing_periods_no_reconciliation_covers_are_quarantined_with_their_cost(layout, settings):
+    """Rows of billing periods outside pipeline.start_date..today (1970, 2099, a month before the
+    start) would be in no table and no message: they are quarantined with the reason and their
+    cost; staged + quarantined still hold every landed cent. A later start date or today is
+    decided again by the next staging run."""
+    def period(start: str, end: str, hour: str) -> dict:
+        return {"BillingPeriodStart": start, "BillingPeriodEnd": end, "hour": hour}
+
+    landed = {
+        "r1": ("0.010000000000", period("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z", "2026-03-02T10:00:00Z")),
+        "r-1970": ("0.020000000000", period("1970-01-01T00:00:00Z", "1970-02-01T00:00:00Z", "2026-03-02T11:00:00Z")),
+        "r-2099": ("0.040000000000", period("2099-01-01T00:00:00Z", "2099-02-01T00:00:00Z", "2099-01-02T10:00:00Z")),
+        "r-dec": ("0.080000000000", period("2025-12-01T00:00:00Z", "2026-01-01T00:00:00Z", "2025-12-02T10:00:00Z")),
+    }
+    rows = []
+    for request, (cost, p) in landed.items():
+        hour = p.pop("hour")
+        rows.append(focus_row(request, cost, hour=hour, **p))
+    write_focus_csv(layout.landing_focus / "acct-us" / "export.csv", rows)
+    write_events(layout.landing_events / "calls.jsonl", [llm_call("r1", "s1", "2026-03-02T10:15:00Z"), llm_call("r-1970", "s2", "2026-03-02T11:05:00Z")])
+    result = stage_billing(layout, settings, date(2026, 3, 15))
+    assert stage_events(layout).passed
+    assert result.passed and result.tables["staged_billing"]["rows_outside_billing_periods"] == 3
+    warning = result.warnings["staged_billing"][0]
+    assert not warning.passed and "3 FOCUS row(s) of billing periods outside pipeline.start_date..today" in warning.description
+
+    def held() -> pl.DataFrame:
+        # as readers see them: the published quarantine table's partition of these rows
+        return scan_table(layout, "quarantine", ["focus_periods"]).collect().sort("billed_cost")
+
+    outside = held()
+    assert outside.select("source_file", "source_line", "column", "billed_cost").rows() == [
+        ("acct-us/export.csv", 3, "BillingPeriodStart", D("0.02")),
+        ("acct-us/export.csv", 4, "BillingPeriodStart", D("0.04")),
+        ("acct-us/export.csv", 5, "BillingPeriodStart", D("0.08")),
+    ]
+    assert outside["reason"][0] == "billing period 1970-01 is outside pipeline.start_date..today (2026-01..2026-03): no reconciliation covers it"
+    assert outside["reason"][2].startswith("billing period 2025-12 is outside")
+    # Every landed cent is staged (and current) or quarantined, once.
+    staged = scan_staged_focus(layout).collect()
+    assert staged["x_RequestId"].to_list() == ["r1"]
+    assert staged["BilledCost"].sum() + outside["billed_cost"].sum() == sum(D(cost) for cost, _ in landed.values())
+    # The quarantined row is in no daily table: its request r-1970 is telemetry-only.
+    assert build_daily_tables(layout, settings, date(2026, 3, 2), date(2026, 3, 2)).passed
+    requests = scan_table(layout, "request_costs", ["2026-03-02"]).collect().sort("request_id")
+    assert requests.select("request_id", "match_status").rows() == [("r-1970", "telemetry_only"), ("r1", "matched")]
+
+    # A start date in December 2025 and a today in 2099: decided again, nothing stale.
+    assert stage_billing(layout, replace(settings, start_date=date(2025, 12, 1)), date(2099, 1, 20)).passed
+    assert held().select("billed_cost").to_series().to_list() == [D("0.02")]
+    assert sorted(scan_staged_focus(layout).collect()["x_RequestId"]) == ["r-2099", "r-dec", "r1"]

@@ -276,6 +276,21 @@ def browser():
         launched.close()
 
 
+def overlapping_charts(page) -> list[str]:
+    """Charts whose drawing covers the table of their numbers (beside or below it), once the page
+    has fitted them to their columns."""
+    page.evaluate("() => window.chartsFitted")
+    return page.evaluate(
+        """() => Array.from(document.querySelectorAll('.pair')).flatMap(pair => {
+            const svg = pair.querySelector('.plotly-graph-div svg.main-svg'), table = pair.querySelector('.table-wrap');
+            if (!svg || !table) return [];
+            const a = svg.getBoundingClientRect(), b = table.getBoundingClientRect();
+            const apart = a.right <= b.left + 1 || b.right <= a.left + 1 || a.bottom <= b.top + 1 || b.bottom <= a.top + 1;
+            return apart ? [] : [pair.querySelector('.plotly-graph-div').id];
+        })"""
+    )
+
+
 def test_report_opens_in_headless_chromium(browser, tmp_path: Path):
     inputs = frames()
     report = tmp_path / "report.html"
@@ -294,6 +309,7 @@ def test_report_opens_in_headless_chromium(browser, tmp_path: Path):
     )
     assert [d[0] for d in drawn] == ["chart-trend", "chart-break-even", "chart-money", "chart-coverage", "chart-reconciliation"]
     assert all(svgs > 0 and traces > 0 for _, svgs, traces in drawn), drawn
+    assert overlapping_charts(page) == []
     # The numbers the browser shows are the frames': the reference pair's TCOs, read from the DOM.
     cells = page.evaluate(
         """() => Array.from(document.querySelectorAll('#table-break-even tbody tr')).map(tr =>

@@ -23,7 +23,8 @@ CONTENT_FIELDS = ("prompt", "completion", "content", "messages", "response", "in
 # Every folder the pipeline may create under warehouse/: fixed names, and partition keys that are
 # dates or billing periods whatever the data says.
 ALLOWED_DIR = re.compile(
-    r"^(staged|quarantine|_backfills|staged/\w+|staged/quarantine/(focus|events)|quarantine/source=(focus|events)|\w+"
+    r"^(staged|quarantine|_backfills|staged/\w+|staged/quarantine/(focus|events|evaluations|focus_periods)"
+    r"|quarantine/source=(focus|events|focus_periods)|quarantine/daily=\d{4}-\d{2}-\d{2}|\w+"
     r"|\w+/date=\d{4}-\d{2}-\d{2}|\w+/billing_period=\d{4}-\d{2})$"
 )
 

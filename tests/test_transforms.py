@@ -10,7 +10,8 @@ import pytest
 from schemas.types import MONEY, TIMESTAMP
 from unitledger.config import LaborCost, Settings
 from unitledger.model.features import cost_per_intent, cost_per_success, reaggregate_cost_per_success
-from unitledger.model.intents import intent_costs, latest_outcomes
+from unitledger.model.intents import intent_calls, intent_costs, intent_days, latest_outcomes
+from unitledger.model.intents import session_dates
 from unitledger.model.requests import billing_by_request, dedupe_calls, join_requests, request_costs
 
 DAY = date(2026, 3, 2)
@@ -97,10 +98,11 @@ def at(hour: int, minute: int = 0, day: date = DAY) -> datetime:
     return datetime(day.year, day.month, day.day, hour, minute, tzinfo=timezone.utc)
 
 
-def build(calls, billing, outcomes, labor_table, start=DAY, end=NEXT):
+def build(calls, billing, outcomes, labor_table, start=DAY, end=NEXT, session_days=2):
     joined = join_requests(dedupe_calls(calls), billing_by_request(billing))
     latest = latest_outcomes(outcomes)
-    intents = intent_costs(joined, latest, labor_table, start, end)
+    days = intent_days(session_dates(calls), session_days)
+    intents = intent_costs(intent_calls(joined, days), latest, labor_table, start, end)
     return joined, intents
 
 
@@ -263,3 +265,68 @@ def test_reaggregation_sums_then_divides():
     direct = cost_per_success(intents.with_columns(date=pl.lit(DAY))).collect().row(0, named=True)
     assert both["ci95_low"] == pytest.approx(direct["ci95_low"])
     assert both["ci95_high"] == pytest.approx(direct["ci95_high"])
+
+
+@pytest.mark.parametrize(
+    "call_days, intents",
+    [
+        ([1, 2, 3], [1, 1, 1]),  # three consecutive days: one intent (S = 2)
+        ([1, 2, 3, 4], [1, 1, 1, None]),  # the fourth day is beyond the bound: in no intent
+        ([1, 5], [1, 5]),  # a pause longer than S: a new intent of the same session
+        ([1, 3, 5, 7], [1, 1, None, None]),  # never a pause longer than S: one intent, then beyond
+        ([1, 4, 5, 6, 7], [1, 4, 4, 4, None]),
+    ],
+)
+def test_intent_days_follow_the_session_bound(call_days, intents):
+    pairs = pl.DataFrame({"session_id": ["s"] * len(call_days), "call_date": [DAY + timedelta(days=d) for d in call_days]})
+    days = intent_days(pairs.lazy(), 2).collect().sort("call_date")
+    assert days["intent_date"].to_list() == [None if d is None else DAY + timedelta(days=d) for d in intents]
+
+
+def test_rows_without_a_near_call_are_late_or_billing_only_by_their_neighbours():
+    """A row's request's call within the horizon (31 days) makes it late; else its request's first
+    row within the horizon dates the billing-only request, and a row more than B days after it is
+    late."""
+    from unitledger.config import Bounds
+    from unitledger.model.requests import classify_unassociated, late_reason
+
+    bounds = Bounds(session_days=2, billing_delay_days=2, detection_horizon_days=31)
+
+    def on(d: int) -> date:
+        return DAY + timedelta(days=d)
+
+    rows = pl.DataFrame(
+        {
+            "source_file": ["f"] * 5,
+            "source_line": [1, 2, 3, 4, 5],
+            "x_RequestId": ["late", "far", "bo", "bo", "bo"],
+            "charge_date": [on(3), on(40), on(0), on(2), on(5)],
+        }
+    ).lazy()
+    calls = pl.DataFrame({"request_id": ["late", "far"], "call_date": [on(0), on(0)]}).lazy()  # far: 40 days away
+    earlier = rows.select("x_RequestId", "charge_date")
+    out = classify_unassociated(rows, calls, earlier, bounds).with_columns(reason=late_reason(bounds)).collect().sort("source_line")
+    assert out["billing_class"].to_list() == ["late", "billing_only", "billing_only", "billing_only", "late"]
+    assert out["request_date"].to_list() == [None, on(40), on(0), on(0), None]
+    assert out["reason"][0] == (
+        "late billing: charged 3 days from its request's call on 2026-03-02 (more than pipeline.billing_delay_days = 2): not in request_costs"
+    )
+    assert out["reason"][4].startswith("late billing: charged 5 days after its billing-only request's first row on 2026-03-02")
+
+
+@pytest.mark.parametrize(
+    "pipeline, message",
+    [
+        ('billing_delay_days = 0', "pipeline.billing_delay_days: 0 must be a whole number from 1"),
+        ('session_days = -1', "pipeline.session_days: -1 must be a whole number from 0"),
+        ('billing_delay_days = 20', r"pipeline.detection_horizon_days \(31\) must be at least twice pipeline.billing_delay_days \(20\)"),
+        ('session_day = 3', r"\[pipeline\]: unknown key\(s\) session_day"),
+    ],
+)
+def test_bounds_are_validated(tmp_path, pipeline, message):
+    from unitledger.config import ConfigError, load_settings
+
+    path = tmp_path / "unitledger.toml"
+    path.write_text(f"[pipeline]\n{pipeline}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_settings(path)

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from tests.compare import build_warehouse
+from tests.conftest import TODAY
 from unitledger.layout import Layout
 from unitledger.steps import staging
 from unitledger.steps.monthly import build_monthly_tables
@@ -183,7 +184,7 @@ def test_an_open_read_only_session_never_blocks_a_run_that_changes_the_views(tmp
 
     first = Layout(tmp_path / "first")
     generate(first.data_dir, start=date(2026, 3, 1), days=4, requests_per_day=20, seed=5)
-    staging.stage_billing(first)
+    staging.stage_billing(first, settings, TODAY)
     staging.stage_events(first)
     session = Session(first)
     try:
@@ -229,7 +230,7 @@ def test_every_documented_view_exists_with_its_columns_before_its_table_has_rows
     layout = Layout(tmp_path / "data")
     write_focus_csv(layout.landing_focus / "acct" / "d1" / "export.csv", [focus_row("r1")])
     write_events(layout.landing_events / "calls.jsonl", [llm_call("r1")])
-    assert staging.stage_billing(layout).passed and staging.stage_events(layout).passed  # nothing quarantined
+    assert staging.stage_billing(layout, settings, TODAY).passed and staging.stage_events(layout).passed  # nothing quarantined
     with _read_only(layout) as con:
         found = {v for (v,) in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
         assert found == set(dictionary.TABLES)

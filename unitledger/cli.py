@@ -7,6 +7,7 @@ import argparse
 import re
 import sys
 from datetime import date
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import polars as pl
@@ -35,19 +36,25 @@ def _layout(args: argparse.Namespace, require_landing: bool = True) -> Layout:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from unitledger.progress import Progress
     from unitledger.tools.generate import generate
 
     layout = _layout(args, require_landing=False)
-    summary = generate(
-        layout.data_dir,
-        start=args.start,
-        days=args.days,
-        requests_per_day=args.requests_per_day,
-        seed=args.seed,
-        focus_format=args.focus_format,
-        events_format=args.events_format,
-        billing=args.billing,
-    )
+    with Progress(args.days, "generate") as progress:
+        progress.doing(f"day 1 of {args.days}")
+        summary = generate(
+            layout.data_dir,
+            start=args.start,
+            days=args.days,
+            requests_per_day=args.requests_per_day,
+            seed=args.seed,
+            focus_format=args.focus_format,
+            events_format=args.events_format,
+            telemetry_format=args.telemetry_format,
+            billing=args.billing,
+            list_prices=load_settings(args.config).telemetry.list_price_table() if args.telemetry_format == "litellm" else None,
+            on_day=lambda day, requests: progress.step(f"generated {day} ({requests:,} requests)"),
+        )
     print(
         f"Generated {summary.requests:,} requests in {summary.sessions:,} sessions: "
         f"{summary.focus_rows:,} FOCUS rows in {len(summary.focus_files)} file(s), "
@@ -85,19 +92,25 @@ def feature_cost_per_success(layout: Layout, start: date, end: date) -> pl.DataF
 
 
 def print_feature_table(frame: pl.DataFrame) -> None:
-    shown = frame.select(
-        "feature_tag",
-        "model_version",
-        pl.col("billing_currency").alias("cur"),
-        pl.col("labeled_intents").alias("labeled"),
-        pl.col("success_rate").round(3),
-        pl.col("token_cost_per_success").round(4).alias("token/success"),
-        pl.col("cost_per_success").round(4).alias("cost/success"),
-        pl.format("[{}, {}]", pl.col("ci95_low").round(3), pl.col("ci95_high").round(3)).alias("95% CI"),
-        pl.col("label_coverage").round(3).alias("coverage"),
+    """Cost per success by feature and model for reading: money rounded, unbilled rows named, small
+    samples flagged, a legend (unitledger.warehouse.display)."""
+    from unitledger.warehouse.display import print_readable
+
+    print_readable(
+        frame.select(
+            "feature_tag",
+            "model_version",
+            "billing_currency",
+            "intents",
+            "labeled_intents",
+            "success_rate",
+            "token_cost_per_success",
+            "cost_per_success",
+            "ci95_low",
+            "ci95_high",
+            "label_coverage",
+        )
     )
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
-        print(shown)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -107,9 +120,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     end = date.fromordinal(args.start.toordinal() + args.days - 1)
     if not materialize(layout, args.config, args.start, end):
         return 1
-    print(f"\nCost per success by feature and model, {args.start}..{end} (labor cost included; currency never mixed):")
+    print(f"\nCost per success by feature and model, {args.start}..{end}: token cost plus the labor cost L of each failure,")
+    print("divided by successes, over labeled intents; ci95 is its 95% interval; currencies are never added together.")
     print_feature_table(feature_cost_per_success(layout, args.start, end))
-    print(f"\nQuery it yourself: duckdb {layout.duckdb_path} \"select * from cost_per_success\"")
+    data = [] if args.data_dir is None else ["--data-dir", str(args.data_dir)]
+    unitledger = sys.argv[0] if Path(sys.argv[0]).name == "unitledger" else "unitledger"
+    print(f"\nThe report (charts, break-even, where the money goes): {layout.report_path}")
+    print("Next: " + "\n      ".join([
+        " ".join([unitledger, "compare", "--feature", "support_chat", *data]) + "   # should support_chat pay for the frontier model?",
+        " ".join([unitledger, "query", *data, '"select * from money_breakdown"']) + "   # SQL on the warehouse, read-only",
+        " ".join([unitledger, "tables"]) + "   # every table and column, with its meaning",
+    ]))
     return 0
 
 
@@ -127,6 +148,112 @@ def cmd_query(args: argparse.Namespace) -> int:
         query.print_table(frame)
     else:
         query.write_result(frame, args.format, args.output or sys.stdout)
+    return 0
+
+
+def _window_days(text: str) -> int:
+    """--window: a number of days, `30d` or `30`."""
+    found = re.fullmatch(r"(\d+)d?", text.strip())
+    if not found or not 1 <= int(found.group(1)) <= 3660:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days such as 30d (1 to 3660)")
+    return int(found.group(1))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from unitledger.steps.decisions import NothingBuiltError
+    from unitledger.steps.report import build_report
+
+    try:
+        written = build_report(_layout(args), load_settings(args.config), args.window, args.output)
+    except NothingBuiltError as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return 1
+    timings = ", ".join(f"{stage.replace('_', ' ')} {seconds:.2f} s" for stage, seconds in written.timings.items())
+    print(f"Wrote {written.path} ({written.size / 2**20:.1f} MiB, self-contained: open it in a browser, offline too)")
+    print(f"Window {written.window}; {timings}")
+    return 0
+
+
+def _labor_arg(text: str) -> tuple[str | None, Decimal]:
+    """--labor: `100` (every currency) or `USD=100`."""
+    currency, _, amount = text.rpartition("=")
+    try:
+        value = Decimal(amount)
+    except InvalidOperation as exc:
+        raise argparse.ArgumentTypeError(f"--labor {text!r}: give an amount such as 75 or USD=75") from exc
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"--labor {text!r}: the amount must be 0 or more")
+    return (currency.upper() or None), value
+
+
+def _price_arg(text: str) -> tuple[str, Decimal]:
+    """--price: `model_version=factor`."""
+    model, _, factor = text.rpartition("=")
+    try:
+        value = Decimal(factor)
+    except InvalidOperation as exc:
+        raise argparse.ArgumentTypeError(f"--price {text!r}: give model_version=factor, such as claude-opus-2026-02=0.8") from exc
+    if not model or not value.is_finite() or value <= 0:
+        raise argparse.ArgumentTypeError(f"--price {text!r}: give model_version=factor with a factor above 0")
+    return model, value
+
+
+def command_line_scenario(feature: str, labor: list[tuple[str | None, Decimal]], prices: list[tuple[str, Decimal]], currencies: list[str]):
+    """The what-if of `compare --labor/--price`, or None without either. A --labor without a
+    currency applies to each currency the feature is billed in."""
+    from schemas.types import MONEY
+    from unitledger.model.decisions import Scenario
+
+    if not labor and not prices:
+        return None
+    amounts = {currency: amount for currency, amount in labor if currency is None}
+    rows = [(feature, c, amounts[None]) for c in currencies] if None in amounts else []
+    rows += [(feature, currency, amount) for currency, amount in labor if currency is not None]
+    table = None
+    if rows:
+        last = {(f, c): a for f, c, a in rows}  # a later --labor for a currency wins
+        table = pl.DataFrame(
+            [(f, c, a) for (f, c), a in last.items()],
+            schema={"feature_tag": pl.String, "billing_currency": pl.String, "labor_cost_per_failure": MONEY},
+            orient="row",
+        ).lazy()
+    return Scenario("what-if (command line)", table, dict(prices))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from unitledger.model.decisions import ACTUAL, Scenario
+    from unitledger.steps.decisions import NothingBuiltError, UnknownFeatureError, compare_models, latest_window
+    from unitledger.warehouse.display import format_break_even
+    from unitledger.warehouse.manifest import read_manifest
+
+    layout = _layout(args)
+    settings = load_settings(args.config)
+    try:
+        window = latest_window(read_manifest(layout), args.window or settings.decisions.window_days)
+        currencies = []
+        if args.labor:
+            _, actual = compare_models(layout, settings, args.feature, args.window)
+            currencies = sorted(set(actual["billing_currency"]))
+        scenario = command_line_scenario(args.feature, args.labor, args.price, currencies)
+        if scenario is None and not settings.decisions.what_if.is_empty:
+            scenario = Scenario.from_config(settings.decisions.what_if, "what-if (unitledger.toml)")
+        window, rows = compare_models(layout, settings, args.feature, args.window, scenario)
+    except (NothingBuiltError, UnknownFeatureError) as exc:
+        print(f"compare: {exc}", file=sys.stderr)
+        return 1
+    print(f"Break-even for {args.feature}, {window}: C is token cost per labeled intent, p the failure rate, L the labor")
+    print("cost of one failure (from the settings), TCO = C + p·L. Model a has the cheaper tokens; b pays off when it fails")
+    print("less often than a by more than Δp* = ΔC / L, i.e. when L exceeds L* = ΔC / Δp. Money in the row's currency.")
+    if rows.is_empty():
+        print(f"\nNo pair to compare: {args.feature} has one model version per currency in {window} (with labeled intents).")
+        return 0
+    for row in rows.iter_rows(named=True):
+        actual = row["scenario"] == ACTUAL
+        label = "ACTUAL (billed data, L from the settings)" if actual else (
+            f"SCENARIO {row['scenario']}: {row['scenario_description']} (a what-if: the billed data is unchanged)"
+        )
+        print()
+        print("\n".join(format_break_even(row, label)))
     return 0
 
 
@@ -194,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
             help="request: a usage row per request (x_RequestId); aggregated: acct-us-001 billed as providers do "
             "(per hour, model and token type, no request id: allocated by token share), acct-eu-002 per request",
         )
+        p.add_argument(
+            "--telemetry-format", choices=["events", "otlp", "litellm"], default="events",
+            help="calls and outcomes as flat events, as OTLP JSON (landing/otlp/) or as LiteLLM SpendLogs (landing/gateways/litellm/, outcomes as flat events)",
+        )
 
     p = sub.add_parser("generate", help="write a realistic synthetic month into the landing folders")
     _common(p)
@@ -217,6 +348,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "csv", "parquet", "json"], default="table")
     p.add_argument("--output", type=Path, help="file to write (default: standard output; parquet needs a file)")
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("report", help="write the HTML report (charts and their numbers) for the latest window")
+    _common(p)
+    p.add_argument("--window", type=_window_days, help="days ending at the latest built day, e.g. 30d (default: [decisions] window_days)")
+    p.add_argument("--output", type=Path, help="the HTML file to write (default: <data root>/warehouse/report.html)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="break-even of a feature's model versions, actual and what-if (L, prices)")
+    _common(p)
+    p.add_argument("--feature", required=True, help="feature_tag, e.g. support_chat")
+    p.add_argument("--window", type=_window_days, help="days ending at the latest built day, e.g. 30d (default: [decisions] window_days)")
+    p.add_argument("--labor", type=_labor_arg, action="append", default=[], metavar="[CUR=]AMOUNT",
+                   help="what-if: L, the labor cost of one failure (every currency of the feature, or CUR=AMOUNT); repeatable")
+    p.add_argument("--price", type=_price_arg, action="append", default=[], metavar="MODEL=FACTOR",
+                   help="what-if: multiply a model version's token cost by FACTOR (0.8: 20 %% cheaper); repeatable")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("reconcile", help="print the reconciliation of a billing period (exit 1 when a row fails)")
     p.add_argument("--data-dir", type=Path, help=f"data root (default: ${DATA_DIR_ENV} or ./data)")

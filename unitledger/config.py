@@ -59,13 +59,32 @@ class Reconciliation:
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """[pipeline]: how far apart the records of one request or one intent may lie (whole UTC days).
+
+    - session_days S: an intent is its session's calls from its first call's date up to S days after
+      it; later calls are reported, not counted in the intent.
+    - billing_delay_days B: a FOCUS row belongs to its request's call when their dates are at most B
+      days apart (at least 1: a call just before midnight is billed after it); a row further away is
+      late billing, reported and reconciled on its own.
+    - detection_horizon_days H: how far from a FOCUS row the pipeline looks for its request's call (or
+      its request's first row) to tell late billing from a billing-only request. At least 2 × B."""
+
+    session_days: int = 2
+    billing_delay_days: int = 2
+    detection_horizon_days: int = 31
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     start_date: date
     labor: tuple[LaborCost, ...]
+    bounds: Bounds = Bounds()
     nightly: Nightly = Nightly()
     freshness: Freshness = Freshness()
     reconciliation: Reconciliation = Reconciliation()
+    telemetry: Telemetry = field(default_factory=lambda: Telemetry())
     decisions: Decisions = field(default_factory=lambda: Decisions())
     allocation: Allocation = field(default_factory=lambda: Allocation())
 
@@ -97,7 +116,8 @@ def load_settings(explicit: Path | None = None) -> Settings:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    start_text = os.environ.get(START_DATE_ENV) or raw.get("pipeline", {}).get("start_date", "2026-01-01")
+    pipeline = raw.get("pipeline", {})
+    start_text = os.environ.get(START_DATE_ENV) or pipeline.get("start_date", "2026-01-01")
     try:
         start = date.fromisoformat(str(start_text))
     except ValueError as exc:
@@ -106,9 +126,11 @@ def load_settings(explicit: Path | None = None) -> Settings:
         path=path,
         start_date=start,
         labor=tuple(_labor(path, raw.get("labor", {}))),
+        bounds=_bounds(path, pipeline),
         nightly=_nightly(path, raw.get("schedule", {})),
         freshness=_freshness(path, raw.get("freshness", {})),
         reconciliation=_reconciliation(path, raw.get("reconciliation", {})),
+        telemetry=_telemetry(path, raw.get("telemetry", {})),
         decisions=_decisions(path, raw.get("decisions", {})),
         allocation=parse_allocation(path, raw.get("allocation", {})),
     )
@@ -118,6 +140,24 @@ def _int(path: Path, key: str, value: object, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise ConfigError(f"{path}: {key}: {value!r} must be a whole number from {lo} to {hi}")
     return value
+
+
+def _bounds(path: Path, section: dict) -> Bounds:
+    unknown = set(section) - {"start_date", *Bounds.__dataclass_fields__}
+    if unknown:
+        raise ConfigError(f"{path}: [pipeline]: unknown key(s) {', '.join(sorted(unknown))}")
+    days = {name: section.get(name, getattr(Bounds, name)) for name in Bounds.__dataclass_fields__}
+    bounds = Bounds(
+        session_days=_int(path, "pipeline.session_days", days["session_days"], 0, 366),
+        billing_delay_days=_int(path, "pipeline.billing_delay_days", days["billing_delay_days"], 1, 183),
+        detection_horizon_days=_int(path, "pipeline.detection_horizon_days", days["detection_horizon_days"], 2, 3660),
+    )
+    if bounds.detection_horizon_days < 2 * bounds.billing_delay_days:
+        raise ConfigError(
+            f"{path}: pipeline.detection_horizon_days ({bounds.detection_horizon_days}) must be at least twice "
+            f"pipeline.billing_delay_days ({bounds.billing_delay_days})"
+        )
+    return bounds
 
 
 def _nightly(path: Path, section: dict) -> Nightly:
@@ -188,6 +228,160 @@ def _amount(path: Path, key: str, spec: object) -> Decimal:
         minutes = _decimal(path, f"{key}.minutes_to_fix", spec["minutes_to_fix"])
         return (rate * minutes / 60).quantize(_CENT, rounding=ROUND_HALF_EVEN)
     raise ConfigError(f"{path}: {key}: give either {{ flat = ... }} or {{ hourly_rate = ..., minutes_to_fix = ... }}")
+
+
+# --- [telemetry]: OTLP GenAI spans and gateway logs (unitledger.sources.otlp / .gateways) --------
+
+LIST_PRICE_TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
+SESSION_FALLBACKS = ("trace", "call")
+TELEMETRY_SOURCE_FORMATS = ("otlp", "litellm", "openrouter", "helicone")
+_PER_MILLION = Decimal(1_000_000)
+
+
+@dataclass(frozen=True)
+class ListPrice:
+    """One list price: per token of `token_type`, from `effective_from` (UTC date) until the next
+    entry of the same provider and model."""
+
+    provider: str
+    model: str
+    token_type: str
+    currency: str
+    effective_from: date
+    price_per_token: Decimal
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """[telemetry]: how OTLP spans and gateway records map to calls, sessions and outcomes.
+
+    Attribute lists are in order of preference; each name is looked up on the span (log record,
+    gateway metadata) first, then on its resource."""
+
+    session_attributes: tuple[str, ...] = ("gen_ai.conversation.id", "session.id", "langfuse.session.id")
+    session_fallback: str = "trace"  # a call with no session attribute: its trace is its intent, or "call": itself
+    feature_attributes: tuple[str, ...] = ("app.feature", "gen_ai.agent.name", "gen_ai.workflow.name", "service.name")
+    default_feature: str = "untagged"  # gateway records with no feature hint at all
+    prompt_version_attributes: tuple[str, ...] = ("app.prompt_version", "gen_ai.prompt.version", "langfuse.observation.prompt.version")
+    request_id_attributes: tuple[str, ...] = ("gen_ai.response.id",)
+    attempt_attributes: tuple[str, ...] = ("app.attempt",)
+    escalated_attributes: tuple[str, ...] = ("app.escalated",)
+    success_evaluators: tuple[str, ...] = ()  # empty: every evaluator's result is a session label
+    explicit_evaluators: tuple[str, ...] = ("user_feedback",)
+    pass_labels: tuple[str, ...] = ("pass", "passed", "success", "succeeded", "true", "yes", "correct", "good")
+    fail_labels: tuple[str, ...] = ("fail", "failed", "failure", "false", "no", "incorrect", "bad")
+    score_threshold: float = 0.5
+    input_excludes_cache: tuple[str, ...] = ()  # source formats whose input count leaves cache tokens out
+    list_prices: tuple[ListPrice, ...] = ()
+
+    def list_price_table(self) -> pl.LazyFrame:
+        """List prices as rows: provider, model, token_type, currency, effective_from (Date),
+        effective_to (Date, exclusive; null = still valid), price_per_token (MONEY)."""
+        rows = pl.DataFrame(
+            {
+                "provider": [p.provider for p in self.list_prices],
+                "model": [p.model for p in self.list_prices],
+                "token_type": [p.token_type for p in self.list_prices],
+                "currency": [p.currency for p in self.list_prices],
+                "effective_from": [p.effective_from for p in self.list_prices],
+                "price_per_token": [p.price_per_token for p in self.list_prices],
+            },
+            schema={"provider": pl.String, "model": pl.String, "token_type": pl.String, "currency": pl.String,
+                    "effective_from": pl.Date, "price_per_token": MONEY},
+        )
+        key = ["provider", "model", "token_type"]
+        return (
+            rows.sort(*key, "effective_from")
+            .with_columns(effective_to=pl.col("effective_from").shift(-1).over(key))
+            .select(*key, "currency", "effective_from", "effective_to", "price_per_token")
+            .lazy()
+        )
+
+
+def _names(path: Path, key: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"{path}: {key}: {value!r} must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _telemetry(path: Path, section: dict) -> Telemetry:
+    defaults = Telemetry()
+    known = set(Telemetry.__dataclass_fields__)
+    unknown = set(section) - known
+    if unknown:
+        raise ConfigError(f"{path}: [telemetry]: unknown key(s) {', '.join(sorted(unknown))}")
+    lists = {
+        name: _names(path, f"telemetry.{name}", section[name]) if name in section else getattr(defaults, name)
+        for name in known
+        if isinstance(getattr(defaults, name), tuple) and name != "list_prices"
+    }
+    fallback = section.get("session_fallback", defaults.session_fallback)
+    if fallback not in SESSION_FALLBACKS:
+        raise ConfigError(f"{path}: telemetry.session_fallback: {fallback!r} must be one of {', '.join(SESSION_FALLBACKS)}")
+    feature = section.get("default_feature", defaults.default_feature)
+    if not isinstance(feature, str) or not feature.strip():
+        raise ConfigError(f"{path}: telemetry.default_feature: {feature!r} must be a non-empty string")
+    threshold = section.get("score_threshold", defaults.score_threshold)
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or threshold != threshold:
+        raise ConfigError(f"{path}: telemetry.score_threshold: {threshold!r} must be a number")
+    bad_sources = set(lists["input_excludes_cache"]) - set(TELEMETRY_SOURCE_FORMATS)
+    if bad_sources:
+        raise ConfigError(f"{path}: telemetry.input_excludes_cache: {', '.join(sorted(bad_sources))} not among {', '.join(TELEMETRY_SOURCE_FORMATS)}")
+    overlap = {v.lower() for v in lists["pass_labels"]} & {v.lower() for v in lists["fail_labels"]}
+    if overlap:
+        raise ConfigError(f"{path}: telemetry: label(s) {', '.join(sorted(overlap))} in both pass_labels and fail_labels")
+    return Telemetry(
+        **lists,
+        session_fallback=fallback,
+        default_feature=feature,
+        score_threshold=float(threshold),
+        list_prices=_list_prices(path, section.get("list_prices", [])),
+    )
+
+
+def _list_prices(path: Path, entries: object) -> tuple[ListPrice, ...]:
+    """[[telemetry.list_prices]] entries: provider, model, currency, effective_from and a price per
+    million tokens for one or more of LIST_PRICE_TOKEN_TYPES (quoted decimals)."""
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: telemetry.list_prices must be an array of tables ([[telemetry.list_prices]])")
+    prices: list[ListPrice] = []
+    seen: set[tuple] = set()
+    for number, entry in enumerate(entries, start=1):
+        key = f"telemetry.list_prices[{number}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: {key} must be a table")
+        unknown = set(entry) - {"provider", "model", "currency", "effective_from", *LIST_PRICE_TOKEN_TYPES}
+        if unknown:
+            raise ConfigError(f"{path}: {key}: unknown key(s) {', '.join(sorted(unknown))}")
+        for name in ("provider", "model", "currency", "effective_from"):
+            if name not in entry:
+                raise ConfigError(f"{path}: {key}: `{name}` is required")
+        provider, model, currency = entry["provider"], entry["model"], entry["currency"]
+        if not all(isinstance(v, str) and v.strip() for v in (provider, model)):
+            raise ConfigError(f"{path}: {key}: provider and model must be non-empty strings")
+        if currency not in ISO_4217:
+            raise ConfigError(f"{path}: {key}.currency: {currency!r} is not an ISO 4217 currency code")
+        start = entry["effective_from"]
+        if not isinstance(start, date):
+            try:
+                start = date.fromisoformat(str(start))
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {key}.effective_from: {start!r} is not a YYYY-MM-DD date") from exc
+        token_types = [t for t in LIST_PRICE_TOKEN_TYPES if t in entry]
+        if not token_types:
+            raise ConfigError(f"{path}: {key}: give a price per million tokens for at least one of {', '.join(LIST_PRICE_TOKEN_TYPES)}")
+        for token_type in token_types:
+            if not isinstance(entry[token_type], str):
+                raise ConfigError(f"{path}: {key}.{token_type}: quote the price ({entry[token_type]!r}) so it stays an exact decimal")
+            per_token = _decimal(path, f"{key}.{token_type}", entry[token_type]) / _PER_MILLION
+            if per_token != per_token.quantize(Decimal(1).scaleb(-MONEY.scale)):
+                raise ConfigError(f"{path}: {key}.{token_type}: {entry[token_type]!r} per million has more than {MONEY.scale} decimal places per token")
+            identity = (provider, model, token_type, start)
+            if identity in seen:
+                raise ConfigError(f"{path}: {key}: {provider} {model} {token_type} from {start} is listed twice")
+            seen.add(identity)
+            prices.append(ListPrice(provider, model, token_type, currency, start, per_token))
+    return tuple(prices)
 
 
 # --------------------------------------------------------------------------------------------

@@ -46,6 +46,15 @@ class Layout:
         return self.landing / "events"
 
     @property
+    def landing_otlp(self) -> Path:
+        """OTLP JSON traces and logs (the OpenTelemetry Collector's file exporter)."""
+        return self.landing / "otlp"
+
+    def landing_gateway(self, gateway: str) -> Path:
+        """Request logs of one LLM gateway: litellm, openrouter or helicone."""
+        return self.landing / "gateways" / gateway
+
+    @property
     def landing_invoices(self) -> Path:
         return self.landing / "invoices"
 
@@ -56,6 +65,11 @@ class Layout:
     @property
     def duckdb_path(self) -> Path:
         return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def report_path(self) -> Path:
+        """The HTML report (unitledger report, the `report` asset), replaced atomically."""
+        return self.warehouse / "report.html"
 
     @property
     def tmp(self) -> Path:

@@ -11,8 +11,10 @@ from datetime import date
 import polars as pl
 
 from unitledger.checks.validation import CheckOutcome
+from unitledger.config import Bounds
 from unitledger.layout import Layout
 from unitledger.model import requests
+from unitledger.model.intents import mixed_currency_intents
 from unitledger.sources.focus import scan_quarantined_focus
 
 
@@ -26,21 +28,18 @@ def collected_by_bucket(query: Callable[[int], pl.LazyFrame], buckets: int) -> p
 
 
 def request_costs_conservation_check(
-    request_costs: pl.LazyFrame,
-    billing: pl.LazyFrame,
-    calls: pl.LazyFrame,
-    start: date,
-    end: date,
-    buckets: int = 1,
-    allocated: pl.LazyFrame | None = None,
+    request_costs: pl.LazyFrame, billing: pl.LazyFrame, calls: pl.LazyFrame, billing_only: pl.LazyFrame,
+    start: date, end: date, bounds: Bounds, buckets: int = 1, allocated: pl.LazyFrame | None = None,
 ) -> CheckOutcome:
     """Per day and currency, request_costs' cost equals the FOCUS rows with a request id dated by
-    their request, summed apart from the join (model.requests.billed_cost_by_assigned_day), plus
-    `allocated` (the allocated shares per date and currency, summed from the allocation itself:
-    model.allocation.allocated_by_day), exactly.
-    The FOCUS side is summed one hash bucket of requests at a time (memory), then the buckets added;
-    on hashed request ids first (faster), and a mismatch found so is re-checked on the ids
-    themselves before it is reported, so a hash collision can never fail a good day."""
+    their request, summed apart from the join (model.requests.billed_cost_by_assigned_day), exactly:
+    `billing` the rows within billing_delay_days of the days, `calls` one (request_id, call_date) per
+    request called on the days, `billing_only` the billing-only rows of requests dated on the days
+    (rows of conflicting requests left out of both); plus `allocated` (the allocated shares per date
+    and currency, summed from the allocation itself: model.allocation.allocated_by_day). The FOCUS side is summed one hash bucket of
+    requests at a time (memory), then the buckets added; on hashed request ids first (faster), and a
+    mismatch found so is re-checked on the ids themselves before it is reported, so a hash collision
+    can never fail a good day."""
     money = ["billed_cost", "effective_cost", "list_cost"]
     ours = (
         request_costs.filter(pl.col("billing_rows") > 0)
@@ -55,8 +54,10 @@ def request_costs_conservation_check(
             lambda b: requests.billed_cost_by_assigned_day(
                 billing.filter(requests.in_bucket("x_RequestId", b, buckets)),
                 calls.filter(requests.in_bucket("request_id", b, buckets)),
+                billing_only.filter(requests.in_bucket("x_RequestId", b, buckets)),
                 start,
                 end,
+                bounds,
                 hashed,
             ),
             buckets,
@@ -113,32 +114,26 @@ def allocation_conservation_check(pools: pl.LazyFrame, by_day: pl.LazyFrame) -> 
     )
 
 
-def single_currency_check(joined: pl.LazyFrame, buckets: int = 1) -> CheckOutcome:
-    """An intent's cost is one currency's: a session billed in two currencies cannot be summed.
-    Sessions are grouped one hash bucket at a time (memory)."""
-    billed = joined.filter(pl.col("session_id").is_not_null() & pl.col("billing_currency").is_not_null())
-    currency = pl.col("billing_currency").cast(pl.Categorical)
-    mixed = (
-        collected_by_bucket(
-            lambda b: billed.filter(requests.in_bucket("session_id", b, buckets))
-            .group_by("session_id")
-            # min != max: n_unique's answer for a non-null column, on categorical codes (cheaper)
-            .agg(currency.min().alias("lo"), currency.max().alias("hi"))
-            .filter(pl.col("lo") != pl.col("hi"))
-            .select("session_id"),
-            buckets,
-        )
-        .sort("session_id")
-        .head(5)
-        .collect()
+def single_currency_check(calls: pl.LazyFrame, buckets: int = 1) -> CheckOutcome:
+    """An intent's cost is one currency's: the guard behind the daily step's quarantine of intents
+    billed in two currencies. `calls`: the calls of the intents published (model.intents.
+    intent_calls: session_id, intent_date, billing_currency). Sessions are grouped one hash bucket
+    at a time (memory)."""
+    mixed = collected_by_bucket(
+        lambda b: mixed_currency_intents(calls.filter(requests.in_bucket("session_id", b, buckets))).select("session_id", "intent_date"),
+        buckets,
     )
+    return single_currency_outcome(mixed.collect())
+
+
+def single_currency_outcome(mixed: pl.DataFrame) -> CheckOutcome:
+    """single_currency_check's outcome from the intents found billed in two currencies (`mixed`:
+    session_id, intent_date), e.g. computed in the step's own pass over the intents."""
     if mixed.is_empty():
         return CheckOutcome("single_currency", True, "every intent is billed in one currency")
-    return CheckOutcome(
-        "single_currency",
-        False,
-        f"sessions billed in more than one currency (first: {', '.join(mixed['session_id'])})",
-    )
+    first = mixed.sort("session_id", "intent_date").head(5)
+    shown = ", ".join(f"{s} ({d})" for s, d in first.iter_rows())
+    return CheckOutcome("single_currency", False, f"{mixed.height} intent(s) billed in more than one currency (first: {shown})")
 
 
 # --- reconciliation -------------------------------------------------------------------------------

@@ -54,6 +54,8 @@ SUCCESS_SUMS = (
     "token_cost", "labor_cost", "total_cost", "success_total_cost", "total_cost_sq",
 )
 _FEATURE_MODEL = ["feature_tag", "model_version", "billing_currency"]
+# One cost_breakdown row per: the per-feature grain and the turns bucket.
+BREAKDOWN_GRAIN = ["date", "feature_tag", "model_version", "prompt_version", "billing_currency", "turns_bucket"]
 
 
 def _columns(model) -> list[str]:
@@ -103,8 +105,8 @@ def turns_bucket(turns: pl.Expr) -> pl.Expr:
 def cost_breakdown(requests: pl.LazyFrame, intents: pl.LazyFrame) -> pl.LazyFrame:
     """schemas.CostBreakdown: the daily table of where the money goes.
 
-    `requests`: request_costs rows holding every call `intents` summed (the daily step's joined
-    requests, lookaround days included); `intents`: intent_costs rows. Each call is in one
+    `requests`: request_costs rows holding every call `intents` summed (the daily step's intent
+    calls, with `intent_date`; without it a session is one intent); `intents`: intent_costs rows. Each call is in one
     component, in this order: its cache-write cost (when request_costs carries per-token-type
     cost: TYPED_COSTS) in cache_write_cost, whatever call made it, since the cache it fills serves
     later calls; the rest of a call with attempt >= 2 or status error in retry_cost; of a call
@@ -115,10 +117,15 @@ def cost_breakdown(requests: pl.LazyFrame, intents: pl.LazyFrame) -> pl.LazyFram
     names = requests.collect_schema().names()
     typed_known = all(c in names for c in TYPED_COSTS)
     tool_known = TOOL_COLUMN in names
-    calls = requests.join(intents.select("session_id"), on="session_id", how="semi")
+    # An intent is a session's calls from its first call's date (pipeline.session_days): with the
+    # calls' intent_date (model.intents.intent_calls) a session calling again later is another intent.
+    key = ["session_id", "intent_date"] if "intent_date" in names else ["session_id"]
+    if len(key) == 2:
+        intents = intents.with_columns(intent_date=pl.col("date"))
+    calls = requests.join(intents.select(key), on=key, how="semi")
     first_turns = (
         calls.filter(pl.col("attempt") == 1)
-        .group_by("session_id")
+        .group_by(key)
         .agg(first_turn=pl.col("request_id").sort_by(["called_at", "request_id"]).first())
     )
     typed = pl.lit(False)
@@ -151,13 +158,13 @@ def cost_breakdown(requests: pl.LazyFrame, intents: pl.LazyFrame) -> pl.LazyFram
             }.items()
         ]
         per_session.append(typed.any().alias("_typed"))
-    sessions = calls.join(first_turns, on="session_id", how="left").group_by("session_id").agg(per_session)
+    sessions = calls.join(first_turns, on=key, how="left").group_by(key).agg(per_session)
 
     labeled = pl.col("outcome") != "unlabeled"
     components = ["first_attempt_cost", "multi_turn_cost", "retry_cost", "tool_cost", *TYPED_COSTS]
     money = ["token_cost", "labor_cost", "total_cost", "labeled_total_cost", *components]
-    grain = ["date", "feature_tag", "model_version", "prompt_version", "billing_currency", "turns_bucket"]
-    with_sessions = intents.join(sessions, on="session_id", how="left").with_columns(turns_bucket=turns_bucket(pl.col("turns")))
+    grain = BREAKDOWN_GRAIN
+    with_sessions = intents.join(sessions, on=key, how="left").with_columns(turns_bucket=turns_bucket(pl.col("turns")))
     sums = with_sessions.group_by(grain).agg(
         intents=pl.len().cast(pl.Int64),
         labeled_intents=labeled.sum().cast(pl.Int64),
@@ -183,6 +190,16 @@ def cost_breakdown(requests: pl.LazyFrame, intents: pl.LazyFrame) -> pl.LazyFram
     # Intents with no billed call have no currency: their money is unknown, not zero.
     billed = pl.col("billing_currency").is_not_null()
     return sums.with_columns([pl.when(billed).then(pl.col(c)).cast(MONEY).alias(c) for c in money]).select(_columns(CostBreakdown))
+
+
+def reaggregate_cost_breakdown(rows: pl.LazyFrame, grain: Sequence[str]) -> pl.LazyFrame:
+    """cost_breakdown rows summed to `grain` + turns bucket: a day's parts built one hash bucket of
+    sessions at a time, or a month's days. Every column is a sum, so the components still add up
+    exactly; a column null on every row summed (a component unknown, money of unbilled intents)
+    stays null."""
+    key = [*grain, "turns_bucket"]
+    sums = [c for c in _columns(CostBreakdown) if c not in BREAKDOWN_GRAIN]
+    return rows.group_by(key).agg(_sum_known(sums)).select(*key, *sums)
 
 
 def money_breakdown(breakdown: pl.LazyFrame, start: date, end: date) -> pl.LazyFrame:

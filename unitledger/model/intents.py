@@ -1,5 +1,18 @@
-"""Pure transforms from requests to intents: a session's latest outcome label, and its cost with the
-labor cost of a failure (intent_costs). LazyFrames in and out, no I/O, no Dagster."""
+"""Pure transforms from requests to intents: which intent each call belongs to (intent_days), a
+session's latest outcome label, and an intent's cost with the labor cost of a failure
+(intent_costs). LazyFrames in and out, no I/O, no Dagster.
+
+An intent is one session's calls from the date of its first call up to S = session_days whole days
+after it. Which intent a call belongs to is decided from the session's call dates alone, looking
+back at most 2 × S days, so it does not depend on how a range of days was split into runs:
+- a call date with no call of its session in the S days before it starts an intent, dated that day;
+- a call belongs to the latest intent of its session started at most S days before its date;
+- a call of a session that has called every few days since more than S days (no start within the
+  last S days) belongs to no intent: it is reported (beyond the session bound), its request's cost
+  stays in request_costs;
+- after a pause of more than S days without a call, the session's next call starts a new intent of
+  the same session_id (intents are unique per session_id and date).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +22,26 @@ import polars as pl
 
 from schemas.types import MONEY
 from unitledger.model.requests import first_by_key, in_dates
+
+
+def session_dates(calls: pl.LazyFrame) -> pl.LazyFrame:
+    """The distinct (session_id, call_date) of `calls`: all intent_days needs."""
+    return calls.select("session_id", "call_date").unique()
+
+
+def intent_days(pairs: pl.LazyFrame, session_days: int) -> pl.LazyFrame:
+    """`pairs` (session_dates: session_id, call_date) with `intent_date`: the date of the intent the
+    session's calls of that date belong to, null when they belong to none (beyond the bound; see the
+    module's rules). Right for every call_date whose 2 × S days before are among `pairs`."""
+    # Sorted, a session's dates are consecutive rows, its first row always a start: shifts and a
+    # forward fill over the whole frame never cross sessions (cheaper than windows per session).
+    ordered = pairs.sort("session_id", "call_date")
+    same_session = pl.col("session_id") == pl.col("session_id").shift(1)
+    gap = pl.when(same_session).then((pl.col("call_date") - pl.col("call_date").shift(1)).dt.total_days())
+    starts = ordered.with_columns(_start=pl.when(gap.is_null() | (gap > session_days)).then(pl.col("call_date")))
+    latest = starts.with_columns(_start=pl.col("_start").forward_fill())
+    within = (pl.col("call_date") - pl.col("_start")).dt.total_days() <= session_days
+    return latest.select("session_id", "call_date", intent_date=pl.when(within).then(pl.col("_start")))
 
 
 def latest_outcomes(outcomes: pl.LazyFrame) -> pl.LazyFrame:
@@ -23,21 +56,46 @@ def latest_outcomes(outcomes: pl.LazyFrame) -> pl.LazyFrame:
     return first_by_key(outcomes, "session_id", key, pl.Expr.max).select("session_id", "success", "escalated")
 
 
-def intent_costs(
-    joined: pl.LazyFrame, outcomes: pl.LazyFrame, labor: pl.LazyFrame, start: date, end: date
-) -> pl.LazyFrame:
-    """One row per session whose earliest call is dated within [start, end), as schemas.IntentCosts.
+def intent_calls(joined: pl.LazyFrame, days: pl.LazyFrame) -> pl.LazyFrame:
+    """The calls of `joined` (join_requests rows, billing-only ones dropped) with `intent_date`, the
+    date of the intent each belongs to (`days`: intent_days), null for a call beyond the bound."""
+    calls = joined.filter(pl.col("session_id").is_not_null())
+    return calls.join(days.rename({"call_date": "date"}), on=["session_id", "date"], how="left")
 
-    `joined` must hold every call of [start - 1 day, end + 1 day) (see unitledger.model.requests), `outcomes`
-    the latest label per session (`latest_outcomes`), `labor` the labor cost table
+
+def mixed_currency_intents(calls: pl.LazyFrame) -> pl.LazyFrame:
+    """(session_id, intent_date) of the intents among `calls` (intent_calls) whose billed calls
+    name more than one billing_currency, with `currencies` (sorted): no one currency is the intent's."""
+    billed = calls.filter(pl.col("intent_date").is_not_null() & pl.col("billing_currency").is_not_null())
+    currency = pl.col("billing_currency").cast(pl.Categorical)
+    # min != max (on categorical codes, compared as text): cheaper than collecting every group's set
+    mixed = (
+        billed.group_by("session_id", "intent_date")
+        .agg(currency.min().alias("_lo"), currency.max().alias("_hi"))
+        .filter(pl.col("_lo") != pl.col("_hi"))
+        .select("session_id", "intent_date")
+    )
+    return (
+        billed.join(mixed, on=["session_id", "intent_date"], how="semi")
+        .group_by("session_id", "intent_date")
+        .agg(currencies=pl.col("billing_currency").unique().sort())
+    )
+
+
+def intent_costs(
+    calls: pl.LazyFrame, outcomes: pl.LazyFrame, labor: pl.LazyFrame, start: date, end: date
+) -> pl.LazyFrame:
+    """One row per intent dated within [start, end), as schemas.IntentCosts.
+
+    `calls`: intent_calls of every call of those intents (dated up to end + session_days),
+    `outcomes` the latest label per session (`latest_outcomes`), `labor` the labor cost table
     (config.labor_table)."""
     from schemas.outputs import IntentCosts
 
-    calls = joined.filter(pl.col("session_id").is_not_null())
     sessions = (
-        calls.group_by("session_id")
+        calls.filter(in_dates("intent_date", start, end))
+        .group_by("session_id", pl.col("intent_date").alias("date"))
         .agg(
-            date=pl.col("called_at").min().dt.date(),
             # The last call's values (sort_by + last: faster than get(arg_max) per column).
             **{c: pl.col(c).sort_by("called_at").last() for c in ("feature_tag", "model", "model_version", "prompt_version")},
             billing_currency=pl.col("billing_currency").min(),
@@ -48,7 +106,6 @@ def intent_costs(
             token_cost=pl.col("effective_cost").sum(),
             allocated_token_cost=pl.col("allocated_effective_cost").sum(),
         )
-        .filter(in_dates("date", start, end))
     )
     labeled = sessions.join(outcomes, on="session_id", how="left")
     with_labor = attach_labor(labeled, labor)

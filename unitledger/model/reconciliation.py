@@ -11,26 +11,27 @@ Every FOCUS row lands in exactly one part of its group's billed total:
   usage);
 - conflicting: its request id is billed to more than one billing account or currency within the
   billing period (model.requests.request_conflicts), so it cannot be one request's cost;
-- attributed: telemetry logged a call with its request id dated within the row's billing period
-  ± 1 day (ATTRIBUTION_MARGIN: a call just before midnight can be billed in the next period);
-- unmatched: telemetry logged no such call.
-A telemetry call is telemetry-only when no current FOCUS row with its request id has a billing
-period (± 1 day) containing the call's date.
+- attributed: its request's call is dated at most billing_delay_days from the row's ChargePeriodStart
+  date (model.requests.associate): the row is that request's cost in request_costs;
+- late: a call of its request (or its billing-only request's first row) is further away, within
+  detection_horizon_days (model.requests.classify_unassociated): quarantined by the daily tables;
+- unmatched: telemetry logged no call of its request within the horizon: a billing-only request.
+The same rules as the daily tables', so the reconciliation's parts are request_costs' sides.
+A telemetry call is telemetry-only when no current FOCUS row with its request id is dated within
+billing_delay_days of the call's date.
 """
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-
 import polars as pl
 
 from schemas.types import MONEY
+from unitledger.config import Bounds
 from unitledger.config import Reconciliation as Thresholds
 from unitledger.model.allocation import PLACEMENT_AMOUNTS
-from unitledger.model.requests import dedupe_calls, request_conflicts
+from unitledger.model.requests import LATE, dedupe_calls, days_apart, request_conflicts
 from unitledger.sources.values import parse_timestamp
 
-ATTRIBUTION_MARGIN = timedelta(days=1)
 KEY = ["billing_period", "billing_account_id", "invoice_id", "service_provider_name", "billing_currency"]
 
 # FOCUS SkuMeter of token rows → token type. Billed `Input Tokens` exclude cached tokens, while
@@ -52,44 +53,21 @@ def billing_period(timestamp: pl.Expr) -> pl.Expr:
     return timestamp.dt.strftime("%Y-%m")
 
 
-def _window_contains(day: pl.Expr) -> pl.Expr:
-    """`day` within [BillingPeriodStart − margin, BillingPeriodEnd + margin) by UTC date."""
-    low = pl.col("BillingPeriodStart").dt.date() - ATTRIBUTION_MARGIN
-    high = pl.col("BillingPeriodEnd").dt.date() + ATTRIBUTION_MARGIN
-    return (day >= low) & (day < high)
-
-
-def call_window(periods: pl.DataFrame) -> tuple[date, date]:
-    """The dates of calls that can attribute rows of these billing periods (BillingPeriodStart and
-    BillingPeriodEnd columns): [earliest start − margin, latest end + margin)."""
-    return (
-        periods["BillingPeriodStart"].min().date() - ATTRIBUTION_MARGIN,
-        periods["BillingPeriodEnd"].max().date() + ATTRIBUTION_MARGIN,
-    )
-
-
-def attribute(rows: pl.LazyFrame, period_rows: pl.LazyFrame, calls: pl.LazyFrame) -> pl.LazyFrame:
-    """Current FOCUS rows with `billing_period`, `conflict` (their request id is billed to two
-    accounts or currencies among `period_rows`, every current row of their billing periods) and
-    `seen` (`calls` has their request id within the period ± 1 day)."""
-    rows = rows.with_columns(billing_period=billing_period(pl.col("BillingPeriodStart")))
+def attribute(associated: pl.LazyFrame, period_rows: pl.LazyFrame, settled: pl.LazyFrame) -> pl.LazyFrame:
+    """Current FOCUS rows (`associated`: model.requests.associate(..., how="left"), `call_date` set
+    when the row is its request's call's cost) with `billing_period`, `seen` (it is), `late` (its
+    classification in `settled`, model.requests.classify_unassociated by source_file and
+    source_line, is late billing) and `conflict` (its request id is billed to two accounts or
+    currencies among `period_rows`, every current row of their billing periods)."""
+    rows = associated.with_columns(billing_period=billing_period(pl.col("BillingPeriodStart")))
     conflicts = request_conflicts(
         period_rows.with_columns(billing_period=billing_period(pl.col("BillingPeriodStart"))), by=("billing_period",)
     )
-    period_requests = rows.filter(pl.col("x_RequestId").is_not_null()).select(
-        "x_RequestId", "BillingPeriodStart", "BillingPeriodEnd"
-    ).unique()
-    seen = (
-        period_requests.join(calls.select("request_id", "call_date").unique(), left_on="x_RequestId", right_on="request_id")
-        .filter(_window_contains(pl.col("call_date")))
-        .select("x_RequestId", "BillingPeriodStart", "BillingPeriodEnd")
-        .unique()
-        .with_columns(seen=pl.lit(True))
-    )
+    late = settled.filter(pl.col("billing_class") == LATE).select("source_file", "source_line", late=pl.lit(True))
     return (
-        rows.join(seen, on=["x_RequestId", "BillingPeriodStart", "BillingPeriodEnd"], how="left")
+        rows.join(late, on=["source_file", "source_line"], how="left")
         .join(conflicts.with_columns(conflict=pl.lit(True)), on=["x_RequestId", "billing_period"], how="left")
-        .with_columns(pl.col("seen").fill_null(False), pl.col("conflict").fill_null(False))
+        .with_columns(pl.col("late").fill_null(False), pl.col("conflict").fill_null(False), seen=pl.col("call_date").is_not_null())
     )
 
 
@@ -122,6 +100,7 @@ def ledger(
         "effective_cost": pl.col("EffectiveCost"),
         "quarantined": pl.lit(False),
         "seen": pl.col("seen"),
+        "late": pl.col("late"),
         "conflict": pl.col("conflict"),
         "usage_class": pl.col("usage_class"),
         **{c: pl.col(c) for c in parts},
@@ -138,6 +117,7 @@ def ledger(
         "effective_cost": pl.col("effective_cost"),
         "quarantined": pl.lit(True),
         "seen": pl.lit(False),
+        "late": pl.lit(False),
         "conflict": pl.lit(False),
         "usage_class": pl.lit(None, pl.String),
         **{c: pl.lit(None, MONEY) for c in parts},
@@ -162,15 +142,16 @@ def figures(rows: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
     kind = pl.col("usage_class")
     parts = {
         "attributed": has_id & ~pl.col("conflict") & pl.col("seen"),
-        "unmatched": has_id & ~pl.col("conflict") & ~pl.col("seen"),
+        "unmatched": has_id & ~pl.col("conflict") & ~pl.col("seen") & ~pl.col("late"),
+        "late": has_id & ~pl.col("conflict") & pl.col("late"),
         "conflicting": has_id & pl.col("conflict"),
         "unrecognized": no_id & (kind == "unrecognized_token").fill_null(False),
         "unattributable": no_id & ~kind.is_in(["token", "unrecognized_token"]).fill_null(False),
         "quarantined": held,
     }
-    billed = {"attributed": "attributed_cost", "unmatched": "unmatched_billing_cost", "conflicting": "conflicting_cost",
+    billed = {"attributed": "attributed_cost", "unmatched": "unmatched_billing_cost", "late": "late_billing_cost", "conflicting": "conflicting_cost",
               "unrecognized": "unrecognized_usage_cost", "unattributable": "unattributable_cost", "quarantined": "quarantined_cost"}
-    effective = {"attributed": "attributed_effective_cost", "unmatched": "unmatched_effective_cost",
+    effective = {"attributed": "attributed_effective_cost", "unmatched": "unmatched_effective_cost", "late": "late_effective_cost",
                  "conflicting": "conflicting_effective_cost", "unrecognized": "unrecognized_usage_effective_cost",
                  "unattributable": "unattributable_effective_cost", "quarantined": "quarantined_effective_cost"}
     # AI token rows without a request id: amounts, not conditions.
@@ -184,7 +165,7 @@ def figures(rows: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
     }
     billed_parts = [*billed.values(), *[n[0] for n in amounts.values()]]
     effective_parts = [*effective.values(), *[n[1] for n in amounts.values()]]
-    ai = ["attributed_cost", "unmatched_billing_cost", "conflicting_cost", "unrecognized_usage_cost", *[n[0] for n in amounts.values()]]
+    ai = ["attributed_cost", "unmatched_billing_cost", "late_billing_cost", "conflicting_cost", "unrecognized_usage_cost", *[n[0] for n in amounts.values()]]
     summed = rows.group_by(grain).agg(
         billing_rows=(~held).sum().cast(pl.Int64),
         quarantined_rows=held.sum().cast(pl.Int64),
@@ -192,6 +173,7 @@ def figures(rows: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
         attributed_requests=pl.col("request_id").filter(parts["attributed"]).n_unique().cast(pl.Int64),
         unmatched_requests=pl.col("request_id").filter(parts["unmatched"]).n_unique().cast(pl.Int64),
         conflicting_requests=pl.col("request_id").filter(parts["conflicting"]).n_unique().cast(pl.Int64),
+        late_requests=pl.col("request_id").filter(parts["late"]).n_unique().cast(pl.Int64),
         billed_total=pl.col("billed_cost").sum(),
         effective_total=pl.col("effective_cost").sum(),
         **{name: pl.col("billed_cost").filter(parts[part]).sum() for part, name in billed.items()},
@@ -213,18 +195,16 @@ def figures(rows: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
     )
 
 
-def telemetry_only(calls: pl.LazyFrame, billing: pl.LazyFrame, grain: dict[str, pl.Expr]) -> pl.LazyFrame:
+def telemetry_only(calls: pl.LazyFrame, billing: pl.LazyFrame, grain: dict[str, pl.Expr], bounds: Bounds) -> pl.LazyFrame:
     """Per `grain` (expressions over the calls, e.g. billing period and provider): requests
     telemetry logged (`calls`, the reported dates only) and those of them with no current FOCUS row
-    whose billing period ± 1 day contains the call's date (`billing`: every row that could)."""
+    dated within billing_delay_days of the call's date (`billing`: every row that could be)."""
     calls = dedupe_calls(calls)
-    billed = billing.filter(pl.col("x_RequestId").is_not_null()).select(
-        "x_RequestId", "BillingPeriodStart", "BillingPeriodEnd"
-    ).unique()
+    billed = billing.filter(pl.col("x_RequestId").is_not_null()).select("x_RequestId", "charge_date").unique()
     matched = (
         calls.select("request_id", "call_date")
         .join(billed, left_on="request_id", right_on="x_RequestId")
-        .filter(_window_contains(pl.col("call_date")))
+        .filter(days_apart("charge_date", "call_date") <= bounds.billing_delay_days)
         .select("request_id")
         .unique()
         .with_columns(billed=pl.lit(True))
@@ -319,6 +299,11 @@ def with_status(rows: pl.LazyFrame, limits: Thresholds, token_coverage_warn: flo
             + money_text(pl.col("quarantined_cost")) + pl.lit(" of them counted as quarantined_cost"),
         ),
         (
+            pl.col("late_requests") > 0,
+            pl.col("late_requests").cast(pl.String) + pl.lit(" request(s) billed late, ")
+            + money_text(pl.col("late_billing_cost")) + pl.lit(" of late_billing_cost (rows listed in the quarantine)"),
+        ),
+        (
             pl.col("conflicting_requests") > 0,
             pl.col("conflicting_requests").cast(pl.String)
             + pl.lit(" request(s) billed to two accounts or currencies (see request_conflicts)"),
@@ -378,15 +363,15 @@ def conflict_rows(attributed: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def billed_tokens(attributed: pl.LazyFrame) -> pl.LazyFrame:
-    """Per billing period and request (conflicting ones excluded): billed tokens of each type from
-    the token rows (SkuMeter in TOKEN_METERS, ConsumedUnit in TOKEN_UNITS)."""
+    """Per billing period and request (attributed rows: conflicting and late ones excluded): billed
+    tokens of each type from the token rows (SkuMeter in TOKEN_METERS, ConsumedUnit in TOKEN_UNITS)."""
     meter = pl.col("SkuMeter").replace_strict(TOKEN_METERS, default=None, return_dtype=pl.String)
     per_unit = pl.col("ConsumedUnit").replace_strict(TOKEN_UNITS, default=None, return_dtype=pl.Int64)
     tokens = attributed.filter(
-        pl.col("x_RequestId").is_not_null() & ~pl.col("conflict") & meter.is_not_null()
+        pl.col("x_RequestId").is_not_null() & pl.col("seen") & ~pl.col("conflict") & meter.is_not_null()
         & per_unit.is_not_null() & pl.col("ConsumedQuantity").is_not_null()
     ).with_columns(token_type=meter, tokens=pl.col("ConsumedQuantity") * per_unit)
-    return tokens.group_by("billing_period", "BillingPeriodStart", "BillingPeriodEnd", request_id=pl.col("x_RequestId")).agg(
+    return tokens.group_by("billing_period", request_id=pl.col("x_RequestId")).agg(
         billing_account_id=pl.col("BillingAccountId").min(),
         service_provider_name=pl.col("ServiceProviderName").min(),
         **{f"billed_{t}_tokens": pl.col("tokens").filter(pl.col("token_type") == t).sum().cast(MONEY) for t in TOKEN_TYPES},
@@ -394,8 +379,9 @@ def billed_tokens(attributed: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def token_comparison(billed: pl.LazyFrame, calls: pl.LazyFrame) -> pl.LazyFrame:
-    """`billed_tokens` joined with the request's call (within the billing period ± 1 day), with
-    telemetry's counts in billing's convention and `mismatched` naming the token types that differ."""
+    """`billed_tokens` joined with the request's call (the deduplicated `calls` that attributed its
+    rows), with telemetry's counts in billing's convention and `mismatched` naming the token types
+    that differ."""
     telemetry = dedupe_calls(calls).select(
         "request_id",
         "call_date",
@@ -406,7 +392,7 @@ def token_comparison(billed: pl.LazyFrame, calls: pl.LazyFrame) -> pl.LazyFrame:
         telemetry_cache_read_tokens=pl.col("cache_read_input_tokens"),
         telemetry_cache_write_tokens=pl.col("cache_write_input_tokens"),
     )
-    compared = billed.join(telemetry, on="request_id").filter(_window_contains(pl.col("call_date")))
+    compared = billed.join(telemetry, on="request_id")
     differs = [
         pl.when(pl.col(f"billed_{t}_tokens") != pl.col(f"telemetry_{t}_tokens").cast(MONEY)).then(pl.lit(t))
         for t in TOKEN_TYPES

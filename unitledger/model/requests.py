@@ -1,15 +1,21 @@
 """Pure transforms from staged inputs to requests with their cost: days and hash buckets, calls
-deduplicated per request, request ids billed to two accounts or currencies, billing summed per
+deduplicated per request, which FOCUS rows belong to which request (their call, a billing-only
+request, or late billing), request ids billed to two accounts or currencies, billing summed per
 request, the join of both sides (request_costs), and conservation's independent route.
 
 Every function takes and returns Polars LazyFrames or expressions (no I/O, no Dagster), so each one
 can be tested on a tiny hand-built frame. Money stays an exact decimal.
 
-Days and midnight: a run for the dates [start, end) reads calls and billing rows of
-[start - 1 day, end + 1 day). A request belongs to its call's UTC date (billing-only requests: the
-date of their earliest ChargePeriodStart), a session to the date of its earliest call. So a session
-that crosses midnight keeps the calls it makes up to the end of the day after its first call, and a
-billing row may be dated up to one day away from its call; both are counted once.
+Which request a FOCUS row belongs to (bounds from [pipeline] in unitledger.toml, config.Bounds; every
+rule is relative to the row or the call, never to the run, so results do not depend on how a range
+of days was split into runs):
+- its request's call (the winning copy, `dedupe_calls`) is dated at most B = billing_delay_days from
+  the row's ChargePeriodStart date: the row is that request's cost, dated by the call;
+- else, if a call of its request is dated within H = detection_horizon_days of the row: late billing
+  (reported, reconciled as late_billing_cost, never a second request);
+- else the row is billing-only: its request is dated by the earliest row of that request id within
+  the H days up to the row (the request's first row); a row more than B days after that first row is
+  late billing too.
 """
 
 from __future__ import annotations
@@ -20,12 +26,23 @@ import polars as pl
 
 from schemas.types import MONEY
 
+from unitledger.config import Bounds
 
-LOOKAROUND = timedelta(days=1)
 
 COST_COLUMNS = ("billed_cost", "effective_cost", "list_cost")
 
 REQUEST_HASH_SEED = 1  # not in_bucket's seed 0: within a bucket every id's seed-0 hash shares its remainder
+
+# Copies of one request id (an event delivered more than once, perhaps with another timestamp) are
+# looked for among calls dated at most this far from the run's calls.
+COPY_DAYS = timedelta(days=1)
+
+# A FOCUS row's place (classify_unassociated): its request's call, billing-only, or late.
+CALL, BILLING_ONLY, LATE = "call", "billing_only", "late"
+
+
+def days(n: int) -> timedelta:
+    return timedelta(days=n)
 
 
 def in_dates(column: str, start: date, end: date) -> pl.Expr:
@@ -38,8 +55,10 @@ def in_bucket(column: str, bucket: int, buckets: int) -> pl.Expr:
     return pl.lit(True) if buckets == 1 else pl.col(column).hash(seed=0) % buckets == bucket
 
 
-def with_lookaround(start: date, end: date) -> tuple[date, date]:
-    return start - LOOKAROUND, end + LOOKAROUND
+def days_apart(a: str | pl.Expr, b: str | pl.Expr) -> pl.Expr:
+    """|a − b| in whole days, for two Date columns."""
+    a, b = (pl.col(x) if isinstance(x, str) else x for x in (a, b))
+    return (a - b).dt.total_days().abs()
 
 
 def duplicate_event_rows(events: pl.LazyFrame) -> pl.LazyFrame:
@@ -95,6 +114,11 @@ def request_conflicts(billing: pl.LazyFrame, by: tuple[str, ...] = ()) -> pl.Laz
     )
 
 
+def with_lookaround(start: date, end: date) -> tuple[date, date]:
+    """[start, end) with COPY_DAYS either side (the allocation's days: a request's copies a day away)."""
+    return start - COPY_DAYS, end + COPY_DAYS
+
+
 def without_request_conflicts(billing: pl.LazyFrame, conflicts: pl.DataFrame | None = None) -> pl.LazyFrame:
     """`billing` minus the rows of `request_conflicts` (rows without a request id are kept);
     `conflicts`: request_conflicts(billing) when already collected. No conflicts at all (the usual
@@ -105,8 +129,9 @@ def without_request_conflicts(billing: pl.LazyFrame, conflicts: pl.DataFrame | N
 
 
 def billing_by_request(billing: pl.LazyFrame) -> pl.LazyFrame:
-    """FOCUS rows with an x_RequestId, summed per request (exact decimal sums). `billing` must be
-    free of `request_conflicts`: account and currency are taken as the request's only ones.
+    """FOCUS rows with an x_RequestId, summed per request (exact decimal sums), with the first and
+    last `charge_date` of its rows and `conflict`: its rows name more than one billing account or
+    currency (see request_conflicts), so no one account, currency or sum is the request's.
 
     The text columns (a few distinct values each) come out Categorical, compared as text: per
     request a code instead of a string, for a third of the memory (join_requests restores text)."""
@@ -118,6 +143,7 @@ def billing_by_request(billing: pl.LazyFrame) -> pl.LazyFrame:
         "billed_prompt_version": "x_PromptVersion",
         "billed_provider": "ServiceProviderName",
     }
+    owners = [pl.col(c).cast(pl.Categorical) for c in ("BillingAccountId", "BillingCurrency")]
     return (
         billing.filter(pl.col("x_RequestId").is_not_null())
         .group_by(pl.col("x_RequestId").alias("request_id"))
@@ -127,6 +153,9 @@ def billing_by_request(billing: pl.LazyFrame) -> pl.LazyFrame:
             list_cost=pl.col("ListCost").sum(),
             billing_rows=pl.len().cast(pl.Int64),
             charge_date=pl.col("charge_date").min(),
+            last_charge_date=pl.col("charge_date").max(),
+            # min != max: n_unique > 1 for a mandatory column, on codes (cheaper)
+            conflict=pl.any_horizontal([o.min() != o.max() for o in owners]),
             **{name: pl.col(column).cast(pl.Categorical).min() for name, column in text.items()},
         )
         .with_columns(
@@ -158,6 +187,8 @@ def with_allocated(billed: pl.LazyFrame, allocated: pl.LazyFrame) -> pl.LazyFram
         *[(pl.col(f"allocated_{c}").fill_null(zero) + pl.col(f"_{c}").fill_null(zero)).cast(MONEY).alias(f"allocated_{c}") for c in COST_COLUMNS],
         billing_rows=(pl.col("billing_rows").fill_null(0) + pl.col("_rows").fill_null(0)).cast(pl.Int64),
         charge_date=pl.min_horizontal("charge_date", "_date"),
+        last_charge_date=pl.max_horizontal("last_charge_date", "_date"),
+        conflict=pl.col("conflict").fill_null(False),
         billing_account_id=pl.coalesce("billing_account_id", "_account"),
         billing_currency=pl.coalesce("billing_currency", "_currency"),
         cost_source=pl.coalesce("cost_source", pl.lit("invoice_allocated")),
@@ -165,9 +196,11 @@ def with_allocated(billed: pl.LazyFrame, allocated: pl.LazyFrame) -> pl.LazyFram
 
 
 def join_requests(calls: pl.LazyFrame, billed: pl.LazyFrame) -> pl.LazyFrame:
-    """Full outer join of deduplicated calls with `billing_by_request` on the request id.
+    """Full outer join of deduplicated calls with `billing_by_request` on the request id; a request
+    whose rows conflict (`conflict`) is left out of billing (it stays a call, telemetry-only).
 
-    Every request of either side appears once with its `date` and `match_status`."""
+    Every request of either side appears once with its `date` and `match_status` (and the call's
+    `call_date`, the billed rows' `charge_date` and `last_charge_date`)."""
     call_side = calls.select(
         "request_id",
         "session_id",
@@ -185,6 +218,7 @@ def join_requests(calls: pl.LazyFrame, billed: pl.LazyFrame) -> pl.LazyFrame:
         "attempt",
         "status",
     )
+    billed = billed.filter(~pl.col("conflict")).drop("conflict")
     # The hash table on the billed side: codes and numbers, where the calls side has long ids.
     joined = call_side.join(billed, on="request_id", how="full", coalesce=True, build_side="force_right")
     joined = joined.with_columns(pl.col(pl.Categorical).cast(pl.String))
@@ -212,30 +246,115 @@ def request_costs(joined: pl.LazyFrame, start: date, end: date) -> pl.LazyFrame:
     return joined.filter(in_dates("date", start, end)).select(list(RequestCosts.to_schema().columns))
 
 
-def billed_cost_by_assigned_day(
-    billing: pl.LazyFrame, calls: pl.LazyFrame, start: date, end: date, hashed: bool = False
-) -> pl.LazyFrame:
-    """Conservation's independent route: the FOCUS rows with a request id, dated by their request
-    (the call's date when telemetry has the request, else the date of the request's earliest
-    ChargePeriodStart, as request_costs dates it), summed per day within [start, end). Must equal
-    request_costs' sums per day. `calls`: one row per request_id (deduplicated; a repeated id would
-    count its rows twice and fail the comparison).
+# --- which request a FOCUS row belongs to -----------------------------------------------------------
 
-    `hashed`: group and join on a 64-bit hash of the request id instead of the id itself (about a
-    third faster at 5M requests). Two ids sharing a hash would be taken for one request, which can
-    only move cents between their days: a wrong total, never a right one, so a caller that
-    re-checks a failed comparison on the ids loses nothing."""
+
+def associate(billing: pl.LazyFrame, calls: pl.LazyFrame, bounds: Bounds, how: str = "inner") -> pl.LazyFrame:
+    """`billing` (FOCUS rows with an x_RequestId) with `call_date`: the date of their request's call
+    (`calls`: one row per request_id with its call_date, deduplicated) when it is at most
+    billing_delay_days from the row's charge_date. how="inner": only those rows; how="left": every
+    row, `call_date` null when its request has no such call among `calls`."""
+    near = days_apart("charge_date", "call_date") <= bounds.billing_delay_days
+    joined = billing.join(
+        calls.select(pl.col("request_id").alias("x_RequestId"), "call_date"), on="x_RequestId", how=how
+    )
+    if how == "inner":
+        return joined.filter(near)
+    return joined.with_columns(call_date=pl.when(near).then(pl.col("call_date")))
+
+
+def classify_unassociated(
+    candidates: pl.LazyFrame, calls: pl.LazyFrame, earlier: pl.LazyFrame, bounds: Bounds
+) -> pl.LazyFrame:
+    """FOCUS rows whose request has no call within billing_delay_days (`candidates`: rows with
+    x_RequestId, charge_date, source_file, source_line) classified as billing-only or late billing.
+
+    `calls`: calls (any copy: request_id, call_date) of the candidates' requests dated within
+    detection_horizon_days of them; `earlier`: FOCUS rows (x_RequestId, charge_date) of the
+    candidates' requests dated within detection_horizon_days before them (the candidates included).
+    Adds `billing_class` (BILLING_ONLY or LATE), `call_date` (the nearest call within the horizon:
+    the row is late), `first_charge_date` (the earliest row of its request within the horizon) and
+    `request_date` (billing-only rows: the request's date, its first row's)."""
+    horizon = bounds.detection_horizon_days
+    rows = candidates.select("source_file", "source_line", "x_RequestId", "charge_date").unique()
+    nearest = (
+        rows.join(calls.select(pl.col("request_id").alias("x_RequestId"), pl.col("call_date")), on="x_RequestId")
+        .filter(days_apart("charge_date", "call_date") <= horizon)
+        .group_by("source_file", "source_line")
+        .agg(pl.col("call_date").sort_by(days_apart("charge_date", "call_date"), "call_date").first())
+    )
+    first = (
+        rows.join(earlier.select("x_RequestId", pl.col("charge_date").alias("_earlier")), on="x_RequestId")
+        .filter(pl.col("_earlier").is_between(pl.col("charge_date") - days(horizon), pl.col("charge_date")))
+        .group_by("source_file", "source_line")
+        .agg(first_charge_date=pl.col("_earlier").min())
+    )
+    key = ["source_file", "source_line"]
+    classified = (
+        candidates.join(nearest, on=key, how="left")
+        .join(first, on=key, how="left")
+        .with_columns(first_charge_date=pl.coalesce("first_charge_date", "charge_date"))
+    )
+    billing_only = pl.col("call_date").is_null() & (
+        (pl.col("charge_date") - pl.col("first_charge_date")).dt.total_days() <= bounds.billing_delay_days
+    )
+    return classified.with_columns(
+        billing_class=pl.when(billing_only).then(pl.lit(BILLING_ONLY)).otherwise(pl.lit(LATE)),
+        request_date=pl.when(billing_only).then(pl.col("first_charge_date")),
+    )
+
+
+def late_reason(bounds: Bounds) -> pl.Expr:
+    """Why a LATE row of `classify_unassociated` is not a request's cost, for its quarantine record."""
+    apart = days_apart("charge_date", "call_date").cast(pl.String)
+    after_first = (pl.col("charge_date") - pl.col("first_charge_date")).dt.total_days().cast(pl.String)
+    limit = f"pipeline.billing_delay_days = {bounds.billing_delay_days}"
+    return (
+        pl.when(pl.col("call_date").is_not_null())
+        .then(
+            pl.lit("late billing: charged ") + apart + pl.lit(" days from its request's call on ")
+            + pl.col("call_date").cast(pl.String) + pl.lit(f" (more than {limit}): not in request_costs")
+        )
+        .otherwise(
+            pl.lit("late billing: charged ") + after_first + pl.lit(" days after its billing-only request's first row on ")
+            + pl.col("first_charge_date").cast(pl.String) + pl.lit(f" (more than {limit}): not in request_costs")
+        )
+    )
+
+
+def billed_cost_by_assigned_day(
+    billing: pl.LazyFrame, calls: pl.LazyFrame, billing_only: pl.LazyFrame, start: date, end: date, bounds: Bounds,
+    hashed: bool = False,
+) -> pl.LazyFrame:
+    """Conservation's independent route: FOCUS money per (date, billing_currency) within [start,
+    end), each row dated by its request, computed from the rows themselves rather than from the
+    per-request sums and the join: `billing` rows within billing_delay_days of their request's call
+    (`calls`: one row per request id, request_id and call_date) on the call's date, plus the
+    billing-only rows (`billing_only`: classified rows, dated by `request_date`). Must equal
+    request_costs' sums per day. Rows of conflicting requests must be left out of both inputs.
+
+    `hashed`: join on a 64-bit hash of the request id instead of the id itself (faster). Two ids
+    sharing a hash would be taken for one request, which can only move cents between days: a wrong
+    total, never a right one, so a caller that re-checks a failed comparison on the ids loses nothing."""
     money = {"billed_cost": "BilledCost", "effective_cost": "EffectiveCost", "list_cost": "ListCost"}
 
     def request(column: str) -> pl.Expr:
         return (pl.col(column).hash(seed=REQUEST_HASH_SEED) if hashed else pl.col(column)).alias("_request")
 
-    return (
+    def rows(frame: pl.LazyFrame, dated: pl.Expr) -> pl.LazyFrame:
+        return frame.select(
+            dated.alias("date"), pl.col("BillingCurrency").alias("billing_currency"),
+            **{name: pl.col(column) for name, column in money.items()},
+        )
+
+    called = (
         billing.filter(pl.col("x_RequestId").is_not_null())
-        .group_by(request("x_RequestId"), pl.col("BillingCurrency").alias("billing_currency"))
-        .agg(charge_date=pl.col("charge_date").min(), **{name: pl.col(column).sum() for name, column in money.items()})
-        .join(calls.select(request("request_id"), "call_date"), on="_request", how="left")
-        .with_columns(date=pl.coalesce("call_date", "charge_date"))
+        .select(request("x_RequestId"), "charge_date", "BillingCurrency", *money.values())
+        .join(calls.select(request("request_id"), "call_date"), on="_request")
+        .filter(days_apart("charge_date", "call_date") <= bounds.billing_delay_days)
+    )
+    return (
+        pl.concat([rows(called, pl.col("call_date")), rows(billing_only, pl.col("request_date"))])
         .filter(in_dates("date", start, end))
         .group_by("date", "billing_currency")
         .agg([pl.col(name).sum() for name in money])

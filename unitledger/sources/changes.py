@@ -7,26 +7,30 @@ Between two looks a file is new, changed or removed, and its rows map to days:
   billing period) pairs (see sources.focus.current_deliveries), so the days of every staged row of the
   pairs the file holds count too: a day the new delivery no longer bills changes as well.
 - llm_call events: their call date.
-- outcome events: the date of the session they label (its earliest call, from staging and from the
-  changed files themselves).
+- outcome events: the dates of the session they label (its calls' dates, from staging and from the
+  changed files themselves: each of its intents is dated by one of them).
 
-A daily partition reads calls and billing rows dated one day either side of it
-(model.requests.LOOKAROUND), so FOCUS and call dates widen by that; a label changes its session's day
-only. The previous version of a changed or removed file is read from staging while it is still
+A daily partition reads calls and FOCUS rows of other days within the bounds of [pipeline]
+(config.Bounds, see unitledger.steps.daily), so FOCUS and call dates widen by the days whose tables
+can read them: a FOCUS row of day t the days of its request's call (t ± B) and of that call's
+intent (S days before), a call of day x the days of the FOCUS rows within B days of it and of their
+billing-only requests (2 × B before), of its copies (± 1) and of its session's intents (± S). A call
+changing whether a FOCUS row further away is late billing (within the detection horizon) is
+picked up by the next run covering that row's day (the nightly window). The previous version of a changed or removed file is read from staging while it is still
 there (`staged/<table>/<old id>.parquet`): staging replaces it on the next run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import polars as pl
 
+from unitledger.config import Bounds, Telemetry
 from unitledger.layout import Layout
-from unitledger.model.requests import LOOKAROUND
 from unitledger.sources.events import (
-    EVENT_SUFFIXES,
+    event_landing_files,
     read_events_raw,
     scan_staged_call_files,
     scan_staged_calls,
@@ -39,12 +43,10 @@ from unitledger.sources.values import parse_timestamp
 # source ("focus" | "events") → path relative to its landing folder → file id
 Fingerprints = dict[str, dict[str, str]]
 
-_SUFFIXES = {"focus": FOCUS_SUFFIXES, "events": EVENT_SUFFIXES}
-
-
-def landing_files(layout: Layout) -> dict[str, list[LandingFile]]:
-    roots = {"focus": layout.landing_focus, "events": layout.landing_events}
-    return {source: list_landing(roots[source], _SUFFIXES[source]) for source in roots}
+def landing_files(layout: Layout, telemetry: Telemetry = Telemetry()) -> dict[str, list[LandingFile]]:
+    """FOCUS files and event files (flat events, OTLP JSON, gateway logs: events.event_landing_files,
+    whose ids depend on the [telemetry] settings as staging's do)."""
+    return {"focus": list_landing(layout.landing_focus, FOCUS_SUFFIXES), "events": event_landing_files(layout, telemetry)}
 
 
 def fingerprints(files: dict[str, list[LandingFile]]) -> Fingerprints:
@@ -86,12 +88,18 @@ class AffectedDays:
     unreadable: list[str]  # messages for landing files that cannot be read (staging will fail on them)
 
 
-def affected_days(layout: Layout, changes: Changes) -> AffectedDays:
-    """The days whose daily partitions read something that changed."""
+def affected_days(layout: Layout, changes: Changes, bounds: Bounds, telemetry: Telemetry = Telemetry()) -> AffectedDays:
+    """The days whose daily partitions read something that changed (`telemetry`: the settings
+    event files are read with)."""
     unreadable: list[str] = []
     billing_days = _focus_days(layout, changes, unreadable)
-    call_days, label_days = _event_days(layout, changes, unreadable)
-    widened = {d + k * LOOKAROUND for d in billing_days | call_days for k in (-1, 0, 1)}
+    call_days, label_days = _event_days(layout, changes, unreadable, telemetry)
+    B, S = bounds.billing_delay_days, bounds.session_days
+
+    def around(found: set[date], before: int, after: int) -> set[date]:
+        return {d + timedelta(days=k) for d in found for k in range(-before, after + 1)}
+
+    widened = around(billing_days, B + S, B) | around(call_days, max(2 * B, S, 1), max(B, S, 1))
     return AffectedDays(widened | label_days, unreadable)
 
 
@@ -139,12 +147,12 @@ def _focus_days(layout: Layout, changes: Changes, unreadable: list[str]) -> set[
     return set(touched["charge_date"]) | set(restated["charge_date"])
 
 
-def _event_days(layout: Layout, changes: Changes, unreadable: list[str]) -> tuple[set[date], set[date]]:
+def _event_days(layout: Layout, changes: Changes, unreadable: list[str], telemetry: Telemetry) -> tuple[set[date], set[date]]:
     new = [
         raw.select(
             "event_type", "event_id", "session_id", parse_timestamp(pl.col("timestamp")).dt.date().alias("day")
         ).drop_nulls(["event_type", "session_id", "day"])
-        for raw in _readable(changes.new["events"], read_events_raw, unreadable)
+        for raw in _readable(changes.new["events"], lambda f: read_events_raw(f, telemetry), unreadable)
     ]
     schema = {"event_type": pl.String, "event_id": pl.String, "session_id": pl.String, "day": pl.Date}
     new_events = pl.concat(new).collect() if new else pl.DataFrame(schema=schema)
@@ -162,9 +170,7 @@ def _event_days(layout: Layout, changes: Changes, unreadable: list[str]) -> tupl
     labeled = pl.concat(
         [new_events.lazy().filter(pl.col("event_type") == "outcome").select("session_id"), *(f.select("session_id") for f in old_labels), copies_labels]
     ).unique()
-    # A session's day is its earliest call, wherever that call is (staged, or in a changed file).
+    # A session's intents are dated by some of its calls, wherever they are (staged, or in a changed file).
     known_calls = pl.concat([scan_staged_calls(layout).select("session_id", "call_date"), new_calls.lazy()])
-    session_days = (
-        known_calls.join(labeled, on="session_id", how="semi").group_by("session_id").agg(pl.col("call_date").min()).collect()
-    )
+    session_days = known_calls.join(labeled, on="session_id", how="semi").select("call_date").unique().collect()
     return set(calls["call_date"]), set(session_days["call_date"])

@@ -1,17 +1,25 @@
-"""Flat event files (JSON lines or Parquet, one LLM call or outcome label per line): the fields read,
-each row's problems, typed calls and outcomes or quarantine records; reading and staging a file;
-the scans of staged calls and outcomes."""
+"""Event files: unitledger's flat events (JSON lines or Parquet, one LLM call or outcome label per
+line), OTLP JSON traces and logs, and LLM gateway logs (LiteLLM, OpenRouter, Helicone), all read
+into the flat format's text rows (sources.telemetry_rows): the fields read, each row's problems,
+typed calls, outcomes and evaluation results or quarantine records; reading and staging a file;
+what is derived across files (retries from trace structure, evaluation results -> session
+outcomes, events delivered twice); the scans of staged calls and outcomes."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 
-from schemas.types import CALL_STATUSES, MONEY, OUTCOME_SIGNALS, TIMESTAMP
+from schemas.types import CALL_STATUSES, ISO_4217, MONEY, OUTCOME_SIGNALS, TIMESTAMP
+from unitledger.config import Telemetry
 from unitledger.layout import Layout
+from unitledger.sources import detect
 from unitledger.sources.files import (
+    InputFileError,
     LandingFile,
     StagingReport,
     check_readable,
@@ -25,9 +33,11 @@ from unitledger.sources.files import (
 )
 from unitledger.sources.values import (
     Problem,
+    decimal_problem,
     describe_problems,
     one_of,
     only_for,
+    parse_money,
     parse_timestamp,
     parsed_column,
     problem,
@@ -36,7 +46,7 @@ from unitledger.sources.values import (
     with_problems,
 )
 from unitledger.model.requests import duplicate_event_rows
-from unitledger.warehouse.publish import scratch_folder, write_parquet_atomic
+from unitledger.warehouse.publish import polars_schema, scratch_folder, write_parquet_atomic
 
 
 LLM_CALL_FIELDS = (
@@ -93,48 +103,96 @@ def _bool_problem(name: str) -> Problem:
     return one_of(name, ("true", "false"), "true or false")
 
 
-def _events_problems() -> dict[str, list[Problem]]:
+def _events_problems(telemetry: bool) -> dict[str, list[Problem]]:
+    """The rules of every field; `telemetry`: the rows have the telemetry readers' fields too
+    (telemetry_rows.TELEMETRY_FIELDS), a flat event file's do not (nor pay for their rules)."""
     is_call = pl.col("event_type") == "llm_call"
     is_outcome = pl.col("event_type") == "outcome"
+    # an evaluation result (OTLP): an outcome whose session and verdict come later, from the calls
+    # and the settings (derive); what it lacks then is quarantined there
+    is_evaluation = (is_outcome & pl.col("evaluation_name").is_not_null()) if telemetry else pl.lit(False)
+    is_label = is_outcome & ~is_evaluation
     problems: dict[str, list[Problem]] = {
         "event_type": [one_of("event_type", ("llm_call", "outcome"), "a known event type"), required("event_type")],
         "event_id": [required("event_id")],
         "timestamp": [required("timestamp"), ts_problem("timestamp")],
-        "session_id": [required("session_id")],
+        "session_id": [problem(~is_evaluation & pl.col("session_id").is_null(), "is required but empty")],
     }
-    for name in ("request_id", "feature_tag", "input_tokens", "output_tokens", "attempt", "status"):
+    for name in ("request_id", "feature_tag", "input_tokens", "output_tokens", "status"):
         problems.setdefault(name, []).append(problem(is_call & pl.col(name).is_null(), "is required for llm_call"))
-    for name in TOKEN_FIELDS:
+    # an OTLP call may leave its attempt to its trace's structure (derive)
+    no_trace = pl.col("trace_id").is_null() if telemetry else pl.lit(True)
+    problems["attempt"] = [problem(is_call & pl.col("attempt").is_null() & no_trace, "is required for llm_call")]
+    for name in (*TOKEN_FIELDS, *(["reasoning_output_tokens"] if telemetry else [])):
         problems.setdefault(name, []).extend(only_for(is_call, _integer_problems(name, 0, TOKEN_LIMIT)))
     problems["attempt"].extend(only_for(is_call, _integer_problems("attempt", 1)))
     problems["status"].extend(only_for(is_call, [one_of("status", CALL_STATUSES, "ok or error")]))
     for name in ("success", "escalated", "signal"):
-        problems[name] = [problem(is_outcome & pl.col(name).is_null(), "is required for outcome")]
-    problems["success"].extend(only_for(is_outcome, [_bool_problem("success")]))
+        problems[name] = [problem(is_label & pl.col(name).is_null(), "is required for outcome")]
+    problems["success"].extend(only_for(is_label, [_bool_problem("success")]))
     problems["escalated"].extend(only_for(is_outcome, [_bool_problem("escalated")]))
-    problems["signal"].extend(only_for(is_outcome, [one_of("signal", OUTCOME_SIGNALS, "explicit or implicit")]))
-    return problems
+    problems["signal"].extend(only_for(is_label, [one_of("signal", OUTCOME_SIGNALS, "explicit or implicit")]))
+    if not telemetry:
+        return problems
+    cost_problem = decimal_problem(pl.col("reported_cost"))
+    problems["reported_cost"] = [problem(cost_problem.is_not_null(), cost_problem)]
+    problems["reported_currency"] = [
+        problem(pl.col("reported_cost").is_not_null() & pl.col("reported_currency").is_null(), "is required with reported_cost"),
+        one_of("reported_currency", ISO_4217, "an ISO 4217 currency code"),
+    ]
+    # a record the reader could not map is quarantined with the reader's reason alone: its other
+    # fields are what the mapping could not fill
+    mapped = pl.col("problem").is_null()
+    return {
+        # set by a telemetry reader for a record it cannot map (a line that is no OTLP batch, an id
+        # of the wrong length, a call without usage, ...)
+        "problem": [problem(~mapped, pl.col("problem"))],
+        **{name: [Problem(mapped & p.condition, p.message) for p in ps] for name, ps in problems.items()},
+    }
+
+
+def _has_telemetry_fields(frame: pl.LazyFrame) -> bool:
+    return "problem" in frame.collect_schema().names()
 
 
 def events_problems(raw: pl.LazyFrame) -> pl.LazyFrame:
-    """Raw event text rows (one field per column) with `_bad` and the parsed timestamp and integer
-    fields (hidden) added."""
+    """Raw event text rows (one field per column: EVENT_FIELDS, or a telemetry reader's
+    telemetry_rows.ROW_FIELDS) with `_bad` and the parsed timestamp and integer fields (hidden)
+    added."""
+    telemetry = _has_telemetry_fields(raw)
+    integers = (*TOKEN_FIELDS, "attempt", *(["reasoning_output_tokens"] if telemetry else []))
     parsed = raw.with_columns(
         **{parsed_column("timestamp"): parse_timestamp(pl.col("timestamp"))},
-        **{parsed_column(name): pl.col(name).str.strip_chars().str.to_integer(strict=False) for name in (*TOKEN_FIELDS, "attempt")},
+        **{parsed_column(name): pl.col(name).str.strip_chars().str.to_integer(strict=False) for name in integers},
     )
-    return with_problems(parsed, _events_problems())
+    return with_problems(parsed, _events_problems(telemetry))
+
+
+# the staged columns only telemetry readers fill: null for flat events
+_CALL_TELEMETRY = {
+    "trace_id": pl.String, "span_id": pl.String, "parent_span_id": pl.String, "operation": pl.String, "response_id": pl.String,
+    "reasoning_output_tokens": pl.Int64, "reported_cost": MONEY, "reported_currency": pl.String,
+}
 
 
 def llm_calls_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
-    """Good `llm_call` rows of `events_problems`, typed as schemas.StagedLlmCall."""
+    """Good `llm_call` rows of `events_problems`, typed as schemas.StagedLlmCall (attempt null
+    where an OTLP call left it to its trace's structure)."""
     from schemas.events import StagedLlmCall
 
+    if _has_telemetry_fields(checked):
+        telemetry = dict(
+            reasoning_output_tokens=pl.col(parsed_column("reasoning_output_tokens")),
+            reported_cost=parse_money(pl.col("reported_cost")).struct.field("value"),
+        )
+    else:
+        telemetry = {name: pl.lit(None, dtype) for name, dtype in _CALL_TELEMETRY.items()}
     return (
         checked.filter(~pl.col("_bad") & (pl.col("event_type") == "llm_call"))
         .with_columns(
             timestamp=pl.col(parsed_column("timestamp")),
             attempt=pl.col(parsed_column("attempt")),
+            **telemetry,
             **{name: pl.col(parsed_column(name)).fill_null(0) for name in TOKEN_FIELDS},
         )
         .with_columns(call_date=pl.col("timestamp").dt.date())
@@ -142,30 +200,53 @@ def llm_calls_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def _evaluation_name(checked: pl.LazyFrame) -> pl.Expr:
+    return pl.col("evaluation_name") if _has_telemetry_fields(checked) else pl.lit(None, pl.String)
+
+
 def outcomes_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
-    """Good `outcome` rows of `events_problems`, typed as schemas.StagedOutcome."""
+    """Good `outcome` rows of `events_problems` that are labels (not evaluation results), typed as
+    schemas.StagedOutcome."""
     from schemas.events import StagedOutcome
 
     return (
-        checked.filter(~pl.col("_bad") & (pl.col("event_type") == "outcome"))
+        checked.filter(~pl.col("_bad") & (pl.col("event_type") == "outcome") & _evaluation_name(checked).is_null())
         .with_columns(
             timestamp=pl.col(parsed_column("timestamp")),
             success=pl.col("success") == "true",
             escalated=pl.col("escalated") == "true",
+            evaluation_name=_evaluation_name(checked),
         )
         .select(list(StagedOutcome.to_schema().columns))
+    )
+
+
+def evaluations_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
+    """Good evaluation results (`outcome` rows with evaluation_name) of `events_problems`, typed as
+    schemas.StagedEvaluation: they become outcomes once their session is found (derive)."""
+    from schemas.events import StagedEvaluation
+
+    return (
+        checked.filter(~pl.col("_bad") & (pl.col("event_type") == "outcome") & pl.col("evaluation_name").is_not_null())
+        .with_columns(timestamp=pl.col(parsed_column("timestamp")))
+        .select(list(StagedEvaluation.to_schema().columns))
     )
 
 
 def events_quarantine(checked: pl.LazyFrame) -> pl.LazyFrame:
     """Bad rows of `events_problems` as schemas.Quarantine records (known fields only: no content)."""
     null_text = pl.lit(None, dtype=pl.String)
-    return describe_problems(checked.filter(pl.col("_bad")), _events_problems()).select(
+    telemetry = _has_telemetry_fields(checked)
+    column, reason = pl.col("_columns"), pl.col("_reason")
+    if telemetry:  # a record its reader could not map: the reader's reason, for the whole record
+        unmapped = pl.col("problem").is_not_null()
+        column, reason = pl.when(unmapped).then(pl.lit("record")).otherwise(column), pl.when(unmapped).then(pl.col("problem")).otherwise(reason)
+    return describe_problems(checked.filter(pl.col("_bad")), _events_problems(telemetry)).select(
         source=pl.lit("events"),
         source_file=pl.col("source_file"),
         source_line=pl.col("source_line"),
-        column=pl.col("_columns"),
-        reason=pl.col("_reason"),
+        column=column,
+        reason=reason,
         raw=pl.struct(EVENT_FIELDS).struct.json_encode(),
         billing_account_id=null_text,
         billing_currency=null_text,
@@ -180,12 +261,76 @@ def events_quarantine(checked: pl.LazyFrame) -> pl.LazyFrame:
 # --- files ----------------------------------------------------------------------------------------
 
 
-def read_events_raw(f: LandingFile) -> pl.LazyFrame:
-    """Every known event field as text, plus source_file/source_line (content fields never read)."""
+# Landing folders of telemetry in other formats (README "Telemetry formats"): OTLP JSON from the
+# Collector's file exporter, gateway exports. A file in landing/events/ is read by its content.
+OTLP_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
+GATEWAY_SUFFIXES = (".csv", ".csv.gz", ".json", ".json.gz", ".jsonl", ".jsonl.gz")
+GATEWAYS = ("litellm", "openrouter", "helicone")
+_DETECTED = {"otlp_traces": "otlp", "otlp_logs": "otlp", "litellm": "litellm", "openrouter": "openrouter", "helicone": "helicone"}
+
+
+def telemetry_digest(telemetry: Telemetry) -> str:
+    """What of the [telemetry] settings changes how a file is read (list prices do not)."""
+    return hashlib.sha256(repr(dataclasses.replace(telemetry, list_prices=())).encode()).hexdigest()[:12]
+
+
+def event_landing_files(layout: Layout, telemetry: Telemetry = Telemetry()) -> list[LandingFile]:
+    """Every event landing file, each with its reader: landing/events/ (flat events, or OTLP or a
+    gateway export recognized by its first record), landing/otlp/ and landing/gateways/<gateway>/.
+    Files of the other folders are named relative to landing/ (`otlp/traces.jsonl`); a file read
+    with telemetry settings is staged again when they change."""
+    settings = telemetry_digest(telemetry)
+    found = []
+    for f in list_landing(layout.landing_events, EVENT_SUFFIXES):
+        reader = "events"
+        if not f.relpath.lower().endswith(".parquet"):
+            reader = _DETECTED.get(detect.detect_format(f.path), "events")
+        found.append(f if reader == "events" else dataclasses.replace(f, reader=f"{reader}:{settings}"))
+    for f in list_landing(layout.landing_otlp, OTLP_SUFFIXES):
+        found.append(dataclasses.replace(f, relpath=f"otlp/{f.relpath}", reader=f"otlp:{settings}"))
+    for gateway in GATEWAYS:
+        for f in list_landing(layout.landing_gateway(gateway), GATEWAY_SUFFIXES):
+            found.append(dataclasses.replace(f, relpath=f"gateways/{gateway}/{f.relpath}", reader=f"{gateway}:{settings}"))
+    return found
+
+
+def event_format(f: LandingFile) -> str:
+    """The format `f` is read as: events, otlp, litellm, openrouter or helicone."""
+    return f.reader.split(":", 1)[0] if f.reader else "events"
+
+
+def _check_format(f: LandingFile, fmt: str) -> None:
+    """A file in a telemetry folder that holds another format is refused, naming what it holds."""
+    expected = {"otlp": ("otlp_traces", "otlp_logs"), "events": ("events",)}.get(fmt, (fmt,))
+    message = detect.wrong_format_message(f.path, f.relpath, expected)
+    if message:
+        raise InputFileError(message)
+
+
+def read_events_raw(f: LandingFile, telemetry: Telemetry = Telemetry()) -> pl.LazyFrame:
+    """Every known field as text, plus source_format, source_file and source_line, read with the
+    file's format (content fields, prompts and responses, never read): a flat event file's
+    EVENT_FIELDS, a telemetry reader's telemetry_rows.ROW_FIELDS."""
+    from unitledger.sources import gateways, otlp
+
     check_readable(f)
+    fmt = event_format(f)
+    if fmt != "events":
+        _check_format(f, fmt)
+        read = {
+            "otlp": otlp.read_otlp,
+            "litellm": gateways.read_litellm_spendlogs,
+            "openrouter": gateways.read_openrouter_generations,
+            "helicone": gateways.read_helicone_requests,
+        }[fmt]
+        try:
+            return read(f.path, f.relpath, telemetry)
+        except gateways.GatewayFileError as exc:
+            raise InputFileError(str(exc)) from exc
     if f.relpath.lower().endswith(".parquet"):
         raw = scan_parquet_as_text(f, EVENT_FIELDS)
     else:
+        _check_format(f, "events")  # OTLP metrics, say: refused by name, not quarantined line by line
         struct = pl.Struct({name: pl.String for name in EVENT_FIELDS})
         raw = (
             pl.scan_lines(f.path, name="_json", glob=False)
@@ -195,40 +340,93 @@ def read_events_raw(f: LandingFile) -> pl.LazyFrame:
             .unnest("_event")
         )
     names = raw.collect_schema().names()
-    return raw.with_columns(
-        [pl.lit(None, dtype=pl.String).alias(c) for c in EVENT_FIELDS if c not in names]
-    ).with_columns(source_file=pl.lit(f.relpath), source_line=pl.col("source_line").cast(pl.Int64))
+    return raw.select(
+        *[pl.col(c) if c in names else pl.lit(None, dtype=pl.String).alias(c) for c in EVENT_FIELDS],
+        source_format=pl.lit("events"),
+        source_file=pl.lit(f.relpath),
+        source_line=pl.col("source_line").cast(pl.Int64),
+    )
 
 
-def event_outputs(layout: Layout, f: LandingFile, raw: pl.LazyFrame | None = None) -> dict[Path, pl.LazyFrame]:
+def _unreadable_otlp(f: LandingFile) -> InputFileError | None:
+    from unitledger.sources import otlp
+
+    where = otlp.first_bad_line(f.path)
+    return InputFileError(f"{f.relpath}: {where}") if where else None
+
+
+def event_outputs(layout: Layout, f: LandingFile, raw: pl.LazyFrame | None = None, telemetry: Telemetry = Telemetry()) -> dict[Path, pl.LazyFrame]:
     """What staging one event file (read as `raw`, by default read_events_raw) writes: bad rows,
-    outcomes, then llm_calls (the marker)."""
-    checked = events_problems(read_events_raw(f) if raw is None else raw)
-    return {
-        layout.quarantine("events") / f"{f.file_id}.parquet": events_quarantine(checked),
-        layout.staged("outcomes") / f"{f.file_id}.parquet": outcomes_typed(checked),
-        layout.staged("llm_calls") / f"{f.file_id}.parquet": llm_calls_typed(checked),
-    }
+    outcomes, evaluation results (telemetry files only: flat events hold none), then llm_calls
+    (the marker). Structure spans and records that are no GenAI call or evaluation (`span`,
+    `ignored` rows of a telemetry reader) are not staged."""
+    raw = read_events_raw(f, telemetry) if raw is None else raw
+    checked = events_problems(staged_rows(raw))
+    quarantine = {layout.quarantine("events") / f"{f.file_id}.parquet": events_quarantine(checked)}
+    calls = {layout.staged("llm_calls") / f"{f.file_id}.parquet": llm_calls_typed(checked)}
+    outcomes = {layout.staged("outcomes") / f"{f.file_id}.parquet": outcomes_typed(checked)}
+    if event_format(f) == "events":
+        return {**quarantine, **outcomes, **calls}
+    evaluations = {layout.staged("evaluations") / f"{f.file_id}.parquet": evaluations_typed(checked)}
+    return {**quarantine, **{path: once_per_record(rows) for path, rows in {**outcomes, **evaluations, **calls}.items()}}
 
 
-def stage_events(layout: Layout) -> StagingReport:
-    """Stage every event landing file not staged yet into staged/llm_calls and staged/outcomes."""
-    files = list_landing(layout.landing_events, EVENT_SUFFIXES)
+def once_per_record(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """`rows` with a record repeated within one line kept once. An OTLP batch line holds many
+    records: (file, line, event_id) is what tells a staged row from another (events delivered
+    twice, inferred attempts)."""
+    return rows.unique(["source_file", "source_line", "event_id"], keep="first", maintain_order=True)
+
+
+def staged_rows(raw: pl.LazyFrame) -> pl.LazyFrame:
+    """The rows of a file that staging keeps, good or bad: all but a telemetry reader's structure
+    spans and ignored records (a flat event saying `span` is a bad event type)."""
+    if not _has_telemetry_fields(raw):
+        return raw
+    not_kept = pl.col("event_type").is_in(["span", "ignored"]) & pl.col("problem").is_null()
+    return raw.filter(~not_kept.fill_null(False))
+
+
+def stage_events(layout: Layout, telemetry: Telemetry = Telemetry()) -> StagingReport:
+    """Stage every event landing file not staged yet into staged/llm_calls, staged/outcomes and
+    staged/evaluations; then derive what needs every file (events delivered twice, retries,
+    evaluation outcomes)."""
+    files = event_landing_files(layout, telemetry)
     calls, outcomes, quarantine = layout.staged("llm_calls"), layout.staged("outcomes"), layout.quarantine("events")
+    evaluations = layout.staged("evaluations")
     report = StagingReport()
 
     def stage_one(f: LandingFile) -> None:
         with scratch_folder(layout.tmp, "staging") as folder:
-            raw = decoded(folder, f, read_events_raw)
-            stage_file(event_outputs(layout, f, raw), f, calls / f"{f.file_id}.parquet", raw, folder)
+            try:
+                raw = decoded(folder, f, lambda g: read_events_raw(g, telemetry))
+            except InputFileError:
+                located = _unreadable_otlp(f) if event_format(f) == "otlp" else None
+                if located is None:
+                    raise
+                raise located from None
+            stage_file(event_outputs(layout, f, raw, telemetry), f, calls / f"{f.file_id}.parquet", staged_rows(raw), folder)
 
-    sync_staging(files, calls, [calls, outcomes, quarantine], stage_one, report)
+    sync_staging(files, calls, [calls, outcomes, evaluations, quarantine], stage_one, report)
     copies = event_copies(layout, write=True)
+    derived = derive_telemetry(layout, telemetry)
     report.rows["llm_calls"] = total_rows(calls) - copies.filter(pl.col("event_type") == "llm_call").height
-    report.rows["outcomes"] = total_rows(outcomes) - copies.filter(pl.col("event_type") == "outcome").height
+    report.rows["outcomes"] = total_rows(outcomes) - copies.filter(pl.col("event_type") == "outcome").height + derived.outcomes
+    report.rows["evaluations"] = total_rows(evaluations)
     report.duplicate_events = copies.height
-    report.quarantined_rows = total_rows(quarantine)
+    report.quarantined_rows = total_rows(quarantine) + derived.unresolved
     return report
+
+
+def quarantine_by_file(layout: Layout, telemetry: Telemetry = Telemetry()) -> dict[str, int]:
+    """Rows quarantined per staged event landing file (by name), files without any left out.
+    Evaluation results quarantined later, for want of a call, are not counted here."""
+    counts = {}
+    for f in event_landing_files(layout, telemetry):
+        path = layout.quarantine("events") / f"{f.file_id}.parquet"
+        if path.exists() and (n := _row_count_of(path)):
+            counts[f.relpath] = n
+    return counts
 
 
 # --- events delivered more than once ----------------------------------------------------------------
@@ -263,31 +461,156 @@ def _first_copies(layout: Layout, rows: pl.LazyFrame) -> pl.LazyFrame:
     copies = event_copies(layout)
     if copies.is_empty():  # the usual case: no anti-join, which would hash every staged row
         return rows
-    return rows.join(copies.lazy().select("source_file", "source_line"), on=["source_file", "source_line"], how="anti")
+    # (file, line, event id): the records of one OTLP batch line share file and line
+    key = ["source_file", "source_line", "event_id"]
+    return rows.join(copies.lazy().select(key), on=key, how="anti")
+
+
+# --- derived across files: retries, evaluation outcomes ----------------------------------------
+
+
+class DerivedTelemetry(NamedTuple):
+    outcomes: int  # evaluation results that became session outcomes
+    unresolved: int  # evaluation results quarantined (no session found, no verdict)
+
+
+def _derived_files(layout: Layout) -> dict[str, Path]:
+    return {
+        "attempts": layout.staged("derived_attempts"),
+        "outcomes": layout.staged("derived_outcomes"),
+        "unresolved": layout.quarantine("evaluations"),
+    }
+
+
+class Derived(NamedTuple):
+    attempts: pl.LazyFrame  # source_file, source_line, event_id, attempt
+    outcomes: pl.LazyFrame  # schemas.StagedOutcome
+    unresolved: pl.LazyFrame  # schemas.Quarantine records
+
+
+def derive(calls: pl.LazyFrame, labels: pl.LazyFrame, evaluations: pl.LazyFrame | None, telemetry: Telemetry) -> Derived:
+    """What needs the staged rows of every file (pure): `calls` staged llm_calls (first copies),
+    `labels` staged outcome labels (first copies), `evaluations` staged evaluation results (None:
+    there are none, and the calls need not be indexed to find their sessions).
+
+    - attempts: model.telemetry.infer_attempts over the calls that left their attempt to their
+      trace's structure (OTLP); with_attempts fills them in;
+    - outcomes: model.telemetry.evaluation_outcomes of the evaluation results (an event id seen
+      twice counts once, its first copy by file and line), labels winning for their sessions;
+    - unresolved: the evaluation results that found no session or verdict, as quarantine records."""
+    from schemas.events import StagedEvaluation, StagedOutcome
+    from unitledger.model.telemetry import evaluation_outcomes, infer_attempts
+    from unitledger.sources.otlp import SOURCE_FORMAT as OTLP
+
+    attempts = infer_attempts(
+        calls.filter(pl.col("attempt").is_null()).select(
+            "source_file", "source_line", "event_id", "trace_id", "span_id", "parent_span_id", "operation", "timestamp", "status", "attempt"
+        )
+    ).select("source_file", "source_line", "event_id", "attempt")
+    if evaluations is None:
+        evaluations = pl.DataFrame(schema=polars_schema(StagedEvaluation)).lazy()
+        calls = calls.clear()
+    evaluations = evaluations.sort("source_file", "source_line").unique("event_id", keep="first", maintain_order=True)
+    found = evaluation_outcomes(evaluations, calls, telemetry, explicit_sessions=labels)
+    outcomes = found.outcomes.with_columns(source_format=pl.lit(OTLP)).select(list(StagedOutcome.to_schema().columns))
+    null_text = pl.lit(None, dtype=pl.String)
+    unresolved = found.unresolved.select(
+        source=pl.lit("events"),
+        source_file=pl.col("source_file"),
+        source_line=pl.col("source_line"),
+        column=pl.lit("evaluation_name"),
+        reason=pl.col("reason"),
+        raw=pl.struct(list(StagedEvaluation.to_schema().columns)).struct.json_encode(),
+        billing_account_id=null_text,
+        billing_currency=null_text,
+        billing_period_start=pl.lit(None, dtype=TIMESTAMP),
+        invoice_id=null_text,
+        service_provider_name=null_text,
+        billed_cost=pl.lit(None, dtype=MONEY),
+        effective_cost=pl.lit(None, dtype=MONEY),
+    )
+    return Derived(attempts, outcomes, unresolved)
+
+
+def with_attempts(calls: pl.LazyFrame, attempts: pl.LazyFrame) -> pl.LazyFrame:
+    """`calls` with the attempts `derive` inferred filled in where they left theirs null."""
+    key = ["source_file", "source_line", "event_id"]  # the records of one OTLP batch line share file and line
+    return (
+        calls.join(attempts.rename({"attempt": "_inferred"}), on=key, how="left")
+        .with_columns(attempt=pl.coalesce("attempt", "_inferred"))
+        .drop("_inferred")
+    )
+
+
+def derive_telemetry(layout: Layout, telemetry: Telemetry) -> DerivedTelemetry:
+    """`derive` over everything staged, computed once per set of staged files and settings and kept
+    in one file per kind (a retry may land in another file than its first attempt, an evaluation
+    log in another file than the spans it judges); scan_staged_calls and scan_staged_outcomes read
+    them, the quarantine table publishes the unresolved."""
+    from schemas.events import StagedEvaluation
+
+    folders = _derived_files(layout)
+    staged = [f"{d}/{p.name}" for d in ("llm_calls", "outcomes", "evaluations") for p in sorted(layout.staged(d).glob("*.parquet"))]
+    digest = hashlib.sha256("\0".join([telemetry_digest(telemetry), *staged]).encode()).hexdigest()[:24]
+    targets = {kind: folder / f"{digest}.parquet" for kind, folder in folders.items()}
+    if not all(p.exists() for p in targets.values()):
+        evaluations = layout.staged("evaluations")
+        derived = derive(
+            _first_copies(layout, scan_staged_call_files(layout)),
+            _first_copies(layout, scan_staged_outcome_files(layout)),
+            scan_dir(evaluations, StagedEvaluation) if total_rows(evaluations) else None,
+            telemetry,
+        )
+        for kind in targets:
+            write_parquet_atomic(getattr(derived, kind).collect(), targets[kind])
+    for kind, target in targets.items():
+        for old in folders[kind].glob("*.parquet"):
+            if old != target:
+                old.unlink()
+    return DerivedTelemetry(_row_count_of(targets["outcomes"]), _row_count_of(targets["unresolved"]))
+
+
+def _row_count_of(path: Path) -> int:
+    return pl.scan_parquet(path, glob=False).select(pl.len()).collect().item()
+
+
+def _derived(layout: Layout, kind: str) -> Path | None:
+    """The derived file of `kind` staging left (derive_telemetry), when it has rows."""
+    found = sorted(_derived_files(layout)[kind].glob("*.parquet"))
+    return found[0] if found and _row_count_of(found[0]) else None
 
 
 # --- reading staging ------------------------------------------------------------------------------
 
 
 def scan_staged_call_files(layout: Layout) -> pl.LazyFrame:
-    """Every staged llm_call row, later copies of an event included."""
+    """Every staged llm_call row, later copies of an event included; attempt null where an OTLP
+    call left it to its trace's structure."""
     from schemas.events import StagedLlmCall
 
     return scan_dir(layout.staged("llm_calls"), StagedLlmCall)
 
 
 def scan_staged_outcome_files(layout: Layout) -> pl.LazyFrame:
-    """Every staged outcome row, later copies of an event included."""
+    """Every staged outcome label row, later copies of an event included."""
     from schemas.events import StagedOutcome
 
     return scan_dir(layout.staged("outcomes"), StagedOutcome)
 
 
 def scan_staged_calls(layout: Layout) -> pl.LazyFrame:
-    """Staged llm_call rows, one per event_id (event_copies dropped)."""
-    return _first_copies(layout, scan_staged_call_files(layout))
+    """Staged llm_call rows, one per event_id (event_copies dropped), attempts inferred from trace
+    structure filled in."""
+    calls = _first_copies(layout, scan_staged_call_files(layout))
+    attempts = _derived(layout, "attempts")
+    if attempts is None:  # no OTLP call left its attempt open: no join
+        return calls
+    return with_attempts(calls, pl.scan_parquet(attempts, glob=False))
 
 
 def scan_staged_outcomes(layout: Layout) -> pl.LazyFrame:
-    """Staged outcome rows, one per event_id (event_copies dropped)."""
-    return _first_copies(layout, scan_staged_outcome_files(layout))
+    """Staged outcome rows, one per event_id (event_copies dropped), plus the session outcomes
+    derived from evaluation results."""
+    labels = _first_copies(layout, scan_staged_outcome_files(layout))
+    derived = _derived(layout, "outcomes")
+    return labels if derived is None else pl.concat([labels, pl.scan_parquet(derived, glob=False)])

@@ -51,10 +51,16 @@ class LandingFile:
     relpath: str  # relative to its landing folder, '/'-separated
     size: int
     mtime_ns: int
+    # Which reader and settings the file is staged with, when that is not its folder's only one
+    # (telemetry: "otlp:<settings digest>"): part of the id, so the same name in another folder, or
+    # the same file read with other settings, is staged apart.
+    reader: str = ""
 
     @property
     def file_id(self) -> str:
         key = f"{STAGING_FORMAT}\0{self.relpath}\0{self.size}\0{self.mtime_ns}".encode()
+        if self.reader:
+            key += f"\0{self.reader}".encode()
         return hashlib.sha256(key).hexdigest()[:24]
 
     @property

@@ -244,17 +244,27 @@ def scan_staged_focus_files(layout: Layout) -> pl.LazyFrame:
     return scan_dir(layout.staged("focus"), StagedFocus)
 
 
-def scan_staged_focus(layout: Layout) -> pl.LazyFrame:
-    """Current FOCUS rows: staged rows of superseded deliveries removed (see deliveries_frame)."""
+def scan_staged_focus(layout: Layout, every_period: bool = False) -> pl.LazyFrame:
+    """Current FOCUS rows: staged rows of superseded deliveries removed (see deliveries_frame), and
+    rows of billing periods no reconciliation covers (held in quarantine by the staging step:
+    unitledger.steps.staging) unless `every_period`."""
     rows = scan_staged_focus_files(layout)
     deliveries_file = layout.staged("focus_deliveries") / "deliveries.parquet"
-    if not deliveries_file.exists():
+    if deliveries_file.exists():
+        quarantined = _quarantine_keys(_placed_focus_quarantine(layout, rows))
+        # A few rows, computed once here rather than again by every query over the current rows
+        # (each Pandera check is one): those would each re-rank every staged row.
+        current = current_delivery_keys(rows, pl.scan_parquet(deliveries_file, glob=False), quarantined).collect()
+        rows = rows.join(current.lazy(), on=["delivery", *DELIVERY_KEY], how="semi")
+    periods_file = layout.staged("focus_periods") / PERIODS_FILE
+    if every_period or not periods_file.exists():
         return rows
-    quarantined = _quarantine_keys(_placed_focus_quarantine(layout, rows))
-    # A few rows, computed once here rather than again by every query over the current rows
-    # (each Pandera check is one): those would each re-rank every staged row.
-    current = current_delivery_keys(rows, pl.scan_parquet(deliveries_file, glob=False), quarantined).collect()
-    return rows.join(current.lazy(), on=["delivery", *DELIVERY_KEY], how="semi")
+    first, end = pl.read_parquet(periods_file, glob=False).row(0)
+    return rows.filter(pl.col("BillingPeriodStart").is_between(pl.lit(first), pl.lit(end), closed="left"))
+
+
+# The billing periods reconciliations cover, [first, end) by BillingPeriodStart: written by staging.
+PERIODS_FILE = "periods.parquet"
 
 
 def current_deliveries(rows: pl.LazyFrame, deliveries: pl.LazyFrame, quarantined: pl.LazyFrame | None = None) -> pl.LazyFrame:

@@ -1,37 +1,56 @@
-"""The daily step: request_costs, intent_costs, cost_per_intent and cost_per_success for a range of
-days, from staging through the pure transforms (unitledger.model) to the checks and the publish;
-with them the invoice allocation's tables (allocation_pools, unrecognized_usage, unmatched_models:
+"""The daily step: request_costs, intent_costs, cost_per_intent, cost_per_success and
+cost_breakdown for a range of days, from staging through the pure transforms (unitledger.model) to the checks and the publish.
+
+A run for the days [start, end) reads what its days need and nothing it would have to drop (bounds
+from [pipeline], config.Bounds: S session_days, B billing_delay_days, H detection_horizon_days):
+- the calls of its days, their copies a day either side (dedupe), and the later calls, up to S days
+  after end, of the intents its days start (found from the (session_id, call_date) pairs of 2 × S
+  days before, model.intents);
+- the FOCUS rows within B days of those calls, by request id;
+- the FOCUS rows of its days (and the B days after) that belong to no call within B days: their
+  request's calls within H days and the request's earlier rows within H days decide whether each is
+  billing-only (a request of its own, dated by its first row) or late billing (quarantined, dated
+  by its charge date).
+Every rule is relative to a row or a call, so a range run and day-by-day runs give the same tables.
+
+With them the invoice allocation's tables (allocation_pools, unrecognized_usage, unmatched_models:
 AI bill rows without a request id split over the day's calls by token share, see allocate_days)."""
 
 from __future__ import annotations
+
+import hashlib
 
 from datetime import date, timedelta
 
 import polars as pl
 
-from schemas import CostPerIntent, CostPerSuccess, IntentCosts, RequestCosts
+from schemas import CostPerIntent, CostPerSuccess, IntentCosts, Quarantine, RequestCosts
 from schemas.allocation import AllocatedByRequest, AllocationPoolsDaily, UnmatchedModels, UnrecognizedUsageDaily
+from schemas.events import StagedLlmCall
 from unitledger.checks.conservation import (
     allocation_conservation_check,
     collected_by_bucket,
     request_costs_conservation_check,
-    single_currency_check,
+    single_currency_outcome,
 )
-from unitledger.checks.validation import validate_each
-from unitledger.config import Settings
+from unitledger.checks.validation import CheckOutcome, validate, validate_each
+from unitledger.config import Bounds, Settings
+from schemas.decisions import CostBreakdown
 from unitledger.layout import Layout
-from unitledger.model import requests
+from unitledger.model import intents, requests
 from unitledger.model.allocation import allocate_billing, allocated_by_day, allocated_by_request
 from unitledger.model.allocation import optimizations as allocation_optimizations
 from unitledger.model.features import cost_per_intent, cost_per_success
-from unitledger.model.intents import intent_costs, latest_outcomes
+from unitledger.model.quarantine import calls_held, focus_held
+from unitledger.model.requests import BILLING_ONLY, COPY_DAYS, LATE, days, days_apart, in_dates
 from unitledger.sources.ai_usage import unrecognized_usage
 from unitledger.sources.events import scan_staged_calls, scan_staged_outcomes
 from unitledger.sources.focus import scan_staged_focus
+from unitledger.steps.breakdown import spill_cost_breakdown
 from unitledger.steps.result import StepResult, money_total
 from schemas.types import MONEY
 from unitledger.model.requests import COST_COLUMNS
-from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema
+from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema, write_parquet_atomic
 
 
 DAILY_TABLES = {
@@ -43,6 +62,7 @@ DAILY_TABLES = {
     "intent_costs": IntentCosts,
     "cost_per_intent": CostPerIntent,
     "cost_per_success": CostPerSuccess,
+    "cost_breakdown": CostBreakdown,
 }
 ALLOCATION_TABLES = ("allocation_pools", "unrecognized_usage", "unmatched_models")
 
@@ -52,76 +72,302 @@ ALLOCATION_TABLES = ("allocation_pools", "unrecognized_usage", "unmatched_models
 # the parts on publish, so buckets are as large as a fifth of the 24 GB machine allows.
 BUCKET_CALLS = 12_000_000
 
+# model.requests.billing_by_request's rows, as spilled.
+_BILLED = {
+    "request_id": pl.String, "billed_cost": pl.Decimal(38, 18), "effective_cost": pl.Decimal(38, 18),
+    "list_cost": pl.Decimal(38, 18), "billing_rows": pl.Int64, "charge_date": pl.Date, "last_charge_date": pl.Date,
+    "conflict": pl.Boolean, "billing_account_id": pl.Categorical, "billing_currency": pl.Categorical,
+    "billed_feature_tag": pl.Categorical, "billed_model_version": pl.Categorical, "billed_prompt_version": pl.Categorical,
+    "billed_provider": pl.Categorical,
+    "cost_source": pl.String, **{f"allocated_{c}": pl.Decimal(38, 18) for c in ("billed_cost", "effective_cost", "list_cost")},
+}  # fmt: skip
+
+_INTENT_DAYS = {"session_id": pl.String, "call_date": pl.Date, "intent_date": pl.Date}
+
+
+def one_of(column: str, values: pl.Series) -> pl.Expr:
+    """`column` among a few `values`: as a filter (not a semi-join) the scan below it reads the
+    column first and the others of the matching rows only (about ten times less work)."""
+    return pl.col(column).is_in(values.implode())
+
+
+class _Inputs:
+    """The staged inputs of a run for the days [start, end), read lazily within its bounds."""
+
+    def __init__(self, layout: Layout, bounds: Bounds, start: date, end: date):
+        self.calls, self.focus = scan_staged_calls(layout), scan_staged_focus(layout).filter(pl.col("x_RequestId").is_not_null())
+        self.bounds, self.start, self.end = bounds, start, end
+        self.S, self.B, self.H = days(bounds.session_days), days(bounds.billing_delay_days), days(bounds.detection_horizon_days)
+        self.run_calls = self.calls_between(start, end)
+
+    def calls_between(self, lo: date, hi: date) -> pl.LazyFrame:
+        return self.calls.filter(in_dates("call_date", lo, hi))
+
+    def focus_between(self, lo: date, hi: date) -> pl.LazyFrame:
+        return self.focus.filter(in_dates("charge_date", lo, hi))
+
+    def session_pairs(self) -> pl.LazyFrame:
+        """(session_id, call_date) of the run's sessions from 2 × S days before its first day to S
+        days after its last: enough to place every call of its days and of its intents."""
+        inside = self.run_calls.select("session_id", "call_date")
+        before = self.calls_between(self.start - 2 * self.S, self.start)
+        after = self.calls_between(self.end, self.end + self.S)
+        outside = pl.concat([before, after]).join(inside.select("session_id"), on="session_id", how="semi")
+        return intents.session_dates(pl.concat([inside, outside.select("session_id", "call_date")]))
+
+    def calls_read(self, later_sessions: pl.Series, bucket: int, buckets: int) -> pl.LazyFrame:
+        """The calls of request bucket `bucket` the run deduplicates: those of its days, the later
+        calls of its intents (sessions `later_sessions`, up to S days after end), and the copies of
+        both (same request id) a day either side. Disjoint parts: no staged row is read twice."""
+        start, end, S = self.start, self.end, self.S
+
+        def part(frame: pl.LazyFrame) -> pl.LazyFrame:
+            return frame.filter(requests.in_bucket("request_id", bucket, buckets))
+
+        ours = part(self.run_calls)
+        ids = ours.select("request_id")
+        later = pl.col("session_id").is_in(later_sessions.implode())
+        after = part(self.calls_between(end, end + max(S, COPY_DAYS)))
+        later_calls = after.filter(later & in_dates("call_date", end, end + S))
+        copies_after = after.filter(~later & in_dates("call_date", end, end + COPY_DAYS)).join(ids, on="request_id", how="semi")
+        copies_before = part(self.calls_between(start - COPY_DAYS, start)).join(ids, on="request_id", how="semi")
+        copies_later = part(self.calls_between(end + S, end + S + COPY_DAYS)).join(
+            later_calls.select("request_id"), on="request_id", how="semi"
+        )
+        return pl.concat([ours, later_calls, copies_after, copies_before, copies_later])
+
+    def settle(self, rows: pl.DataFrame, lo: date, hi: date) -> pl.DataFrame:
+        return classify_loose_rows(self.calls, self.focus, rows, lo, hi, self.bounds)
+
+
+def classify_loose_rows(
+    calls: pl.LazyFrame, focus: pl.LazyFrame, rows: pl.DataFrame, lo: date, hi: date, bounds: Bounds
+) -> pl.DataFrame:
+    """FOCUS `rows` (current staged rows with x_RequestId) dated within [lo, hi) whose request has
+    no call among those a step looked at: the rows with a call within B days elsewhere dropped, the
+    rest classified as billing-only or late (model.requests.classify_unassociated). `calls`: every
+    staged call; `focus`: every current FOCUS row with x_RequestId. Few rows: looked up by request
+    id (one_of: the scans read the other columns of the matching rows only)."""
+    B, H = days(bounds.billing_delay_days), days(bounds.detection_horizon_days)
+    if rows.is_empty():
+        return rows.with_columns(
+            call_date=pl.lit(None, pl.Date), first_charge_date=pl.lit(None, pl.Date),
+            billing_class=pl.lit(None, pl.String), request_date=pl.lit(None, pl.Date),
+        )
+
+    def calls_between(a: date, b: date) -> pl.LazyFrame:
+        return calls.filter(in_dates("call_date", a, b) & one_of("request_id", ids))
+
+    ids = rows["x_RequestId"].unique()
+    near = requests.dedupe_calls(calls_between(lo - B - COPY_DAYS, hi + B + COPY_DAYS))
+    elsewhere = requests.associate(rows.lazy(), near, bounds).select("source_file", "source_line")
+    candidates = rows.lazy().join(elsewhere, on=["source_file", "source_line"], how="anti")
+    far = calls_between(lo - H, hi + H).select("request_id", "call_date")
+    earlier = focus.filter(in_dates("charge_date", lo - H, hi) & one_of("x_RequestId", ids)).select("x_RequestId", "charge_date")
+    return requests.classify_unassociated(candidates, far, earlier, bounds).collect()
+
 
 def build_daily_tables(layout: Layout, settings: Settings, start: date, end_inclusive: date) -> StepResult:
-    """Compute request_costs, intent_costs, cost_per_intent and cost_per_success for the dates
-    [start, end_inclusive]; validate them; publish them only if every check passed."""
+    """Compute request_costs, intent_costs, cost_per_intent, cost_per_success and cost_breakdown for
+    the dates [start, end_inclusive]; validate them; publish them only if every check passed."""
     result = StepResult()
+    bounds = settings.bounds
     end = end_inclusive + timedelta(days=1)
     keys = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days)]
-    lo, hi = requests.with_lookaround(start, end)
     clear_scratch(layout.tmp, layout.warehouse)
     spills = {name: Spill(layout.tmp, name, "date") for name in DAILY_TABLES}
+    held = Spill(layout.tmp, "quarantine", "date")  # rows the run holds back, by the day they are reported on
+    work = {name: Spill(layout.tmp, name, "call_date") for name in ("calls", "intent_days")}
+    work["intent_calls"] = Spill(layout.tmp, "intent_calls", "date")
+    work["joined"] = Spill(layout.tmp, "joined", "date")
     billed = Spill(layout.tmp, "billed", "charge_date")
     allocated = Spill(layout.tmp, "allocated", "charge_date")  # allocated shares per request
     shares_by_day = Spill(layout.tmp, "allocated_by_day", "date")  # conservation's allocated side
+    read = _Inputs(layout, bounds, start, end)
+    calls_schema = polars_schema(StagedLlmCall)
+    joined_schema = polars_schema(RequestCosts) | {"_kept": pl.Boolean, "_spread": pl.Boolean, "_uncalled": pl.Boolean}
 
     def produced(name: str, part: int | None = None) -> pl.LazyFrame:
-        # request_costs is spilled for the lookaround days too (see below): only [start, end) is its.
-        return spills[name].scan(polars_schema(DAILY_TABLES[name]), part).filter(requests.in_dates("date", start, end))
+        # request_costs is spilled for the later days of the run's intents too: only [start, end) is its.
+        return spills[name].scan(polars_schema(DAILY_TABLES[name]), part).filter(in_dates("date", start, end))
 
     try:
         with result.timed("join"):
-            calls = scan_staged_calls(layout).filter(requests.in_dates("call_date", lo, hi))
-            focus = scan_staged_focus(layout).filter(requests.in_dates("charge_date", lo, hi))
             # Past BUCKET_CALLS calls, the day is worked in buckets of requests (by a hash of their
             # id) one after the other: memory follows the requests of a bucket, not of the day.
-            buckets = max(1, -(-calls.select(pl.len()).collect().item() // BUCKET_CALLS))
-            # The few request ids logged more than once, found first: deduplicating within one
-            # query would hold every call in memory until all were counted.
-            repeated = collected_by_bucket(
-                lambda b: requests.repeated_keys(calls.filter(requests.in_bucket("request_id", b, buckets)), "request_id"), buckets
+            buckets = max(1, -(-read.run_calls.select(pl.len()).collect().item() // BUCKET_CALLS))
+            # Which intent each call of the run's sessions belongs to: a few columns of a few days.
+            work["intent_days"].sink(intents.intent_days(read.session_pairs(), bounds.session_days))
+            intent_days = work["intent_days"].scan(_INTENT_DAYS)
+            ours = in_dates("intent_date", start, end)
+            later_sessions = (
+                intent_days.filter(ours & (pl.col("call_date") >= end)).select("session_id").unique().collect().to_series()
             )
-            # Requests billed to two accounts or currencies are left out (see request_conflicts): a
-            # few ids, found once for the join and the conservation check.
-            conflicts = collected_by_bucket(
-                lambda b: requests.request_conflicts(focus.filter(requests.in_bucket("x_RequestId", b, buckets))), buckets
-            ).collect()
-            billing = requests.without_request_conflicts(focus, conflicts)
         with result.timed("allocate"):
-            allocate_days(billing, requests.dedupe_calls(calls, repeated), settings, spills, allocated, shares_by_day)
+            allocate_days(layout, read, settings, spills, allocated, shares_by_day)
             shares = allocated.scan(polars_schema(AllocatedByRequest))
         with result.timed("join"):
+            conflicts, spread_ids, uncalled_ids = [], [], []
             for bucket in range(buckets):
-                # Summed per request apart from the join: one query holding both the sums and the
-                # join's hash table needs about a third more memory than the two in turn.
-                per_request = requests.with_allocated(
-                    requests.billing_by_request(billing.filter(requests.in_bucket("x_RequestId", bucket, buckets))),
-                    shares.filter(requests.in_bucket("request_id", bucket, buckets)),
+                # The calls, deduplicated (the few repeated ids found first: deduplicating within
+                # one query would hold every call until all were counted), each request's winning
+                # copy kept when it is dated in the run or is a later call of one of its intents.
+                read_calls = read.calls_read(later_sessions, bucket, buckets)
+                repeated = requests.repeated_keys(read_calls, "request_id").collect().lazy()
+                winners = requests.dedupe_calls(read_calls, repeated)
+                later = winners.filter(pl.col("call_date") >= end).join(
+                    intent_days.filter(ours), on=["session_id", "call_date"], how="semi"
                 )
-                billed.sink(per_request)
-                ours = requests.dedupe_calls(calls.filter(requests.in_bucket("request_id", bucket, buckets)), repeated)
-                joined = requests.join_requests(ours, billed.scan(dict(per_request.collect_schema())))
-                # Spilled for every date read: the intents need the calls of the lookaround days,
-                # and the partitions of [start, end) are request_costs itself.
-                spills["request_costs"].sink(requests.request_costs(joined, lo, hi), part=bucket)
-                billed.cleanup()
+                work["calls"].sink(pl.concat([winners.filter(in_dates("call_date", start, end)), later]), part=bucket)
+                part_calls = work["calls"].scan(calls_schema, part=bucket)
+                # The FOCUS rows a request of the bucket can be billed by, summed per request (apart
+                # from the join: one query holding both the sums and the join's hash table needs
+                # about a third more memory than the two in turn): those within B days of the run's
+                # days, and those up to B days after its later calls (by request id).
+                near = read.focus_between(start - read.B, end + read.B).filter(requests.in_bucket("x_RequestId", bucket, buckets))
+                after = read.focus_between(end + read.B, end + read.S + read.B).filter(requests.in_bucket("x_RequestId", bucket, buckets))
+                after = after.join(part_calls.filter(pl.col("call_date") >= end).select(x_RequestId="request_id"), on="x_RequestId", how="semi")
+                # with the requests' allocated shares (allocate_days) added
+                billed.sink(
+                    requests.with_allocated(
+                        requests.billing_by_request(pl.concat([near, after])),
+                        shares.filter(requests.in_bucket("request_id", bucket, buckets)),
+                    ),
+                    part=bucket,
+                )
+                joined = requests.join_requests(part_calls, billed.scan(_BILLED, part=bucket))
+                # Most requests' rows all lie within B days of their call: joined as they are.
+                # Requests with a row further away are summed again row by row below; rows
+                # without a call of the run are placed (settle) or belong to other runs.
+                within = (days_apart("charge_date", "call_date") <= bounds.billing_delay_days) & (
+                    days_apart("last_charge_date", "call_date") <= bounds.billing_delay_days
+                )
+                called = pl.col("call_date").is_not_null()
+                work["joined"].sink(
+                    joined.with_columns(
+                        _kept=called & (within.fill_null(False) | (pl.col("billing_rows") == 0)),
+                        _spread=called & (pl.col("billing_rows") > 0) & ~within.fill_null(False),
+                        # not called in the run, with rows that may be dated in it
+                        _uncalled=~called & (pl.col("charge_date") < end) & (pl.col("last_charge_date") >= start),
+                    ).select(list(joined_schema)),
+                    part=bucket,
+                )
+                flags = work["joined"].scan(joined_schema, part=bucket)
+                spread, no_call, conflicts_b = pl.collect_all(
+                    [
+                        flags.filter(pl.col("_spread")).select("request_id"),
+                        flags.filter(pl.col("_uncalled")).select("request_id"),
+                        # (a request summed again below is judged on the rows it keeps)
+                        billed.scan(_BILLED, part=bucket).filter(pl.col("conflict")).select("request_id")
+                        .join(flags.filter(pl.col("_spread")), on="request_id", how="anti"),
+                    ]
+                )
+                conflicts.append(conflicts_b)
+                spread_ids.append(spread)
+                uncalled_ids.append(no_call)
+            run_calls = work["calls"].scan(calls_schema).filter(in_dates("call_date", start, end))
+            spread, uncalled = pl.concat(spread_ids)["request_id"], pl.concat(uncalled_ids)["request_id"]
+
+            # Rows of requests called in the run with a row further than B days: assigned row by row.
+            spread_rows = requests.associate(
+                pl.concat(
+                    [
+                        read.focus_between(start - read.B, end + read.B),
+                        read.focus_between(end + read.B, end + read.S + read.B),
+                    ]
+                ).filter(one_of("x_RequestId", spread)),
+                work["calls"].scan(calls_schema).filter(one_of("request_id", spread)).select("request_id", "call_date"),
+                bounds,
+                how="left",
+            ).collect()
+            # FOCUS rows of the run's days whose request has no call of the run within B days:
+            # rows of calls on other days, late billing, billing-only requests. Few.
+            loose = pl.concat(
+                [
+                    spread_rows.filter(pl.col("call_date").is_null() & in_dates("charge_date", start, end)).drop("call_date"),
+                    read.focus_between(start, end).filter(one_of("x_RequestId", uncalled)).collect(),
+                ]
+            )
+            settled = read.settle(loose, start, end)
+            late = settled.filter(pl.col("billing_class") == LATE)
+            anchored = settled.filter((pl.col("billing_class") == BILLING_ONLY) & in_dates("request_date", start, end))
+            # A billing-only request dated in the run has its rows up to B days after its date.
+            following = read.focus_between(end, end + read.B).filter(one_of("x_RequestId", anchored["x_RequestId"]))
+            more = read.settle(following.collect(), end, end + read.B)
+            billing_only = pl.concat(
+                [anchored, more.filter((pl.col("billing_class") == BILLING_ONLY) & in_dates("request_date", start, end))]
+            ).lazy()
+            # The requests summed again: called ones with a row further away, billing-only ones
+            # (dated by their request, whichever of its rows comes first).
+            resummed = requests.with_allocated(
+                requests.billing_by_request(
+                    pl.concat(
+                        [
+                            spread_rows.lazy().filter(pl.col("call_date").is_not_null()).drop("call_date"),
+                            billing_only.with_columns(charge_date=pl.col("request_date")).select(spread_rows.drop("call_date").columns),
+                        ]
+                    )
+                ),
+                shares.filter(one_of("request_id", spread)),
+            ).collect()
+            conflicts.append(resummed.filter(pl.col("conflict")).select("request_id"))
+            redone = requests.request_costs(
+                requests.join_requests(work["calls"].scan(calls_schema).filter(one_of("request_id", spread)), resummed.lazy()),
+                start,
+                end + read.S,
+            )
+            for bucket in range(buckets):
+                # Each bucket's requests in one part: validated part by part, a request id in one.
+                spills["request_costs"].sink(
+                    pl.concat(
+                        [
+                            work["joined"].scan(joined_schema, part=bucket).filter(pl.col("_kept")).select(list(polars_schema(RequestCosts))),
+                            redone.filter(requests.in_bucket("request_id", bucket, buckets)),
+                        ]
+                    ),
+                    part=bucket,
+                )
+            conflicting = pl.concat(conflicts)
             joined = spills["request_costs"].scan(polars_schema(RequestCosts))
         with result.timed("intents"):
             all_outcomes = scan_staged_outcomes(layout)
+            mixed, beyond, unguarded = [], [], []
             for bucket in range(buckets):  # buckets of sessions: a session's calls share one
-                ours = joined.filter(requests.in_bucket("session_id", bucket, buckets))
-                sessions = ours.select("session_id").filter(pl.col("session_id").is_not_null()).unique()
-                outcomes = latest_outcomes(all_outcomes.join(sessions, on="session_id", how="semi"))
-                spills["intent_costs"].sink(intent_costs(ours, outcomes, settings.labor_table(), start, end), part=bucket)
-            intents = spills["intent_costs"].scan(polars_schema(IntentCosts))
+                # Written once, read by the four queries below.
+                work["intent_calls"].sink(intents.intent_calls(joined.filter(requests.in_bucket("session_id", bucket, buckets)), intent_days), part=bucket)
+                calls = work["intent_calls"].scan(polars_schema(RequestCosts) | {"intent_date": pl.Date}, part=bucket)
+                in_run = calls.filter(ours)
+                beyond_bound_calls, two_currencies = pl.collect_all(
+                    [
+                        calls.filter(in_dates("date", start, end) & pl.col("intent_date").is_null()).group_by("date").len(),
+                        intents.mixed_currency_intents(in_run),
+                    ]
+                )
+                beyond.append(beyond_bound_calls)
+                mixed.append(two_currencies)
+                kept = in_run.join(two_currencies.lazy(), on=["session_id", "intent_date"], how="anti")
+                # The guard behind the quarantine: no intent kept has two currencies.
+                unguarded.append(intents.mixed_currency_intents(kept).select("session_id", "intent_date").collect())
+                sessions = kept.select("session_id").unique()
+                outcomes = intents.latest_outcomes(all_outcomes.join(sessions, on="session_id", how="semi"))
+                spills["intent_costs"].sink(intents.intent_costs(kept, outcomes, settings.labor_table(), start, end), part=bucket)
+            mixed_intents = pl.concat(mixed)
+            beyond_bound = pl.concat(beyond).group_by("date").agg(pl.col("len").sum()).sort("date")
+            intent_rows = spills["intent_costs"].scan(polars_schema(IntentCosts))
         with result.timed("features"):
             pl.collect_all(
                 [
-                    spills["cost_per_intent"].sink(cost_per_intent(intents), lazy=True),
-                    spills["cost_per_success"].sink(cost_per_success(intents), lazy=True),
+                    spills["cost_per_intent"].sink(cost_per_intent(intent_rows), lazy=True),
+                    spills["cost_per_success"].sink(cost_per_success(intent_rows), lazy=True),
                 ]
             )
+        with result.timed("intents"):  # the rows held back: late billing, intents in two currencies
+            held_rows = [focus_held(late.lazy(), "ChargePeriodStart", requests.late_reason(bounds), {"date": pl.col("charge_date")})]
+            if not mixed_intents.is_empty():
+                held_rows.append(_mixed_currency_calls(read, mixed_intents, intents.intent_calls(joined, intent_days), work["calls"].scan(calls_schema)))
+            held.sink(pl.concat(held_rows))
+        with result.timed("breakdown"):  # where the money goes, from the same requests and intents
+            spill_cost_breakdown(work["intent_calls"].scan(polars_schema(RequestCosts) | {"intent_date": pl.Date}), spills["intent_costs"], spills["cost_breakdown"], buckets, layout.tmp)
         with result.timed("validate"):
             for name, model in DAILY_TABLES.items():
                 # request_costs and intent_costs were spilled one part per bucket (of requests, of
@@ -130,18 +376,28 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 checks = [validate_each(model, [produced(name, part) for part in parts])]
                 by_day = shares_by_day.scan({"date": pl.Date, "billing_currency": pl.String, **{c: MONEY for c in COST_COLUMNS}})
                 if name == "request_costs":
-                    called = joined.filter(pl.col("session_id").is_not_null())
-                    call_dates = called.select("request_id", call_date=pl.col("called_at").dt.date())
-                    checks.append(request_costs_conservation_check(produced(name), billing, call_dates, start, end, buckets, by_day))
+                    billing = read.focus_between(start - read.B, end + read.B)
+                    if conflicting.height:
+                        billing = billing.join(conflicting.lazy().rename({"request_id": "x_RequestId"}), on="x_RequestId", how="anti")
+                    checks.append(
+                        request_costs_conservation_check(
+                            produced(name), billing, run_calls.select("request_id", "call_date"),
+                            billing_only.join(conflicting.lazy().rename({"request_id": "x_RequestId"}), on="x_RequestId", how="anti"),
+                            start, end, bounds, buckets, by_day,
+                        )
+                    )
                 if name == "allocation_pools":
                     # Every date read, lookaround days too: the shares of a pool's calls are all there.
                     checks.append(allocation_conservation_check(spills[name].scan(polars_schema(model)), by_day))
                 if name == "intent_costs":
-                    checks.append(single_currency_check(joined, buckets))
+                    checks.append(single_currency_outcome(pl.concat(unguarded)))
                 result.checks[name] = checks
+            result.checks["request_costs"].append(validate(Quarantine, held.scan(polars_schema(Quarantine)).select(list(polars_schema(Quarantine))), "quarantine_schema"))
+            result.warnings["request_costs"] = [_late_billing_outcome(late, bounds)]
+            result.warnings["intent_costs"] = [_session_bound_outcome(beyond_bound, bounds)]
         if result.passed:
             with result.timed("write"):
-                publication = Publication(layout)  # the four tables become current together
+                publication = Publication(layout)  # the daily tables become current together
                 for name, model in DAILY_TABLES.items():
                     frame = produced(name)
                     meta: dict = {"dates": f"{keys[0]}..{keys[-1]}"}
@@ -156,10 +412,19 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                             meta[f"{part}_billed_cost"] = money_total(frame, f"{part}_billed_cost")
                     meta["dagster/row_count"] = sum(publication.add(name, spills[name], keys).values())
                     result.tables[name] = meta
+                _publish_held(held, publication, keys)
                 publication.commit()
+            result.tables["request_costs"] |= {
+                "late_billing_rows": late.height,
+                "late_billing_effective_cost": _money_by_currency(late),
+            }
+            result.tables["intent_costs"] |= {
+                "calls_beyond_session_days": {str(d): n for d, n in beyond_bound.iter_rows()},
+                "intents_billed_in_two_currencies": mixed_intents.height,
+            }
         return result
     finally:
-        for spill in [*spills.values(), billed, allocated, shares_by_day]:
+        for spill in [*spills.values(), *work.values(), held, billed, allocated, shares_by_day]:
             spill.cleanup()
 
 
@@ -167,16 +432,21 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
 
 
 def allocate_days(
-    billing: pl.LazyFrame, calls: pl.LazyFrame, settings: Settings, spills: dict[str, Spill], allocated: Spill, shares_by_day: Spill
+    layout: Layout, read: _Inputs, settings: Settings, spills: dict[str, Spill], allocated: Spill, shares_by_day: Spill
 ) -> None:
     """The daily step's one call of the allocation (unitledger.model.allocation.allocate_billing):
     the AI token rows without a request id of the days read (hour and day rows; longer charge
     periods are reported in unrecognized_usage) are split over those days' calls by token share.
     Writes the shares per request (`allocated`, joined to request_costs bucket by bucket), their
     sums per call date (`shares_by_day`, the conservation check's allocated side) and the tables
-    allocation_pools, unrecognized_usage and unmatched_models, in one pass. `billing`: current
-    FOCUS rows of whole days, request conflicts removed; `calls`: those days' calls, one per
-    request. Pools span every request of a day, so this runs once for the day, not per bucket."""
+    allocation_pools, unrecognized_usage and unmatched_models, in one pass. The days read: the
+    run's, up to session_days after it (the later calls of its intents) and COPY_DAYS either side;
+    every one whole (current FOCUS rows, request conflicts removed; calls, one per request), the
+    same inputs as the reconciliation's (steps.reconciliation._placed). Pools span every request
+    of a day, so this runs once for the days, not per bucket."""
+    lo, hi = requests.with_lookaround(read.start, read.end + read.S)
+    billing = requests.without_request_conflicts(scan_staged_focus(layout).filter(in_dates("charge_date", lo, hi)))
+    calls = requests.dedupe_calls(read.calls_between(lo, hi))
     run = allocate_billing(billing, calls, settings.allocation)
     dates = calls.select("request_id", date=pl.col("call_date"))
     pl.collect_all(
@@ -191,3 +461,95 @@ def allocate_days(
         ],
         optimizations=allocation_optimizations(),
     )
+
+
+def held_partition(day: str) -> str:
+    """The `quarantine` table's partition of the rows the daily run of `day` held back."""
+    return f"daily={day}"
+
+
+def _publish_held(held: Spill, publication: Publication, keys: list[str]) -> None:
+    """The rows a run held back become, per day, the quarantine's partition held_partition(day),
+    published with the daily tables (one manifest swap); a day without any becomes empty: a re-run
+    drops the decisions it no longer makes. One file per day, named by its content, so a re-run
+    that decides the same keeps the published file."""
+    schema = polars_schema(Quarantine)
+    for key in keys:
+        produced = sorted((held.dir / f"date={key}").glob("*.parquet"))
+        files = {}
+        if produced:
+            written = held.dir / "published" / f"{key}.parquet"
+            write_parquet_atomic(pl.scan_parquet(produced, glob=False).select(list(schema)), written)
+            digest = hashlib.sha256(written.read_bytes()).hexdigest()[:16]
+            files[written] = f"{held_partition(key)}/{digest}.parquet"
+        publication.link("quarantine", held_partition(key), files)
+
+
+def _money_by_currency(rows: pl.DataFrame, column: str = "EffectiveCost") -> dict[str, str]:
+    totals = rows.group_by("BillingCurrency").agg(pl.col(column).sum()).sort("BillingCurrency")
+    return {currency: str(total) for currency, total in totals.iter_rows()}
+
+
+def _late_billing_outcome(late: pl.DataFrame, bounds: Bounds) -> CheckOutcome:
+    """Warning: FOCUS rows of the run's days billed further than billing_delay_days from their
+    request (quarantined, reconciled as late_billing_cost)."""
+    if late.is_empty():
+        return CheckOutcome("late_billing", True, f"every FOCUS row is within {bounds.billing_delay_days} days of its request")
+    first = late.sort("charge_date", "source_file", "source_line").row(0, named=True)
+    return CheckOutcome(
+        "late_billing",
+        False,
+        f"{late.height} FOCUS row(s) billed more than pipeline.billing_delay_days = {bounds.billing_delay_days} days from "
+        f"their request: quarantined, not in request_costs (reconciled as late_billing_cost); first {first['source_file']} "
+        f"line {first['source_line']} (request {first['x_RequestId']}, charged {first['charge_date']})",
+        {"late_billing_rows": late.height},
+    )
+
+
+def _session_bound_outcome(beyond: pl.DataFrame, bounds: Bounds) -> CheckOutcome:
+    """Warning: calls of the run's days that belong to no intent, being more than session_days
+    after their session's first call (their cost is in request_costs)."""
+    if beyond.is_empty():
+        return CheckOutcome("session_bound", True, f"every call is within {bounds.session_days} days of its intent's first call")
+    per_day = ", ".join(f"{d}: {n}" for d, n in beyond.iter_rows())
+    return CheckOutcome(
+        "session_bound",
+        False,
+        f"{beyond['len'].sum()} call(s) more than pipeline.session_days = {bounds.session_days} days after their "
+        f"session's first call are in no intent (their cost stays in request_costs); per day: {per_day}",
+        {"calls_beyond_session_days": int(beyond["len"].sum())},
+    )
+
+
+def _mixed_currency_calls(read: _Inputs, mixed: pl.DataFrame, calls: pl.LazyFrame, winners: pl.LazyFrame) -> pl.LazyFrame:
+    """Quarantine records of the calls of the intents (`mixed`: mixed_currency_intents) billed in
+    more than one currency, each naming the currencies and the FOCUS files and lines that bill them.
+    `calls`: intent_calls of the run; `winners`: the run's deduplicated staged calls."""
+    key = ["session_id", "intent_date"]
+    members = calls.join(mixed.lazy().select(key), on=key).select("request_id", *key).collect()
+    billed = (
+        requests.associate(
+            read.focus_between(read.start - read.B, read.end + read.S + read.B).filter(one_of("x_RequestId", members["request_id"])),
+            winners.select("request_id", "call_date"),
+            read.bounds,
+        )
+        .join(members.lazy().rename({"request_id": "x_RequestId"}), on="x_RequestId")
+        .group_by(*key, "BillingCurrency")
+        .agg(pl.format("{} line {}", "source_file", "source_line").sort().alias("rows"))
+        .sort(*key, "BillingCurrency")
+        .collect()
+    )
+    reasons = []
+    for (session, day), group in billed.group_by(key, maintain_order=True):
+        currencies = group["BillingCurrency"].to_list()
+        where = "; ".join(
+            f"{currency} by {', '.join(rows[:3])}{f' and {len(rows) - 3} more' if len(rows) > 3 else ''}"
+            for currency, rows in zip(currencies, group["rows"].to_list())
+        )
+        reasons.append(
+            (session, day, f"session {session} (intent of {day}) is billed in {' and '.join(currencies)} ({where}): "
+             "an intent's cost is one currency's, so its calls are left out of intent_costs; their cost stays in request_costs")
+        )
+    reason = pl.DataFrame(reasons, schema={"session_id": pl.String, "intent_date": pl.Date, "_reason": pl.String}, orient="row")
+    held = winners.join(members.lazy(), on=["request_id", "session_id"]).join(reason.lazy(), on=key)
+    return calls_held(held, "session_id", pl.col("_reason"), {"date": pl.col("intent_date")})

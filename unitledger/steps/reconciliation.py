@@ -22,15 +22,16 @@ from schemas.reconciliation import (
 from unitledger import months
 from unitledger.checks.conservation import delta_check, placed_check, reconciliation_conservation_check
 from unitledger.checks.validation import validate
-from unitledger.config import Settings
+from unitledger.config import Bounds, Settings
 from unitledger.layout import Layout
 from unitledger.model import reconciliation
 from unitledger.model import requests
 from unitledger.model.allocation import allocate_billing, optimizations, placement
-from unitledger.model.requests import in_dates
+from unitledger.model.requests import COPY_DAYS, associate, dedupe_calls, in_dates
 from unitledger.sources.events import scan_staged_calls
 from unitledger.sources.focus import scan_quarantined_focus, scan_staged_focus
 from unitledger.sources.invoices import read_invoices
+from unitledger.steps.daily import classify_loose_rows
 from unitledger.steps.result import StepResult
 from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema
 
@@ -44,26 +45,42 @@ MONTHLY_TABLES = {
 
 DAILY_TABLES = {"reconciliation_daily": ReconciliationDaily}
 
-MARGIN = reconciliation.ATTRIBUTION_MARGIN
-
-
 def _period_starts_within(column: str, lo: date, hi: date) -> pl.Expr:
     """A UTC timestamp column within [lo, hi) by date."""
     return pl.col(column).dt.date().is_between(pl.lit(lo), pl.lit(hi), closed="left")
 
 
-def _calls_for(periods: pl.DataFrame, lo: date, hi: date) -> tuple[date, date]:
-    """Dates of calls that can attribute rows of `periods` (default: [lo, hi) ± margin)."""
-    return reconciliation.call_window(periods) if periods.height else (lo - MARGIN, hi + MARGIN)
+class _Attribution:
+    """Which part each of `rows` (current FOCUS rows) falls in: the rules of the daily tables
+    (model.requests), the calls and rows of other days looked up within the bounds."""
 
+    def __init__(self, layout: Layout, bounds: Bounds, rows: pl.LazyFrame):
+        self.bounds = bounds
+        self.calls = scan_staged_calls(layout)
+        self.focus = scan_staged_focus(layout).filter(pl.col("x_RequestId").is_not_null())
+        self.rows = rows
+        lo, hi = rows.filter(pl.col("x_RequestId").is_not_null()).select(
+            lo=pl.col("charge_date").min(), hi=pl.col("charge_date").max()
+        ).collect().row(0)
+        # The dates of the rows with a request id, [lo, hi): their calls lie within B days.
+        self.lo, self.hi = (lo, hi + timedelta(days=1)) if lo is not None else (date(1970, 1, 1), date(1970, 1, 1))
+        reach = timedelta(days=bounds.billing_delay_days) + COPY_DAYS
+        self.winners = dedupe_calls(self.calls.filter(in_dates("call_date", self.lo - reach, self.hi + reach)))
 
-def _near(focus: pl.LazyFrame, lo: date, hi: date) -> pl.LazyFrame:
-    """Current FOCUS rows whose billing period ± margin overlaps [lo, hi): those a call of these
-    dates can be billed by."""
-    return focus.filter(
-        (pl.col("BillingPeriodStart").dt.date() - MARGIN < pl.lit(hi))
-        & (pl.col("BillingPeriodEnd").dt.date() + MARGIN > pl.lit(lo))
-    )
+    def attributed(self, spill: Spill, period_rows: pl.LazyFrame) -> pl.LazyFrame:
+        """`reconciliation.attribute` written once to scratch: figures, tokens and conflicts all read it."""
+        associated = associate(self.rows, self.winners.select("request_id", "call_date"), self.bounds, how="left")
+        loose = associated.filter(pl.col("x_RequestId").is_not_null() & pl.col("call_date").is_null()).drop("call_date")
+        settled = classify_loose_rows(self.calls, self.focus, loose.collect(), self.lo, self.hi, self.bounds)
+        attributed = reconciliation.attribute(associated, period_rows, settled.lazy())
+        schema = attributed.collect_schema()
+        spill.sink(attributed)
+        return spill.scan(dict(schema))
+
+    def billing_near(self, lo: date, hi: date) -> pl.LazyFrame:
+        """Current FOCUS rows with a request id a call of [lo, hi) can be billed by."""
+        margin = timedelta(days=self.bounds.billing_delay_days)
+        return self.focus.filter(in_dates("charge_date", lo - margin, hi + margin))
 
 
 def _placed(layout: Layout, focus: pl.LazyFrame, lo: date, hi: date, settings: Settings) -> pl.LazyFrame:
@@ -76,14 +93,6 @@ def _placed(layout: Layout, focus: pl.LazyFrame, lo: date, hi: date, settings: S
     calls = requests.dedupe_calls(scan_staged_calls(layout).filter(in_dates("call_date", *days)))
     run = allocate_billing(rows, calls, settings.allocation)
     return placement(run.classified, run.tables.pools).collect(optimizations=optimizations()).lazy()
-
-
-def _attributed(spill: Spill, rows: pl.LazyFrame, period_rows: pl.LazyFrame, calls: pl.LazyFrame) -> pl.LazyFrame:
-    """`reconciliation.attribute` written once to scratch: figures, tokens and conflicts all read it."""
-    attributed = reconciliation.attribute(rows, period_rows, calls)
-    schema = attributed.collect_schema()
-    spill.sink(attributed)
-    return spill.scan(dict(schema))
 
 
 def build_reconciliation(layout: Layout, settings: Settings, first_month: date, last_month: date) -> StepResult:
@@ -100,21 +109,21 @@ def build_reconciliation(layout: Layout, settings: Settings, first_month: date, 
             focus = scan_staged_focus(layout)
             rows = focus.filter(_period_starts_within("BillingPeriodStart", lo, hi))
             held = scan_quarantined_focus(layout).filter(_period_starts_within("billing_period_start", lo, hi))
-            window = _calls_for(rows.select("BillingPeriodStart", "BillingPeriodEnd").unique().collect(), lo, hi)
-            calls = scan_staged_calls(layout).filter(in_dates("call_date", *window))
             invoices = read_invoices(layout).filter(pl.col("billing_period").is_in(keys)).lazy()
         with result.timed("reconcile"):
-            attributed = _attributed(spills["attributed"], rows, rows, calls)
+            found = _Attribution(layout, settings.bounds, rows)
+            attributed = found.attributed(spills["attributed"], rows)
             charged = rows.select(pl.col("charge_date").min().alias("lo"), pl.col("charge_date").max().alias("hi")).collect()
             placed = _placed(layout, focus, charged["lo"][0] or lo, (charged["hi"][0] or lo) + timedelta(days=1), settings)
             split = reconciliation.figures(reconciliation.ledger(attributed, held, placed=placed), reconciliation.KEY)
             logged = reconciliation.telemetry_only(
                 scan_staged_calls(layout).filter(in_dates("call_date", lo, hi)),
-                _near(focus, lo, hi),
+                found.billing_near(lo, hi),
                 {"billing_period": reconciliation.billing_period(pl.col("timestamp")), "service_provider_name": pl.col("provider")},
+                settings.bounds,
             )
             figures = reconciliation.with_invoices(pl.concat([split, reconciliation.rows_like(logged, split)]), invoices)
-            compared = reconciliation.token_comparison(reconciliation.billed_tokens(attributed), calls)
+            compared = reconciliation.token_comparison(reconciliation.billed_tokens(attributed), found.winners)
             outputs = {
                 "reconciliation": reconciliation.with_status(figures, settings.reconciliation, settings.allocation.token_coverage_warn),
                 "token_reconciliation": reconciliation.token_reconciliation(compared),
@@ -167,18 +176,17 @@ def build_reconciliation_daily(layout: Layout, settings: Settings, start: date, 
         with result.timed("read"):
             focus = scan_staged_focus(layout)
             rows = focus.filter(in_dates("charge_date", start, end))
-            touched = rows.select("BillingPeriodStart", "BillingPeriodEnd").unique().collect()
+            touched = rows.select("BillingPeriodStart").unique().collect()
             # Conflicts are per billing period: every row of the touched periods, any day.
             period_rows = focus.filter(pl.col("BillingPeriodStart").is_in(touched["BillingPeriodStart"].implode()))
-            window = _calls_for(touched, start, end)
-            calls = scan_staged_calls(layout).filter(in_dates("call_date", *window))
             held = (
                 scan_quarantined_focus(layout)
                 .with_columns(date=reconciliation.quarantine_charge_date())
                 .filter(in_dates("date", start, end) & pl.col("billing_period_start").is_not_null())
             )
         with result.timed("reconcile"):
-            attributed = _attributed(attributed_spill, rows, period_rows, calls)
+            found = _Attribution(layout, settings.bounds, rows)
+            attributed = found.attributed(attributed_spill, period_rows)
             placed = _placed(layout, focus, start, end, settings)
             split = reconciliation.figures(
                 reconciliation.ledger(attributed, held, {"date": (pl.col("charge_date"), pl.col("date"))}, placed),
@@ -186,12 +194,13 @@ def build_reconciliation_daily(layout: Layout, settings: Settings, start: date, 
             )
             logged = reconciliation.telemetry_only(
                 scan_staged_calls(layout).filter(in_dates("call_date", start, end)),
-                _near(focus, start, end),
+                found.billing_near(start, end),
                 {
                     "date": pl.col("call_date"),
                     "billing_period": reconciliation.billing_period(pl.col("timestamp")),
                     "service_provider_name": pl.col("provider"),
                 },
+                settings.bounds,
             )
             daily = reconciliation.with_status(
                 pl.concat([split, reconciliation.rows_like(logged, split)]), settings.reconciliation, settings.allocation.token_coverage_warn

@@ -13,10 +13,12 @@ from unitledger.checks.validation import CheckOutcome
 
 @dataclass
 class StepResult:
-    """What a step produced: per table metadata, check outcomes, and seconds per stage."""
+    """What a step produced: per table metadata, check outcomes (blocking; `warnings`: reported,
+    never blocking), and seconds per stage."""
 
     tables: dict[str, dict] = field(default_factory=dict)
     checks: dict[str, list[CheckOutcome]] = field(default_factory=dict)
+    warnings: dict[str, list[CheckOutcome]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -1,1 +1,1 @@
-"""Tools around the pipeline: the synthetic data generator and the benchmark."""
+"""Tools around the pipeline: the synthetic data generator, its telemetry format writers and the benchmarks."""

@@ -10,17 +10,23 @@ tolerance. The two references implement the pipeline's definitions independently
   with at most 18 places, timestamps that parse, known categories, currency and event types,
   periods that run forward);
 - per (BillingAccountId, BillingPeriodStart) only the newest FOCUS delivery (folder) counts;
-- a day reads calls and billing rows of [day - 1, day + 2); calls are deduplicated per request id
-  (smallest event_id, file, line), billing rows summed per x_RequestId (a request billed to two
-  accounts or currencies is left out of billing), both sides full-outer joined; a request is dated
-  by its call, else its earliest charge;
-- an intent is a session dated by its earliest call, described by its last call, labelled by its
-  latest outcome; labor cost from the settings applies to billed failures; money is
+- calls are deduplicated per request id (smallest event_id, file, line); a FOCUS row is its
+  request's call's cost when their dates are at most pipeline.billing_delay_days apart, else late
+  (left out) when a call of its request is within pipeline.detection_horizon_days, else
+  billing-only, dated by its request's first row within the horizon before it (late when more
+  than billing_delay_days after it); rows summed per request (a request billed to two accounts or
+  currencies is left out of billing), both sides full-outer joined; a request is dated by its
+  call, else its first row;
+- an intent is a session's calls from a call date with no call of the session in the
+  pipeline.session_days before it up to session_days after it, dated by that first date,
+  described by its last call, labelled by the session's latest outcome (an intent billed in two
+  currencies is left out); labor cost from the settings applies to billed failures; money is
   DECIMAL(38,18) throughout, ratios are doubles computed from the exact sums.
 
 Stages reported: ingest (read, parse, type), validate (the pipeline's Pandera checks; the
 references have none beyond their parse rules), join (request_costs), intents (intent_costs),
-features (cost_per_intent, cost_per_success), write (publishing Parquet).
+features (cost_per_intent, cost_per_success), breakdown (cost_breakdown, where the money goes: the
+references do not build it, so it counts in the pipeline's total only), write (publishing Parquet).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from pathlib import Path
 
 import polars as pl
 
-STAGES = ("ingest", "validate", "join", "intents", "features", "write")
+STAGES = ("ingest", "validate", "join", "intents", "features", "breakdown", "write")
 IMPLEMENTATIONS = ("pipeline", "duckdb", "pandas")
 TABLES = ("request_costs", "intent_costs", "cost_per_intent", "cost_per_success")
 GRAIN = ["date", "feature_tag", "model_version", "prompt_version", "billing_currency"]
@@ -98,9 +104,13 @@ def run_benchmark(
     config: Path | None = None,
     log=print,
     shard_requests: int = SHARD_REQUESTS,
+    done=None,
 ) -> Report:
     """Generate one day of `requests` requests, run each implementation `repeat` times on it, and
-    compare their tables. The temporary data root is removed afterwards."""
+    compare their tables. The temporary data root is removed afterwards. `log(text)` gets what
+    starts, `done(text)` each finished step (default: log): the generation, every run, the
+    comparison (2 + repeat × implementations steps)."""
+    done = done or log
     from unitledger.config import load_settings
 
     settings_path = load_settings(config).path
@@ -121,7 +131,7 @@ def run_benchmark(
             input_rows=json.loads(result_file.read_text()),
             generate_seconds=time.perf_counter() - began,
         )
-        log(f"  {report.input_rows['focus']:,} FOCUS rows, {report.input_rows['events']:,} events in {report.generate_seconds:.1f} s")
+        done(f"generated {report.input_rows['focus']:,} FOCUS rows, {report.input_rows['events']:,} events in {report.generate_seconds:.1f} s")
         for k in range(repeat):
             for implementation in implementations:
                 out_dir = root / "out" / implementation
@@ -130,7 +140,7 @@ def run_benchmark(
                     shutil.rmtree(data_dir / "warehouse", ignore_errors=True)
                 run = _run_in_subprocess(implementation, data_dir, day, out_dir, settings_path)
                 report.runs.append(run)
-                log(f"  run {k + 1}/{repeat} {implementation}: {run.seconds:.2f} s, peak RSS {run.peak_rss / 2**20:,.0f} MiB")
+                done(f"run {k + 1}/{repeat} {implementation}: {run.seconds:.2f} s, peak RSS {run.peak_rss / 2**20:,.0f} MiB")
             if k == 0:
                 results = {i: _load_tables(i, data_dir, root / "out" / i, day) for i in implementations}
                 report.disagreements = compare_outputs(results)
@@ -138,6 +148,7 @@ def run_benchmark(
                     i: {name: frame.select(pl.len()).collect().item() for name, frame in tables.items()}
                     for i, tables in results.items()
                 }
+                done(f"compared the tables: {'they agree' if not report.disagreements else 'THEY DISAGREE'}")
         return report
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -234,7 +245,7 @@ def run_pipeline(data_dir: Path, settings, day: date, out_dir: Path) -> dict[str
     layout = Layout(data_dir)
     timings: dict[str, float] = {}
     for step in (
-        lambda: staging.stage_billing(layout),
+        lambda: staging.stage_billing(layout, settings, day + timedelta(days=1)),  # built the day after
         lambda: staging.stage_events(layout),
         lambda: daily.build_daily_tables(layout, settings, day, day),
     ):
@@ -355,22 +366,41 @@ DROP TABLE events;
 
 _DUCK_JOIN = """
 CREATE TABLE current_focus AS
-SELECT f.* FROM focus f
+SELECT row_number() OVER () AS row_id, f.* FROM focus f
 JOIN (SELECT BillingAccountId, BillingPeriodStart, max(delivery_rank) AS delivery_rank FROM focus GROUP BY ALL) newest
   USING (BillingAccountId, BillingPeriodStart, delivery_rank)
-WHERE f.charge_date >= $lo AND f.charge_date < $hi;
+WHERE f.x_RequestId IS NOT NULL;
+CREATE TABLE deduped_calls AS
+SELECT * FROM calls
+QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY event_id, source_file, source_line) = 1;
+-- Each row's place: its request's call within $B days, else late when a call of its request is
+-- within $H days, else billing-only, dated by its request's first row within $H days before it
+-- (late when more than $B days after that row).
+CREATE TABLE placed_focus AS
+WITH own_call AS (
+  SELECT f.row_id, c.call_date FROM current_focus f JOIN deduped_calls c ON c.request_id = f.x_RequestId
+  WHERE abs(date_diff('day', c.call_date, f.charge_date)) <= $B
+), any_call AS (
+  SELECT DISTINCT f.row_id FROM current_focus f JOIN calls c ON c.request_id = f.x_RequestId
+  WHERE abs(date_diff('day', c.call_date, f.charge_date)) <= $H
+), first_row AS (
+  SELECT f.row_id, min(o.charge_date) AS first_charge FROM current_focus f JOIN current_focus o
+    ON o.x_RequestId = f.x_RequestId AND o.charge_date BETWEEN f.charge_date - $H AND f.charge_date
+  GROUP BY f.row_id
+)
+SELECT f.*, CASE WHEN own_call.row_id IS NOT NULL THEN own_call.call_date
+                 WHEN any_call.row_id IS NULL AND date_diff('day', first_charge, f.charge_date) <= $B THEN first_charge
+            END AS request_date
+FROM current_focus f LEFT JOIN own_call USING (row_id) LEFT JOIN any_call USING (row_id) LEFT JOIN first_row USING (row_id);
 CREATE TABLE billed AS
 SELECT x_RequestId AS request_id, sum(BilledCost) AS billed_cost, sum(EffectiveCost) AS effective_cost,
-       sum(ListCost) AS list_cost, count(*) AS billing_rows, min(charge_date) AS charge_date,
+       sum(ListCost) AS list_cost, count(*) AS billing_rows, min(request_date) AS charge_date,
        min(BillingAccountId) AS billing_account_id, min(BillingCurrency) AS billing_currency,
        min(x_FeatureTag) AS feature_tag, min(x_ModelVersion) AS model_version,
        min(x_PromptVersion) AS prompt_version, min(ServiceProviderName) AS provider
-FROM current_focus WHERE x_RequestId IS NOT NULL GROUP BY x_RequestId
+FROM placed_focus WHERE request_date IS NOT NULL GROUP BY x_RequestId
 -- A request billed to two accounts or currencies has no one cost: it is left out of billing.
 HAVING min(BillingAccountId) = max(BillingAccountId) AND min(BillingCurrency) = max(BillingCurrency);
-CREATE TABLE deduped_calls AS
-SELECT * FROM calls WHERE call_date >= $lo AND call_date < $hi
-QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY event_id, source_file, source_line) = 1;
 CREATE TABLE joined AS
 SELECT coalesce(c.request_id, b.request_id) AS request_id, coalesce(c.call_date, b.charge_date) AS date,
        c.session_id, c.called_at, coalesce(c.feature_tag, b.feature_tag) AS feature_tag,
@@ -393,14 +423,27 @@ CREATE TABLE request_costs AS SELECT * FROM joined WHERE date = $day;
 """
 
 _DUCK_INTENTS = """
+-- A session's intents: a call date with no call of the session in the $S days before starts one,
+-- a call belongs to the latest start at most $S days before it, else to none.
+CREATE TABLE intent_days AS
+WITH pairs AS (SELECT DISTINCT session_id, call_date FROM calls), starts AS (
+  SELECT *, CASE WHEN coalesce(date_diff('day', lag(call_date) OVER w, call_date), $S + 1) > $S THEN call_date END AS start
+  FROM pairs WINDOW w AS (PARTITION BY session_id ORDER BY call_date)
+), latest AS (
+  SELECT *, max(start) OVER (PARTITION BY session_id ORDER BY call_date ROWS UNBOUNDED PRECEDING) AS last_start FROM starts
+)
+SELECT session_id, call_date, CASE WHEN date_diff('day', last_start, call_date) <= $S THEN last_start END AS intent_date FROM latest;
 CREATE TABLE sessions AS
-SELECT session_id, CAST(min(called_at) AS DATE) AS date,
+SELECT j.session_id, d.intent_date AS date,
        arg_max(struct_pack(feature_tag, model, model_version, prompt_version), called_at) AS last_call,
        min(billing_currency) AS billing_currency, count(*) AS requests,
        count(*) FILTER (WHERE attempt = 1) AS turns, count(*) FILTER (WHERE attempt > 1) AS retries,
        count(*) FILTER (WHERE billing_rows = 0) AS unbilled_requests, sum(effective_cost) AS token_cost,
        sum(allocated_effective_cost) AS allocated_token_cost
-FROM joined WHERE session_id IS NOT NULL GROUP BY session_id HAVING CAST(min(called_at) AS DATE) = $day;
+FROM joined j JOIN intent_days d ON d.session_id = j.session_id AND d.call_date = j.date
+WHERE d.intent_date = $day GROUP BY j.session_id, d.intent_date
+-- an intent billed in two currencies is quarantined, not summed
+HAVING count(DISTINCT billing_currency) <= 1;
 CREATE TABLE latest_outcomes AS
 SELECT session_id, arg_max(struct_pack(success, escalated), (observed_at, event_id, source_file, source_line)) AS label
 FROM outcomes WHERE session_id IN (SELECT session_id FROM sessions) GROUP BY session_id;
@@ -481,7 +524,7 @@ def run_duckdb(data_dir: Path, settings, day: date, out_dir: Path) -> dict[str, 
     focus_root, events_root = data_dir / "landing" / "focus", data_dir / "landing" / "events"
     focus_files = _landing_files(focus_root, (".csv", ".parquet"))
     event_files = _landing_files(events_root, (".jsonl", ".parquet"))
-    lo, hi = day - timedelta(days=1), day + timedelta(days=2)
+    bounds = settings.bounds
     scratch = out_dir / "duckdb-tmp"
     con = duckdb.connect(config={"temp_directory": str(scratch)})
     try:
@@ -501,11 +544,11 @@ def run_duckdb(data_dir: Path, settings, day: date, out_dir: Path) -> dict[str, 
             )
             _duck_run(con, _DUCK_EVENTS.format(source=_duck_source(event_files, _EVENT_TEXT, with_line=True)), {"files": [str(f) for f in event_files]})
         with watch.stage("join"):
-            _duck_run(con, _DUCK_JOIN, {"lo": lo, "hi": hi, "day": day})
+            _duck_run(con, _DUCK_JOIN, {"B": bounds.billing_delay_days, "H": bounds.detection_horizon_days, "day": day})
         with watch.stage("intents"):
             con.execute("CREATE TABLE labor (feature_tag VARCHAR, billing_currency VARCHAR, amount DECIMAL(38, 18))")
             con.executemany("INSERT INTO labor VALUES (?, ?, ?)", _labor_rows(settings))
-            _duck_run(con, _DUCK_INTENTS, {"day": day})
+            _duck_run(con, _DUCK_INTENTS, {"S": bounds.session_days, "day": day})
         with watch.stage("features"):
             _duck_run(con, _DUCK_FEATURES)
         with watch.stage("write"):
@@ -547,16 +590,15 @@ def run_pandas(data_dir: Path, settings, day: date, out_dir: Path) -> dict[str, 
     """A straightforward pandas implementation (pyarrow-backed columns, exact decimal128 money)."""
     watch = _Stopwatch()
     focus_root, events_root = data_dir / "landing" / "focus", data_dir / "landing" / "events"
-    lo, hi = day - timedelta(days=1), day + timedelta(days=2)
     with watch.stage("ingest"):
         focus = _pd_focus(focus_root)
         calls, outcomes = _pd_events(events_root)
     with watch.stage("join"):
-        request_costs, joined = _pd_join(focus, calls, lo, hi, day)
-        del focus, calls
+        request_costs, joined = _pd_join(focus, calls, settings.bounds, day)
+        del focus
     with watch.stage("intents"):
-        intent_costs = _pd_intents(joined, outcomes, settings, day)
-        del joined, outcomes
+        intent_costs = _pd_intents(joined, calls, outcomes, settings, day)
+        del joined, calls, outcomes
     with watch.stage("features"):
         per_intent = _pd_cost_per_intent(intent_costs)
         per_success = _pd_cost_per_success(intent_costs)
@@ -717,20 +759,62 @@ def _pd_events(events_root: Path):
     return calls, outcomes
 
 
-def _pd_join(focus, calls, lo: date, hi: date, day: date):
+def _pd_day_number(dates):
+    """Days since 1970-01-01 of an Arrow date column (nullable integers)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pd.Series(pc.cast(pa.array(dates.array), pa.int32()), index=dates.index, dtype="Int64")
+
+
+def _pd_from_day_number(numbers):
+    """Arrow dates from days since 1970-01-01 (nullable integers)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    dates = pa.array(numbers.astype("Int64").array.to_numpy(dtype="float64", na_value=float("nan")), from_pandas=True)
+    return pd.Series(dates.cast(pa.int32()).cast(pa.date32()), index=numbers.index, dtype=pd.ArrowDtype(pa.date32()))
+
+
+def _pd_join(focus, calls, bounds, day: date):
     import pandas as pd
 
     newest = focus.groupby(["BillingAccountId", "BillingPeriodStart"])["delivery_rank"].transform("max")
-    billing = focus[(focus["delivery_rank"] == newest) & (focus["charge_date"] >= lo) & (focus["charge_date"] < hi)]
+    billing = focus[(focus["delivery_rank"] == newest) & focus["x_RequestId"].notna()].reset_index(drop=True)
+    billing["row_id"] = range(len(billing))
+    billing["charge_day"] = _pd_day_number(billing["charge_date"])
+    deduped = calls.sort_values(["request_id", "event_id", "source_file", "source_line"]).drop_duplicates("request_id")
+    # Each row's place: its request's call within B days; else late when a call of its request is
+    # within H days; else billing-only, dated by its request's first row within H days before it
+    # (late when more than B days after that row).
+    rows = billing[["row_id", "x_RequestId", "charge_day"]]
+    own = rows.merge(
+        deduped[["request_id", "call_date"]].assign(call_day=_pd_day_number(deduped["call_date"])),
+        left_on="x_RequestId", right_on="request_id",
+    )  # fmt: skip
+    own = own[(own["call_day"] - own["charge_day"]).abs() <= bounds.billing_delay_days].set_index("row_id")["call_day"]
+    near = rows.merge(calls[["request_id"]].assign(call_day=_pd_day_number(calls["call_date"])), left_on="x_RequestId", right_on="request_id")
+    near = set(near.loc[(near["call_day"] - near["charge_day"]).abs() <= bounds.detection_horizon_days, "row_id"])
+    pairs = rows.merge(rows, on="x_RequestId", suffixes=("", "_other"))
+    pairs = pairs[(pairs["charge_day_other"] <= pairs["charge_day"]) & (pairs["charge_day_other"] >= pairs["charge_day"] - bounds.detection_horizon_days)]
+    first = pairs.groupby("row_id")["charge_day_other"].min()
+    request_day = pd.Series(pd.NA, index=billing.index, dtype="Int64")
+    request_day[own.index] = own
+    alone = ~billing["row_id"].isin(own.index) & ~billing["row_id"].isin(near)
+    first_day = billing["row_id"].map(first).astype("Int64")
+    billing_only = alone & (billing["charge_day"] - first_day <= bounds.billing_delay_days)
+    request_day[billing_only] = first_day[billing_only]
+    billing["request_day"] = request_day
+    placed = billing[billing["request_day"].notna()]
     billed = (
-        billing[billing["x_RequestId"].notna()]
-        .groupby("x_RequestId")
+        placed.groupby("x_RequestId")
         .agg(
             billed_cost=("BilledCost", "sum"),
             effective_cost=("EffectiveCost", "sum"),
             list_cost=("ListCost", "sum"),
             billing_rows=("BilledCost", "size"),
-            charge_date=("charge_date", "min"),
+            request_day=("request_day", "min"),
             billing_account_id=("BillingAccountId", "min"),
             billing_currency=("BillingCurrency", "min"),
             billed_feature_tag=("x_FeatureTag", "min"),
@@ -746,10 +830,8 @@ def _pd_join(focus, calls, lo: date, hi: date, day: date):
     # A request billed to two accounts or currencies has no one cost: it is left out of billing.
     one_owner = (billed["billing_account_id"] == billed["last_account"]) & (billed["billing_currency"] == billed["last_currency"])
     billed = billed[one_owner].drop(columns=["last_account", "last_currency"])
-    window = calls[(calls["call_date"] >= lo) & (calls["call_date"] < hi)]
-    deduped = window.sort_values(["request_id", "event_id", "source_file", "source_line"]).drop_duplicates("request_id")
     joined = deduped.drop(columns=["event_id", "source_file", "source_line"]).merge(billed, on="request_id", how="outer")
-    joined["date"] = joined["call_date"].fillna(joined["charge_date"])
+    joined["date"] = joined["call_date"].fillna(_pd_from_day_number(joined["request_day"]))
     for name in ("feature_tag", "provider", "model_version", "prompt_version"):
         joined[name] = joined[name].fillna(joined[f"billed_{name}"])
     joined["billing_rows"] = joined["billing_rows"].fillna(0).astype("int64")
@@ -771,19 +853,35 @@ def _pd_join(focus, calls, lo: date, hi: date, day: date):
     return request_costs, joined[columns]
 
 
-def _pd_intents(joined, outcomes, settings, day: date):
+def _pd_intent_days(calls, session_days: int):
+    """(session_id, call_date) → the date of the intent its calls belong to (None: beyond the bound)."""
+    pairs = calls[["session_id", "call_date"]].drop_duplicates().sort_values(["session_id", "call_date"])
+    day = _pd_day_number(pairs["call_date"])
+    gap = day - day.groupby(pairs["session_id"]).shift(1)
+    start = day.where(gap.isna() | (gap > session_days))
+    last_start = start.groupby(pairs["session_id"]).ffill()
+    pairs["intent_day"] = last_start.where(day - last_start <= session_days)
+    return pairs
+
+
+def _pd_intents(joined, calls, outcomes, settings, day: date):
     import pandas as pd
     import pyarrow as pa
 
     money = _pd_types()[0]
-    calls = joined[joined["session_id"].notna()]
+    days = _pd_intent_days(calls, settings.bounds.session_days)
+    ours = days[days["intent_day"] == _pd_day_number(pd.Series([day], dtype=pd.ArrowDtype(pa.date32())))[0]]
+    calls = joined[joined["session_id"].notna()].merge(
+        ours[["session_id", "call_date"]], left_on=["session_id", "date"], right_on=["session_id", "call_date"], suffixes=("", "_intent")
+    )
+    # An intent billed in two currencies is quarantined, not summed.
+    calls = calls[calls.groupby("session_id")["billing_currency"].transform("nunique") <= 1]
     last = calls.sort_values(["session_id", "called_at"]).drop_duplicates("session_id", keep="last")
     last = last.set_index("session_id")[["feature_tag", "model", "model_version", "prompt_version"]]
     flags = calls.assign(
         turn=calls["attempt"] == 1, retry=calls["attempt"] > 1, unbilled=calls["billing_rows"] == 0
     )
     sessions = flags.groupby("session_id").agg(
-        first_call=("called_at", "min"),
         billing_currency=("billing_currency", "min"),
         requests=("request_id", "size"),
         turns=("turn", "sum"),
@@ -792,8 +890,8 @@ def _pd_intents(joined, outcomes, settings, day: date):
         token_cost=("effective_cost", "sum"),
         allocated_token_cost=("allocated_effective_cost", "sum"),
     )
-    sessions["date"] = _pd_date(sessions["first_call"])
-    sessions = sessions[sessions["date"] == day].join(last)
+    sessions["date"] = pd.Series([day] * len(sessions), index=sessions.index, dtype=pd.ArrowDtype(pa.date32()))
+    sessions = sessions.join(last)
     ordered = outcomes[outcomes["session_id"].isin(sessions.index)].sort_values(
         ["session_id", "observed_at", "event_id", "source_file", "source_line"]
     )
@@ -974,6 +1072,81 @@ def _table_differences(ours: pl.LazyFrame, theirs: pl.LazyFrame, key: list[str])
 # --- command line ------------------------------------------------------------------------------------
 
 
+@dataclass
+class ReportBenchmark:
+    days: int
+    requests_per_day: int
+    per_day_rows: dict[str, int]  # rows of the per-day tables the decisions read, over the window
+    build_seconds: float  # staging and the daily tables (not timed against anything: the setup)
+    decision_seconds: list[float] = field(default_factory=list)
+    report_seconds: list[float] = field(default_factory=list)
+    report_bytes: int = 0
+
+
+def run_report_benchmark(
+    days: int, requests_per_day: int, repeat: int = 1, work_dir: Path | None = None, config: Path | None = None, log=print, done=None
+) -> ReportBenchmark:
+    """Generate `days` days of `requests_per_day`, build the daily tables, then time the decision
+    tables and the report over that window `repeat` times. They read the per-day tables' stored
+    sums, never requests: their time follows the per-day rows (features × models × prompts ×
+    currencies × days), which the report shows beside the timings."""
+    from unitledger.config import load_settings
+    from unitledger.layout import Layout
+    from unitledger.steps import daily, staging
+    from unitledger.steps.decisions import build_decision_tables
+    from unitledger.steps.report import build_report
+    from unitledger.tools.generate import generate
+    from unitledger.warehouse.manifest import read_manifest
+
+    done = done or log
+    settings = load_settings(config)
+    root = Path(tempfile.mkdtemp(prefix="unitledger-bench-report-", dir=work_dir))
+    try:
+        layout = Layout(root / "data")
+        first = DEFAULT_DAY
+        last = first + timedelta(days=days - 1)
+        log(f"generating {days} days of {requests_per_day:,} requests under {root} ...")
+        generate(layout.data_dir, start=first, days=days, requests_per_day=requests_per_day, seed=1, focus_format="parquet", events_format="parquet")
+        done(f"generated {days * requests_per_day:,} requests")
+        log("building the daily tables ...")
+        began = time.perf_counter()
+        staging.stage_billing(layout, settings, last + timedelta(days=1))  # built the day after
+        staging.stage_events(layout)
+        if not daily.build_daily_tables(layout, settings, first, last).passed:
+            raise RuntimeError("bench: a check of the daily tables failed")
+        build_seconds = time.perf_counter() - began
+        published = read_manifest(layout)
+        keys = [(first + timedelta(days=k)).isoformat() for k in range(days)]
+        rows = {t: published.scan(layout, t, keys).select(pl.len()).collect().item() for t in ("cost_per_success", "cost_breakdown")}
+        done(f"built the daily tables in {build_seconds:.1f} s")
+        result = ReportBenchmark(days, requests_per_day, rows, build_seconds)
+        for k in range(repeat):
+            began = time.perf_counter()
+            if not build_decision_tables(layout, settings, days).passed:
+                raise RuntimeError("bench: a check of the decision tables failed")
+            result.decision_seconds.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            written = build_report(layout, settings, days)
+            result.report_seconds.append(time.perf_counter() - began)
+            result.report_bytes = written.size
+            done(f"run {k + 1}/{repeat}: decision tables {result.decision_seconds[-1]:.2f} s, report {result.report_seconds[-1]:.2f} s")
+        return result
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def format_report_benchmark(result: ReportBenchmark) -> str:
+    rows = ", ".join(f"{table} {n:,}" for table, n in result.per_day_rows.items())
+    return "\n".join([
+        f"Decision tables and report over {result.days} days of {result.requests_per_day:,} requests/day ({machine()})",
+        f"  per-day rows read: {rows} (they grow with features x models x prompts x currencies x days, not with requests)",
+        f"  decision tables:   {statistics.median(result.decision_seconds):.2f} s (median of {len(result.decision_seconds)})",
+        f"  report:            {statistics.median(result.report_seconds):.2f} s (median of {len(result.report_seconds)}), "
+        f"{result.report_bytes / 2**20:.1f} MiB self-contained HTML",
+        f"  (setup, not measured against anything: staging and daily tables {result.build_seconds:.1f} s)",
+    ])
+
+
 def add_command(sub) -> None:
     """Register `unitledger bench` on the CLI's subparsers."""
     p = sub.add_parser("bench", help="time the pipeline against DuckDB SQL and pandas on one generated day")
@@ -986,6 +1159,8 @@ def add_command(sub) -> None:
     p.add_argument("--config", type=Path, help="settings file for the labor costs (default as for materialize)")
     p.add_argument("--allocation", action="store_true",
                    help="time the invoice allocation of a provider-billed day against DuckDB SQL instead (unitledger/tools/alloc_bench.py)")
+    p.add_argument("--report-days", type=int, metavar="DAYS",
+                   help="instead: time the decision tables and the report over DAYS generated days of --requests each")
     p.set_defaults(func=cmd_bench)
 
 
@@ -994,6 +1169,8 @@ def cmd_bench(args) -> int:
     unknown = [i for i in chosen if i not in IMPLEMENTATIONS]
     if unknown or not chosen or args.requests < 1 or args.repeat < 1:
         raise SystemExit(f"bench: --implementations must name some of {', '.join(IMPLEMENTATIONS)}; --requests and --repeat >= 1")
+    from unitledger.progress import Progress
+
     if args.allocation:
         from unitledger.tools.alloc_bench import format_allocation_report, run_allocation_benchmark
 
@@ -1001,7 +1178,26 @@ def cmd_bench(args) -> int:
         print()
         print(format_allocation_report(allocation))
         return 1 if allocation.disagreements else 0
-    report = run_benchmark(args.requests, args.format, args.repeat, args.day, args.work_dir, chosen, args.config)
+
+    if args.report_days is not None:
+        if args.report_days < 1:
+            raise SystemExit("bench: --report-days must be 1 or more")
+        with Progress(2 + args.repeat, "bench report") as progress:
+            result = run_report_benchmark(
+                args.report_days, args.requests, args.repeat, args.work_dir, args.config, log=progress.note, done=progress.step
+            )
+        print()
+        print(format_report_benchmark(result))
+        return 0
+    with Progress(2 + args.repeat * len(chosen), "bench") as progress:
+
+        def started(text: str) -> None:
+            progress.note(text)
+            progress.doing(text.rstrip(". "))
+
+        report = run_benchmark(
+            args.requests, args.format, args.repeat, args.day, args.work_dir, chosen, args.config, log=started, done=progress.step
+        )
     print()
     print(format_report(report))
     return 1 if report.disagreements else 0

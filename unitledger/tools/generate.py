@@ -100,6 +100,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -111,6 +112,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from schemas.types import MONEY
 
 __all__ = ["GenerateSummary", "generate", "FOCUS_COLUMNS", "FOCUS_DECIMAL_COLUMNS", "EVENT_COLUMNS"]
 
@@ -660,6 +663,62 @@ def _write_events_file(path: Path, frame: pl.DataFrame, fmt: str, seed: int, mti
     return n
 
 
+TELEMETRY_FORMATS = ("events", "otlp", "litellm")
+
+
+def _rewrite_telemetry(landing: Path, flat_files: list[Path], fmt: str, list_prices: pl.LazyFrame | None) -> list[Path]:
+    """The flat event files rewritten in `fmt`, one file (or two: OTLP traces and logs; LiteLLM
+    calls and flat outcomes) per day with the day file's modification time; returns the files.
+    Retry turns are computed over every day first: a turn's retries may land in the next day's
+    file, and its trace must be the same one."""
+    from unitledger.sources.events import read_events_raw
+    from unitledger.sources.files import LandingFile
+    from unitledger.tools import telemetry_formats as formats
+
+    def landing_file(path: Path) -> LandingFile:
+        st = path.stat()
+        return LandingFile(path, path.name, st.st_size, st.st_mtime_ns)
+
+    fields = [name for name, _ in EVENT_COLUMNS]
+    events = pl.concat(
+        [read_events_raw(landing_file(p)).select(fields).with_columns(_file=pl.lit(i)) for i, p in enumerate(flat_files)]
+    ).collect()
+    if fmt == "otlp":
+        events = formats.with_turns(events.lazy()).collect()
+    written: list[Path] = []
+    for i, flat in enumerate(flat_files):
+        day = events.filter(pl.col("_file") == i).drop("_file").lazy()
+        mtime = flat.stat().st_mtime_ns // 1_000_000_000
+        stem = flat.name.split(".", 1)[0].removeprefix("events-")
+        gz = ".gz" if flat.name.endswith(".gz") else ""
+        outputs: list[tuple[Path, pl.LazyFrame]] = []
+        if fmt == "otlp":
+            outputs.append((landing / "otlp" / f"traces-{stem}.jsonl{gz}", formats.otlp_trace_lines(day)))
+            outputs.append((landing / "otlp" / f"logs-{stem}.jsonl{gz}", formats.otlp_log_lines(day)))
+        else:
+            prices = list_prices if list_prices is not None else pl.LazyFrame(
+                schema={"provider": pl.String, "model": pl.String, "token_type": pl.String, "currency": pl.String,
+                        "effective_from": pl.Date, "effective_to": pl.Date, "price_per_token": MONEY}
+            )
+            outputs.append((landing / "gateways" / "litellm" / f"spendlogs-{stem}.csv", formats.litellm_spendlogs(day, prices)))
+            labels = day.filter(pl.col("event_type") == "outcome").select(fields)
+            outputs.append((landing / "events" / f"outcomes-{stem}.jsonl", labels))
+        flat.unlink()
+        for path, frame in outputs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}")  # hidden (landing listings skip it), same suffix
+            if path.name.endswith(".csv"):
+                frame.sink_csv(tmp)
+            elif path.parent.name == "events":
+                frame.sink_ndjson(tmp)
+            else:
+                formats.write_lines(frame, tmp)
+            os.replace(tmp, path)
+            _set_mtime(path, mtime)
+            written.append(path)
+    return written
+
+
 # --------------------------------------------------------------------------------------------
 # FOCUS
 # --------------------------------------------------------------------------------------------
@@ -1060,10 +1119,22 @@ def generate(
     events_format: str = "jsonl.gz",
     restated_delivery: bool = False,
     billing: str = "request",
+    telemetry_format: str = "events",
+    list_prices: pl.LazyFrame | None = None,
+    on_day: Callable[[date, int], None] | None = None,
 ) -> GenerateSummary:
     """Write synthetic FOCUS deliveries and telemetry event files under `<data_dir>/landing/`.
-    `billing`: "request" (a usage row per request and token type, with x_RequestId) or
-    "aggregated" (acct-us-001's usage as providers bill it, see AGGREGATED_ACCOUNTS)."""
+
+    billing: "request" (a usage row per request and token type, with x_RequestId) or "aggregated"
+    (acct-us-001's usage as providers bill it, see AGGREGATED_ACCOUNTS).
+    telemetry_format: the calls and outcomes as unitledger's flat events (landing/events/), as
+    OTLP JSON (landing/otlp/: GenAI spans, outcomes as evaluation log records) or as LiteLLM
+    SpendLogs CSV (landing/gateways/litellm/: calls, `spend` priced with `list_prices`,
+    Telemetry.list_price_table(); outcomes stay flat events, a gateway has none): the same calls and
+    outcomes whichever (unitledger.tools.telemetry_formats). `on_day(day, requests)` is called as each day is done (a
+    progress bar)."""
+    if telemetry_format not in TELEMETRY_FORMATS:
+        raise ValueError(f"telemetry_format must be one of {list(TELEMETRY_FORMATS)}, not {telemetry_format!r}")
     if billing not in BILLING_STYLES:
         raise ValueError(f"billing must be one of {list(BILLING_STYLES)}, not {billing!r}")
     if focus_format not in _FOCUS_EXT:
@@ -1133,7 +1204,8 @@ def generate(
         for i in range(days):
             day = start + timedelta(days=i)
             sim = _simulate_day(seed, day, requests_per_day)
-            requests += len(sim.calls["ts"])
+            day_requests = len(sim.calls["ts"])
+            requests += day_requests
             sessions += sim.n_sessions
             ev = _day_events(sim, seed, first_epoch_day, days)
             usage = _usage_rows(sim, seed)
@@ -1168,6 +1240,8 @@ def generate(
             del parts
             if day == plans[_month_start(day)][1]:
                 finish_month(_month_start(day))
+            if on_day is not None:
+                on_day(day, day_requests)
         if events_job is not None:
             events_written += events_job.result()
     except BaseException:
@@ -1182,6 +1256,8 @@ def generate(
         events_worker.shutdown(wait=True)
         bg.close()
 
+    if telemetry_format != "events":
+        event_files = _rewrite_telemetry(data_dir / "landing", event_files, telemetry_format, list_prices)
     return GenerateSummary(
         focus_files=sorted(focus_files),
         event_files=event_files,

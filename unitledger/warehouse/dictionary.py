@@ -6,7 +6,18 @@ import pandera.polars as pa
 
 import schemas
 from schemas.allocation import AllocationPoolsDaily, UnmatchedModels, UnrecognizedUsageDaily
-from schemas.monthly import CostPerIntentMonthly, CostPerSuccessMonthly
+from schemas.decisions import (
+    BreakEven,
+    CostBreakdown,
+    CostPerSuccessTrend,
+    MoneyBreakdown,
+    TurnCosts,
+    VersionRegressions,
+    WeightedCostPerSuccess,
+    WhatIf,
+    WorkflowClassCosts,
+)
+from schemas.monthly import CostBreakdownMonthly, CostPerIntentMonthly, CostPerSuccessMonthly
 from schemas.reconciliation import (
     Reconciliation,
     ReconciliationDaily,
@@ -24,13 +35,25 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], str]] = {
     "allocation_pools": (AllocationPoolsDaily, "date"),
     "unrecognized_usage": (UnrecognizedUsageDaily, "date"),
     "unmatched_models": (UnmatchedModels, "date"),
+    "cost_breakdown": (CostBreakdown, "date"),
     "cost_per_intent_monthly": (CostPerIntentMonthly, "billing_period"),
     "cost_per_success_monthly": (CostPerSuccessMonthly, "billing_period"),
+    "cost_breakdown_monthly": (CostBreakdownMonthly, "billing_period"),
     "reconciliation": (Reconciliation, "billing_period"),
     "reconciliation_daily": (ReconciliationDaily, "date"),
     "token_reconciliation": (TokenReconciliation, "billing_period"),
     "token_mismatches": (TokenMismatches, "billing_period"),
     "request_conflicts": (RequestConflicts, "billing_period"),
+    # Decision tables: not partitioned, each the latest window's ([decisions] window_days up to the
+    # latest built day), replaced as a whole by every run of the decision step.
+    "break_even": (BreakEven, "none"),
+    "what_if": (WhatIf, "none"),
+    "money_breakdown": (MoneyBreakdown, "none"),
+    "turn_costs": (TurnCosts, "none"),
+    "workflow_class_costs": (WorkflowClassCosts, "none"),
+    "weighted_cost_per_success": (WeightedCostPerSuccess, "none"),
+    "cost_per_success_trends": (CostPerSuccessTrend, "none"),
+    "version_regressions": (VersionRegressions, "none"),
     "quarantine": (schemas.Quarantine, "none"),
 }
 

@@ -34,6 +34,8 @@ from unitledger.warehouse.manifest import (  # noqa: F401 (polars_schema: import
     write_manifest,
 )
 
+# The one "partition" of an unpartitioned table published with Publication.replace.
+WHOLE_TABLE = "all"
 # zstd at level 1 instead of the default 3: files of about the same size, written in about half
 # the time (writing is a large part of staging and of every spill).
 WRITE_OPTIONS = {"compression": "zstd", "compression_level": 1}
@@ -53,6 +55,18 @@ def write_parquet_atomic(frame: pl.DataFrame | pl.LazyFrame, target: Path) -> No
             frame.sink_parquet(tmp, **WRITE_OPTIONS)
         else:
             frame.write_parquet(tmp, **WRITE_OPTIONS)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(text: str, target: Path) -> None:
+    """Replace `target` with `text` (UTF-8) in one rename: a reader opens the old file or the new
+    one, never a half-written one (the report)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(target)
+    try:
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -120,6 +134,13 @@ class Publication:
             counts[key] = sum(rows.values())
         return counts
 
+    def replace(self, table: str, files: Iterable[Path]) -> dict[str, int]:
+        """An unpartitioned table (dictionary key "none") becomes `files` as a whole (moved in under
+        new names, files without rows left out). Returns the row count."""
+        rows = {f: _row_count(f) for f in files}
+        self._partitions[table] = {WHOLE_TABLE: [(f, None) for f, n in rows.items() if n > 0]}
+        return {WHOLE_TABLE: sum(rows.values())}
+
     def link(self, table: str, partition: str, files: dict[Path, str]) -> None:
         """Partition `partition` of `table` becomes `files` (file → table-relative name): files the
         pipeline keeps changing itself (the staged quarantine), hard-linked under their name, which
@@ -139,7 +160,9 @@ class Publication:
                     names = []
                     for n, (source, name) in enumerate(files):
                         new = name is None
-                        name = f"{table}/{partition_key(table)}={partition}/{version:06}-{token}-{n}.parquet" if new else f"{table}/{name}"
+                        key = partition_key(table)
+                        folder = table if key is None else f"{table}/{key}={partition}"
+                        name = f"{folder}/{version:06}-{token}-{n}.parquet" if new else f"{table}/{name}"
                         _place(source, warehouse / name, link=not new)
                         names.append(name)
                     tables.setdefault(table, {})[partition] = names

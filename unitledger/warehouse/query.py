@@ -8,6 +8,7 @@ import polars as pl
 
 from unitledger.layout import Layout
 from unitledger.warehouse import dictionary
+from unitledger.warehouse.display import print_readable
 from unitledger.warehouse.views import connect_read_only
 
 FORMATS = ("table", "csv", "parquet", "json")
@@ -48,9 +49,9 @@ def write_result(frame: pl.DataFrame, fmt: str, output) -> None:
 
 
 def print_table(frame: pl.DataFrame) -> None:
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, fmt_str_lengths=60, tbl_hide_dataframe_shape=True):
-        print(frame)
-    print(f"({frame.height} row{'s' if frame.height != 1 else ''})")
+    """The result for reading (display.readable: money rounded, unbilled rows named, small samples
+    flagged), its row count and the legend."""
+    print_readable(frame, f"({frame.height} row{'s' if frame.height != 1 else ''})")
 
 
 def describe_tables(names: list[str] | None = None) -> str:

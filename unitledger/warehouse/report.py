@@ -18,7 +18,6 @@ import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -27,6 +26,7 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from unitledger.model.decisions import ACTUAL
+from unitledger.warehouse.display import money
 
 # Reconciliation columns the status chart shows, in this order, those the frame has: the
 # allocation columns come with invoice allocation and are simply absent before it.
@@ -67,11 +67,7 @@ def _display(value: object, kind: str) -> str:
     if value is None:
         return "–"
     if kind == "money":
-        # Cents from 1 up, else 4 places; exact decimals round half up (float formatting would
-        # turn 120.105 into 120.10).
-        places = Decimal("0.01") if abs(value) >= 1 else Decimal("0.0001")
-        exact = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
-        return f"{exact.quantize(places, rounding=ROUND_HALF_UP):,}"
+        return money(value)  # as the terminal shows it
     if kind == "percent":
         return f"{100 * float(value):.1f} %"
     if kind == "pp":
@@ -395,7 +391,7 @@ section { margin: 2.5rem 0; border-top: 1px solid #ddd; padding-top: 1rem; }
 .caption { max-width: 70rem; color: #444; }
 .pair { display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; }
 .chart { flex: 1 1 40rem; min-width: 30rem; min-height: 460px; }
-.table-wrap { flex: 1 1 30rem; max-height: 470px; overflow: auto; }
+.table-wrap { flex: 1 1 30rem; min-width: 0; max-height: 470px; overflow: auto; }
 table.numbers { border-collapse: collapse; font-size: 0.85rem; }
 table.numbers th, table.numbers td { border-bottom: 1px solid #eee; padding: 0.2rem 0.5rem; white-space: nowrap; }
 table.numbers th { position: sticky; top: 0; background: #f7f7f7; text-align: left; }
@@ -404,6 +400,16 @@ td.money, td.count, td.percent, td.pp { text-align: right; font-variant-numeric:
 .pair.wide .chart, .pair.wide .table-wrap { flex: none; width: 100%; }
 .empty { color: #888; }
 """
+
+
+# Each chart is drawn as its div is parsed, before the table beside it exists, at the row's full
+# width: once the page is laid out, each is redrawn to the width its column got (asynchronously:
+# window.chartsFitted resolves when all are).
+_FIT_CHARTS = (
+    'window.chartsFitted = new Promise(function (done) { window.addEventListener("load", function () {'
+    ' done(Promise.all(Array.from(document.querySelectorAll(".plotly-graph-div")).map(function (div) { return Plotly.Plots.resize(div); })));'
+    ' }); });'
+)
 
 
 def render_report(
@@ -449,5 +455,5 @@ def render_report(
         f"<header><h1>{html.escape(title)}</h1>"
         f"<p>Window: {window_start.isoformat()} to {window_end.isoformat()} (UTC days, both included). "
         f"Generated {html.escape(generated_at.isoformat(timespec='seconds'))}.</p>"
-        f'<p class="legend">{html.escape(legend)}</p><nav>{nav}</nav></header>{body}</body></html>'
+        f'<p class="legend">{html.escape(legend)}</p><nav>{nav}</nav></header>{body}<script>{_FIT_CHARTS}</script></body></html>'
     )

@@ -193,7 +193,7 @@ def run_allocation_benchmark(requests: int, repeat: int = 1, day: date = date(20
         layout = Layout(root / "data")
         log(f"generating and staging {requests:,} requests for {day}, billed provider-style ...")
         generate(layout.data_dir, start=day, days=1, requests_per_day=requests, billing="aggregated", focus_format="parquet", events_format="parquet")
-        stage_billing(layout)
+        stage_billing(layout, settings, day + timedelta(days=1))  # built the day after, as bench.py
         stage_events(layout)
         lo, hi = with_lookaround(day, day + timedelta(days=1))
         focus, calls = root / "focus.parquet", root / "calls.parquet"

@@ -234,3 +234,29 @@ class AllocatedCosts(pa.DataFrameModel):
 
     class Config:
         strict = False  # the origin row's other FOCUS columns pass through
+
+
+class AllocationPoolsDaily(AllocationPools):
+    """allocation_pools as the daily step publishes it: one row per recognized AI token row
+    without a request id (hour and day rows), its pool, billed and logged tokens (the token
+    reconciliation per pool) and where each cost column went: cost = allocated + unlogged +
+    unmatched exactly."""
+
+    date: pl.Date = pa.Field(description="Partition: UTC date of charge_period_start.")
+
+    class Config:
+        strict = True
+        unique = ["source_file", "source_line"]
+
+
+class UnrecognizedUsageDaily(UnrecognizedUsage):
+    """unrecognized_usage as the daily step publishes it: AI token rows without a request id that
+    could not be allocated (model, token type, unit or quantity unknown, or a charge period longer
+    than a day), with their cost; never guessed, never dropped: reconciliation counts them as
+    unrecognized_usage_cost."""
+
+    date: pl.Date = pa.Field(description="Partition: UTC date of ChargePeriodStart.")
+
+    class Config:
+        strict = True
+

@@ -5,7 +5,7 @@ import polars as pl
 import pandera.polars as pa
 from pandera.engines import polars_engine as pe
 
-from schemas.types import ISO_4217, MATCH_STATUSES, OUTCOMES
+from schemas.types import COST_SOURCES, ISO_4217, MATCH_STATUSES, OUTCOMES
 
 _MONEY = pe.Decimal(38, 18)
 _TS = pe.DateTime(time_unit="us", time_zone="UTC")
@@ -26,17 +26,21 @@ class RequestCosts(pa.DataFrameModel):
     prompt_version: str = pa.Field(nullable=True, description="Prompt version: telemetry's, else FOCUS x_PromptVersion.")
     billing_account_id: str = pa.Field(nullable=True, description="FOCUS BillingAccountId; null for telemetry-only requests.")
     billing_currency: str = pa.Field(nullable=True, isin=_CURRENCIES, description="ISO 4217 currency of every money column of the row; null when nothing was billed.")
-    billed_cost: _MONEY = pa.Field(nullable=True, description="Sum of FOCUS BilledCost of the request's rows (billing_currency); null for telemetry-only.")
-    effective_cost: _MONEY = pa.Field(nullable=True, description="Sum of FOCUS EffectiveCost (billing_currency): the cost basis of unit economics; null for telemetry-only.")
-    list_cost: _MONEY = pa.Field(nullable=True, description="Sum of FOCUS ListCost (billing_currency); null for telemetry-only.")
-    billing_rows: pl.Int64 = pa.Field(ge=0, description="Number of FOCUS rows billed to the request.")
+    billed_cost: _MONEY = pa.Field(nullable=True, description="Sum of FOCUS BilledCost of the request's rows plus its allocated shares (billing_currency); null for telemetry-only.")
+    effective_cost: _MONEY = pa.Field(nullable=True, description="Sum of FOCUS EffectiveCost of the request's rows plus its allocated shares (billing_currency): the cost basis of unit economics; null for telemetry-only.")
+    list_cost: _MONEY = pa.Field(nullable=True, description="Sum of FOCUS ListCost of the request's rows plus its allocated shares (billing_currency); null for telemetry-only.")
+    billing_rows: pl.Int64 = pa.Field(ge=0, description="FOCUS rows billed to the request: its own x_RequestId rows plus the aggregated AI rows it has an allocated share of.")
+    cost_source: str = pa.Field(nullable=True, isin=list(COST_SOURCES), description="Provenance of the cost: invoice_request (the request's own x_RequestId rows; any allocated part is in the allocated_* columns, for the token types those rows do not bill), invoice_allocated (only shares of aggregated AI bill rows, allocated by token share: docs/allocation.md); null when nothing billed it (gateway_reported and list_estimate are reserved for estimates from telemetry).")
+    allocated_billed_cost: _MONEY = pa.Field(nullable=True, description="Part of billed_cost allocated from aggregated AI bill rows (0 when none); null for telemetry-only.")
+    allocated_effective_cost: _MONEY = pa.Field(nullable=True, description="Part of effective_cost allocated from aggregated AI bill rows (0 when none); null for telemetry-only.")
+    allocated_list_cost: _MONEY = pa.Field(nullable=True, description="Part of list_cost allocated from aggregated AI bill rows (0 when none); null for telemetry-only.")
     input_tokens: pl.Int64 = pa.Field(nullable=True, ge=0, description="Telemetry input tokens (cache reads and writes included).")
     output_tokens: pl.Int64 = pa.Field(nullable=True, ge=0, description="Telemetry output tokens.")
     cache_read_input_tokens: pl.Int64 = pa.Field(nullable=True, ge=0, description="Telemetry cache-read input tokens.")
     cache_write_input_tokens: pl.Int64 = pa.Field(nullable=True, ge=0, description="Telemetry cache-write input tokens.")
     attempt: pl.Int64 = pa.Field(nullable=True, ge=1, description="1 for a first try, 2+ for a retry.")
     status: str = pa.Field(nullable=True, isin=["ok", "error"], description="Call status: ok or error.")
-    match_status: str = pa.Field(isin=list(MATCH_STATUSES), description="matched, billing_only (no telemetry) or telemetry_only (no billing).")
+    match_status: str = pa.Field(isin=list(MATCH_STATUSES), description="matched (billed: own rows or allocated shares), billing_only (no telemetry) or telemetry_only (no billing).")
 
     class Config:
         strict = True
@@ -68,6 +72,7 @@ class IntentCosts(pa.DataFrameModel):
     retries: pl.Int64 = pa.Field(ge=0, description="Calls with attempt > 1.")
     unbilled_requests: pl.Int64 = pa.Field(ge=0, description="Calls with no FOCUS row within pipeline.billing_delay_days (yet).")
     token_cost: _MONEY = pa.Field(nullable=True, description="Sum of effective_cost of all the intent's calls, failed and retried ones included; null when none was billed.")
+    allocated_token_cost: _MONEY = pa.Field(nullable=True, description="Part of token_cost allocated from aggregated AI bill rows by token share (request_costs.allocated_effective_cost); the rest came from the requests' own x_RequestId rows. Null when none was billed.")
     outcome: str = pa.Field(isin=list(OUTCOMES), description="success, failure, or unlabeled (no label yet), from the session's latest label.")
     escalated: bool = pa.Field(nullable=True, description="Latest label's escalated flag; null when unlabeled.")
     labor_cost: _MONEY = pa.Field(nullable=True, description="L(feature, currency) from the labor config when the outcome is failure, else 0; null when billing_currency is null.")
@@ -107,6 +112,7 @@ class CostPerIntent(_Grain):
     intents: pl.Int64 = pa.Field(ge=1, description="Intents (sessions).")
     requests: pl.Int64 = pa.Field(ge=1, description="Calls, retries included.")
     token_cost: _MONEY = pa.Field(nullable=True, description="Sum of intents' token_cost.")
+    allocated_token_cost: _MONEY = pa.Field(nullable=True, description="Part of token_cost allocated from aggregated AI bill rows (cost_source invoice_allocated shares); token_cost − allocated_token_cost is invoice_request cost.")
     labor_cost: _MONEY = pa.Field(nullable=True, description="Sum of intents' labor_cost (failures × L).")
     total_cost: _MONEY = pa.Field(nullable=True, description="token_cost + labor_cost.")
     token_cost_per_intent: float = pa.Field(nullable=True, description="token_cost / intents.")
@@ -128,6 +134,7 @@ class CostPerSuccess(_Grain):
     success_rate: float = pa.Field(nullable=True, description="successes / labeled_intents.")
     label_coverage: float = pa.Field(description="labeled_intents / intents.")
     token_cost: _MONEY = pa.Field(nullable=True, description="Sum of token_cost over labeled intents.")
+    allocated_token_cost: _MONEY = pa.Field(nullable=True, description="Part of token_cost (labeled intents) allocated from aggregated AI bill rows; token_cost − allocated_token_cost is invoice_request cost.")
     labor_cost: _MONEY = pa.Field(nullable=True, description="Sum of labor_cost over labeled intents.")
     total_cost: _MONEY = pa.Field(nullable=True, description="token_cost + labor_cost over labeled intents.")
     success_total_cost: _MONEY = pa.Field(nullable=True, description="Sum of total_cost over successful intents (a moment for re-aggregating the interval).")

@@ -11,6 +11,9 @@ TIMESTAMP = pl.Datetime("us", "UTC")
 CHARGE_CATEGORIES = ("Usage", "Purchase", "Tax", "Credit", "Adjustment")
 CHARGE_CLASSES = ("Correction",)
 MATCH_STATUSES = ("matched", "billing_only", "telemetry_only")
+# Provenance of a request's cost (issue 16): its own x_RequestId rows, a share of aggregated AI
+# bill rows, or (reserved for telemetry estimates) a gateway's figure or a list-price estimate.
+COST_SOURCES = ("invoice_request", "invoice_allocated", "gateway_reported", "list_estimate")
 OUTCOMES = ("success", "failure", "unlabeled")
 CALL_STATUSES = ("ok", "error")
 OUTCOME_SIGNALS = ("explicit", "implicit")

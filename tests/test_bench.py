@@ -125,3 +125,15 @@ def test_parquet_prefetch_is_bounded_unless_the_operator_set_it(operator_setting
     code = "import os, unitledger.steps.daily; print(os.environ['POLARS_ROW_GROUP_PREFETCH_SIZE'])"
     printed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert printed.strip() == expected
+
+
+def test_allocation_bench_pipeline_and_duckdb_sql_allocate_alike():
+    """`unitledger bench --allocation`: on a generated provider-billed day, the pipeline's
+    allocation and the DuckDB SQL of the same rule split every origin row identically (times are
+    printed, never asserted)."""
+    from unitledger.tools.alloc_bench import format_allocation_report, run_allocation_benchmark
+
+    report = run_allocation_benchmark(1500, log=_quiet)
+    assert report.disagreements == []
+    assert report.token_rows > 100 and report.shares > report.calls  # calls share several rows (types)
+    assert "results agree" in format_allocation_report(report)

@@ -51,6 +51,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             focus_format=args.focus_format,
             events_format=args.events_format,
             telemetry_format=args.telemetry_format,
+            billing=args.billing,
             list_prices=load_settings(args.config).telemetry.list_price_table() if args.telemetry_format == "litellm" else None,
             on_day=lambda day, requests: progress.step(f"generated {day} ({requests:,} requests)"),
         )
@@ -315,6 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=7)
         p.add_argument("--focus-format", choices=["csv", "csv.gz", "parquet"], default="csv")
         p.add_argument("--events-format", choices=["jsonl", "jsonl.gz", "parquet"], default="jsonl.gz")
+        p.add_argument(
+            "--billing", choices=["request", "aggregated"], default="request",
+            help="request: a usage row per request (x_RequestId); aggregated: acct-us-001 billed as providers do "
+            "(per hour, model and token type, no request id: allocated by token share), acct-eu-002 per request",
+        )
         p.add_argument(
             "--telemetry-format", choices=["events", "otlp", "litellm"], default="events",
             help="calls and outcomes as flat events, as OTLP JSON (landing/otlp/) or as LiteLLM SpendLogs (landing/gateways/litellm/, outcomes as flat events)",

@@ -29,13 +29,14 @@ def collected_by_bucket(query: Callable[[int], pl.LazyFrame], buckets: int) -> p
 
 def request_costs_conservation_check(
     request_costs: pl.LazyFrame, billing: pl.LazyFrame, calls: pl.LazyFrame, billing_only: pl.LazyFrame,
-    start: date, end: date, bounds: Bounds, buckets: int = 1,
+    start: date, end: date, bounds: Bounds, buckets: int = 1, allocated: pl.LazyFrame | None = None,
 ) -> CheckOutcome:
     """Per day and currency, request_costs' cost equals the FOCUS rows with a request id dated by
     their request, summed apart from the join (model.requests.billed_cost_by_assigned_day), exactly:
     `billing` the rows within billing_delay_days of the days, `calls` one (request_id, call_date) per
     request called on the days, `billing_only` the billing-only rows of requests dated on the days
-    (rows of conflicting requests left out of both). The FOCUS side is summed one hash bucket of
+    (rows of conflicting requests left out of both); plus `allocated` (the allocated shares per date
+    and currency, summed from the allocation itself: model.allocation.allocated_by_day). The FOCUS side is summed one hash bucket of
     requests at a time (memory), then the buckets added; on hashed request ids first (faster), and a
     mismatch found so is re-checked on the ids themselves before it is reported, so a hash collision
     can never fail a good day."""
@@ -61,6 +62,9 @@ def request_costs_conservation_check(
             ),
             buckets,
         )
+        if allocated is not None:
+            shares = allocated.filter(requests.in_dates("date", start, end)).select("date", "billing_currency", *money)
+            by_bucket = pl.concat([by_bucket.select("date", "billing_currency", *money), shares])
         theirs = by_bucket.group_by("date", "billing_currency").agg([pl.col(c).sum() for c in money])
         return (
             ours.join(theirs, on=["date", "billing_currency"], how="full", coalesce=True, suffix="_focus")
@@ -81,6 +85,32 @@ def request_costs_conservation_check(
         f"{compared.height} (day, currency) totals differ; first {first['date']} {first['billing_currency']}: "
         f"request_costs {first['effective_cost']} vs FOCUS {first['effective_cost_focus']} (EffectiveCost)",
         {"mismatches": compared.height},
+    )
+
+
+def allocation_conservation_check(pools: pl.LazyFrame, by_day: pl.LazyFrame) -> CheckOutcome:
+    """Per currency, the cost the allocation_pools rows say they allocated equals the shares the
+    requests received (model.allocation.allocated_by_day, summed over the calls' dates), for
+    every cost column: a share lost or doubled by a join shows here. (Each pool row's own
+    cost = allocated + unlogged + unmatched is a dataframe check of its schema.)"""
+    money = ["billed_cost", "effective_cost", "list_cost"]
+    said = pools.group_by("billing_currency").agg([pl.col(f"allocated_{c}").sum().alias(c) for c in money])
+    given = by_day.group_by("billing_currency").agg([pl.col(c).sum() for c in money])
+    differ = (
+        said.join(given, on="billing_currency", how="full", coalesce=True, suffix="_shares")
+        .filter(pl.any_horizontal([pl.col(c).fill_null(0) != pl.col(f"{c}_shares").fill_null(0) for c in money]))
+        .sort("billing_currency")
+        .collect()
+    )
+    if differ.is_empty():
+        return CheckOutcome("allocation_conservation", True, "every allocated cent of the pools is one request's share, exactly once")
+    first = differ.row(0, named=True)
+    return CheckOutcome(
+        "allocation_conservation",
+        False,
+        f"{differ.height} currency totals differ; first {first['billing_currency']}: pools allocated "
+        f"{first['billed_cost']} vs request shares {first['billed_cost_shares']} (BilledCost)",
+        {"mismatches": differ.height},
     )
 
 

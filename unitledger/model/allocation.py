@@ -40,6 +40,7 @@ tables sharing one plan: collect them together (pl.collect_all) to compute the s
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import NamedTuple
 
 import polars as pl
@@ -48,6 +49,7 @@ from schemas.allocation import ALLOCATED_STATUSES, COST_COLUMNS, TOKEN_TYPES
 from schemas.types import MONEY
 from unitledger.config import Allocation
 from unitledger.model.model_names import blank_as_null, match_models, provider_key, with_model_key
+from unitledger.sources.ai_usage import classify_usage, exact_token_coverage
 
 SCALE = 10**MONEY.scale
 DENOMINATOR_LIMIT = 2**63  # weights below: a product of two, or a remainder x 2^64, fits in a signed 128-bit integer
@@ -553,3 +555,101 @@ def allocated_costs(origin: pl.LazyFrame, requests: pl.LazyFrame, pools: pl.Lazy
     )
     kept = [c for c in present if c not in ALLOCATED_COLUMNS]
     return rows.select(*kept, *[c for c in FOCUS_COSTS if c not in kept], *ALLOCATED_COLUMNS)
+
+
+# --- the pipeline's entry point ----------------------------------------------------------------
+
+LONGEST_ALLOCATED_PERIOD = timedelta(days=1)
+LONG_PERIOD_REASON = "charge period longer than a day: not allocated (docs/allocation.md)"
+PLACEMENT_AMOUNTS = ("allocated", "unlogged", "unmatched")
+
+
+def optimizations() -> pl.QueryOptFlags:
+    """The optimizer passes allocation plans are collected with: predicate and projection
+    pushdown only. The plan is large (cached subplans, wide horizontal expressions): Polars'
+    expression simplification and common-subexpression passes took 5-9 s of an 11 s collect for a
+    2,000-request day (1.5 s with pushdown only, same results), a cost that does not shrink with
+    the data."""
+    flags = pl.QueryOptFlags.none()
+    flags.predicate_pushdown = True
+    flags.projection_pushdown = True
+    return flags
+
+
+class BillingAllocation(NamedTuple):
+    """What `allocate_billing` returns: the classified rows (schemas.ClassifiedUsage) and the
+    allocation's tables (`allocate`)."""
+
+    classified: pl.LazyFrame
+    tables: AllocationTables
+
+
+def classify_for_allocation(billing: pl.LazyFrame, settings: Allocation = Allocation()) -> pl.LazyFrame:
+    """classify_usage, with token rows whose charge period is longer than a day made
+    `unrecognized_token` (LONG_PERIOD_REASON): the daily step sees only the calls of the days it
+    reads, so a monthly row's calls are never all there; such rows are listed with their cost in
+    unrecognized_usage and reconciled as unrecognized, never split over part of their calls."""
+    classified = classify_usage(billing, settings)
+    long = (pl.col("usage_class") == "token") & (
+        pl.col("ChargePeriodEnd") - pl.col("ChargePeriodStart") > pl.lit(LONGEST_ALLOCATED_PERIOD)
+    )
+    return classified.with_columns(
+        usage_class=pl.when(long).then(pl.lit("unrecognized_token")).otherwise(pl.col("usage_class")),
+        reason=pl.when(long).then(pl.lit(LONG_PERIOD_REASON)).otherwise(pl.col("reason")),
+    )
+
+
+def allocate_billing(billing: pl.LazyFrame, calls: pl.LazyFrame, settings: Allocation = Allocation()) -> BillingAllocation:
+    """The one place the pipeline allocates: staged FOCUS rows (`billing`, with and without
+    x_RequestId, of whole days) and the calls of the same days (deduplicated, one row per request)
+    in; token rows without a request id allocated to the calls' tokens, minus the (request, token
+    type) pairs the requests' own rows bill exactly."""
+    classified = classify_for_allocation(billing, settings).cache()
+    tokens = call_tokens(with_session_accounts(calls, billing), settings, exact_token_coverage(billing, settings))
+    return BillingAllocation(classified, allocate(classified, tokens, settings))
+
+
+def with_session_accounts(calls: pl.LazyFrame, billing: pl.LazyFrame) -> pl.LazyFrame:
+    """`calls` with `billing_account_hint` filled, where the call names none, from its session:
+    the one billing account whose own x_RequestId rows bill the session's other calls (a session
+    runs in one account; sessions billed to several keep no hint). So an unbilled call of a
+    session billed per request in one account's currency is never allocated a share of another
+    account's pools."""
+    present = calls.collect_schema().names()
+    own = blank_as_null(pl.col("billing_account_hint")) if "billing_account_hint" in present else pl.lit(None, pl.String)
+    billed = billing.filter(pl.col("x_RequestId").is_not_null()).select(
+        request_id=pl.col("x_RequestId"), _account=pl.col("BillingAccountId")
+    ).unique()
+    sessions = (
+        calls.select("request_id", "session_id")
+        .filter(pl.col("session_id").is_not_null())
+        .join(billed, on="request_id", how="inner")
+        .group_by("session_id")
+        .agg(_n=pl.col("_account").n_unique(), _session_account=pl.col("_account").first())
+        .filter(pl.col("_n") == 1)
+        .select("session_id", "_session_account")
+    )
+    return (
+        calls.join(sessions, on="session_id", how="left")
+        .with_columns(billing_account_hint=pl.coalesce(own, pl.col("_session_account")))
+        .drop("_session_account")
+    )
+
+
+def allocated_by_day(requests: pl.LazyFrame, dates: pl.LazyFrame) -> pl.LazyFrame:
+    """RequestAllocations summed per request date (`dates`: request_id, date) and currency:
+    the allocated side of request_costs' conservation, summed apart from request_costs."""
+    return (
+        requests.join(dates, on="request_id", how="inner")
+        .group_by("date", "billing_currency")
+        .agg(*[pl.col(c).sum() for c in COST_COLUMNS])
+    )
+
+
+def placement(classified: pl.LazyFrame, pools: pl.LazyFrame) -> pl.LazyFrame:
+    """Per FOCUS row without a request id (source_file, source_line): its usage_class and, for
+    token rows, the parts of its BilledCost and EffectiveCost allocated, unlogged and unmatched
+    (from `pools`; they sum to the row's cost). Unrecognized and shared rows carry no parts: the
+    reconciliation counts their whole cost in their own bucket."""
+    parts = [f"{p}_{c}" for p in PLACEMENT_AMOUNTS for c in ("billed_cost", "effective_cost")]
+    return classified.select(*ORIGIN, "usage_class").join(pools.select(*ORIGIN, *parts), on=ORIGIN, how="left")

@@ -104,6 +104,7 @@ def intent_costs(
             retries=(pl.col("attempt") > 1).sum().cast(pl.Int64),
             unbilled_requests=(pl.col("billing_rows") == 0).sum().cast(pl.Int64),
             token_cost=pl.col("effective_cost").sum(),
+            allocated_token_cost=pl.col("allocated_effective_cost").sum(),
         )
     )
     labeled = sessions.join(outcomes, on="session_id", how="left")
@@ -120,6 +121,7 @@ def intent_costs(
         with_labor.with_columns(outcome=outcome)
         .with_columns(
             token_cost=pl.when(billed).then(pl.col("token_cost")),
+            allocated_token_cost=pl.when(billed).then(pl.col("allocated_token_cost")),
             labor_cost=pl.when(billed).then(
                 pl.when(pl.col("outcome") == "failure").then(pl.col("labor_cost_per_failure")).otherwise(pl.lit(0, dtype=MONEY))
             ),

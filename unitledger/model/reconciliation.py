@@ -3,7 +3,12 @@ the reconciliation figures, token comparison and request-id conflicts out (LazyF
 
 Every FOCUS row lands in exactly one part of its group's billed total:
 - quarantined: the row failed validation (warehouse/quarantine); its readable cost still counts;
-- unattributable: no x_RequestId (tax, fees, credits, purchases, corrections);
+- rows without x_RequestId, as the invoice allocation (model.allocation, docs/allocation.md) placed
+  them: an AI token row's cost split into allocated (shares of logged calls), unlogged_usage
+  (tokens billed, not logged) and unmatched_pool (no call to share it); unrecognized_usage (a
+  token row whose model, type, unit or quantity is unknown, or whose charge period is longer than
+  a day); unattributable (everything else: tax, fees, credits, purchases, corrections, non-token
+  usage);
 - conflicting: its request id is billed to more than one billing account or currency within the
   billing period (model.requests.request_conflicts), so it cannot be one request's cost;
 - attributed: its request's call is dated at most billing_delay_days from the row's ChargePeriodStart
@@ -23,6 +28,7 @@ import polars as pl
 from schemas.types import MONEY
 from unitledger.config import Bounds
 from unitledger.config import Reconciliation as Thresholds
+from unitledger.model.allocation import PLACEMENT_AMOUNTS
 from unitledger.model.requests import LATE, dedupe_calls, days_apart, request_conflicts
 from unitledger.sources.values import parse_timestamp
 
@@ -65,11 +71,23 @@ def attribute(associated: pl.LazyFrame, period_rows: pl.LazyFrame, settled: pl.L
     )
 
 
-def ledger(attributed: pl.LazyFrame, quarantined: pl.LazyFrame, extra: dict[str, tuple[pl.Expr, pl.Expr]] | None = None) -> pl.LazyFrame:
+def ledger(
+    attributed: pl.LazyFrame,
+    quarantined: pl.LazyFrame,
+    extra: dict[str, tuple[pl.Expr, pl.Expr]] | None = None,
+    placed: pl.LazyFrame | None = None,
+) -> pl.LazyFrame:
     """One frame of every current FOCUS row, staged (`attribute`'s output) and quarantined
     (sources.focus.scan_quarantined_focus), in the reconciliation's terms. `extra` adds grain columns
-    as an expression over each side, e.g. {"date": (staged date, quarantined date)}."""
+    as an expression over each side, e.g. {"date": (staged date, quarantined date)}. `placed`
+    (model.allocation.placement): where the invoice allocation put each row without a request id;
+    without it every such row is unattributable."""
     extra = extra or {}
+    parts = [f"{p}_{c}" for p in PLACEMENT_AMOUNTS for c in ("billed_cost", "effective_cost")]
+    if placed is None:
+        attributed = attributed.with_columns(pl.lit(None, pl.String).alias("usage_class"), *[pl.lit(None, MONEY).alias(c) for c in parts])
+    else:
+        attributed = attributed.join(placed, on=["source_file", "source_line"], how="left")
     staged = {
         "billing_period": pl.col("billing_period"),
         **{name: exprs[0] for name, exprs in extra.items()},
@@ -84,6 +102,8 @@ def ledger(attributed: pl.LazyFrame, quarantined: pl.LazyFrame, extra: dict[str,
         "seen": pl.col("seen"),
         "late": pl.col("late"),
         "conflict": pl.col("conflict"),
+        "usage_class": pl.col("usage_class"),
+        **{c: pl.col(c) for c in parts},
     }
     held = {
         "billing_period": billing_period(pl.col("billing_period_start")),
@@ -99,6 +119,8 @@ def ledger(attributed: pl.LazyFrame, quarantined: pl.LazyFrame, extra: dict[str,
         "seen": pl.lit(False),
         "late": pl.lit(False),
         "conflict": pl.lit(False),
+        "usage_class": pl.lit(None, pl.String),
+        **{c: pl.lit(None, MONEY) for c in parts},
     }
     return pl.concat([attributed.select(**staged), quarantined.select(**held)])
 
@@ -110,23 +132,40 @@ def quarantine_charge_date() -> pl.Expr:
 
 
 def figures(rows: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
-    """`ledger` rows summed per `grain`: the billed total and its six parts, on BilledCost and on
-    EffectiveCost. Each part is its own condition, so a row in none or two parts shows as delta."""
+    """`ledger` rows summed per `grain`: the billed total and its parts, on BilledCost and on
+    EffectiveCost. Each whole-row part is its own condition, so a row in none or two parts shows as
+    delta; an AI token row without a request id is split into its allocated, unlogged and
+    unmatched-pool amounts (model.allocation.placement), which must add up to its cost too."""
     held = pl.col("quarantined")
     has_id = ~held & pl.col("request_id").is_not_null()
+    no_id = ~held & pl.col("request_id").is_null()
+    kind = pl.col("usage_class")
     parts = {
         "attributed": has_id & ~pl.col("conflict") & pl.col("seen"),
         "unmatched": has_id & ~pl.col("conflict") & ~pl.col("seen") & ~pl.col("late"),
         "late": has_id & ~pl.col("conflict") & pl.col("late"),
         "conflicting": has_id & pl.col("conflict"),
-        "unattributable": ~held & pl.col("request_id").is_null(),
+        "unrecognized": no_id & (kind == "unrecognized_token").fill_null(False),
+        "unattributable": no_id & ~kind.is_in(["token", "unrecognized_token"]).fill_null(False),
         "quarantined": held,
     }
-    billed = {"attributed": "attributed_cost", "unmatched": "unmatched_billing_cost", "late": "late_billing_cost",
-              "conflicting": "conflicting_cost", "unattributable": "unattributable_cost", "quarantined": "quarantined_cost"}
-    effective = {"attributed": "attributed_effective_cost", "unmatched": "unmatched_effective_cost",
-                 "late": "late_effective_cost", "conflicting": "conflicting_effective_cost",
+    billed = {"attributed": "attributed_cost", "unmatched": "unmatched_billing_cost", "late": "late_billing_cost", "conflicting": "conflicting_cost",
+              "unrecognized": "unrecognized_usage_cost", "unattributable": "unattributable_cost", "quarantined": "quarantined_cost"}
+    effective = {"attributed": "attributed_effective_cost", "unmatched": "unmatched_effective_cost", "late": "late_effective_cost",
+                 "conflicting": "conflicting_effective_cost", "unrecognized": "unrecognized_usage_effective_cost",
                  "unattributable": "unattributable_effective_cost", "quarantined": "quarantined_effective_cost"}
+    # AI token rows without a request id: amounts, not conditions.
+    token_row = no_id & (kind == "token").fill_null(False)
+    amounts = {"allocated": ("allocated_cost", "allocated_effective_cost"),
+               "unlogged": ("unlogged_usage_cost", "unlogged_usage_effective_cost"),
+               "unmatched": ("unmatched_pool_cost", "unmatched_pool_effective_cost")}
+    split = {
+        **{names[0]: pl.col(f"{part}_billed_cost").filter(token_row).sum() for part, names in amounts.items()},
+        **{names[1]: pl.col(f"{part}_effective_cost").filter(token_row).sum() for part, names in amounts.items()},
+    }
+    billed_parts = [*billed.values(), *[n[0] for n in amounts.values()]]
+    effective_parts = [*effective.values(), *[n[1] for n in amounts.values()]]
+    ai = ["attributed_cost", "unmatched_billing_cost", "late_billing_cost", "conflicting_cost", "unrecognized_usage_cost", *[n[0] for n in amounts.values()]]
     summed = rows.group_by(grain).agg(
         billing_rows=(~held).sum().cast(pl.Int64),
         quarantined_rows=held.sum().cast(pl.Int64),
@@ -139,14 +178,19 @@ def figures(rows: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
         effective_total=pl.col("effective_cost").sum(),
         **{name: pl.col("billed_cost").filter(parts[part]).sum() for part, name in billed.items()},
         **{name: pl.col("effective_cost").filter(parts[part]).sum() for part, name in effective.items()},
+        **split,  # a token row left unplaced (null parts) is in no part: it shows as delta
     )
+    ai_cost = pl.sum_horizontal(ai)
     return summed.with_columns(
         telemetry_only_requests=pl.lit(0, dtype=pl.Int64),
         telemetry_requests=pl.lit(None, dtype=pl.Int64),
-        delta=(pl.col("billed_total") - pl.sum_horizontal(list(billed.values()))).cast(MONEY),
-        effective_delta=(pl.col("effective_total") - pl.sum_horizontal(list(effective.values()))).cast(MONEY),
+        delta=(pl.col("billed_total") - pl.sum_horizontal(billed_parts)).cast(MONEY),
+        effective_delta=(pl.col("effective_total") - pl.sum_horizontal(effective_parts)).cast(MONEY),
         coverage=pl.when(pl.col("billed_total") != 0).then(
             pl.col("attributed_cost").cast(pl.Float64) / pl.col("billed_total").cast(pl.Float64)
+        ),
+        token_coverage=pl.when(ai_cost != 0).then(
+            (pl.col("attributed_cost") + pl.col("allocated_cost")).cast(pl.Float64) / ai_cost.cast(pl.Float64)
         ),
     )
 
@@ -213,8 +257,9 @@ def money_text(money: pl.Expr) -> pl.Expr:
     return money.cast(pl.String).str.replace(r"\.?0+$", "")
 
 
-def with_status(rows: pl.LazyFrame, limits: Thresholds) -> pl.LazyFrame:
-    """Add status (ok / warn / fail) and status_reason from the [reconciliation] thresholds."""
+def with_status(rows: pl.LazyFrame, limits: Thresholds, token_coverage_warn: float = 0.0) -> pl.LazyFrame:
+    """Add status (ok / warn / fail) and status_reason from the [reconciliation] thresholds and
+    [allocation] token_coverage_warn."""
     billed_requests = pl.col("attributed_requests") + pl.col("unmatched_requests")
     unmatched_share = pl.when(billed_requests > 0).then(pl.col("unmatched_requests") / billed_requests)
     telemetry_share = pl.when(pl.col("telemetry_requests") > 0).then(
@@ -270,6 +315,11 @@ def with_status(rows: pl.LazyFrame, limits: Thresholds) -> pl.LazyFrame:
         (
             (pl.col("coverage") < limits.coverage_warn) & pl.col("telemetry_requests").is_null(),
             pl.lit("coverage ") + _percent(pl.col("coverage")) + pl.lit(f" below {limits.coverage_warn:.2%}"),
+        ),
+        (
+            (pl.col("token_coverage") < token_coverage_warn) & pl.col("telemetry_requests").is_null(),
+            pl.lit("AI token cost attributed or allocated ") + _percent(pl.col("token_coverage"))
+            + pl.lit(f" below {token_coverage_warn:.2%} (see unrecognized_usage, unmatched_models, allocation_pools)"),
         ),
     ]
 

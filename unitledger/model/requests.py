@@ -24,8 +24,12 @@ from datetime import date, timedelta
 
 import polars as pl
 
+from schemas.types import MONEY
+
 from unitledger.config import Bounds
 
+
+COST_COLUMNS = ("billed_cost", "effective_cost", "list_cost")
 
 REQUEST_HASH_SEED = 1  # not in_bucket's seed 0: within a bucket every id's seed-0 hash shares its remainder
 
@@ -110,6 +114,20 @@ def request_conflicts(billing: pl.LazyFrame, by: tuple[str, ...] = ()) -> pl.Laz
     )
 
 
+def with_lookaround(start: date, end: date) -> tuple[date, date]:
+    """[start, end) with COPY_DAYS either side (the allocation's days: a request's copies a day away)."""
+    return start - COPY_DAYS, end + COPY_DAYS
+
+
+def without_request_conflicts(billing: pl.LazyFrame, conflicts: pl.DataFrame | None = None) -> pl.LazyFrame:
+    """`billing` minus the rows of `request_conflicts` (rows without a request id are kept);
+    `conflicts`: request_conflicts(billing) when already collected. No conflicts at all (the usual
+    day) costs no anti-join, which would still hash every row's id (0.3 s per pass over 12M rows)."""
+    if conflicts is None:
+        return billing.join(request_conflicts(billing), on="x_RequestId", how="anti")
+    return billing if conflicts.is_empty() else billing.join(conflicts.lazy(), on="x_RequestId", how="anti")
+
+
 def billing_by_request(billing: pl.LazyFrame) -> pl.LazyFrame:
     """FOCUS rows with an x_RequestId, summed per request (exact decimal sums), with the first and
     last `charge_date` of its rows and `conflict`: its rows name more than one billing account or
@@ -140,7 +158,41 @@ def billing_by_request(billing: pl.LazyFrame) -> pl.LazyFrame:
             conflict=pl.any_horizontal([o.min() != o.max() for o in owners]),
             **{name: pl.col(column).cast(pl.Categorical).min() for name, column in text.items()},
         )
+        .with_columns(
+            cost_source=pl.lit("invoice_request"),
+            **{f"allocated_{c}": pl.lit(0, MONEY) for c in COST_COLUMNS},
+        )
     )
+
+
+def with_allocated(billed: pl.LazyFrame, allocated: pl.LazyFrame) -> pl.LazyFrame:
+    """`billing_by_request` rows with the requests' allocated shares added
+    (allocation.allocated_by_request, one row per request: a request with shares in two
+    currencies repeats and fails request_costs' uniqueness, never summed across currencies).
+    A request with its own rows keeps their account, currency and cost_source invoice_request
+    (the exact rows won for the token types they bill: allocation left those out); one with
+    shares only is invoice_allocated. Costs and billing_rows are the sums of both sides."""
+    shares = allocated.select(
+        "request_id",
+        _account=pl.col("billing_account_id").cast(pl.Categorical),
+        _currency=pl.col("billing_currency").cast(pl.Categorical),
+        _rows=pl.col("billing_rows"),
+        _date=pl.col("charge_date"),
+        **{f"_{c}": pl.col(c) for c in COST_COLUMNS},
+    )
+    zero = pl.lit(0, MONEY)
+    joined = billed.join(shares, on="request_id", how="full", coalesce=True)
+    return joined.with_columns(
+        *[(pl.col(c).fill_null(zero) + pl.col(f"_{c}").fill_null(zero)).cast(MONEY).alias(c) for c in COST_COLUMNS],
+        *[(pl.col(f"allocated_{c}").fill_null(zero) + pl.col(f"_{c}").fill_null(zero)).cast(MONEY).alias(f"allocated_{c}") for c in COST_COLUMNS],
+        billing_rows=(pl.col("billing_rows").fill_null(0) + pl.col("_rows").fill_null(0)).cast(pl.Int64),
+        charge_date=pl.min_horizontal("charge_date", "_date"),
+        last_charge_date=pl.max_horizontal("last_charge_date", "_date"),
+        conflict=pl.col("conflict").fill_null(False),
+        billing_account_id=pl.coalesce("billing_account_id", "_account"),
+        billing_currency=pl.coalesce("billing_currency", "_currency"),
+        cost_source=pl.coalesce("cost_source", pl.lit("invoice_allocated")),
+    ).drop("_account", "_currency", "_rows", "_date", *[f"_{c}" for c in COST_COLUMNS])
 
 
 def join_requests(calls: pl.LazyFrame, billed: pl.LazyFrame) -> pl.LazyFrame:

@@ -11,7 +11,10 @@ from [pipeline], config.Bounds: S session_days, B billing_delay_days, H detectio
   request's calls within H days and the request's earlier rows within H days decide whether each is
   billing-only (a request of its own, dated by its first row) or late billing (quarantined, dated
   by its charge date).
-Every rule is relative to a row or a call, so a range run and day-by-day runs give the same tables."""
+Every rule is relative to a row or a call, so a range run and day-by-day runs give the same tables.
+
+With them the invoice allocation's tables (allocation_pools, unrecognized_usage, unmatched_models:
+AI bill rows without a request id split over the day's calls by token share, see allocate_days)."""
 
 from __future__ import annotations
 
@@ -22,30 +25,46 @@ from datetime import date, timedelta
 import polars as pl
 
 from schemas import CostPerIntent, CostPerSuccess, IntentCosts, Quarantine, RequestCosts
+from schemas.allocation import AllocatedByRequest, AllocationPoolsDaily, UnmatchedModels, UnrecognizedUsageDaily
 from schemas.events import StagedLlmCall
-from unitledger.checks.conservation import collected_by_bucket, request_costs_conservation_check, single_currency_outcome
+from unitledger.checks.conservation import (
+    allocation_conservation_check,
+    collected_by_bucket,
+    request_costs_conservation_check,
+    single_currency_outcome,
+)
 from unitledger.checks.validation import CheckOutcome, validate, validate_each
 from unitledger.config import Bounds, Settings
 from schemas.decisions import CostBreakdown
 from unitledger.layout import Layout
 from unitledger.model import intents, requests
+from unitledger.model.allocation import allocate_billing, allocated_by_day, allocated_by_request
+from unitledger.model.allocation import optimizations as allocation_optimizations
 from unitledger.model.features import cost_per_intent, cost_per_success
 from unitledger.model.quarantine import calls_held, focus_held
 from unitledger.model.requests import BILLING_ONLY, COPY_DAYS, LATE, days, days_apart, in_dates
+from unitledger.sources.ai_usage import unrecognized_usage
 from unitledger.sources.events import scan_staged_calls, scan_staged_outcomes
 from unitledger.sources.focus import scan_staged_focus
 from unitledger.steps.breakdown import spill_cost_breakdown
 from unitledger.steps.result import StepResult, money_total
+from schemas.types import MONEY
+from unitledger.model.requests import COST_COLUMNS
 from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema, write_parquet_atomic
 
 
 DAILY_TABLES = {
+    # Invoice allocation (issue 16): see allocate_days. First: request_costs depends on them.
+    "allocation_pools": AllocationPoolsDaily,
+    "unrecognized_usage": UnrecognizedUsageDaily,
+    "unmatched_models": UnmatchedModels,
     "request_costs": RequestCosts,
     "intent_costs": IntentCosts,
     "cost_per_intent": CostPerIntent,
     "cost_per_success": CostPerSuccess,
     "cost_breakdown": CostBreakdown,
 }
+ALLOCATION_TABLES = ("allocation_pools", "unrecognized_usage", "unmatched_models")
 
 # Calls per bucket: past it, the daily step works in hash buckets of requests and sessions, one
 # after the other (join, intents, the checks). Peak memory follows a bucket (about 4.7 GB at 10M
@@ -60,6 +79,7 @@ _BILLED = {
     "conflict": pl.Boolean, "billing_account_id": pl.Categorical, "billing_currency": pl.Categorical,
     "billed_feature_tag": pl.Categorical, "billed_model_version": pl.Categorical, "billed_prompt_version": pl.Categorical,
     "billed_provider": pl.Categorical,
+    "cost_source": pl.String, **{f"allocated_{c}": pl.Decimal(38, 18) for c in ("billed_cost", "effective_cost", "list_cost")},
 }  # fmt: skip
 
 _INTENT_DAYS = {"session_id": pl.String, "call_date": pl.Date, "intent_date": pl.Date}
@@ -161,6 +181,8 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
     work["intent_calls"] = Spill(layout.tmp, "intent_calls", "date")
     work["joined"] = Spill(layout.tmp, "joined", "date")
     billed = Spill(layout.tmp, "billed", "charge_date")
+    allocated = Spill(layout.tmp, "allocated", "charge_date")  # allocated shares per request
+    shares_by_day = Spill(layout.tmp, "allocated_by_day", "date")  # conservation's allocated side
     read = _Inputs(layout, bounds, start, end)
     calls_schema = polars_schema(StagedLlmCall)
     joined_schema = polars_schema(RequestCosts) | {"_kept": pl.Boolean, "_spread": pl.Boolean, "_uncalled": pl.Boolean}
@@ -181,6 +203,10 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             later_sessions = (
                 intent_days.filter(ours & (pl.col("call_date") >= end)).select("session_id").unique().collect().to_series()
             )
+        with result.timed("allocate"):
+            allocate_days(layout, read, settings, spills, allocated, shares_by_day)
+            shares = allocated.scan(polars_schema(AllocatedByRequest))
+        with result.timed("join"):
             conflicts, spread_ids, uncalled_ids = [], [], []
             for bucket in range(buckets):
                 # The calls, deduplicated (the few repeated ids found first: deduplicating within
@@ -201,7 +227,14 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 near = read.focus_between(start - read.B, end + read.B).filter(requests.in_bucket("x_RequestId", bucket, buckets))
                 after = read.focus_between(end + read.B, end + read.S + read.B).filter(requests.in_bucket("x_RequestId", bucket, buckets))
                 after = after.join(part_calls.filter(pl.col("call_date") >= end).select(x_RequestId="request_id"), on="x_RequestId", how="semi")
-                billed.sink(requests.billing_by_request(pl.concat([near, after])), part=bucket)
+                # with the requests' allocated shares (allocate_days) added
+                billed.sink(
+                    requests.with_allocated(
+                        requests.billing_by_request(pl.concat([near, after])),
+                        shares.filter(requests.in_bucket("request_id", bucket, buckets)),
+                    ),
+                    part=bucket,
+                )
                 joined = requests.join_requests(part_calls, billed.scan(_BILLED, part=bucket))
                 # Most requests' rows all lie within B days of their call: joined as they are.
                 # Requests with a row further away are summed again row by row below; rows
@@ -266,13 +299,16 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             ).lazy()
             # The requests summed again: called ones with a row further away, billing-only ones
             # (dated by their request, whichever of its rows comes first).
-            resummed = requests.billing_by_request(
-                pl.concat(
-                    [
-                        spread_rows.lazy().filter(pl.col("call_date").is_not_null()).drop("call_date"),
-                        billing_only.with_columns(charge_date=pl.col("request_date")).select(spread_rows.drop("call_date").columns),
-                    ]
-                )
+            resummed = requests.with_allocated(
+                requests.billing_by_request(
+                    pl.concat(
+                        [
+                            spread_rows.lazy().filter(pl.col("call_date").is_not_null()).drop("call_date"),
+                            billing_only.with_columns(charge_date=pl.col("request_date")).select(spread_rows.drop("call_date").columns),
+                        ]
+                    )
+                ),
+                shares.filter(one_of("request_id", spread)),
             ).collect()
             conflicts.append(resummed.filter(pl.col("conflict")).select("request_id"))
             redone = requests.request_costs(
@@ -338,6 +374,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 # sessions): validated part by part, a key's rows all in one part.
                 parts = range(buckets) if name in ("request_costs", "intent_costs") else [None]
                 checks = [validate_each(model, [produced(name, part) for part in parts])]
+                by_day = shares_by_day.scan({"date": pl.Date, "billing_currency": pl.String, **{c: MONEY for c in COST_COLUMNS}})
                 if name == "request_costs":
                     billing = read.focus_between(start - read.B, end + read.B)
                     if conflicting.height:
@@ -346,9 +383,12 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                         request_costs_conservation_check(
                             produced(name), billing, run_calls.select("request_id", "call_date"),
                             billing_only.join(conflicting.lazy().rename({"request_id": "x_RequestId"}), on="x_RequestId", how="anti"),
-                            start, end, bounds, buckets,
+                            start, end, bounds, buckets, by_day,
                         )
                     )
+                if name == "allocation_pools":
+                    # Every date read, lookaround days too: the shares of a pool's calls are all there.
+                    checks.append(allocation_conservation_check(spills[name].scan(polars_schema(model)), by_day))
                 if name == "intent_costs":
                     checks.append(single_currency_outcome(pl.concat(unguarded)))
                 result.checks[name] = checks
@@ -366,6 +406,10 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                     if name == "request_costs":
                         meta["effective_cost"] = money_total(frame, "effective_cost")
                         meta["billed_cost"] = money_total(frame, "billed_cost")
+                        meta["allocated_effective_cost"] = money_total(frame, "allocated_effective_cost")
+                    if name == "allocation_pools":
+                        for part in ("allocated", "unlogged", "unmatched"):
+                            meta[f"{part}_billed_cost"] = money_total(frame, f"{part}_billed_cost")
                     meta["dagster/row_count"] = sum(publication.add(name, spills[name], keys).values())
                     result.tables[name] = meta
                 _publish_held(held, publication, keys)
@@ -380,8 +424,43 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             }
         return result
     finally:
-        for spill in [*spills.values(), *work.values(), held, billed]:
+        for spill in [*spills.values(), *work.values(), held, billed, allocated, shares_by_day]:
             spill.cleanup()
+
+
+# --- invoice allocation (issue 16) ---------------------------------------------------------------
+
+
+def allocate_days(
+    layout: Layout, read: _Inputs, settings: Settings, spills: dict[str, Spill], allocated: Spill, shares_by_day: Spill
+) -> None:
+    """The daily step's one call of the allocation (unitledger.model.allocation.allocate_billing):
+    the AI token rows without a request id of the days read (hour and day rows; longer charge
+    periods are reported in unrecognized_usage) are split over those days' calls by token share.
+    Writes the shares per request (`allocated`, joined to request_costs bucket by bucket), their
+    sums per call date (`shares_by_day`, the conservation check's allocated side) and the tables
+    allocation_pools, unrecognized_usage and unmatched_models, in one pass. The days read: the
+    run's, up to session_days after it (the later calls of its intents) and COPY_DAYS either side;
+    every one whole (current FOCUS rows, request conflicts removed; calls, one per request), the
+    same inputs as the reconciliation's (steps.reconciliation._placed). Pools span every request
+    of a day, so this runs once for the days, not per bucket."""
+    lo, hi = requests.with_lookaround(read.start, read.end + read.S)
+    billing = requests.without_request_conflicts(scan_staged_focus(layout).filter(in_dates("charge_date", lo, hi)))
+    calls = requests.dedupe_calls(read.calls_between(lo, hi))
+    run = allocate_billing(billing, calls, settings.allocation)
+    dates = calls.select("request_id", date=pl.col("call_date"))
+    pl.collect_all(
+        [
+            allocated.sink(allocated_by_request(run.tables.requests), lazy=True),
+            shares_by_day.sink(allocated_by_day(run.tables.requests, dates), lazy=True),
+            spills["allocation_pools"].sink(run.tables.pools.with_columns(date=pl.col("charge_period_start").dt.date()), lazy=True),
+            spills["unrecognized_usage"].sink(
+                unrecognized_usage(run.classified).with_columns(date=pl.col("ChargePeriodStart").dt.date()), lazy=True
+            ),
+            spills["unmatched_models"].sink(run.tables.unmatched_models, lazy=True),
+        ],
+        optimizations=allocation_optimizations(),
+    )
 
 
 def held_partition(day: str) -> str:

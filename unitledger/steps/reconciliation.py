@@ -25,6 +25,8 @@ from unitledger.checks.validation import validate
 from unitledger.config import Bounds, Settings
 from unitledger.layout import Layout
 from unitledger.model import reconciliation
+from unitledger.model import requests
+from unitledger.model.allocation import allocate_billing, optimizations, placement
 from unitledger.model.requests import COPY_DAYS, associate, dedupe_calls, in_dates
 from unitledger.sources.events import scan_staged_calls
 from unitledger.sources.focus import scan_quarantined_focus, scan_staged_focus
@@ -81,6 +83,18 @@ class _Attribution:
         return self.focus.filter(in_dates("charge_date", lo - margin, hi + margin))
 
 
+def _placed(layout: Layout, focus: pl.LazyFrame, lo: date, hi: date, settings: Settings) -> pl.LazyFrame:
+    """Where the invoice allocation puts each current row without a request id charged within
+    [lo, hi) (model.allocation.placement): the daily step's own call (allocate_billing) on the
+    same inputs, the days' rows and calls with the daily step's lookaround, so the reconciliation
+    shows the cents the daily tables allocated. Collected: one row per row without request id."""
+    days = requests.with_lookaround(lo, hi)
+    rows = requests.without_request_conflicts(focus.filter(in_dates("charge_date", *days)))
+    calls = requests.dedupe_calls(scan_staged_calls(layout).filter(in_dates("call_date", *days)))
+    run = allocate_billing(rows, calls, settings.allocation)
+    return placement(run.classified, run.tables.pools).collect(optimizations=optimizations()).lazy()
+
+
 def build_reconciliation(layout: Layout, settings: Settings, first_month: date, last_month: date) -> StepResult:
     """reconciliation, token_reconciliation, token_mismatches and request_conflicts for the billing
     periods from `first_month` to `last_month`; validated; published only if every check passed."""
@@ -99,7 +113,9 @@ def build_reconciliation(layout: Layout, settings: Settings, first_month: date, 
         with result.timed("reconcile"):
             found = _Attribution(layout, settings.bounds, rows)
             attributed = found.attributed(spills["attributed"], rows)
-            split = reconciliation.figures(reconciliation.ledger(attributed, held), reconciliation.KEY)
+            charged = rows.select(pl.col("charge_date").min().alias("lo"), pl.col("charge_date").max().alias("hi")).collect()
+            placed = _placed(layout, focus, charged["lo"][0] or lo, (charged["hi"][0] or lo) + timedelta(days=1), settings)
+            split = reconciliation.figures(reconciliation.ledger(attributed, held, placed=placed), reconciliation.KEY)
             logged = reconciliation.telemetry_only(
                 scan_staged_calls(layout).filter(in_dates("call_date", lo, hi)),
                 found.billing_near(lo, hi),
@@ -109,7 +125,7 @@ def build_reconciliation(layout: Layout, settings: Settings, first_month: date, 
             figures = reconciliation.with_invoices(pl.concat([split, reconciliation.rows_like(logged, split)]), invoices)
             compared = reconciliation.token_comparison(reconciliation.billed_tokens(attributed), found.winners)
             outputs = {
-                "reconciliation": reconciliation.with_status(figures, settings.reconciliation),
+                "reconciliation": reconciliation.with_status(figures, settings.reconciliation, settings.allocation.token_coverage_warn),
                 "token_reconciliation": reconciliation.token_reconciliation(compared),
                 "token_mismatches": reconciliation.token_mismatches(compared),
                 "request_conflicts": reconciliation.conflict_rows(attributed),
@@ -171,8 +187,10 @@ def build_reconciliation_daily(layout: Layout, settings: Settings, start: date, 
         with result.timed("reconcile"):
             found = _Attribution(layout, settings.bounds, rows)
             attributed = found.attributed(attributed_spill, period_rows)
+            placed = _placed(layout, focus, start, end, settings)
             split = reconciliation.figures(
-                reconciliation.ledger(attributed, held, {"date": (pl.col("charge_date"), pl.col("date"))}), ["date", *reconciliation.KEY]
+                reconciliation.ledger(attributed, held, {"date": (pl.col("charge_date"), pl.col("date"))}, placed),
+                ["date", *reconciliation.KEY],
             )
             logged = reconciliation.telemetry_only(
                 scan_staged_calls(layout).filter(in_dates("call_date", start, end)),
@@ -184,7 +202,9 @@ def build_reconciliation_daily(layout: Layout, settings: Settings, start: date, 
                 },
                 settings.bounds,
             )
-            daily = reconciliation.with_status(pl.concat([split, reconciliation.rows_like(logged, split)]), settings.reconciliation)
+            daily = reconciliation.with_status(
+                pl.concat([split, reconciliation.rows_like(logged, split)]), settings.reconciliation, settings.allocation.token_coverage_warn
+            )
             spill.sink(daily.select(list(ReconciliationDaily.to_schema().columns)))
         with result.timed("validate"):
             frame = spill.scan(polars_schema(ReconciliationDaily))
@@ -210,13 +230,13 @@ def _summary(figures: pl.LazyFrame) -> dict:
     totals = (
         figures.filter(pl.col("billing_currency").is_not_null())
         .group_by("billing_currency")
-        .agg(pl.col("billed_total", "attributed_cost", "unmatched_billing_cost", "conflicting_cost", "unattributable_cost", "quarantined_cost").sum())
+        .agg(pl.col("billed_total", "attributed_cost", "allocated_cost", "unlogged_usage_cost").sum())
         .sort("billing_currency")
         .collect()
     )
     statuses = figures.group_by("status").len().collect()
     return {
         "billed_total": {r["billing_currency"]: str(r["billed_total"]) for r in totals.iter_rows(named=True)},
-        "attributed_cost": {r["billing_currency"]: str(r["attributed_cost"]) for r in totals.iter_rows(named=True)},
+        **{c: {r["billing_currency"]: str(r[c]) for r in totals.iter_rows(named=True)} for c in ("attributed_cost", "allocated_cost", "unlogged_usage_cost")},
         "status_counts": dict(zip(statuses["status"], statuses["len"].cast(pl.Int64))),
     }

@@ -408,7 +408,13 @@ SELECT coalesce(c.request_id, b.request_id) AS request_id, coalesce(c.call_date,
        coalesce(c.model_version, b.model_version) AS model_version,
        coalesce(c.prompt_version, b.prompt_version) AS prompt_version,
        b.billing_account_id, b.billing_currency, b.billed_cost, b.effective_cost, b.list_cost,
-       coalesce(b.billing_rows, 0) AS billing_rows, c.input_tokens, c.output_tokens,
+       coalesce(b.billing_rows, 0) AS billing_rows,
+       -- Per-request billing only (no aggregated rows in this day): every billed request's own rows.
+       CASE WHEN b.billing_rows > 0 THEN 'invoice_request' END AS cost_source,
+       CASE WHEN b.billing_rows > 0 THEN CAST(0 AS DECIMAL(38, 18)) END AS allocated_billed_cost,
+       CASE WHEN b.billing_rows > 0 THEN CAST(0 AS DECIMAL(38, 18)) END AS allocated_effective_cost,
+       CASE WHEN b.billing_rows > 0 THEN CAST(0 AS DECIMAL(38, 18)) END AS allocated_list_cost,
+       c.input_tokens, c.output_tokens,
        c.cache_read_input_tokens, c.cache_write_input_tokens, c.attempt, c.status,
        CASE WHEN c.session_id IS NOT NULL AND coalesce(b.billing_rows, 0) > 0 THEN 'matched'
             WHEN c.session_id IS NOT NULL THEN 'telemetry_only' ELSE 'billing_only' END AS match_status
@@ -432,7 +438,8 @@ SELECT j.session_id, d.intent_date AS date,
        arg_max(struct_pack(feature_tag, model, model_version, prompt_version), called_at) AS last_call,
        min(billing_currency) AS billing_currency, count(*) AS requests,
        count(*) FILTER (WHERE attempt = 1) AS turns, count(*) FILTER (WHERE attempt > 1) AS retries,
-       count(*) FILTER (WHERE billing_rows = 0) AS unbilled_requests, sum(effective_cost) AS token_cost
+       count(*) FILTER (WHERE billing_rows = 0) AS unbilled_requests, sum(effective_cost) AS token_cost,
+       sum(allocated_effective_cost) AS allocated_token_cost
 FROM joined j JOIN intent_days d ON d.session_id = j.session_id AND d.call_date = j.date
 WHERE d.intent_date = $day GROUP BY j.session_id, d.intent_date
 -- an intent billed in two currencies is quarantined, not summed
@@ -451,9 +458,10 @@ WITH labelled AS (
 )
 SELECT session_id, date, last_call.feature_tag AS feature_tag, last_call.model AS model,
        last_call.model_version AS model_version, last_call.prompt_version AS prompt_version, billing_currency,
-       requests, turns, retries, unbilled_requests, token_cost, outcome, escalated, labor_cost,
+       requests, turns, retries, unbilled_requests, token_cost, allocated_token_cost, outcome, escalated, labor_cost,
        CAST(token_cost + labor_cost AS DECIMAL(38, 18)) AS total_cost
-FROM (SELECT * REPLACE (CASE WHEN billing_currency IS NOT NULL THEN token_cost END AS token_cost),
+FROM (SELECT * REPLACE (CASE WHEN billing_currency IS NOT NULL THEN token_cost END AS token_cost,
+                        CASE WHEN billing_currency IS NOT NULL THEN allocated_token_cost END AS allocated_token_cost),
              CASE WHEN billing_currency IS NOT NULL THEN
                CASE WHEN outcome = 'failure' THEN labor_per_failure ELSE CAST(0 AS DECIMAL(38, 18)) END END AS labor_cost
       FROM labelled);
@@ -462,7 +470,8 @@ FROM (SELECT * REPLACE (CASE WHEN billing_currency IS NOT NULL THEN token_cost E
 _DUCK_FEATURES = """
 CREATE TABLE cost_per_intent AS
 SELECT date, feature_tag, model_version, prompt_version, billing_currency, count(*) AS intents,
-       CAST(sum(requests) AS BIGINT) AS requests, sum(token_cost) AS token_cost, sum(labor_cost) AS labor_cost,
+       CAST(sum(requests) AS BIGINT) AS requests, sum(token_cost) AS token_cost,
+       sum(allocated_token_cost) AS allocated_token_cost, sum(labor_cost) AS labor_cost,
        sum(total_cost) AS total_cost,
        CAST(sum(token_cost) AS DOUBLE) / count(*) AS token_cost_per_intent,
        CAST(sum(total_cost) AS DOUBLE) / count(*) AS cost_per_intent
@@ -476,6 +485,7 @@ WITH sums AS (
          count(*) FILTER (WHERE outcome <> 'unlabeled' AND escalated) AS escalations,
          -- An empty sum is 0 (the group has a currency but no labeled intent), NULL without a currency.
          CASE WHEN billing_currency IS NOT NULL THEN coalesce(sum(token_cost) FILTER (WHERE outcome <> 'unlabeled'), 0) END AS token_cost,
+         CASE WHEN billing_currency IS NOT NULL THEN coalesce(sum(allocated_token_cost) FILTER (WHERE outcome <> 'unlabeled'), 0) END AS allocated_token_cost,
          CASE WHEN billing_currency IS NOT NULL THEN coalesce(sum(labor_cost) FILTER (WHERE outcome <> 'unlabeled'), 0) END AS labor_cost,
          CASE WHEN billing_currency IS NOT NULL THEN coalesce(sum(total_cost) FILTER (WHERE outcome <> 'unlabeled'), 0) END AS total_cost,
          CASE WHEN billing_currency IS NOT NULL THEN coalesce(sum(total_cost) FILTER (WHERE outcome = 'success'), 0) END AS success_total_cost,
@@ -495,7 +505,7 @@ WITH sums AS (
 SELECT date, feature_tag, model_version, prompt_version, billing_currency, intents, labeled_intents, successes,
        failures, escalations,
        CASE WHEN labeled_intents > 0 THEN CAST(successes AS DOUBLE) / labeled_intents END AS success_rate,
-       CAST(labeled_intents AS DOUBLE) / intents AS label_coverage, token_cost, labor_cost, total_cost,
+       CAST(labeled_intents AS DOUBLE) / intents AS label_coverage, token_cost, allocated_token_cost, labor_cost, total_cost,
        success_total_cost, total_cost_sq,
        CASE WHEN successes > 0 THEN CAST(token_cost AS DOUBLE) / successes END AS token_cost_per_success,
        cost_per_success, cost_per_success - half_width AS ci95_low, cost_per_success + half_width AS ci95_high,
@@ -829,9 +839,15 @@ def _pd_join(focus, calls, bounds, day: date):
     joined["match_status"] = "billing_only"
     joined.loc[seen, "match_status"] = "telemetry_only"
     joined.loc[seen & (joined["billing_rows"] > 0), "match_status"] = "matched"
+    # Per-request billing only (no aggregated rows in this day): every billed request's own rows.
+    billed_rows = joined["billing_rows"] > 0
+    joined["cost_source"] = pd.Series("invoice_request", index=joined.index).where(billed_rows)
+    for name in ("allocated_billed_cost", "allocated_effective_cost", "allocated_list_cost"):
+        joined[name] = _pd_zero_money(joined.index).where(billed_rows)
     columns = ["request_id", "date", "session_id", "called_at", "feature_tag", "provider", "model", "model_version",
                "prompt_version", "billing_account_id", "billing_currency", "billed_cost", "effective_cost", "list_cost",
-               "billing_rows", "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens",
+               "billing_rows", "cost_source", "allocated_billed_cost", "allocated_effective_cost", "allocated_list_cost",
+               "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens",
                "attempt", "status", "match_status"]  # fmt: skip
     request_costs = joined.loc[joined["date"] == day, columns].reset_index(drop=True)
     return request_costs, joined[columns]
@@ -872,6 +888,7 @@ def _pd_intents(joined, calls, outcomes, settings, day: date):
         retries=("retry", "sum"),
         unbilled_requests=("unbilled", "sum"),
         token_cost=("effective_cost", "sum"),
+        allocated_token_cost=("allocated_effective_cost", "sum"),
     )
     sessions["date"] = pd.Series([day] * len(sessions), index=sessions.index, dtype=pd.ArrowDtype(pa.date32()))
     sessions = sessions.join(last)
@@ -890,6 +907,7 @@ def _pd_intents(joined, calls, outcomes, settings, day: date):
     intents = intents.merge(specific, on=["feature_tag", "billing_currency"], how="left").merge(fallback, on="billing_currency", how="left")
     billed = intents["billing_currency"].notna()
     intents["token_cost"] = intents["token_cost"].where(billed).astype(money)
+    intents["allocated_token_cost"] = intents["allocated_token_cost"].where(billed).astype(money)
     per_failure = intents["specific"].fillna(intents["fallback"])
     zero = _pd_zero_money(intents.index)
     intents["labor_cost"] = per_failure.where(intents["outcome"] == "failure", zero).where(billed).astype(money)
@@ -897,8 +915,8 @@ def _pd_intents(joined, calls, outcomes, settings, day: date):
     wide = pd.ArrowDtype(pa.decimal256(38, 18))
     intents["total_cost"] = (intents["token_cost"].astype(wide) + intents["labor_cost"].astype(wide)).astype(money)
     columns = ["session_id", "date", "feature_tag", "model", "model_version", "prompt_version", "billing_currency",
-               "requests", "turns", "retries", "unbilled_requests", "token_cost", "outcome", "escalated", "labor_cost",
-               "total_cost"]  # fmt: skip
+               "requests", "turns", "retries", "unbilled_requests", "token_cost", "allocated_token_cost", "outcome",
+               "escalated", "labor_cost", "total_cost"]  # fmt: skip
     return intents[columns].astype({"requests": "int64", "turns": "int64", "retries": "int64", "unbilled_requests": "int64"})
 
 
@@ -917,10 +935,11 @@ def _pd_cost_per_intent(intents):
         intents=("session_id", "size"),
         requests=("requests", "sum"),
         token_cost=("token_cost", "sum"),
+        allocated_token_cost=("allocated_token_cost", "sum"),
         labor_cost=("labor_cost", "sum"),
         total_cost=("total_cost", "sum"),
     ).reset_index()
-    sums = _pd_only_when_billed(sums, ["token_cost", "labor_cost", "total_cost"])
+    sums = _pd_only_when_billed(sums, ["token_cost", "allocated_token_cost", "labor_cost", "total_cost"])
     sums["token_cost_per_intent"] = sums["token_cost"].astype("float64") / sums["intents"]
     sums["cost_per_intent"] = sums["total_cost"].astype("float64") / sums["intents"]
     return sums
@@ -947,6 +966,7 @@ def _pd_cost_per_success(intents):
         failure=intents["outcome"] == "failure",
         escalation=labeled & intents["escalated"].fillna(False).astype(bool),
         labeled_token=intents["token_cost"].where(labeled, zero).astype(money),
+        labeled_allocated=intents["allocated_token_cost"].where(labeled, zero).astype(money),
         labeled_labor=intents["labor_cost"].where(labeled, zero).astype(money),
         labeled_total=intents["total_cost"].where(labeled, zero).astype(money),
         success_total=intents["total_cost"].where(success, zero).astype(money),
@@ -961,6 +981,7 @@ def _pd_cost_per_success(intents):
             failures=("failure", "sum"),
             escalations=("escalation", "sum"),
             token_cost=("labeled_token", "sum"),
+            allocated_token_cost=("labeled_allocated", "sum"),
             labor_cost=("labeled_labor", "sum"),
             total_cost=("labeled_total", "sum"),
             success_total_cost=("success_total", "sum"),
@@ -968,7 +989,7 @@ def _pd_cost_per_success(intents):
         )
         .reset_index()
     )
-    sums = _pd_only_when_billed(sums, ["token_cost", "labor_cost", "total_cost", "success_total_cost", "total_cost_sq"])
+    sums = _pd_only_when_billed(sums, ["token_cost", "allocated_token_cost", "labor_cost", "total_cost", "success_total_cost", "total_cost_sq"])
     n = sums["labeled_intents"].astype("float64")
     sy = sums["successes"].astype("float64")
     ratio = (sums["total_cost"].astype("float64") / sy).where(sums["successes"] > 0)
@@ -1136,6 +1157,8 @@ def add_command(sub) -> None:
     p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS), help="comma-separated subset of pipeline,duckdb,pandas")
     p.add_argument("--work-dir", type=Path, help="where the temporary data root goes (default: the system temp folder)")
     p.add_argument("--config", type=Path, help="settings file for the labor costs (default as for materialize)")
+    p.add_argument("--allocation", action="store_true",
+                   help="time the invoice allocation of a provider-billed day against DuckDB SQL instead (unitledger/tools/alloc_bench.py)")
     p.add_argument("--report-days", type=int, metavar="DAYS",
                    help="instead: time the decision tables and the report over DAYS generated days of --requests each")
     p.set_defaults(func=cmd_bench)
@@ -1147,6 +1170,14 @@ def cmd_bench(args) -> int:
     if unknown or not chosen or args.requests < 1 or args.repeat < 1:
         raise SystemExit(f"bench: --implementations must name some of {', '.join(IMPLEMENTATIONS)}; --requests and --repeat >= 1")
     from unitledger.progress import Progress
+
+    if args.allocation:
+        from unitledger.tools.alloc_bench import format_allocation_report, run_allocation_benchmark
+
+        allocation = run_allocation_benchmark(args.requests, args.repeat, args.day, args.work_dir, args.config)
+        print()
+        print(format_allocation_report(allocation))
+        return 1 if allocation.disagreements else 0
 
     if args.report_days is not None:
         if args.report_days < 1:

@@ -244,6 +244,11 @@ EVENT_COLUMNS = (
 )
 _EVENT_SCHEMA = pa.schema([(n, pa.string_view() if t == pa.string() else t) for n, t in EVENT_COLUMNS])
 
+# Billing styles: per request (x_RequestId on every usage row), or provider-style aggregated rows
+# for the accounts of AGGREGATED_ACCOUNTS (acct-us-001) while the others stay per request, so one
+# day mixes both and the pipeline allocates the aggregated rows to the logged calls.
+BILLING_STYLES = ("request", "aggregated")
+AGGREGATED_ACCOUNTS = (0,)
 _FOCUS_EXT = {"csv": "csv", "csv.gz": "csv.gz", "parquet": "parquet"}
 _EVENT_EXT = {"jsonl": "jsonl", "jsonl.gz": "jsonl.gz", "parquet": "parquet"}
 
@@ -764,6 +769,18 @@ def _usage_rows(day: _Day, seed: int) -> pl.DataFrame:
     )
 
 
+def _aggregate_usage(rows: pl.DataFrame) -> pl.DataFrame:
+    """Usage rows summed the way providers bill: one row per (account, UTC hour, model and token
+    type, committed or not), no request. Costs are quantity x unit price, so the summed rows bill
+    exactly what the per-request rows would."""
+    return (
+        rows.group_by("acct", "day", "hour_s", "code", "covered")
+        .agg(pl.col("qty").sum(), pl.col("h").min(), pl.col("rkey").min(), pl.col("feat").min(), pl.col("pv").min())
+        .sort("day", "hour_s", "code", "covered")
+        .select(rows.columns)
+    )
+
+
 @lru_cache(maxsize=None)
 def _account_tables(acct: int) -> dict:
     """Per (model, token type) code: prices (1e-12 units of the account currency) and strings."""
@@ -842,6 +859,7 @@ class _Delivery:
     seed: int
     folder_date: date  # delivery date: its folder name and its mtime (midnight UTC)
     bg: _Background
+    aggregated: bool = False  # usage billed provider-style: per hour, model, token type (no request id)
     rows: int = 0
     buffer: list[pl.DataFrame] = field(default_factory=list)
     buffered: int = 0
@@ -878,6 +896,8 @@ class _Delivery:
         if not self.buffer:
             return
         allrows = pl.concat(self.buffer) if len(self.buffer) > 1 else self.buffer[0]
+        if self.aggregated:
+            allrows = _aggregate_usage(allrows)
         self.buffer, self.buffered = [], 0
         n = allrows.height
         full = n if final else (n // _CHUNK_ROWS) * _CHUNK_ROWS
@@ -946,6 +966,8 @@ class _Delivery:
                 cols[c] = _dict_array(hour_idx, ends)
             elif c == "PricingCategory":
                 cols[c] = _dict_array(cov, ["Standard", "Committed"])
+            elif self.aggregated and c in ("SubAccountId", "SubAccountName", "x_RequestId", "x_PromptVersion", "x_FeatureTag"):
+                cols[c] = nulls if c != "x_RequestId" else pa.nulls(n, pa.string_view())
             elif c == "SubAccountId":
                 cols[c] = _dict_array(feat, [f[10] for f in _FEATURES])
             elif c == "SubAccountName":
@@ -1096,12 +1118,15 @@ def generate(
     focus_format: str = "csv",
     events_format: str = "jsonl.gz",
     restated_delivery: bool = False,
+    billing: str = "request",
     telemetry_format: str = "events",
     list_prices: pl.LazyFrame | None = None,
     on_day: Callable[[date, int], None] | None = None,
 ) -> GenerateSummary:
     """Write synthetic FOCUS deliveries and telemetry event files under `<data_dir>/landing/`.
 
+    billing: "request" (a usage row per request and token type, with x_RequestId) or "aggregated"
+    (acct-us-001's usage as providers bill it, see AGGREGATED_ACCOUNTS).
     telemetry_format: the calls and outcomes as unitledger's flat events (landing/events/), as
     OTLP JSON (landing/otlp/: GenAI spans, outcomes as evaluation log records) or as LiteLLM
     SpendLogs CSV (landing/gateways/litellm/: calls, `spend` priced with `list_prices`,
@@ -1110,6 +1135,8 @@ def generate(
     progress bar)."""
     if telemetry_format not in TELEMETRY_FORMATS:
         raise ValueError(f"telemetry_format must be one of {list(TELEMETRY_FORMATS)}, not {telemetry_format!r}")
+    if billing not in BILLING_STYLES:
+        raise ValueError(f"billing must be one of {list(BILLING_STYLES)}, not {billing!r}")
     if focus_format not in _FOCUS_EXT:
         raise ValueError(f"focus_format must be one of {sorted(_FOCUS_EXT)}, not {focus_format!r}")
     if events_format not in _EVENT_EXT:
@@ -1142,13 +1169,14 @@ def generate(
             folder = focus_root / _ACCOUNTS[acct][0] / f"{month:%Y-%m}"
             ext = _FOCUS_EXT[focus_format]
             final_date = last + timedelta(days=1)
+            aggregated = billing == "aggregated" and acct in AGGREGATED_ACCOUNTS
             final = _Delivery(folder / f"delivery-{final_date:%Y%m%d}" / f"part-0.{ext}",
-                              focus_format, acct, month, last, False, seed, final_date, bg)
+                              focus_format, acct, month, last, False, seed, final_date, bg, aggregated)
             lst = [final]
             if restated_delivery:
                 early_date = cut + timedelta(days=1) if cut < last else cut
                 lst.append(_Delivery(folder / f"delivery-{early_date:%Y%m%d}" / f"part-0.{ext}",
-                                     focus_format, acct, month, cut, True, seed, early_date, bg))
+                                     focus_format, acct, month, cut, True, seed, early_date, bg, aggregated))
             open_deliveries[key] = lst
         return open_deliveries[key]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandera.polars as pa
 
 import schemas
+from schemas.allocation import AllocationPoolsDaily, UnmatchedModels, UnrecognizedUsageDaily
 from schemas.decisions import (
     BreakEven,
     CostBreakdown,
@@ -31,6 +32,9 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], str]] = {
     "intent_costs": (schemas.IntentCosts, "date"),
     "cost_per_intent": (schemas.CostPerIntent, "date"),
     "cost_per_success": (schemas.CostPerSuccess, "date"),
+    "allocation_pools": (AllocationPoolsDaily, "date"),
+    "unrecognized_usage": (UnrecognizedUsageDaily, "date"),
+    "unmatched_models": (UnmatchedModels, "date"),
     "cost_breakdown": (CostBreakdown, "date"),
     "cost_per_intent_monthly": (CostPerIntentMonthly, "billing_period"),
     "cost_per_success_monthly": (CostPerSuccessMonthly, "billing_period"),

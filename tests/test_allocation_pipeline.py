@@ -1,0 +1,276 @@
+"""Invoice allocation wired into the pipeline (issue 16): the daily step's request_costs with
+cost_source and allocated shares, the allocation tables, per-feature split by source, and the
+reconciliation's buckets; end to end on generated days billed per request and aggregated, and on
+the real Azure OpenAI sample's shape. Expectations are computed by hand or by an independent
+route (the same generated day billed per request)."""
+
+from dataclasses import replace
+from datetime import date, timedelta
+from decimal import Decimal as D
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.conftest import TODAY
+from tests.builders import FOCUS_HEADER, focus_row, llm_call, outcome, write_events, write_focus_csv
+from tests.test_ai_usage import REAL_INPUTS
+from unitledger.config import load_settings
+from unitledger.layout import Layout
+from unitledger.model.allocation import allocate_billing
+from unitledger.model.requests import dedupe_calls, in_dates
+from unitledger.sources.events import scan_staged_calls
+from unitledger.sources.focus import scan_staged_focus
+from unitledger.steps.daily import build_daily_tables
+from unitledger.steps.reconciliation import build_reconciliation, build_reconciliation_daily
+from unitledger.steps.staging import stage_billing, stage_events
+from unitledger.tools.generate import generate
+from unitledger.warehouse.manifest import scan_table
+
+DAY = date(2026, 3, 2)
+HEADER = [*FOCUS_HEADER, "x_SkuMeterName", "SubAccountId"]
+
+
+def token_row(cost: str, meter: str, quantity: str | None, hour: int = 10, **over) -> dict:
+    """An aggregated provider row: no request id, one model and token type for an hour."""
+    return focus_row(None, cost, hour=f"2026-03-02T{hour:02d}:00:00Z", end=f"2026-03-02T{hour + 1:02d}:00:00Z",
+                     SkuMeter=meter, ConsumedQuantity=quantity, x_FeatureTag=None, x_PromptVersion=None, **over)
+
+
+def run_day(layout: Layout, settings, start: date = DAY, end: date = DAY) -> None:
+    assert stage_billing(layout, settings, TODAY).passed
+    assert stage_events(layout).passed
+    result = build_daily_tables(layout, settings, start, end)
+    assert result.passed, result.failures()
+    rec = build_reconciliation_daily(layout, settings, start, end)
+    assert rec.passed, rec.failures()
+
+
+def read(layout: Layout, table: str, keys=(DAY.isoformat(),)) -> pl.DataFrame:
+    return scan_table(layout, table, list(keys)).collect()
+
+
+def land_mixed_day(layout: Layout) -> None:
+    rows = [
+        # x1's own row bills its input exactly; its output comes from the aggregated output row.
+        focus_row("x1", "0.020000000000", hour="2026-03-02T10:00:00Z", end="2026-03-02T11:00:00Z"),
+        token_row("0.01", "Input Tokens", "300"),  # 3 calls x 100 tokens share one cent
+        token_row("0.06", "Output Tokens", "1000"),  # 350 logged of 1000 billed: 650 unlogged
+        token_row("0.05", "Input Tokens", "500", hour=11),  # no call at 11h
+        token_row("0.07", "Input Tokens", "10", ConsumedUnit="Bananas"),  # unknown unit
+        focus_row(None, "1.25", ChargeCategory="Tax", SkuMeter=None, ConsumedQuantity=None, ConsumedUnit=None,
+                  x_ModelVersion=None, x_FeatureTag=None, x_PromptVersion=None),
+    ]
+    write_focus_csv(layout.landing_focus / "acct-us" / "2026-03" / "export.csv", rows, HEADER)
+    calls = [llm_call(f"a{i}", f"s{i}", f"2026-03-02T10:{5 * i:02d}:00Z", input_tokens=100, output_tokens=100) for i in (1, 2, 3)]
+    calls.append(llm_call("x1", "s4", "2026-03-02T10:30:00Z", input_tokens=1000, output_tokens=50))
+    labels = [outcome(f"s{i}", True, "2026-03-02T20:00:00Z") for i in (1, 2, 3, 4)]
+    write_events(layout.landing_events / "2026-03-02.jsonl", calls + labels)
+
+
+def test_aggregated_rows_are_allocated_into_request_costs_with_their_provenance(layout, settings):
+    land_mixed_day(layout)
+    run_day(layout, settings)
+    costs = {r["request_id"]: r for r in read(layout, "request_costs").iter_rows(named=True)}
+    third = D("0.01") / 3  # one cent over three equal calls: 0.0033...3, one of them 1e-18 more
+    shares = sorted(costs[f"a{i}"]["billed_cost"] - D("0.006") for i in (1, 2, 3))  # 100 x 0.06/1000 each
+    assert shares == [D("0.003333333333333333")] * 2 + [D("0.003333333333333334")]
+    assert sum(shares) == D("0.01") and all(abs(s - third) < D("1e-18") for s in shares)
+    for i in (1, 2, 3):
+        row = costs[f"a{i}"]
+        assert row["cost_source"] == "invoice_allocated" and row["match_status"] == "matched"
+        assert row["allocated_billed_cost"] == row["billed_cost"] == row["effective_cost"] == row["list_cost"]
+        assert row["billing_rows"] == 2 and row["billing_currency"] == "USD" and row["billing_account_id"] == "acct-us"
+    # Exact rows win for input; output allocated: 50 x 0.06 / 1000.
+    assert costs["x1"]["cost_source"] == "invoice_request"
+    assert costs["x1"]["allocated_billed_cost"] == D("0.003")
+    assert costs["x1"]["billed_cost"] == D("0.023") and costs["x1"]["billing_rows"] == 2
+
+    pools = read(layout, "allocation_pools").sort("source_line")
+    assert pools["status"].to_list() == ["allocated", "allocated", "unmatched_pool"]
+    assert pools["unlogged_billed_cost"].to_list() == [D(0), D("0.039"), D(0)]
+    assert pools["unmatched_billed_cost"].to_list() == [D(0), D(0), D("0.05")]
+    assert pools["pool_billed_tokens"].to_list() == [D(300), D(1000), D(500)]
+    assert pools["pool_logged_tokens"].to_list() == [300, 350, 0]
+    unrecognized = read(layout, "unrecognized_usage")
+    assert unrecognized["BilledCost"].to_list() == [D("0.07")] and "unknown unit 'Bananas'" in unrecognized["reason"][0]
+
+    # Per feature: token cost 0.028 allocated (a1..a3) + 0.023 (x1, of which 0.003 allocated).
+    feature = read(layout, "cost_per_intent").row(0, named=True)
+    assert feature["token_cost"] == D("0.051") and feature["allocated_token_cost"] == D("0.031")
+    success = read(layout, "cost_per_success").row(0, named=True)
+    assert success["token_cost"] == D("0.051") and success["allocated_token_cost"] == D("0.031")
+
+    rec = read(layout, "reconciliation_daily").filter(pl.col("billing_currency") == "USD").row(0, named=True)
+    assert rec["billed_total"] == D("1.46")
+    expected = {"attributed_cost": D("0.02"), "allocated_cost": D("0.031"), "unlogged_usage_cost": D("0.039"),
+                "unmatched_pool_cost": D("0.05"), "unrecognized_usage_cost": D("0.07"), "unattributable_cost": D("1.25"),
+                "unmatched_billing_cost": D(0), "conflicting_cost": D(0), "quarantined_cost": D(0)}  # fmt: skip
+    assert {k: rec[k] for k in expected} == expected
+    assert rec["delta"] == 0 and rec["effective_delta"] == 0
+    assert rec["token_coverage"] == pytest.approx(0.051 / 0.21)
+    assert rec["status"] == "warn" and "AI token cost attributed or allocated 24.29% below 95.00%" in rec["status_reason"]
+
+
+def test_monthly_reconciliation_places_the_same_cents(layout, settings):
+    land_mixed_day(layout)
+    run_day(layout, settings)
+    assert build_reconciliation(layout, settings, date(2026, 3, 1), date(2026, 3, 1)).passed
+    month = read(layout, "reconciliation", ["2026-03"]).filter(pl.col("billing_currency") == "USD").row(0, named=True)
+    day = read(layout, "reconciliation_daily").filter(pl.col("billing_currency") == "USD").row(0, named=True)
+    parts = ["allocated_cost", "unlogged_usage_cost", "unmatched_pool_cost", "unrecognized_usage_cost", "unattributable_cost"]
+    assert {p: month[p] for p in parts} == {p: day[p] for p in parts}
+    assert month["delta"] == 0
+
+
+def test_a_lost_share_fails_the_conservation_checks(layout, settings, monkeypatch):
+    """The checks can fail: a share dropped between the allocation and request_costs is caught."""
+    import unitledger.steps.daily as daily
+
+    land_mixed_day(layout)
+    assert stage_billing(layout, settings, TODAY).passed and stage_events(layout).passed
+    real = daily.allocated_by_request
+    monkeypatch.setattr(daily, "allocated_by_request", lambda shares: real(shares.filter(pl.col("request_id") != "a2")))
+    result = build_daily_tables(layout, settings, DAY, DAY)
+    assert not result.passed
+    assert any("request_costs.conservation" in f for f in result.failures())
+    assert scan_table(layout, "request_costs", [DAY.isoformat()]).collect().is_empty()  # nothing published
+
+
+def test_real_azure_openai_day_is_allocated_by_logged_share(layout, settings):
+    """The FinOps hub sample's shape: Azure OpenAI daily meter rows without quantity, the model and
+    token type only in the meter name, one non-token meter. A day's row is split by the logged
+    tokens of that day's calls (no billed quantity: logged_share)."""
+    sample = pl.read_csv(REAL_INPUTS / "azure-aoai-finops-hub" / "daily_meter_costs.csv", schema_overrides={"DailyCost": pl.String})
+    day = "2025-03-28"
+    rows = [
+        focus_row(None, cost, hour=f"{d}T00:00:00Z", end=f"{date.fromisoformat(d) + timedelta(days=1)}T00:00:00Z",
+                  SkuMeter=None, ConsumedQuantity=None, ConsumedUnit=None, x_ModelVersion=None, x_FeatureTag=None, x_PromptVersion=None,
+                  x_SkuMeterName=meter, ServiceProviderName="Microsoft", BillingCurrency=currency,
+                  BillingPeriodStart="2025-03-01T00:00:00Z", BillingPeriodEnd="2025-04-01T00:00:00Z")
+        for currency, cost, d, meter in zip(sample["BillingCurrency"], sample["DailyCost"], sample["Day"], sample["x_SkuMeterName"])
+        if d == day
+    ]  # fmt: skip
+    write_focus_csv(layout.landing_focus / "azure" / "2025-03" / "costs.csv", rows, HEADER)
+    calls = [
+        llm_call("c1", "s1", f"{day}T09:00:00Z", provider="azure_openai", model="gpt-4o", model_version="gpt-4o-2024-05-13",
+                 input_tokens=1000, output_tokens=100),
+        llm_call("c2", "s2", f"{day}T15:00:00Z", provider="azure_openai", model="gpt-4o", model_version="gpt-4o-2024-05-13",
+                 input_tokens=3000, output_tokens=300),
+    ]  # fmt: skip
+    write_events(layout.landing_events / f"{day}.jsonl", calls)
+    run_day(layout, replace(settings, start_date=date(2025, 1, 1)), date.fromisoformat(day), date.fromisoformat(day))  # a 2025 billing period
+
+    by_meter = {m: D(c) for d, c, m in zip(sample["Day"], sample["DailyCost"], sample["x_SkuMeterName"]) if d == day}
+    input_cost, output_cost = by_meter["gpt 4o 0513 Input global Tokens"], by_meter["gpt 4o 0513 Output global Tokens"]
+    costs = {r["request_id"]: r for r in read(layout, "request_costs", [day]).iter_rows(named=True)}
+    # By hand: c1 has a quarter of each type's logged tokens, c2 three quarters.
+    assert costs["c1"]["billed_cost"] == input_cost / 4 + output_cost / 4
+    assert costs["c2"]["billed_cost"] == input_cost * 3 / 4 + output_cost * 3 / 4
+    assert {costs[c]["cost_source"] for c in ("c1", "c2")} == {"invoice_allocated"}
+    assert set(read(layout, "allocation_pools", [day])["status"]) == {"logged_share"}
+    rec = read(layout, "reconciliation_daily", [day]).filter(pl.col("billing_currency") == "USD").row(0, named=True)
+    assert rec["allocated_cost"] == input_cost + output_cost and rec["unlogged_usage_cost"] == 0
+    assert rec["unattributable_cost"] == by_meter["Standard Text Records"]  # a non-token meter: shared cost
+    assert rec["billed_total"] == sum(by_meter.values()) and rec["delta"] == 0
+
+
+# --- end to end on generated days ---------------------------------------------------------------
+
+GENERATED = dict(start=date(2026, 3, 1), days=2, requests_per_day=250, seed=11)
+
+
+@pytest.fixture(scope="module")
+def billed_both_ways(tmp_path_factory) -> dict[str, Layout]:
+    """The same generated days, billed per request and billed provider-style (acct-us-001 per
+    hour, model and token type; acct-eu-002 per request), each run through the pipeline."""
+    settings = load_settings(Path(__file__).resolve().parents[1] / "unitledger.toml")
+    layouts = {}
+    for billing in ("request", "aggregated"):
+        layout = Layout(tmp_path_factory.mktemp(billing) / "data")
+        generate(layout.data_dir, billing=billing, **GENERATED)
+        run_day(layout, settings, date(2026, 3, 1), date(2026, 3, 2))
+        layouts[billing] = layout
+    return layouts
+
+
+def test_generated_aggregated_billing_has_no_request_ids_on_the_allocated_account(billed_both_ways):
+    focus = scan_staged_focus(billed_both_ways["aggregated"]).filter(pl.col("ChargeCategory") == "Usage").collect()
+    us = focus.filter(pl.col("BillingAccountId") == "acct-us-001", pl.col("SkuMeter").str.ends_with("Tokens"))
+    eu = focus.filter(pl.col("BillingAccountId") == "acct-eu-002", pl.col("SkuMeter").str.ends_with("Tokens"))
+    assert us.height > 0 and us["x_RequestId"].null_count() == us.height
+    assert eu.height > 0 and eu["x_RequestId"].null_count() == 0
+    # Summed per hour, model and token type (committed and standard pricing apart): few rows.
+    assert us.select("ChargePeriodStart", "x_ModelVersion", "SkuMeter").n_unique() * 2 >= us.height
+
+
+def test_generated_day_costs_each_feature_the_same_where_the_allocation_is_exact(billed_both_ways):
+    """Where a pool's billed tokens equal its logged tokens and one row bills it, the rate is the
+    unit price, so every allocated share equals the per-request row it replaces: per request and
+    per feature, to the last digit, against the same day billed per request."""
+    layout = billed_both_ways["aggregated"]
+    settings = load_settings(None)
+    lo, hi = date(2026, 2, 28), date(2026, 3, 4)
+    run = allocate_billing(
+        scan_staged_focus(layout).filter(in_dates("charge_date", lo, hi)),
+        dedupe_calls(scan_staged_calls(layout).filter(in_dates("call_date", lo, hi))),
+        settings.allocation,
+    )
+    shares, pools = pl.collect_all([run.tables.requests, run.tables.pools])
+    exact_pool = (pl.col("pool_billed_tokens") == pl.col("pool_logged_tokens").cast(pl.Decimal(38, 18))) & (pl.col("pool_rows") == 1)
+    exact_rows = pools.filter(exact_pool).select("source_file", "source_line")
+    inexact = shares.join(exact_rows, on=["source_file", "source_line"], how="anti").select("request_id").unique()
+    exact_requests = shares.select("request_id").unique().join(inexact, on="request_id", how="anti")
+    money = ["billed_cost", "effective_cost", "list_cost"]
+    days = ["2026-03-01", "2026-03-02"]
+
+    def costs(billing: str) -> pl.DataFrame:
+        rows = scan_table(billed_both_ways[billing], "request_costs", days).collect()
+        return rows.join(exact_requests, on="request_id", how="semi").select("request_id", "feature_tag", *money)
+
+    aggregated, per_request = costs("aggregated"), costs("request")
+    assert aggregated.height > 100  # most requests are in exact pools: the comparison is not vacuous
+    assert aggregated.height == per_request.height
+    compared = aggregated.join(per_request, on="request_id", suffix="_request")
+    for c in money:
+        assert (compared[c] == compared[f"{c}_request"]).all(), c
+    by_feature = [frame.group_by("feature_tag").agg(pl.col(money).sum()).sort("feature_tag") for frame in (aggregated, per_request)]
+    assert by_feature[0].equals(by_feature[1])
+    # Inexact pools exist too (billing-only requests' tokens unlogged, telemetry-only calls over-logged).
+    assert set(pools["status"]) >= {"allocated"}
+
+
+def test_generated_days_reconcile_exactly_both_ways(billed_both_ways):
+    days = ["2026-03-01", "2026-03-02"]
+    totals = {}
+    for billing, layout in billed_both_ways.items():
+        rec = scan_table(layout, "reconciliation_daily", days).collect().filter(pl.col("billing_currency").is_not_null())
+        assert (rec["delta"] == 0).all() and (rec["effective_delta"] == 0).all()
+        totals[billing] = rec.group_by("date", "billing_currency").agg(pl.col("billed_total", "effective_total").sum()).sort("date", "billing_currency")
+        if billing == "aggregated":
+            us = rec.filter(pl.col("billing_currency") == "USD")
+            assert us["attributed_cost"].sum() == 0 and us["allocated_cost"].sum() > 0
+            assert us["unlogged_usage_cost"].sum() > 0  # billing-only requests' tokens are unlogged usage
+    # The bill is the same money either way.
+    assert totals["aggregated"].equals(totals["request"])
+
+
+def test_an_unbilled_call_keeps_to_the_account_its_session_is_billed_to():
+    """A session billed per request to acct-eu (EUR): its unbilled call names no account, yet it
+    must not take a share of acct-1's USD pool (that would give its intent two currencies); it is
+    reported as no_pool instead. A call of an unbilled session still shares the pool."""
+    from tests.alloc_frames import at, bill_row, call, calls, focus
+
+    bill = focus(
+        bill_row("0.03", quantity="300"),  # acct-1, USD, gpt-4o-mini input, 10h
+        bill_row("0.50", x_RequestId="eu-1", BillingAccountId="acct-eu", BillingCurrency="EUR"),
+    )
+    logged = calls(
+        call("eu-1", at(10, 1), session_id="s-eu"),
+        call("eu-2", at(10, 2), session_id="s-eu"),  # unbilled retry of the EUR session
+        call("us-1", at(10, 3), input_tokens=200),
+    )
+    run = allocate_billing(bill, logged)
+    shares, unmatched = pl.collect_all([run.tables.requests, run.tables.unmatched_models])
+    assert shares.select("request_id", "billed_cost").rows() == [("us-1", D("0.02"))]  # 200 x 0.03 / 300
+    assert unmatched.select("reason", "calls", "tokens").rows() == [("no_pool", 1, 100)]

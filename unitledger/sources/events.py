@@ -235,27 +235,26 @@ def evaluations_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
 
 def events_quarantine(checked: pl.LazyFrame) -> pl.LazyFrame:
     """Bad rows of `events_problems` as schemas.Quarantine records (known fields only: no content)."""
-    null_text = pl.lit(None, dtype=pl.String)
     telemetry = _has_telemetry_fields(checked)
     column, reason = pl.col("_columns"), pl.col("_reason")
     if telemetry:  # a record its reader could not map: the reader's reason, for the whole record
         unmapped = pl.col("problem").is_not_null()
         column, reason = pl.when(unmapped).then(pl.lit("record")).otherwise(column), pl.when(unmapped).then(pl.col("problem")).otherwise(reason)
     return describe_problems(checked.filter(pl.col("_bad")), _events_problems(telemetry)).select(
-        source=pl.lit("events"),
-        source_file=pl.col("source_file"),
-        source_line=pl.col("source_line"),
-        column=column,
-        reason=reason,
-        raw=pl.struct(EVENT_FIELDS).struct.json_encode(),
-        billing_account_id=null_text,
-        billing_currency=null_text,
-        billing_period_start=pl.lit(None, dtype=TIMESTAMP),
-        invoice_id=null_text,
-        service_provider_name=null_text,
-        billed_cost=pl.lit(None, dtype=MONEY),
-        effective_cost=pl.lit(None, dtype=MONEY),
+        **_quarantine_record(column, reason, pl.struct(EVENT_FIELDS).struct.json_encode())
     )
+
+
+def _quarantine_record(column: pl.Expr, reason: pl.Expr, raw: pl.Expr) -> dict[str, pl.Expr]:
+    """schemas.Quarantine's columns for an event-side row (its billing fields null)."""
+    null_text = pl.lit(None, dtype=pl.String)
+    return {
+        "source": pl.lit("events"), "source_file": pl.col("source_file"), "source_line": pl.col("source_line"),
+        "column": column, "reason": reason, "raw": raw,
+        "billing_account_id": null_text, "billing_currency": null_text, "billing_period_start": pl.lit(None, dtype=TIMESTAMP),
+        "invoice_id": null_text, "service_provider_name": null_text,
+        "billed_cost": pl.lit(None, dtype=MONEY), "effective_cost": pl.lit(None, dtype=MONEY),
+    }  # fmt: skip
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -513,21 +512,8 @@ def derive(calls: pl.LazyFrame, labels: pl.LazyFrame, evaluations: pl.LazyFrame 
     evaluations = evaluations.sort("source_file", "source_line").unique("event_id", keep="first", maintain_order=True)
     found = evaluation_outcomes(evaluations, calls, telemetry, explicit_sessions=labels)
     outcomes = found.outcomes.with_columns(source_format=pl.lit(OTLP)).select(list(StagedOutcome.to_schema().columns))
-    null_text = pl.lit(None, dtype=pl.String)
     unresolved = found.unresolved.select(
-        source=pl.lit("events"),
-        source_file=pl.col("source_file"),
-        source_line=pl.col("source_line"),
-        column=pl.lit("evaluation_name"),
-        reason=pl.col("reason"),
-        raw=pl.struct(list(StagedEvaluation.to_schema().columns)).struct.json_encode(),
-        billing_account_id=null_text,
-        billing_currency=null_text,
-        billing_period_start=pl.lit(None, dtype=TIMESTAMP),
-        invoice_id=null_text,
-        service_provider_name=null_text,
-        billed_cost=pl.lit(None, dtype=MONEY),
-        effective_cost=pl.lit(None, dtype=MONEY),
+        **_quarantine_record(pl.lit("evaluation_name"), pl.col("reason"), pl.struct(list(StagedEvaluation.to_schema().columns)).struct.json_encode())
     )
     return Derived(attempts, outcomes, unresolved)
 

@@ -120,7 +120,8 @@ def stage_events(layout: Layout, telemetry: Telemetry = Telemetry()) -> StepResu
             validate(StagedLlmCall, events.scan_staged_calls(layout), "llm_call_schema", STAGED_DEPTH),
             validate(StagedOutcome, events.scan_staged_outcomes(layout), "outcome_schema", STAGED_DEPTH),
         ]
-    per_file = events.quarantine_by_file(layout, telemetry)
+    per_file = events.rows_by_file(layout, telemetry)
+    checks.append(_whole_telemetry_files_quarantined(layout, per_file))
     result.checks["staged_events"] = checks
     if result.passed:
         with result.timed("write"):
@@ -132,15 +133,42 @@ def stage_events(layout: Layout, telemetry: Telemetry = Telemetry()) -> StepResu
         "llm_calls": report.rows["llm_calls"],
         "outcomes": report.rows["outcomes"],
         "evaluations": report.rows["evaluations"],
+        "spans": report.rows["spans"],
+        "ignored_records": report.rows["ignored_records"],
+        # telemetry files with no GenAI record at all (only HTTP or database spans, say): staged, 0 calls
+        "files_without_genai_records": "; ".join(
+            f"{name}: {rows.ignored} non-GenAI record(s) ignored, 0 calls" for name, rows in sorted(per_file.items())
+            if rows.source_format != "events" and rows.kept == rows.quarantined == 0
+        ),
         "dagster/row_count": report.rows["llm_calls"] + report.rows["outcomes"],
         "duplicate_events": report.duplicate_events,
         "quarantined_rows": report.quarantined_rows,
         # which files the quarantined rows came from, most first
         "quarantined_rows_by_file": "; ".join(
-            f"{name}: {n}" for name, n in sorted(per_file.items(), key=lambda kv: (-kv[1], kv[0]))
+            f"{name}: {rows.quarantined} of {rows.kept + rows.quarantined + rows.ignored}"
+            for name, rows in sorted(per_file.items(), key=lambda kv: (-kv[1].quarantined, kv[0])) if rows.quarantined
         ),
     }
     return result
+
+
+def _whole_telemetry_files_quarantined(layout: Layout, per_file: dict[str, events.FileRows]) -> CheckOutcome:
+    """Blocking: a telemetry file (OTLP, gateway log) none of whose rows could be staged, every one
+    quarantined, fails the run, naming the file and its first row's reason: such a file is a wrong
+    export or a wrong format, not a few bad rows. (A flat event file keeps the old rule: its bad
+    rows are quarantined and the run goes on.)"""
+    whole = {name: rows for name, rows in per_file.items() if rows.source_format != "events" and rows.quarantined and not rows.kept}
+    if not whole:
+        return CheckOutcome("telemetry_files", True, "every telemetry file has rows that could be staged")
+    described = []
+    for name, rows in sorted(whole.items()):
+        line, column, reason = events.first_quarantined(layout, rows.file_id)
+        described.append(f"{name}: all {rows.quarantined} row(s) quarantined; first: line {line}, {column}: {reason}")
+    return CheckOutcome(
+        "telemetry_files", False,
+        f"{len(whole)} telemetry file(s) quarantined entirely (nothing staged from them): " + "; ".join(described),
+        {"files_quarantined_entirely": len(whole)},
+    )
 
 
 def publish_quarantine(layout: Layout, source: str) -> None:

@@ -202,14 +202,14 @@ def with_allocated(billed: pl.LazyFrame, allocated: pl.LazyFrame) -> pl.LazyFram
     ).drop("_account", "_currency", "_rows", "_date", *[f"_{c}" for c in COST_COLUMNS])
 
 
-def join_requests(calls: pl.LazyFrame, billed: pl.LazyFrame, prices: pl.LazyFrame | None = None) -> pl.LazyFrame:
+def join_requests(calls: pl.LazyFrame, billed: pl.LazyFrame) -> pl.LazyFrame:
     """Full outer join of deduplicated calls with `billing_by_request` on the request id; a request
     whose rows conflict (`conflict`) is left out of billing (it stays a call, telemetry-only).
 
     Every request of either side appears once with its `date` and `match_status` (and the call's
     `call_date`, the billed rows' `charge_date` and `last_charge_date`), the gateway's reported
-    cost beside the invoice's (`gateway_reported_cost`, `gateway_reported_currency`) and, for a
-    call nothing billed, its estimate (`with_estimates`; `prices`: Telemetry.list_price_table())."""
+    cost beside the invoice's (`gateway_reported_cost`, `gateway_reported_currency`). The cost of a
+    call nothing billed is left to `with_estimates`."""
     # A gateway's cost and the trace's tool structure: null where the calls do not carry them.
     optional = {"reported_cost": MONEY, "reported_currency": pl.String, TOOL_COLUMN: pl.Boolean}
     present = calls.collect_schema().names()
@@ -240,7 +240,7 @@ def join_requests(calls: pl.LazyFrame, billed: pl.LazyFrame, prices: pl.LazyFram
     joined = joined.with_columns(pl.col(pl.Categorical).cast(pl.String))
     seen = pl.col("session_id").is_not_null()
     billed_rows = pl.col("billing_rows").fill_null(0)
-    return with_estimates(joined.with_columns(
+    return joined.with_columns(
         date=pl.coalesce("call_date", "charge_date"),
         feature_tag=pl.coalesce("feature_tag", "billed_feature_tag"),
         provider=pl.coalesce("provider", "billed_provider"),
@@ -252,13 +252,13 @@ def join_requests(calls: pl.LazyFrame, billed: pl.LazyFrame, prices: pl.LazyFram
         .when(seen)
         .then(pl.lit("telemetry_only"))
         .otherwise(pl.lit("billing_only")),
-    ), prices)
+    )
 
 
 def with_estimates(joined: pl.LazyFrame, prices: pl.LazyFrame | None) -> pl.LazyFrame:
-    """`join_requests` rows with the cost of the calls no invoice billed (billing_rows 0) estimated,
-    in this order: the gateway's reported cost (cost_source gateway_reported, in its reported
-    currency), else the list-price estimate from `prices` (cost_source list_estimate,
+    """`join_requests` rows (or request_costs rows) with the cost of the calls no invoice billed
+    (billing_rows 0) estimated, in this order: the gateway's reported cost (cost_source
+    gateway_reported, in its reported currency), else the list-price estimate from `prices` (cost_source list_estimate,
     model.telemetry.list_price_costs, valid on the call's date). An estimate is the one figure
     there is: it fills billed_cost, effective_cost and list_cost alike (allocated_* 0) and
     billing_currency is its currency; billing_rows stays 0 and match_status telemetry_only, so the
@@ -266,7 +266,7 @@ def with_estimates(joined: pl.LazyFrame, prices: pl.LazyFrame | None) -> pl.Lazy
     billed request keeps its invoice cost: the gateway's figure is only in gateway_reported_cost.
 
     Only the unbilled calls without a gateway cost are priced (few on a billed day): the list-price
-    join does not touch the others."""
+    join does not touch the others. It reads `joined` twice: give it a scan, not a join to redo."""
     from unitledger.model.telemetry import list_price_costs
 
     unbilled = (pl.col("billing_rows") == 0) & pl.col("session_id").is_not_null()

@@ -239,7 +239,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                     ),
                     part=bucket,
                 )
-                joined = requests.join_requests(part_calls, billed.scan(_BILLED, part=bucket), prices)
+                joined = requests.join_requests(part_calls, billed.scan(_BILLED, part=bucket))
                 # Most requests' rows all lie within B days of their call: joined as they are.
                 # Requests with a row further away are summed again row by row below; rows
                 # without a call of the run are placed (settle) or belong to other runs.
@@ -316,21 +316,21 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             ).collect()
             conflicts.append(resummed.filter(pl.col("conflict")).select("request_id"))
             redone = requests.request_costs(
-                requests.join_requests(work["calls"].scan(calls_schema).filter(one_of("request_id", spread)), resummed.lazy(), prices),
+                requests.join_requests(work["calls"].scan(calls_schema).filter(one_of("request_id", spread)), resummed.lazy()),
                 start,
                 end + read.S,
             )
             for bucket in range(buckets):
                 # Each bucket's requests in one part: validated part by part, a request id in one.
-                spills["request_costs"].sink(
-                    pl.concat(
-                        [
-                            work["joined"].scan(joined_schema, part=bucket).filter(pl.col("_kept")).select(list(polars_schema(RequestCosts))),
-                            redone.filter(requests.in_bucket("request_id", bucket, buckets)),
-                        ]
-                    ),
-                    part=bucket,
+                # The unbilled calls' estimates (gateway's, else list price) on the spilled join:
+                # pricing reads its input twice, a re-scan rather than the join done again.
+                kept = pl.concat(
+                    [
+                        work["joined"].scan(joined_schema, part=bucket).filter(pl.col("_kept")).select(list(polars_schema(RequestCosts))),
+                        redone.filter(requests.in_bucket("request_id", bucket, buckets)),
+                    ]
                 )
+                spills["request_costs"].sink(requests.with_estimates(kept, prices), part=bucket)
             conflicting = pl.concat(conflicts)
             joined = spills["request_costs"].scan(polars_schema(RequestCosts))
         with result.timed("intents"):

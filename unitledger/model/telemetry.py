@@ -58,8 +58,8 @@ TOOL_OPERATION = "execute_tool"
 
 
 def after_tool_calls(calls: pl.LazyFrame, spans: pl.LazyFrame) -> pl.LazyFrame:
-    """(source_file, source_line, event_id, after_tool_call) of the `calls` with a trace (OTLP):
-    true when the call sends tool results back to the model, read from the trace's structure.
+    """(source_file, source_line, event_id, after_tool_call = true) of the `calls` (OTLP, with a
+    trace) that send tool results back to the model, read from the trace's structure.
 
     Rule: among the spans sharing the call's trace and parent span (or the trace's root), calls
     and structure spans (`spans`: execute_tool, invoke_agent, ...) alike, ordered by start time
@@ -67,7 +67,8 @@ def after_tool_calls(calls: pl.LazyFrame, spans: pl.LazyFrame) -> pl.LazyFrame:
     (chat → tools → chat under one invoke_agent span) makes the second chat's predecessor its
     last tool; a retry's predecessor is the failed call, so a retry is never counted here (it is
     retry cost). A call with no sibling before it is false. The same span delivered twice counts
-    once. Calls without a trace are not returned (their after_tool_call stays null)."""
+    once. Only the calls for which it is true are returned (a few: the rest of the traced calls
+    are false, sources.events.with_derived; calls without a trace stay null)."""
     traced = pl.col("trace_id").is_not_null() & pl.col("span_id").is_not_null()
     members = pl.concat(
         [
@@ -82,8 +83,8 @@ def after_tool_calls(calls: pl.LazyFrame, spans: pl.LazyFrame) -> pl.LazyFrame:
         .with_columns(after_tool_call=(pl.col("operation").shift(1).over(key) == TOOL_OPERATION).fill_null(False))
         .select("trace_id", "span_id", "after_tool_call")
     )
-    return calls.filter(traced).join(previous, on=["trace_id", "span_id"], how="left").select(
-        "source_file", "source_line", "event_id", pl.col("after_tool_call").fill_null(False)
+    return calls.filter(traced).join(previous.filter("after_tool_call"), on=["trace_id", "span_id"], how="semi").select(
+        "source_file", "source_line", "event_id", after_tool_call=pl.lit(True)
     )
 
 

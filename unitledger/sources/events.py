@@ -585,7 +585,8 @@ def derive(
 
 def with_derived(calls: pl.LazyFrame, attempts: pl.LazyFrame | None, tools: pl.LazyFrame | None) -> pl.LazyFrame:
     """`calls` with what `derive` found filled in where they left it null: the inferred attempts
-    (`attempts`) and after_tool_call (`tools`); None: nothing of that kind."""
+    (`attempts`) and after_tool_call, true for the calls of `tools`, false for the other calls
+    with a trace, null without one; None: nothing of that kind found."""
     key = ["source_file", "source_line", "event_id"]  # the records of one OTLP batch line share file and line
     for found, column in ((attempts, "attempt"), (tools, TOOL_COLUMN)):
         if found is not None:
@@ -594,7 +595,8 @@ def with_derived(calls: pl.LazyFrame, attempts: pl.LazyFrame | None, tools: pl.L
                 .with_columns(pl.coalesce(column, "_found").alias(column))
                 .drop("_found")
             )
-    return calls
+    traced = pl.col("trace_id").is_not_null() & pl.col("span_id").is_not_null()
+    return calls.with_columns(pl.coalesce(TOOL_COLUMN, pl.when(traced).then(pl.lit(False))).alias(TOOL_COLUMN))
 
 
 def derive_telemetry(layout: Layout, telemetry: Telemetry) -> DerivedTelemetry:
@@ -658,7 +660,7 @@ def scan_staged_calls(layout: Layout) -> pl.LazyFrame:
     """Staged llm_call rows, one per event_id (event_copies dropped), attempts inferred from trace
     structure filled in."""
     calls = _first_copies(layout, scan_staged_call_files(layout))
-    # no OTLP call (the usual flat day): no join
+    # nothing derived (a flat day; OTLP calls stating their attempts and following no tool): no join
     found = {kind: None if (path := _derived(layout, kind)) is None else pl.scan_parquet(path, glob=False) for kind in ("attempts", "tools")}
     return with_derived(calls, found["attempts"], found["tools"])
 

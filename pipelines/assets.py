@@ -102,6 +102,7 @@ def staged_billing(context: dg.AssetExecutionContext, warehouse: Warehouse):
     check_specs=[
         dg.AssetCheckSpec("llm_call_schema", asset="staged_events", blocking=True, description="Pandera: StagedLlmCall"),
         dg.AssetCheckSpec("outcome_schema", asset="staged_events", blocking=True, description="Pandera: StagedOutcome"),
+        dg.AssetCheckSpec("span_schema", asset="staged_events", blocking=True, description="Pandera: StagedSpan (GenAI structure spans)"),
         dg.AssetCheckSpec("telemetry_files", asset="staged_events", blocking=True, description="No telemetry file (OTLP, gateway log) is quarantined entirely: such a file fails the run, named with its first row's reason."),
     ],
     backfill_policy=dg.BackfillPolicy.single_run(),

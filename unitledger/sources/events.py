@@ -405,8 +405,9 @@ def once_per_record(rows: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def staged_rows(raw: pl.LazyFrame) -> pl.LazyFrame:
-    """The rows of a file that staging keeps, good or bad: all but a telemetry reader's structure
-    spans and ignored records (a flat event saying `span` is a bad event type)."""
+    """The rows of a file that go through the event rules (events_problems), good or bad: all but a
+    telemetry reader's mapped structure spans and ignored records, which have outputs of their own
+    (spans_typed, ignored_records; a flat event saying `span` is a bad event type)."""
     if not _has_telemetry_fields(raw):
         return raw
     not_kept = pl.col("event_type").is_in(["span", "ignored"]) & pl.col("problem").is_null()

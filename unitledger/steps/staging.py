@@ -16,13 +16,14 @@ from datetime import date, datetime, time, timezone
 import polars as pl
 from pandera.config import ValidationDepth
 
-from schemas import StagedFocus, StagedLlmCall, StagedOutcome
+from schemas import StagedFocus, StagedLlmCall, StagedOutcome, StagedSpan
 from unitledger import months
 from unitledger.checks.validation import CheckOutcome, validate
 from unitledger.config import Settings, Telemetry
 from unitledger.layout import Layout
 from unitledger.model.quarantine import focus_held
 from unitledger.sources import events, focus
+from unitledger.sources.files import scan_dir
 from unitledger.steps.result import StepResult
 from unitledger.warehouse.manifest import read_manifest
 from unitledger.warehouse.publish import Publication, write_parquet_atomic
@@ -119,6 +120,7 @@ def stage_events(layout: Layout, telemetry: Telemetry = Telemetry()) -> StepResu
         checks = [
             validate(StagedLlmCall, events.scan_staged_calls(layout), "llm_call_schema", STAGED_DEPTH),
             validate(StagedOutcome, events.scan_staged_outcomes(layout), "outcome_schema", STAGED_DEPTH),
+            validate(StagedSpan, scan_dir(layout.staged("spans"), StagedSpan), "span_schema", STAGED_DEPTH),
         ]
     per_file = events.rows_by_file(layout, telemetry)
     checks.append(_whole_telemetry_files_quarantined(layout, per_file))

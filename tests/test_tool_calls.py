@@ -1,15 +1,17 @@
 """Tool-call overhead from trace structure: execute_tool spans staged as structure, a call right
 after one under the same parent is `after_tool_call`, and its cost lands in cost_breakdown's and
-money_breakdown's tool_cost. A tiny OTLP trace, every expectation computed by hand."""
+money_breakdown's tool_cost, and the report draws it. A tiny OTLP trace, every expectation
+computed by hand."""
 
 from __future__ import annotations
 
-from datetime import date
+import re
+from datetime import date, datetime, timezone
 from decimal import Decimal
 
 import polars as pl
 
-from unitledger.steps import daily, decisions, staging
+from unitledger.steps import daily, decisions, reconciliation, report, staging
 
 from tests.builders import focus_row, write_focus_csv
 from tests.compare import read_table
@@ -63,6 +65,11 @@ def test_a_call_after_a_tool_span_is_tool_overhead_end_to_end(layout, settings):
     # both intents: 0.45 + d1's 0.07, no labor (unlabeled); the tool overhead is c2's 0.30
     assert (money["feature_tag"], money["tool_cost"], money["total_cost"]) == ("support", Decimal("0.30"), Decimal("0.52"))
     assert money["tool_share"] == 0.30 / 0.52
+
+    # the report's "where the money goes" chart draws it: 0.30 / 0.52 = 57.69 % of the total
+    assert reconciliation.build_reconciliation(layout, settings, date(2026, 3, 1), date(2026, 3, 1)).passed
+    html = report.build_report(layout, settings, now=datetime(2026, 3, 5, tzinfo=timezone.utc)).path.read_text()
+    assert re.search(r'"name":"tool calls","orientation":"h","visible":true,"x":\[57\.69', html)
 
 
 def test_flat_events_leave_tool_overhead_unknown(layout, settings):

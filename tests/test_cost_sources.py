@@ -134,3 +134,26 @@ def test_an_estimate_in_another_currency_than_its_intents_invoice_stays_out_of_t
     assert (intent["billing_currency"], intent["token_cost"], intent["list_estimate_token_cost"]) == ("EUR", Decimal("0.50"), 0)
     assert (intent["requests"], intent["unbilled_requests"]) == (2, 1)
     assert read_table(layout, "quarantine").filter(pl.col("reason").str.contains("s-eur")).is_empty()
+
+
+def test_gateway_gap_compares_only_requests_reported_in_the_invoice_currency():
+    from schemas.types import MONEY
+    from unitledger.model.reconciliation import gateway_gap
+
+    def row(request, billed, reported, currency="USD", reported_in="USD", rows=1, model="m"):
+        return {"request_id": request, "date": D2, "provider": "p", "model": model, "billing_currency": currency,
+                "billed_cost": None if billed is None else Decimal(billed), "billing_rows": rows,
+                "gateway_reported_cost": None if reported is None else Decimal(reported), "gateway_reported_currency": reported_in}
+
+    rows = pl.DataFrame([
+        row("a", "1.00", "1.10"),
+        row("b", "2.00", "1.50", reported_in="EUR"),  # billed in USD, reported in EUR: counted, not compared
+        row("c", "3.00", None),  # no gateway figure: not in the table's sums
+        row("d", None, "0.40", rows=0),  # unbilled: its estimate is its cost, nothing to compare
+        row("e", "0", "0.05", model="free"),  # an invoice of 0: a gap with no share
+    ], schema_overrides={"billed_cost": MONEY, "gateway_reported_cost": MONEY}).lazy()
+    got = {r["model"]: r for r in gateway_gap(rows).collect().iter_rows(named=True)}
+    assert (got["m"]["requests"], got["m"]["other_currency_requests"]) == (1, 1)
+    assert (got["m"]["invoice_cost"], got["m"]["gateway_reported_cost"], got["m"]["gap"]) == (Decimal("1.00"), Decimal("1.10"), Decimal("0.10"))
+    assert got["m"]["gap_share"] == pytest.approx(0.10)
+    assert (got["free"]["gap"], got["free"]["gap_share"]) == (Decimal("0.05"), None)

@@ -92,6 +92,15 @@ def test_cost_source_per_request_and_both_figures_when_billed_and_reported(built
     assert (rows["unpriced"]["cost_source"], rows["unpriced"]["effective_cost"], rows["unpriced"]["billing_currency"]) == (None, None, None)
 
 
+def test_the_run_metadata_keeps_invoiced_and_estimated_cost_apart(built):
+    _, result = built
+    meta = result.tables["request_costs"]
+    # invoiced: g1 0.010 + g2 0.020 (USD), eur1 0.50 (EUR); estimates: g3 (gateway), old + new + eur2 (list)
+    assert {k: Decimal(v) for k, v in meta["effective_cost"].items()} == {"USD": Decimal("0.030"), "EUR": Decimal("0.50")}
+    assert {k: Decimal(v) for k, v in meta["gateway_reported_effective_cost"].items()} == {"USD": Decimal("0.00123456789")}
+    assert {k: Decimal(v) for k, v in meta["list_estimate_effective_cost"].items()} == {"USD": Decimal("0.0015") + Decimal("0.0025") * 2}
+
+
 def test_per_feature_tables_say_how_much_each_source_gave(built):
     layout, _ = built
     intents = {r["session_id"]: r for r in read_table(layout, "intent_costs").iter_rows(named=True)}

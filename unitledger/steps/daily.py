@@ -410,9 +410,12 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                     if "total_cost" in polars_schema(model):
                         meta["total_cost"] = money_total(frame, "total_cost")
                     if name == "request_costs":
-                        meta["effective_cost"] = money_total(frame, "effective_cost")
-                        meta["billed_cost"] = money_total(frame, "billed_cost")
-                        meta["allocated_effective_cost"] = money_total(frame, "allocated_effective_cost")
+                        invoiced = frame.filter(pl.col("billing_rows") > 0)  # estimates apart, labelled
+                        meta["effective_cost"] = money_total(invoiced, "effective_cost")
+                        meta["billed_cost"] = money_total(invoiced, "billed_cost")
+                        meta["allocated_effective_cost"] = money_total(invoiced, "allocated_effective_cost")
+                        for source in requests.ESTIMATED_COSTS:
+                            meta[f"{source}_effective_cost"] = money_total(frame.filter(pl.col("cost_source") == source), "effective_cost")
                     if name == "allocation_pools":
                         for part in ("allocated", "unlogged", "unmatched"):
                             meta[f"{part}_billed_cost"] = money_total(frame, f"{part}_billed_cost")

@@ -24,7 +24,9 @@ tolerance. The two references implement the pipeline's definitions independently
   DECIMAL(38,18) throughout, ratios are doubles computed from the exact sums.
 
 Stages reported: ingest (read, parse, type), validate (the pipeline's Pandera checks; the
-references have none beyond their parse rules), join (request_costs), intents (intent_costs),
+references have none beyond their parse rules), join (request_costs), allocate (the invoice
+allocation of rows without request id: the references bill per request only, so it counts in the
+pipeline's total only), intents (intent_costs),
 features (cost_per_intent, cost_per_success), breakdown (cost_breakdown, where the money goes: the
 references do not build it, so it counts in the pipeline's total only), write (publishing Parquet).
 """

@@ -17,7 +17,7 @@ from tests.builders import FOCUS_HEADER, focus_row, llm_call, outcome, write_eve
 from tests.test_ai_usage import REAL_INPUTS
 from unitledger.config import load_settings
 from unitledger.layout import Layout
-from unitledger.model.allocation import allocate_billing
+from unitledger.model.allocation import allocate_billing, has_token_rows
 from unitledger.model.requests import dedupe_calls, in_dates
 from unitledger.sources.events import scan_staged_calls
 from unitledger.sources.focus import scan_staged_focus
@@ -274,3 +274,27 @@ def test_an_unbilled_call_keeps_to_the_account_its_session_is_billed_to():
     shares, unmatched = pl.collect_all([run.tables.requests, run.tables.unmatched_models])
     assert shares.select("request_id", "billed_cost").rows() == [("us-1", D("0.02"))]  # 200 x 0.03 / 300
     assert unmatched.select("reason", "calls", "tokens").rows() == [("no_pool", 1, 100)]
+
+
+def test_without_token_rows_to_allocate_the_session_hints_change_nothing():
+    """A day billed per request only: has_token_rows is False, and allocating without the session
+    hints (the daily step's shortcut) gives the same tables as with them, unmatched_models
+    included (the unbilled call's tokens); with an aggregated token row it is True."""
+    from tests.alloc_frames import at, bill_row, call, calls, focus
+
+    per_request = focus(
+        bill_row("0.50", x_RequestId="eu-1", BillingAccountId="acct-eu", BillingCurrency="EUR"),
+        bill_row("0.20", x_RequestId="us-1"),
+    )
+    logged = calls(call("eu-1", at(10, 1), session_id="s-eu"), call("eu-2", at(10, 2), session_id="s-eu"), call("us-1", at(10, 3)))
+    assert not has_token_rows(per_request)
+    assert has_token_rows(focus(bill_row("0.03", quantity="300")))
+    tables = []
+    for hints in (True, False):
+        run = allocate_billing(per_request, logged, session_hints=hints)
+        tables.append(pl.collect_all([run.tables.requests, run.tables.pools, run.tables.unmatched_models]))
+    with_hints, without = tables
+    assert with_hints[0].is_empty() and with_hints[1].is_empty()
+    assert with_hints[2]["calls"].sum() == 1  # eu-2, billed by no row of its own: not vacuous
+    for a, b in zip(with_hints, without):
+        assert a.equals(b)

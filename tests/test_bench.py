@@ -46,6 +46,53 @@ def test_csv_and_jsonl_in_two_shards_agree_too():
     _assert_agree(report, 20_000)
 
 
+def _run(implementation: str, repeat: int, seconds: float, **timings: float) -> bench.Run:
+    return bench.Run(implementation, timings, seconds, peak_rss=1, repeat=repeat)
+
+
+def test_rounds_alternate_their_order_so_no_side_always_runs_first():
+    impls = ("pipeline", "duckdb", "pandas")
+    assert [bench.run_order(impls, k) for k in range(3)] == [impls, ("pandas", "duckdb", "pipeline"), impls]
+
+
+def test_ratios_are_taken_per_round_then_summarised():
+    # Fake timings: the machine slows down by 3x in round 1; each round's pair shares it, so the
+    # per-round ratios stay 0.5 / 0.6 / 0.4, where a ratio of the medians would mix rounds.
+    runs = [
+        _run("pipeline", 0, 10.0, join=2.0, intents=1.0, features=1.0),
+        _run("duckdb", 0, 20.0, join=2.0, intents=2.0, features=1.0),
+        _run("duckdb", 1, 60.0, join=6.0, intents=6.0, features=3.0),
+        _run("pipeline", 1, 36.0, join=6.0, intents=3.0, features=3.0),
+        _run("pipeline", 2, 8.0, join=1.0, intents=1.0, features=1.0),
+        _run("duckdb", 2, 20.0, join=4.0, intents=2.0, features=2.0),
+        _run("pandas", 2, 40.0, join=4.0),  # a reference of one round only
+    ]
+    total = bench.paired_ratios(runs, "pipeline", "duckdb")
+    assert (total.median, total.low, total.high, total.pairs) == (0.5, 0.4, 0.6, 3)
+    assert str(total) == "0.50 (0.40-0.60)"
+    intents = bench.paired_ratios(runs, "pipeline", "duckdb", "intents")
+    assert (intents.median, intents.low, intents.high) == (0.5, 0.5, 0.5)
+    core = bench.paired_ratios(runs, "pipeline", "duckdb", "core")  # join + intents + features: 4/5, 12/15, 3/8
+    assert core.median == pytest.approx(0.8) and core.low == pytest.approx(0.375) and core.pairs == 3
+    one = bench.paired_ratios(runs, "pipeline", "pandas")
+    assert (one.median, one.pairs, str(one)) == (0.2, 1, "0.20")
+    assert bench.paired_ratios(runs, "pipeline", "pandas", "features") is None  # pandas took no time there
+    assert bench.paired_ratios(runs, "pipeline", "nothing") is None
+
+
+def test_the_report_names_machine_commit_load_and_per_round_ratios():
+    report = bench.Report(
+        requests=10, fmt="parquet", day=bench.DEFAULT_DAY, input_rows={"focus": 25, "events": 20}, generate_seconds=1.0,
+        runs=[_run("pipeline", 0, 1.0, join=0.5), _run("duckdb", 0, 2.0, join=0.5), _run("duckdb", 1, 4.0, join=1.0), _run("pipeline", 1, 3.0, join=1.0)],
+        table_rows={"pipeline": {"request_costs": 10}}, commit="abc1234", load_before=(1.0, 2.0, 3.0), load_after=(4.0, 5.0, 6.0),
+    )  # fmt: skip
+    text = bench.format_report(report)
+    assert "commit abc1234" in text and "1.00/2.00/3.00 before, 4.00/5.00/6.00 after" in text
+    assert "CPU " in text and " cores" in text
+    total = next(line for line in text.splitlines() if line.startswith("total "))
+    assert total.split()[1:] == ["2.00", "3.00", "0.62", "(0.50-0.75)"]  # medians 2.0 and 3.0; ratios 0.5 and 0.75
+
+
 def _per_intent_row(**changes) -> pl.LazyFrame:
     row = {
         "date": date(2026, 3, 2), "feature_tag": "support_chat", "model_version": "m-1", "prompt_version": "v1",

@@ -189,6 +189,28 @@ def test_duplicate_events_count_once_and_latest_label_wins():
     assert row["total_cost"] == Decimal("7.25")
 
 
+def test_latest_label_ties_are_broken_by_event_id_then_file_then_line():
+    # Same instant: the largest event_id wins ("o9" > "o10" as text); same event id and time in two
+    # files: the larger file name; same file: the larger line. Each session's winner is unique.
+    rows = [
+        ("a", "o9", "ev.jsonl", 1, True), ("a", "o10", "ev.jsonl", 2, False), ("a", "o1", "ev.jsonl", 3, True),
+        ("b", "o1", "z.jsonl", 1, False), ("b", "o1", "a.jsonl", 9, True),
+        ("c", "o1", "ev.jsonl", 7, False), ("c", "o1", "ev.jsonl", 12, True),
+        ("d", "o1", "ev.jsonl", 1, True), ("d", "o0", "ev.jsonl", 2, False),
+    ]  # fmt: skip
+    outcomes = pl.DataFrame(
+        {
+            "session_id": [r[0] for r in rows], "event_id": [r[1] for r in rows], "source_file": [r[2] for r in rows],
+            "source_line": [r[3] for r in rows], "success": [r[4] for r in rows], "escalated": [False] * len(rows),
+            # d: the later label wins whatever its event id
+            "timestamp": [at(13) if r[0] == "d" and r[1] == "o0" else at(12) for r in rows],
+        },
+        schema_overrides={"timestamp": TIMESTAMP, "source_line": pl.Int64},
+    ).lazy()  # fmt: skip
+    latest = latest_outcomes(outcomes).collect().sort("session_id")
+    assert latest.select("session_id", "success").rows() == [("a", True), ("b", False), ("c", True), ("d", False)]
+
+
 def test_match_status_and_dates_of_each_side():
     calls = [
         {"request_id": "both", "session_id": "s1", "timestamp": at(23, 59)},

@@ -599,14 +599,27 @@ def classify_for_allocation(billing: pl.LazyFrame, settings: Allocation = Alloca
     )
 
 
-def allocate_billing(billing: pl.LazyFrame, calls: pl.LazyFrame, settings: Allocation = Allocation()) -> BillingAllocation:
+def allocate_billing(
+    billing: pl.LazyFrame, calls: pl.LazyFrame, settings: Allocation = Allocation(), session_hints: bool = True
+) -> BillingAllocation:
     """The one place the pipeline allocates: staged FOCUS rows (`billing`, with and without
     x_RequestId, of whole days) and the calls of the same days (deduplicated, one row per request)
     in; token rows without a request id allocated to the calls' tokens, minus the (request, token
-    type) pairs the requests' own rows bill exactly."""
+    type) pairs the requests' own rows bill exactly. `session_hints=False` skips
+    with_session_accounts: right only when `billing` has no token row to allocate (see
+    has_token_rows), where account hints steer nothing (they choose among pools; unmatched_models
+    does not use them) and finding them joins every billed request to its session."""
     classified = classify_for_allocation(billing, settings).cache()
-    tokens = call_tokens(with_session_accounts(calls, billing), settings, exact_token_coverage(billing, settings))
+    hinted = with_session_accounts(calls, billing) if session_hints else calls
+    tokens = call_tokens(hinted, settings, exact_token_coverage(billing, settings))
     return BillingAllocation(classified, allocate(classified, tokens, settings))
+
+
+def has_token_rows(billing: pl.LazyFrame, settings: Allocation = Allocation()) -> bool:
+    """Whether `billing` holds a token row without request id to allocate (a usage_class "token"
+    row of classify_for_allocation): a day billed per request has none."""
+    token_rows = classify_for_allocation(billing, settings).filter(pl.col("usage_class") == "token").select(pl.len())
+    return token_rows.collect(optimizations=optimizations()).item() > 0
 
 
 def with_session_accounts(calls: pl.LazyFrame, billing: pl.LazyFrame) -> pl.LazyFrame:

@@ -57,6 +57,12 @@ def cost_per_success_sums(intents: pl.LazyFrame, grain: list[str] = GRAIN) -> pl
     """Numerators, denominators and moments of cost_per_success per grain (labeled intents only)."""
     labeled = pl.col("outcome") != "unlabeled"
     success = pl.col("outcome") == "success"
+
+    def sum_where(condition: pl.Expr, value: pl.Expr) -> pl.Expr:
+        # Nulls where the condition fails, summed (an empty sum is 0): about half the time of
+        # filtering each group's values first.
+        return pl.when(condition).then(value).sum()
+
     return (
         intents.group_by(grain)
         .agg(
@@ -65,13 +71,13 @@ def cost_per_success_sums(intents: pl.LazyFrame, grain: list[str] = GRAIN) -> pl
             successes=success.sum().cast(pl.Int64),
             failures=(pl.col("outcome") == "failure").sum().cast(pl.Int64),
             escalations=(labeled & pl.col("escalated").fill_null(False)).sum().cast(pl.Int64),
-            token_cost=pl.col("token_cost").filter(labeled).sum(),
-            allocated_token_cost=pl.col("allocated_token_cost").filter(labeled).sum(),
-            **{c: pl.col(c).filter(labeled).sum() for c in ESTIMATED_COSTS.values()},
-            labor_cost=pl.col("labor_cost").filter(labeled).sum(),
-            total_cost=pl.col("total_cost").filter(labeled).sum(),
-            success_total_cost=pl.col("total_cost").filter(success).sum(),
-            total_cost_sq=(pl.col("total_cost").cast(pl.Float64) ** 2).filter(labeled).sum(),
+            token_cost=sum_where(labeled, pl.col("token_cost")),
+            allocated_token_cost=sum_where(labeled, pl.col("allocated_token_cost")),
+            **{c: sum_where(labeled, pl.col(c)) for c in ESTIMATED_COSTS.values()},
+            labor_cost=sum_where(labeled, pl.col("labor_cost")),
+            total_cost=sum_where(labeled, pl.col("total_cost")),
+            success_total_cost=sum_where(success, pl.col("total_cost")),
+            total_cost_sq=sum_where(labeled, pl.col("total_cost").cast(pl.Float64) ** 2),
         )
         .with_columns(
             _money_only_when_billed(["token_cost", "allocated_token_cost", *ESTIMATED_COSTS.values(), "labor_cost", "total_cost", "success_total_cost", "total_cost_sq"])

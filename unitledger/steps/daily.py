@@ -39,7 +39,7 @@ from schemas.decisions import CostBreakdown
 from schemas.reconciliation import GatewayGap
 from unitledger.layout import Layout
 from unitledger.model import intents, requests
-from unitledger.model.allocation import allocate_billing, allocated_by_day, allocated_by_request
+from unitledger.model.allocation import allocate_billing, allocated_by_day, allocated_by_request, has_token_rows
 from unitledger.model.allocation import optimizations as allocation_optimizations
 from unitledger.model.features import cost_per_intent, cost_per_success
 from unitledger.model.quarantine import calls_held, focus_held
@@ -86,6 +86,7 @@ _BILLED = {
 }  # fmt: skip
 
 _INTENT_DAYS = {"session_id": pl.String, "call_date": pl.Date, "intent_date": pl.Date}
+_INTENT_KEY = {"session_id": pl.String, "intent_date": pl.Date}
 
 
 def one_of(column: str, values: pl.Series) -> pl.Expr:
@@ -349,9 +350,14 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 )
                 beyond.append(beyond_bound_calls)
                 mixed.append(two_currencies)
-                kept = in_run.join(two_currencies.lazy(), on=["session_id", "intent_date"], how="anti")
-                # The guard behind the quarantine: no intent kept has two currencies.
-                unguarded.append(intents.mixed_currency_intents(kept).select("session_id", "intent_date").collect())
+                if two_currencies.is_empty():
+                    # Nothing held back: the intents kept are in_run, whose guard (below) is the
+                    # query just run, which found none.
+                    kept = in_run
+                else:
+                    kept = in_run.join(two_currencies.lazy(), on=["session_id", "intent_date"], how="anti")
+                    # The guard behind the quarantine: no intent kept has two currencies.
+                    unguarded.append(intents.mixed_currency_intents(kept).select("session_id", "intent_date").collect())
                 sessions = kept.select("session_id").unique()
                 outcomes = intents.latest_outcomes(all_outcomes.join(sessions, on="session_id", how="semi"))
                 spills["intent_costs"].sink(intents.intent_costs(kept, outcomes, settings.labor_table(), start, end), part=bucket)
@@ -395,7 +401,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                     # Every date read, lookaround days too: the shares of a pool's calls are all there.
                     checks.append(allocation_conservation_check(spills[name].scan(polars_schema(model)), by_day))
                 if name == "intent_costs":
-                    checks.append(single_currency_outcome(pl.concat(unguarded)))
+                    checks.append(single_currency_outcome(pl.concat(unguarded) if unguarded else pl.DataFrame(schema=_INTENT_KEY)))
                 result.checks[name] = checks
             result.checks["request_costs"].append(validate(Quarantine, held.scan(polars_schema(Quarantine)).select(list(polars_schema(Quarantine))), "quarantine_schema"))
             result.warnings["request_costs"] = [_late_billing_outcome(late, bounds)]
@@ -456,7 +462,8 @@ def allocate_days(
     lo, hi = requests.with_lookaround(read.start, read.end + read.S)
     billing = requests.without_request_conflicts(scan_staged_focus(layout).filter(in_dates("charge_date", lo, hi)))
     calls = requests.dedupe_calls(read.calls_between(lo, hi))
-    run = allocate_billing(billing, calls, settings.allocation)
+    # A day billed per request has no token row to allocate: the session hints are skipped.
+    run = allocate_billing(billing, calls, settings.allocation, session_hints=has_token_rows(billing, settings.allocation))
     dates = calls.select("request_id", date=pl.col("call_date"))
     pl.collect_all(
         [

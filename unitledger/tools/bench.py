@@ -24,7 +24,9 @@ tolerance. The two references implement the pipeline's definitions independently
   DECIMAL(38,18) throughout, ratios are doubles computed from the exact sums.
 
 Stages reported: ingest (read, parse, type), validate (the pipeline's Pandera checks; the
-references have none beyond their parse rules), join (request_costs), intents (intent_costs),
+references have none beyond their parse rules), join (request_costs), allocate (the invoice
+allocation of rows without request id: the references bill per request only, so it counts in the
+pipeline's total only), intents (intent_costs),
 features (cost_per_intent, cost_per_success), breakdown (cost_breakdown, where the money goes: the
 references do not build it, so it counts in the pipeline's total only), write (publishing Parquet).
 """
@@ -50,7 +52,8 @@ import polars as pl
 
 from unitledger.model.requests import ESTIMATED_COSTS
 
-STAGES = ("ingest", "validate", "join", "intents", "features", "breakdown", "write")
+STAGES = ("ingest", "validate", "join", "allocate", "intents", "features", "breakdown", "write")
+CORE = ("join", "intents", "features")  # the transforms all three implementations share
 IMPLEMENTATIONS = ("pipeline", "duckdb", "pandas")
 TABLES = ("request_costs", "intent_costs", "cost_per_intent", "cost_per_success")
 GRAIN = ["date", "feature_tag", "model_version", "prompt_version", "billing_currency"]
@@ -70,6 +73,54 @@ class Run:
     timings: dict[str, float]
     seconds: float
     peak_rss: int  # bytes
+    repeat: int = 0  # which round of the interleaved runs: its runs form one pair per two implementations
+
+    def stage_seconds(self, stage: str | None) -> float:
+        """A stage's seconds (None: the whole run; CORE's name "core": join + intents + features)."""
+        if stage is None:
+            return self.seconds
+        if stage == "core":
+            return sum(self.timings.get(s, 0.0) for s in CORE)
+        return self.timings.get(stage, 0.0)
+
+
+@dataclass
+class Spread:
+    """A ratio over the interleaved pairs: median, lowest and highest, and how many pairs."""
+
+    median: float
+    low: float
+    high: float
+    pairs: int
+
+    def __str__(self) -> str:
+        if self.pairs == 1:
+            return f"{self.median:.2f}"
+        return f"{self.median:.2f} ({self.low:.2f}-{self.high:.2f})"
+
+
+def run_order(implementations: tuple[str, ...], repeat: int) -> tuple[str, ...]:
+    """The order of round `repeat`: as given, then reversed, alternately (A B, B A, A B, ...), so
+    that neither side of a pair always runs first (warm page cache, the machine's drift)."""
+    return implementations if repeat % 2 == 0 else tuple(reversed(implementations))
+
+
+def paired_ratios(runs: list[Run], numerator: str, denominator: str, stage: str | None = None) -> Spread | None:
+    """`numerator`'s seconds over `denominator`'s, one ratio per round in which both ran (each pair
+    ran back to back, so a slow minute of the shared machine hits both sides): their median and
+    spread. None when no round has both, or the denominator took no time."""
+    by_round: dict[int, dict[str, Run]] = {}
+    for run in runs:
+        by_round.setdefault(run.repeat, {})[run.implementation] = run
+    ratios = []
+    for pair in by_round.values():
+        if numerator in pair and denominator in pair:
+            below = pair[denominator].stage_seconds(stage)
+            if below > 0:
+                ratios.append(pair[numerator].stage_seconds(stage) / below)
+    if not ratios:
+        return None
+    return Spread(statistics.median(ratios), min(ratios), max(ratios), len(ratios))
 
 
 @dataclass
@@ -83,13 +134,19 @@ class Report:
     disagreements: list[str] = field(default_factory=list)
     table_rows: dict[str, dict[str, int]] = field(default_factory=dict)  # implementation → table → rows
 
+    commit: str = ""  # the code measured (git describe of the checkout; "+dirty" with uncommitted changes)
+    load_before: tuple[float, ...] = ()  # the machine's 1/5/15-minute load averages before and after the runs
+    load_after: tuple[float, ...] = ()
+
     def median(self, implementation: str, stage: str | None = None) -> float:
-        """Median over repeats of a stage's seconds (None: the whole run)."""
-        runs = [r for r in self.runs if r.implementation == implementation]
-        return statistics.median(r.seconds if stage is None else r.timings.get(stage, 0.0) for r in runs)
+        """Median over repeats of a stage's seconds (None: the whole run; "core": join + intents + features)."""
+        return statistics.median(r.stage_seconds(stage) for r in self.runs if r.implementation == implementation)
 
     def median_rss(self, implementation: str) -> float:
         return statistics.median(r.peak_rss for r in self.runs if r.implementation == implementation)
+
+    def max_rss(self, implementation: str) -> int:
+        return max(r.peak_rss for r in self.runs if r.implementation == implementation)
 
     @property
     def implementations(self) -> list[str]:
@@ -108,10 +165,11 @@ def run_benchmark(
     shard_requests: int = SHARD_REQUESTS,
     done=None,
 ) -> Report:
-    """Generate one day of `requests` requests, run each implementation `repeat` times on it, and
-    compare their tables. The temporary data root is removed afterwards. `log(text)` gets what
-    starts, `done(text)` each finished step (default: log): the generation, every run, the
-    comparison (2 + repeat × implementations steps)."""
+    """Generate one day of `requests` requests, run each implementation `repeat` times on it,
+    interleaved (one round runs every implementation back to back, in run_order), and compare their
+    tables. The temporary data root is removed afterwards. `log(text)` gets what starts,
+    `done(text)` each finished step (default: log): the generation, every run, the comparison
+    (2 + repeat × implementations steps)."""
     done = done or log
     from unitledger.config import load_settings
 
@@ -132,15 +190,18 @@ def run_benchmark(
             day=day,
             input_rows=json.loads(result_file.read_text()),
             generate_seconds=time.perf_counter() - began,
+            commit=git_commit(),
+            load_before=os.getloadavg(),
         )
         done(f"generated {report.input_rows['focus']:,} FOCUS rows, {report.input_rows['events']:,} events in {report.generate_seconds:.1f} s")
         for k in range(repeat):
-            for implementation in implementations:
+            for implementation in run_order(implementations, k):
                 out_dir = root / "out" / implementation
                 shutil.rmtree(out_dir, ignore_errors=True)
                 if implementation == "pipeline":  # staging is incremental: start from an empty warehouse
                     shutil.rmtree(data_dir / "warehouse", ignore_errors=True)
                 run = _run_in_subprocess(implementation, data_dir, day, out_dir, settings_path)
+                run.repeat = k
                 report.runs.append(run)
                 done(f"run {k + 1}/{repeat} {implementation}: {run.seconds:.2f} s, peak RSS {run.peak_rss / 2**20:,.0f} MiB")
             if k == 0:
@@ -151,6 +212,7 @@ def run_benchmark(
                     for i, tables in results.items()
                 }
                 done(f"compared the tables: {'they agree' if not report.disagreements else 'THEY DISAGREE'}")
+        report.load_after = os.getloadavg()
         return report
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -1186,7 +1248,9 @@ def add_command(sub) -> None:
     p = sub.add_parser("bench", help="time the pipeline against DuckDB SQL and pandas on one generated day")
     p.add_argument("--requests", type=int, required=True, help="requests in the generated day (about 2.5 FOCUS rows each)")
     p.add_argument("--format", choices=sorted(EVENTS_FORMAT), default="parquet", help="landing files: FOCUS csv + events jsonl, or both parquet")
-    p.add_argument("--repeat", type=int, default=1, help="runs per implementation; the table shows medians")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="rounds: each runs every implementation back to back (order alternating); the table shows "
+                   "medians and per-round ratios pipeline/reference, median (min-max)")
     p.add_argument("--day", type=date.fromisoformat, default=DEFAULT_DAY, help=f"the generated day (default {DEFAULT_DAY})")
     p.add_argument("--implementations", default=",".join(IMPLEMENTATIONS), help="comma-separated subset of pipeline,duckdb,pandas")
     p.add_argument("--work-dir", type=Path, help="where the temporary data root goes (default: the system temp folder)")
@@ -1248,38 +1312,59 @@ def machine() -> str:
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    return f"{os.cpu_count()} cores ({cpu}), {memory / 2**30:.1f} GiB RAM, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return f"CPU {cpu}, {os.cpu_count()} cores, {memory / 2**30:.1f} GiB RAM, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def git_commit() -> str:
+    """The checkout's commit (short hash, "+dirty" with uncommitted changes to tracked files), or
+    "unknown" outside a git checkout: every figure names the code that produced it."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty.strip() else "")
 
 
 def format_report(report: Report) -> str:
+    """Medians per implementation and stage, then per-pair ratios (pipeline over each reference,
+    one per round: median and min-max over the rounds), peak memory, the machine and its load."""
     impls = report.implementations
     rows_in = report.input_rows["focus"] + report.input_rows["events"]
     repeats = len([r for r in report.runs if r.implementation == impls[0]]) if impls else 0
-    header = ["stage (s)", *impls, *[f"pipeline/{i}" for i in impls if i != "pipeline" and "pipeline" in impls]]
+    references = [i for i in impls if i != "pipeline"] if "pipeline" in impls else []
+    header = ["stage (s)", *impls, *[f"pipeline/{i}" for i in references]]
     table: list[list[str]] = []
-
-    def add(label: str, values: dict[str, float], fmt: str = "{:.2f}") -> None:
-        cells = [fmt.format(values[i]) for i in impls]
-        if "pipeline" in impls:
-            cells += [f"{values['pipeline'] / values[i]:.2f}" if values[i] else "-" for i in impls if i != "pipeline"]
-        table.append([label, *cells])
-
-    for stage in STAGES:
-        add(stage, {i: report.median(i, stage) for i in impls})
-    add("join+intents+features", {i: sum(report.median(i, s) for s in ("join", "intents", "features")) for i in impls})
-    add("total", {i: report.median(i) for i in impls})
-    add("rows/s", {i: rows_in / report.median(i) for i in impls}, "{:,.0f}")
-    add("peak RSS (MiB)", {i: report.median_rss(i) / 2**20 for i in impls}, "{:,.0f}")
+    labels = [*STAGES, "core", None]
+    names = {"core": "join+intents+features", None: "total"}
+    for stage in labels:
+        cells = [f"{report.median(i, stage):.2f}" for i in impls]
+        cells += [str(paired_ratios(report.runs, "pipeline", i, stage) or "-") for i in references]
+        table.append([names.get(stage, stage), *cells])
+    table.append(["rows/s", *[f"{rows_in / report.median(i):,.0f}" for i in impls], *["" for _ in references]])
+    table.append(["peak RSS (MiB)", *[f"{report.median_rss(i) / 2**20:,.0f}" for i in impls], *["" for _ in references]])
+    table.append(["peak RSS max (MiB)", *[f"{report.max_rss(i) / 2**20:,.0f}" for i in impls], *["" for _ in references]])
     widths = [max(len(r[c]) for r in [header, *table]) for c in range(len(header))]
+
+    def load(values: tuple[float, ...]) -> str:
+        return "/".join(f"{v:.2f}" for v in values) if values else "?"
+
     lines = [
-        f"unitledger bench --requests {report.requests} --format {report.fmt} --repeat {repeats}",
-        f"machine: {machine()}",
+        f"unitledger bench --requests {report.requests} --format {report.fmt} --repeat {repeats} "
+        f"--implementations {','.join(impls)}   (commit {report.commit or 'unknown'})",
+        f"machine: {machine()}; load average (1/5/15 min) {load(report.load_before)} before, {load(report.load_after)} after",
         f"input: {report.input_rows['focus']:,} FOCUS rows + {report.input_rows['events']:,} events "
-        f"({report.fmt}, day {report.day}); medians of {repeats} run(s); generated in {report.generate_seconds:.1f} s",
+        f"({report.fmt}, day {report.day}); generated in {report.generate_seconds:.1f} s",
+        f"seconds: medians of {repeats} run(s) each; ratios: one per round of back-to-back runs (order alternating), "
+        "median (min-max) over the rounds",
         "",
         "  ".join(h.ljust(w) if c == 0 else h.rjust(w) for c, (h, w) in enumerate(zip(header, widths))),
     ]
     lines += ["  ".join(v.ljust(w) if c == 0 else v.rjust(w) for c, (v, w) in enumerate(zip(row, widths))) for row in table]
+    if "pipeline" in impls:
+        validate, total = report.median("pipeline", "validate"), report.median("pipeline")
+        lines.append(f"validation: {100 * validate / total:.1f} % of the pipeline's day (medians)")
     lines.append("")
     if report.disagreements:
         lines.append("RESULTS DISAGREE:")

@@ -102,6 +102,8 @@ def staged_billing(context: dg.AssetExecutionContext, warehouse: Warehouse):
     check_specs=[
         dg.AssetCheckSpec("llm_call_schema", asset="staged_events", blocking=True, description="Pandera: StagedLlmCall"),
         dg.AssetCheckSpec("outcome_schema", asset="staged_events", blocking=True, description="Pandera: StagedOutcome"),
+        dg.AssetCheckSpec("span_schema", asset="staged_events", blocking=True, description="Pandera: StagedSpan (GenAI structure spans)"),
+        dg.AssetCheckSpec("telemetry_files", asset="staged_events", blocking=True, description="No telemetry file (OTLP, gateway log) is quarantined entirely: such a file fails the run, named with its first row's reason."),
     ],
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="warehouse",
@@ -124,6 +126,7 @@ _DAILY_SPECS = [
     table_spec("cost_per_intent", deps=["intent_costs"], group_name="daily"),
     table_spec("cost_per_success", deps=["intent_costs"], group_name="daily"),
     table_spec("cost_breakdown", deps=["request_costs", "intent_costs"], group_name="daily"),
+    table_spec("gateway_gap", deps=["request_costs"], group_name="daily"),
 ]
 _DAILY_CHECKS = [
     dg.AssetCheckSpec("schema", asset=spec.key, blocking=True, description=f"Pandera: {daily.DAILY_TABLES[spec.key.path[-1]].__name__}")
@@ -135,6 +138,7 @@ _DAILY_CHECKS = [
     dg.AssetCheckSpec("single_currency", asset="intent_costs", blocking=True, description="No intent is billed in two currencies (such intents are quarantined first)."),
     dg.AssetCheckSpec("late_billing", asset="request_costs", description="Warns when FOCUS rows are billed further than pipeline.billing_delay_days from their request (quarantined)."),
     dg.AssetCheckSpec("session_bound", asset="intent_costs", description="Warns when calls are more than pipeline.session_days after their session's first call (in no intent)."),
+    dg.AssetCheckSpec("gateway_gap", asset="gateway_gap", description="Warns when a gateway's reported cost of billed requests differs from the invoice by more than reconciliation.gateway_gap_warn, per provider and model."),
 ]
 
 

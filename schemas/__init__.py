@@ -4,12 +4,13 @@ The pipeline validates with these models and the data dictionary (`unitledger ta
 docs/data-dictionary.md) is generated from them, so the two cannot drift.
 """
 
-from schemas.events import StagedEvaluation, StagedLlmCall, StagedOutcome
+from schemas.events import IgnoredRecord, StagedEvaluation, StagedLlmCall, StagedOutcome, StagedSpan
 from schemas.focus import StagedFocus
 from schemas.outputs import CostPerIntent, CostPerSuccess, IntentCosts, Quarantine, RequestCosts
 
 __all__ = [
     "CostPerIntent",
+    "IgnoredRecord",
     "CostPerSuccess",
     "IntentCosts",
     "Quarantine",
@@ -18,4 +19,5 @@ __all__ = [
     "StagedFocus",
     "StagedLlmCall",
     "StagedOutcome",
+    "StagedSpan",
 ]

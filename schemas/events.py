@@ -43,6 +43,7 @@ class StagedLlmCall(pa.DataFrameModel):
     reasoning_output_tokens: pl.Int64 = pa.Field(nullable=True, ge=0, description="Reasoning tokens, already counted in output_tokens.")
     reported_cost: MONEY = pa.Field(nullable=True, description="Cost the gateway reported for the call (cost_source gateway_reported): LiteLLM's and Helicone's estimates, what OpenRouter charged.")
     reported_currency: str = pa.Field(nullable=True, description="ISO 4217 currency of reported_cost.")
+    after_tool_call: bool = pa.Field(nullable=True, description="The call sends tool results back to the model (model.telemetry.after_tool_calls: the span before it under the same parent in its trace is an execute_tool span); null without a trace (flat events, gateway logs). Staged null and derived across files, as attempt.")
 
     class Config:
         strict = True
@@ -87,6 +88,38 @@ class StagedEvaluation(pa.DataFrameModel):
     evaluation_score_value: str = pa.Field(nullable=True, description="gen_ai.evaluation.score.value as text.")
     evaluation_score_label: str = pa.Field(nullable=True, description="gen_ai.evaluation.score.label, e.g. pass / fail.")
     source_format: str = pa.Field(isin=list(SOURCE_FORMATS), description="Format the result came in (otlp).")
+
+    class Config:
+        strict = True
+
+
+class StagedSpan(pa.DataFrameModel):
+    """One GenAI structure span of an OTLP trace (invoke_agent, execute_tool, create_agent, ...: a
+    gen_ai.operation.name that is no model call). Never a call or a cost: staged so that a call's
+    place in its trace can be read (model.telemetry.after_tool_calls)."""
+
+    source_file: str = pa.Field(description="Landing file the span came from (otlp/... or events/...).")
+    source_line: pl.Int64 = pa.Field(ge=1, description="Line of the OTLP batch holding it.")
+    event_id: str = pa.Field(description="The span id (an id seen twice counts once).")
+    timestamp: _TS = pa.Field(description="startTimeUnixNano, UTC.")
+    trace_id: str = pa.Field(description="Trace id (32 lowercase hex digits).")
+    span_id: str = pa.Field(description="Span id (16 lowercase hex digits).")
+    parent_span_id: str = pa.Field(nullable=True, description="Parent span id; null for a root span.")
+    operation: str = pa.Field(description="gen_ai.operation.name, e.g. execute_tool, invoke_agent.")
+    tool_name: str = pa.Field(nullable=True, description="gen_ai.tool.name of an execute_tool span.")
+    source_format: str = pa.Field(isin=list(SOURCE_FORMATS), description="Format it came in (otlp).")
+
+    class Config:
+        strict = True
+
+
+class IgnoredRecord(pa.DataFrameModel):
+    """A record of a telemetry file that is neither a GenAI call, structure span nor evaluation
+    result (an HTTP or database span, another log record): nothing to stage, counted per file so
+    the run can say a file held no GenAI records rather than fail or stay silent."""
+
+    source_file: str = pa.Field(description="Landing file the record came from.")
+    source_line: pl.Int64 = pa.Field(ge=1, description="Line of the OTLP batch holding it.")
 
     class Config:
         strict = True

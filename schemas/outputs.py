@@ -25,15 +25,15 @@ class RequestCosts(pa.DataFrameModel):
     model_version: str = pa.Field(nullable=True, description="Model version: telemetry's, else FOCUS x_ModelVersion.")
     prompt_version: str = pa.Field(nullable=True, description="Prompt version: telemetry's, else FOCUS x_PromptVersion.")
     billing_account_id: str = pa.Field(nullable=True, description="FOCUS BillingAccountId; null for telemetry-only requests.")
-    billing_currency: str = pa.Field(nullable=True, isin=_CURRENCIES, description="ISO 4217 currency of every money column of the row; null when nothing was billed.")
-    billed_cost: _MONEY = pa.Field(nullable=True, description="Sum of FOCUS BilledCost of the request's rows plus its allocated shares (billing_currency); null for telemetry-only.")
-    effective_cost: _MONEY = pa.Field(nullable=True, description="Sum of FOCUS EffectiveCost of the request's rows plus its allocated shares (billing_currency): the cost basis of unit economics; null for telemetry-only.")
-    list_cost: _MONEY = pa.Field(nullable=True, description="Sum of FOCUS ListCost of the request's rows plus its allocated shares (billing_currency); null for telemetry-only.")
+    billing_currency: str = pa.Field(nullable=True, isin=_CURRENCIES, description="ISO 4217 currency of the cost columns (billed_cost … allocated_list_cost) of the row: the invoice's, else the estimate's (cost_source gateway_reported, list_estimate); null when nothing billed or estimated it.")
+    billed_cost: _MONEY = pa.Field(nullable=True, description="Sum of FOCUS BilledCost of the request's rows plus its allocated shares (billing_currency); for an unbilled call, its estimate (cost_source gateway_reported or list_estimate); null when neither.")
+    effective_cost: _MONEY = pa.Field(nullable=True, description="Sum of FOCUS EffectiveCost of the request's rows plus its allocated shares (billing_currency): the cost basis of unit economics; for an unbilled call, its estimate (cost_source says which); null when neither.")
+    list_cost: _MONEY = pa.Field(nullable=True, description="Sum of FOCUS ListCost of the request's rows plus its allocated shares (billing_currency); for an unbilled call, its estimate; null when neither.")
     billing_rows: pl.Int64 = pa.Field(ge=0, description="FOCUS rows billed to the request: its own x_RequestId rows plus the aggregated AI rows it has an allocated share of.")
-    cost_source: str = pa.Field(nullable=True, isin=list(COST_SOURCES), description="Provenance of the cost: invoice_request (the request's own x_RequestId rows; any allocated part is in the allocated_* columns, for the token types those rows do not bill), invoice_allocated (only shares of aggregated AI bill rows, allocated by token share: docs/allocation.md); null when nothing billed it (gateway_reported and list_estimate are reserved for estimates from telemetry).")
-    allocated_billed_cost: _MONEY = pa.Field(nullable=True, description="Part of billed_cost allocated from aggregated AI bill rows (0 when none); null for telemetry-only.")
-    allocated_effective_cost: _MONEY = pa.Field(nullable=True, description="Part of effective_cost allocated from aggregated AI bill rows (0 when none); null for telemetry-only.")
-    allocated_list_cost: _MONEY = pa.Field(nullable=True, description="Part of list_cost allocated from aggregated AI bill rows (0 when none); null for telemetry-only.")
+    cost_source: str = pa.Field(nullable=True, isin=list(COST_SOURCES), description="Provenance of the cost: invoice_request (the request's own x_RequestId rows; any allocated part is in the allocated_* columns, for the token types those rows do not bill), invoice_allocated (only shares of aggregated AI bill rows, allocated by token share: docs/allocation.md); for a call no invoice billed: gateway_reported (the gateway's reported cost), else list_estimate (its tokens at the [telemetry] list prices valid on its date); null when none of these.")
+    allocated_billed_cost: _MONEY = pa.Field(nullable=True, description="Part of billed_cost allocated from aggregated AI bill rows (0 when none, and for estimates); null when the cost is.")
+    allocated_effective_cost: _MONEY = pa.Field(nullable=True, description="Part of effective_cost allocated from aggregated AI bill rows (0 when none, and for estimates); null when the cost is.")
+    allocated_list_cost: _MONEY = pa.Field(nullable=True, description="Part of list_cost allocated from aggregated AI bill rows (0 when none, and for estimates); null when the cost is.")
     input_tokens: pl.Int64 = pa.Field(nullable=True, ge=0, description="Telemetry input tokens (cache reads and writes included).")
     output_tokens: pl.Int64 = pa.Field(nullable=True, ge=0, description="Telemetry output tokens.")
     cache_read_input_tokens: pl.Int64 = pa.Field(nullable=True, ge=0, description="Telemetry cache-read input tokens.")
@@ -41,9 +41,18 @@ class RequestCosts(pa.DataFrameModel):
     attempt: pl.Int64 = pa.Field(nullable=True, ge=1, description="1 for a first try, 2+ for a retry.")
     status: str = pa.Field(nullable=True, isin=["ok", "error"], description="Call status: ok or error.")
     match_status: str = pa.Field(isin=list(MATCH_STATUSES), description="matched (billed: own rows or allocated shares), billing_only (no telemetry) or telemetry_only (no billing).")
+    gateway_reported_cost: _MONEY = pa.Field(nullable=True, description="Cost the gateway reported for the call (LiteLLM spend, OpenRouter total_cost, Helicone cost), in gateway_reported_currency, whatever billed it: beside the invoice's cost of a billed request (the invoice wins for cost; the gap per provider and model is in gateway_gap), the request's cost when nothing billed it (cost_source gateway_reported). Null when no gateway reported one.")
+    gateway_reported_currency: str = pa.Field(nullable=True, isin=_CURRENCIES, description="ISO 4217 currency of gateway_reported_cost.")
+    after_tool_call: bool = pa.Field(nullable=True, description="The call sends tool results back to the model: in its trace, an execute_tool span under the same parent ended before the call started (docs/telemetry-sources.md). Null when the call has no trace to tell (flat events, gateway logs).")
 
     class Config:
         strict = True
+
+    @pa.dataframe_check
+    def estimates_are_unbilled(cls, data) -> pl.LazyFrame:
+        # An estimate (gateway_reported, list_estimate) is never a billed request's cost.
+        estimate = pl.col("cost_source").is_in(["gateway_reported", "list_estimate"]).fill_null(False)
+        return data.lazyframe.select(~estimate | (pl.col("billing_rows") == 0))
 
     @pa.dataframe_check
     def match_status_agrees_with_sides(cls, data) -> pl.LazyFrame:
@@ -72,7 +81,9 @@ class IntentCosts(pa.DataFrameModel):
     retries: pl.Int64 = pa.Field(ge=0, description="Calls with attempt > 1.")
     unbilled_requests: pl.Int64 = pa.Field(ge=0, description="Calls with no FOCUS row within pipeline.billing_delay_days (yet).")
     token_cost: _MONEY = pa.Field(nullable=True, description="Sum of effective_cost of all the intent's calls, failed and retried ones included; null when none was billed.")
-    allocated_token_cost: _MONEY = pa.Field(nullable=True, description="Part of token_cost allocated from aggregated AI bill rows by token share (request_costs.allocated_effective_cost); the rest came from the requests' own x_RequestId rows. Null when none was billed.")
+    allocated_token_cost: _MONEY = pa.Field(nullable=True, description="Part of token_cost allocated from aggregated AI bill rows by token share (request_costs.allocated_effective_cost). Null when none was billed.")
+    gateway_reported_token_cost: _MONEY = pa.Field(nullable=True, description="Part of token_cost that is gateway-reported estimates (calls no invoice billed, cost_source gateway_reported). Null when none was billed.")
+    list_estimate_token_cost: _MONEY = pa.Field(nullable=True, description="Part of token_cost that is list-price estimates (calls with neither invoice nor gateway cost, cost_source list_estimate); token_cost − allocated − gateway_reported − list_estimate is invoice_request cost. Null when none was billed.")
     outcome: str = pa.Field(isin=list(OUTCOMES), description="success, failure, or unlabeled (no label yet), from the session's latest label.")
     escalated: bool = pa.Field(nullable=True, description="Latest label's escalated flag; null when unlabeled.")
     labor_cost: _MONEY = pa.Field(nullable=True, description="L(feature, currency) from the labor config when the outcome is failure, else 0; null when billing_currency is null.")
@@ -112,7 +123,9 @@ class CostPerIntent(_Grain):
     intents: pl.Int64 = pa.Field(ge=1, description="Intents (sessions).")
     requests: pl.Int64 = pa.Field(ge=1, description="Calls, retries included.")
     token_cost: _MONEY = pa.Field(nullable=True, description="Sum of intents' token_cost.")
-    allocated_token_cost: _MONEY = pa.Field(nullable=True, description="Part of token_cost allocated from aggregated AI bill rows (cost_source invoice_allocated shares); token_cost − allocated_token_cost is invoice_request cost.")
+    allocated_token_cost: _MONEY = pa.Field(nullable=True, description="Part of token_cost allocated from aggregated AI bill rows (cost_source invoice_allocated shares).")
+    gateway_reported_token_cost: _MONEY = pa.Field(nullable=True, description="Part of token_cost that is gateway-reported estimates (cost_source gateway_reported).")
+    list_estimate_token_cost: _MONEY = pa.Field(nullable=True, description="Part of token_cost that is list-price estimates (cost_source list_estimate); token_cost − allocated − gateway_reported − list_estimate is invoice_request cost.")
     labor_cost: _MONEY = pa.Field(nullable=True, description="Sum of intents' labor_cost (failures × L).")
     total_cost: _MONEY = pa.Field(nullable=True, description="token_cost + labor_cost.")
     token_cost_per_intent: float = pa.Field(nullable=True, description="token_cost / intents.")
@@ -134,7 +147,9 @@ class CostPerSuccess(_Grain):
     success_rate: float = pa.Field(nullable=True, description="successes / labeled_intents.")
     label_coverage: float = pa.Field(description="labeled_intents / intents.")
     token_cost: _MONEY = pa.Field(nullable=True, description="Sum of token_cost over labeled intents.")
-    allocated_token_cost: _MONEY = pa.Field(nullable=True, description="Part of token_cost (labeled intents) allocated from aggregated AI bill rows; token_cost − allocated_token_cost is invoice_request cost.")
+    allocated_token_cost: _MONEY = pa.Field(nullable=True, description="Part of token_cost (labeled intents) allocated from aggregated AI bill rows.")
+    gateway_reported_token_cost: _MONEY = pa.Field(nullable=True, description="Part of token_cost (labeled intents) that is gateway-reported estimates (cost_source gateway_reported).")
+    list_estimate_token_cost: _MONEY = pa.Field(nullable=True, description="Part of token_cost (labeled intents) that is list-price estimates (cost_source list_estimate); token_cost − allocated − gateway_reported − list_estimate is invoice_request cost.")
     labor_cost: _MONEY = pa.Field(nullable=True, description="Sum of labor_cost over labeled intents.")
     total_cost: _MONEY = pa.Field(nullable=True, description="token_cost + labor_cost over labeled intents.")
     success_total_cost: _MONEY = pa.Field(nullable=True, description="Sum of total_cost over successful intents (a moment for re-aggregating the interval).")

@@ -159,3 +159,29 @@ class RequestConflicts(pa.DataFrameModel):
 
     class Config:
         strict = True
+
+
+class GatewayGap(pa.DataFrameModel):
+    """Per day, provider and model: what gateways reported for the requests an invoice billed,
+    against the invoice's cost of those same requests (request_costs' gateway_reported_cost beside
+    billed_cost) — the comparison LiteLLM's users otherwise do by hand. Only requests both billed
+    and gateway-reported; the invoice's cost is the one the other tables use."""
+
+    date: pl.Date = pa.Field(description="Partition: the requests' date (request_costs.date).")
+    provider: str = pa.Field(nullable=True, description="Provider of the calls.")
+    model: str = pa.Field(nullable=True, description="Model of the calls (telemetry's name).")
+    billing_currency: str = pa.Field(description="Currency of the invoice cost and, for compared requests, of the gateway's figure.")
+    requests: pl.Int64 = pa.Field(ge=0, description="Requests both billed and gateway-reported in billing_currency: the ones compared.")
+    other_currency_requests: pl.Int64 = pa.Field(ge=0, description="Requests billed in billing_currency but gateway-reported in another currency: not compared (no exchange rate is guessed).")
+    invoice_cost: _MONEY = pa.Field(description="Sum of billed_cost of the compared requests (what the invoice charged, allocated shares included).")
+    gateway_reported_cost: _MONEY = pa.Field(description="Sum of gateway_reported_cost of the compared requests.")
+    gap: _MONEY = pa.Field(description="gateway_reported_cost − invoice_cost, exact: positive when the gateway overestimated.")
+    gap_share: float = pa.Field(nullable=True, description="gap / invoice_cost; null when invoice_cost is 0.")
+
+    class Config:
+        strict = True
+        unique = ["date", "provider", "model", "billing_currency"]
+
+    @pa.dataframe_check
+    def gap_is_the_difference(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("gap") == pl.col("gateway_reported_cost") - pl.col("invoice_cost"))

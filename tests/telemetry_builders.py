@@ -96,10 +96,11 @@ def stage_rows(rows: pl.LazyFrame, telemetry: Telemetry = Telemetry()) -> dict[s
     checked = flat_events.events_problems(flat_events.staged_rows(rows.collect().lazy())).collect().lazy()
     calls = flat_events.once_per_record(flat_events.llm_calls_typed(checked))
     labels = flat_events.once_per_record(flat_events.outcomes_typed(checked))
-    derived = flat_events.derive(calls, labels, flat_events.once_per_record(flat_events.evaluations_typed(checked)), telemetry)
+    spans = flat_events.once_per_record(flat_events.spans_typed(rows.collect().lazy()))
+    derived = flat_events.derive(calls, labels, flat_events.once_per_record(flat_events.evaluations_typed(checked)), telemetry, spans)
     quarantined = pl.concat([flat_events.events_quarantine(checked), derived.unresolved])
     return {
-        "calls": flat_events.with_attempts(calls, derived.attempts).collect(),
+        "calls": flat_events.with_derived(calls, derived.attempts, derived.tools).collect(),
         "outcomes": pl.concat([labels, derived.outcomes]).collect(),
         "quarantine": quarantined.select("source_file", "source_line", "reason").collect(),
     }

@@ -73,13 +73,15 @@ def daily_rows(intents: list[Intent]) -> pl.LazyFrame:
                 "escalations": 0,
                 "token_cost": sum((i.token for i in labeled), Decimal(0)) if billed else None,
                 "allocated_token_cost": Decimal(0) if billed else None,  # no aggregated rows here
+                "gateway_reported_token_cost": Decimal(0) if billed else None,  # nor estimates
+                "list_estimate_token_cost": Decimal(0) if billed else None,
                 "labor_cost": sum((i.total - i.token for i in labeled), Decimal(0)) if billed else None,
                 "total_cost": sum((i.total for i in labeled), Decimal(0)) if billed else None,
                 "success_total_cost": sum((i.total for i in labeled if i.outcome == "success"), Decimal(0)) if billed else None,
                 "total_cost_sq": sum(float(i.total) ** 2 for i in labeled) if billed else None,
             }
         )
-    money = {c: MONEY for c in ("token_cost", "allocated_token_cost", "labor_cost", "total_cost", "success_total_cost")}
+    money = {c: MONEY for c in ("token_cost", "allocated_token_cost", "gateway_reported_token_cost", "list_estimate_token_cost", "labor_cost", "total_cost", "success_total_cost")}
     return pl.DataFrame(rows, schema_overrides={**money, "total_cost_sq": pl.Float64}).lazy()
 
 

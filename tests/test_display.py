@@ -52,6 +52,14 @@ def test_readable_names_unbilled_rows_flags_small_samples_and_explains_both():
     assert frame["token_cost"][0] == Decimal("12.345678901234567890")  # display only
 
 
+def test_readable_says_when_token_cost_holds_estimates():
+    money = {"token_cost": MONEY, "gateway_reported_token_cost": MONEY, "list_estimate_token_cost": MONEY}
+    invoiced = pl.DataFrame({"token_cost": [Decimal("1")], "gateway_reported_token_cost": [Decimal(0)], "list_estimate_token_cost": [None]}, schema=money)
+    assert not any("estimates" in line for line in readable(invoiced)[1])
+    estimated = invoiced.with_columns(list_estimate_token_cost=pl.lit(Decimal("0.25"), MONEY))
+    assert any("list_estimate_token_cost" in line for line in readable(estimated)[1])
+
+
 def test_readable_adds_no_legend_when_there_is_nothing_to_explain():
     shown, legend = readable(pl.DataFrame({"billing_period": ["2026-03"], "intents": [5]}))
     assert legend == [] and shown.columns == ["billing_period", "intents"]

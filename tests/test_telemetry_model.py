@@ -7,7 +7,7 @@ from decimal import Decimal
 import polars as pl
 
 from unitledger.config import ListPrice, Telemetry
-from unitledger.model.telemetry import OUTCOME_COLUMNS, evaluation_outcomes, evaluation_verdict, infer_attempts, list_price_costs
+from unitledger.model.telemetry import OUTCOME_COLUMNS, after_tool_calls, evaluation_outcomes, evaluation_verdict, infer_attempts, list_price_costs
 
 S = pl.String
 
@@ -162,3 +162,19 @@ def test_list_price_estimates_by_token_type_model_version_and_date():
     assert got["unknown"] is None and got["nothing"] is None
     assert result.filter(pl.col("request_id") == "feb")["list_estimate_currency"].item() == "USD"
     assert result.schema["list_estimate_cost"] == pl.Decimal(38, 18)
+
+
+def test_a_call_follows_a_tool_only_as_its_next_sibling():
+    """Trace t: under agent A, chat c1, tools x1 and x2 (parallel), chat c2 (after x2: true), chat
+    c3 (after c2: false); under another parent B, chat c4 starting after x2 (not its sibling:
+    false); c2 delivered twice (same span): one place in the trace, both copies true (staging keeps
+    the first); a call without a trace is never returned."""
+    def row(span, parent, op, t, source_line=1, trace="t"):
+        return {"source_file": "f", "source_line": source_line, "event_id": span, "trace_id": trace, "span_id": span,
+                "parent_span_id": parent, "timestamp": f"2026-03-02T10:00:0{t}Z", "operation": op}
+
+    calls = pl.DataFrame([row("c1", "A", "chat", 1), row("c2", "A", "chat", 5), row("c2", "A", "chat", 5, source_line=2),
+                          row("c3", "A", "chat", 6), row("c4", "B", "chat", 7), row("c5", None, "chat", 8, trace=None)]).lazy()
+    spans = pl.DataFrame([row("A", None, "invoke_agent", 0), row("x1", "A", "execute_tool", 2), row("x2", "A", "execute_tool", 3)]).lazy()
+    found = after_tool_calls(calls, spans).collect().sort("source_line")
+    assert found.select("event_id", "source_line", "after_tool_call").rows() == [("c2", 1, True), ("c2", 2, True)]

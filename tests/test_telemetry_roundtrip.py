@@ -50,9 +50,9 @@ def _events_by_file(files: list[Path]) -> pl.DataFrame:
     return pl.concat([read_events_raw(_landing(f)).with_columns(_file=pl.lit(i)) for i, f in enumerate(files)]).collect()
 
 
-# what says how a row came rather than what it says
+# what says how a row came rather than what it says (after_tool_call: a trace can tell, flat events cannot)
 FORMAT_COLUMNS = ("source_format", "trace_id", "span_id", "parent_span_id", "operation", "response_id",
-                  "reasoning_output_tokens", "reported_cost", "reported_currency", "evaluation_name")
+                  "reasoning_output_tokens", "reported_cost", "reported_currency", "evaluation_name", "after_tool_call")
 
 
 def _comparable(frame: pl.DataFrame, drop: tuple[str, ...]) -> pl.DataFrame:

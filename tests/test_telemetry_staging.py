@@ -162,5 +162,24 @@ def test_the_summary_says_how_many_rows_of_each_file_were_quarantined(layout):
     write_lines(layout.landing_otlp / "bad.jsonl", [json.dumps({"hello": "world"}), "{}", traces_line([chat("00000000000000a2", TRACE, start_ns=T0)])])
     write_lines(layout.landing_otlp / "worse.jsonl", [json.dumps({"hello": "world"}), "{}", "{}"])
     result = staging.stage_events(layout)
-    assert result.passed
-    assert result.tables["staged_events"]["quarantined_rows_by_file"] == "otlp/worse.jsonl: 3; otlp/bad.jsonl: 2"
+    assert result.tables["staged_events"]["quarantined_rows_by_file"] == "otlp/worse.jsonl: 3 of 3; otlp/bad.jsonl: 2 of 3"
+    # worse.jsonl has nothing but quarantined rows: the run fails, naming it and its first reason
+    # (bad.jsonl, with a good call, does not)
+    assert not result.passed
+    [failed] = [c for c in result.checks["staged_events"] if not c.passed]
+    assert failed.name == "telemetry_files" and "bad.jsonl" not in failed.description
+    assert "otlp/worse.jsonl: all 3 row(s) quarantined; first: line 1, record: line is not an OTLP JSON batch" in failed.description
+
+
+def test_a_file_of_non_genai_spans_is_staged_with_no_calls_and_said_so(layout):
+    from tests.telemetry_builders import span
+
+    http = [span(f"00000000000000b{i}", TRACE, start_ns=T0 + i * SECOND, http__request__method="GET") for i in range(3)]
+    write_lines(layout.landing_otlp / "http.jsonl", [traces_line(http)])
+    write_lines(layout.landing_otlp / "good.jsonl", [traces_line([chat("00000000000000a1", TRACE, start_ns=T0)])])
+    result = staging.stage_events(layout)
+    assert result.passed  # not an error: an exporter's file may hold no GenAI span at all
+    summary = result.tables["staged_events"]
+    assert (summary["llm_calls"], summary["ignored_records"], summary["quarantined_rows"]) == (1, 3, 0)
+    assert summary["files_without_genai_records"] == "otlp/http.jsonl: 3 non-GenAI record(s) ignored, 0 calls"
+    assert staging.stage_events(layout).tables["staged_events"]["files_unchanged"] == 2  # staged once, not retried

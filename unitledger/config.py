@@ -56,6 +56,7 @@ class Reconciliation:
     telemetry_only_warn: float = 0.02
     coverage_warn: float = 0.0
     invoice_tolerance: Decimal = Decimal(0)
+    gateway_gap_warn: float = 0.05  # gateway_gap's warning: |gateway − invoice| above this share of the invoice
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def _reconciliation(path: Path, section: dict) -> Reconciliation:
         raise ConfigError(f"{path}: [reconciliation]: unknown key(s) {', '.join(sorted(unknown))}")
     shares = {
         name: _share(path, f"reconciliation.{name}", section.get(name, getattr(defaults, name)))
-        for name in ("unmatched_requests_warn", "unmatched_requests_fail", "telemetry_only_warn", "coverage_warn")
+        for name in ("unmatched_requests_warn", "unmatched_requests_fail", "telemetry_only_warn", "coverage_warn", "gateway_gap_warn")
     }
     if shares["unmatched_requests_warn"] > shares["unmatched_requests_fail"]:
         raise ConfigError(f"{path}: reconciliation.unmatched_requests_warn must not exceed unmatched_requests_fail")

@@ -39,15 +39,13 @@ from schemas.decisions import (
 from schemas.types import MONEY
 from unitledger.model.features import SAMPLE_OK_MIN_LABELED, Z95, cost_per_success_ratios
 from unitledger.model.intents import attach_labor
-from unitledger.model.requests import in_dates
+from unitledger.model.requests import TOOL_COLUMN, in_dates
 
 ACTUAL = "actual"
 TREND_WINDOWS = (1, 7, 30)
 # Per-token-type cost columns request_costs may carry (EffectiveCost split by token type; the
 # token types of reconcile.TOKEN_METERS). A call has a per-token-type cost when all four are set.
 TYPED_COSTS = ("input_cost", "output_cost", "cache_read_cost", "cache_write_cost")
-# Optional request_costs column: the call sends tool results back to the model.
-TOOL_COLUMN = "after_tool_call"
 # The sums and moments of cost_per_success that windows add up.
 SUCCESS_SUMS = (
     "intents", "labeled_intents", "successes", "failures", "escalations",
@@ -110,7 +108,8 @@ def cost_breakdown(requests: pl.LazyFrame, intents: pl.LazyFrame) -> pl.LazyFram
     component, in this order: its cache-write cost (when request_costs carries per-token-type
     cost: TYPED_COSTS) in cache_write_cost, whatever call made it, since the cache it fills serves
     later calls; the rest of a call with attempt >= 2 or status error in retry_cost; of a call
-    sending tool results back (request_costs column after_tool_call, when present) in tool_cost;
+    sending tool results back (request_costs column after_tool_call, when present and not null:
+    a session none of whose calls says, having no trace, leaves tool_cost null) in tool_cost;
     of the session's first turn (its earliest call with attempt 1) in first_attempt_cost; of later
     turns in multi_turn_cost. Missing optional columns leave their components null (their cost
     stays in the others), so the components always add up to token_cost exactly."""
@@ -144,7 +143,12 @@ def cost_breakdown(requests: pl.LazyFrame, intents: pl.LazyFrame) -> pl.LazyFram
         rest.filter(wasted).sum().alias("retry_cost"),
     ]
     if tool_known:
-        per_session += [tool.sum().cast(pl.Int64).alias("tool_requests"), rest.filter(tool).sum().alias("tool_cost")]
+        # Known for a session when one of its calls says (a trace): flat events and gateway logs cannot.
+        said = pl.col(TOOL_COLUMN).is_not_null().any()
+        per_session += [
+            pl.when(said).then(tool.sum().cast(pl.Int64)).alias("tool_requests"),
+            pl.when(said).then(rest.filter(tool).sum()).alias("tool_cost"),
+        ]
     if typed_known:
         uncached = pl.col("input_tokens") - pl.col("cache_read_input_tokens") - pl.col("cache_write_input_tokens")
         per_session += [pl.col(c).filter(typed).sum().alias(c) for c in TYPED_COSTS]
@@ -173,7 +177,7 @@ def cost_breakdown(requests: pl.LazyFrame, intents: pl.LazyFrame) -> pl.LazyFram
         escalations=(labeled & pl.col("escalated").fill_null(False)).sum().cast(pl.Int64),
         requests=pl.col("requests").sum().cast(pl.Int64),
         wasted_requests=pl.col("wasted_requests").sum().cast(pl.Int64),
-        tool_requests=pl.col("tool_requests").sum().cast(pl.Int64) if tool_known else pl.lit(None, dtype=pl.Int64),
+        tool_requests=_sum_known(["tool_requests"])[0].cast(pl.Int64) if tool_known else pl.lit(None, dtype=pl.Int64),
         token_cost=pl.col("token_cost").sum(),
         labor_cost=pl.col("labor_cost").sum(),
         total_cost=pl.col("total_cost").sum(),
@@ -181,7 +185,7 @@ def cost_breakdown(requests: pl.LazyFrame, intents: pl.LazyFrame) -> pl.LazyFram
         first_attempt_cost=pl.col("first_attempt_cost").sum(),
         multi_turn_cost=pl.col("multi_turn_cost").sum(),
         retry_cost=pl.col("retry_cost").sum(),
-        tool_cost=pl.col("tool_cost").sum() if tool_known else pl.lit(None, dtype=MONEY),
+        tool_cost=_sum_known(["tool_cost"])[0] if tool_known else pl.lit(None, dtype=MONEY),
         **{
             c: (pl.when(pl.col("_typed").any()).then(pl.col(c).sum()) if typed_known else pl.lit(None, dtype=pl.Int64 if c.endswith("_tokens") else MONEY))
             for c in (*TYPED_COSTS, "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from unitledger.model.requests import ESTIMATED_COSTS
+
 
 GRAIN = ["date", "feature_tag", "model_version", "prompt_version", "billing_currency"]
 
@@ -28,10 +30,11 @@ def cost_per_intent_sums(intents: pl.LazyFrame, grain: list[str] = GRAIN) -> pl.
             requests=pl.col("requests").sum().cast(pl.Int64),
             token_cost=pl.col("token_cost").sum(),
             allocated_token_cost=pl.col("allocated_token_cost").sum(),
+            **{c: pl.col(c).sum() for c in ESTIMATED_COSTS.values()},
             labor_cost=pl.col("labor_cost").sum(),
             total_cost=pl.col("total_cost").sum(),
         )
-        .with_columns(_money_only_when_billed(["token_cost", "allocated_token_cost", "labor_cost", "total_cost"]))
+        .with_columns(_money_only_when_billed(["token_cost", "allocated_token_cost", *ESTIMATED_COSTS.values(), "labor_cost", "total_cost"]))
     )
 
 
@@ -70,13 +73,14 @@ def cost_per_success_sums(intents: pl.LazyFrame, grain: list[str] = GRAIN) -> pl
             escalations=(labeled & pl.col("escalated").fill_null(False)).sum().cast(pl.Int64),
             token_cost=sum_where(labeled, pl.col("token_cost")),
             allocated_token_cost=sum_where(labeled, pl.col("allocated_token_cost")),
+            **{c: sum_where(labeled, pl.col(c)) for c in ESTIMATED_COSTS.values()},
             labor_cost=sum_where(labeled, pl.col("labor_cost")),
             total_cost=sum_where(labeled, pl.col("total_cost")),
             success_total_cost=sum_where(success, pl.col("total_cost")),
             total_cost_sq=sum_where(labeled, pl.col("total_cost").cast(pl.Float64) ** 2),
         )
         .with_columns(
-            _money_only_when_billed(["token_cost", "allocated_token_cost", "labor_cost", "total_cost", "success_total_cost", "total_cost_sq"])
+            _money_only_when_billed(["token_cost", "allocated_token_cost", *ESTIMATED_COSTS.values(), "labor_cost", "total_cost", "success_total_cost", "total_cost_sq"])
         )
     )
 
@@ -120,13 +124,14 @@ _SUCCESS_SUMS = [
     "escalations",
     "token_cost",
     "allocated_token_cost",
+    *ESTIMATED_COSTS.values(),
     "labor_cost",
     "total_cost",
     "success_total_cost",
     "total_cost_sq",
 ]
 
-_INTENT_SUMS = ["intents", "requests", "token_cost", "allocated_token_cost", "labor_cost", "total_cost"]
+_INTENT_SUMS = ["intents", "requests", "token_cost", "allocated_token_cost", *ESTIMATED_COSTS.values(), "labor_cost", "total_cost"]
 
 
 def _resum(rows: pl.LazyFrame, grain: list[str], columns: list[str]) -> pl.LazyFrame:

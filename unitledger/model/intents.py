@@ -21,7 +21,7 @@ from datetime import date
 import polars as pl
 
 from schemas.types import MONEY
-from unitledger.model.requests import in_dates
+from unitledger.model.requests import ESTIMATED_COSTS, in_dates
 
 
 def session_dates(calls: pl.LazyFrame) -> pl.LazyFrame:
@@ -54,9 +54,23 @@ def latest_outcomes(outcomes: pl.LazyFrame) -> pl.LazyFrame:
 
 def intent_calls(joined: pl.LazyFrame, days: pl.LazyFrame) -> pl.LazyFrame:
     """The calls of `joined` (join_requests rows, billing-only ones dropped) with `intent_date`, the
-    date of the intent each belongs to (`days`: intent_days), null for a call beyond the bound."""
+    date of the intent each belongs to (`days`: intent_days), null for a call beyond the bound;
+    estimates in another currency than their intent's invoice left out (without_foreign_estimates)."""
     calls = joined.filter(pl.col("session_id").is_not_null())
-    return calls.join(days.rename({"call_date": "date"}), on=["session_id", "date"], how="left")
+    return without_foreign_estimates(calls.join(days.rename({"call_date": "date"}), on=["session_id", "date"], how="left"))
+
+
+def without_foreign_estimates(calls: pl.LazyFrame) -> pl.LazyFrame:
+    """`calls` (with intent_date) where an estimated cost (cost_source gateway_reported or
+    list_estimate) in another currency than the one the invoice billed the rest of its intent in
+    counts as no cost (cost, currency and cost_source null, as an unbilled call): the invoice's
+    currency is the intent's and no exchange rate is guessed, so a list price in USD does not put
+    an intent billed in EUR in two currencies. The request keeps its estimate in request_costs."""
+    estimate = pl.col("cost_source").is_in(list(ESTIMATED_COSTS)).fill_null(False)
+    invoiced = pl.col("billing_currency").filter(~estimate).min().over("session_id", "intent_date")
+    foreign = estimate & invoiced.is_not_null() & (pl.col("billing_currency") != invoiced)
+    cleared = ["billing_currency", "cost_source", *[c for c in calls.collect_schema().names() if c.endswith("_cost") and c != "gateway_reported_cost"]]
+    return calls.with_columns(pl.when(~foreign).then(pl.col(c)).alias(c) for c in cleared)
 
 
 def mixed_currency_intents(calls: pl.LazyFrame) -> pl.LazyFrame:
@@ -101,6 +115,7 @@ def intent_costs(
             unbilled_requests=(pl.col("billing_rows") == 0).sum().cast(pl.Int64),
             token_cost=pl.col("effective_cost").sum(),
             allocated_token_cost=pl.col("allocated_effective_cost").sum(),
+            **{column: pl.col("effective_cost").filter(pl.col("cost_source") == source).sum() for source, column in ESTIMATED_COSTS.items()},
         )
     )
     labeled = sessions.join(outcomes, on="session_id", how="left")
@@ -118,6 +133,7 @@ def intent_costs(
         .with_columns(
             token_cost=pl.when(billed).then(pl.col("token_cost")),
             allocated_token_cost=pl.when(billed).then(pl.col("allocated_token_cost")),
+            **{column: pl.when(billed).then(pl.col(column)) for column in ESTIMATED_COSTS.values()},
             labor_cost=pl.when(billed).then(
                 pl.when(pl.col("outcome") == "failure").then(pl.col("labor_cost_per_failure")).otherwise(pl.lit(0, dtype=MONEY))
             ),

@@ -415,3 +415,26 @@ def token_mismatches(compared: pl.LazyFrame) -> pl.LazyFrame:
     from schemas.reconciliation import TokenMismatches
 
     return compared.filter(pl.col("mismatched") != "").select(list(TokenMismatches.to_schema().columns))
+
+
+def gateway_gap(request_costs: pl.LazyFrame) -> pl.LazyFrame:
+    """schemas.GatewayGap from request_costs rows: per date, provider, model and invoice currency,
+    the billed requests a gateway also reported, their invoice cost (billed_cost) against the
+    gateway's figure, exactly; requests reported in another currency counted apart, not compared."""
+    billed = request_costs.filter((pl.col("billing_rows") > 0) & pl.col("gateway_reported_cost").is_not_null())
+    same = pl.col("gateway_reported_currency") == pl.col("billing_currency")
+    zero = pl.lit(0, MONEY)
+    return (
+        billed.group_by("date", "provider", "model", "billing_currency")
+        .agg(
+            requests=same.sum().cast(pl.Int64),
+            other_currency_requests=(~same).sum().cast(pl.Int64),
+            invoice_cost=pl.col("billed_cost").filter(same).sum(),
+            gateway_reported_cost=pl.col("gateway_reported_cost").filter(same).sum(),
+        )
+        .with_columns(pl.col("invoice_cost", "gateway_reported_cost").fill_null(zero).cast(MONEY))
+        .with_columns(gap=(pl.col("gateway_reported_cost") - pl.col("invoice_cost")).cast(MONEY))
+        .with_columns(
+            gap_share=pl.when(pl.col("invoice_cost") != 0).then(pl.col("gap").cast(pl.Float64) / pl.col("invoice_cost").cast(pl.Float64))
+        )
+    )

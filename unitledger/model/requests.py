@@ -31,6 +31,13 @@ from unitledger.config import Bounds
 
 COST_COLUMNS = ("billed_cost", "effective_cost", "list_cost")
 
+# The estimated cost sources (cost_source of a call no invoice billed, with_estimates) and the
+# per-feature columns holding the part of token_cost each estimated.
+ESTIMATED_COSTS = {"gateway_reported": "gateway_reported_token_cost", "list_estimate": "list_estimate_token_cost"}
+
+# request_costs' flag of a call sending tool results back to the model (model.telemetry.after_tool_calls).
+TOOL_COLUMN = "after_tool_call"
+
 REQUEST_HASH_SEED = 1  # not in_bucket's seed 0: within a bucket every id's seed-0 hash shares its remainder
 
 # Copies of one request id (an event delivered more than once, perhaps with another timestamp) are
@@ -200,7 +207,13 @@ def join_requests(calls: pl.LazyFrame, billed: pl.LazyFrame) -> pl.LazyFrame:
     whose rows conflict (`conflict`) is left out of billing (it stays a call, telemetry-only).
 
     Every request of either side appears once with its `date` and `match_status` (and the call's
-    `call_date`, the billed rows' `charge_date` and `last_charge_date`)."""
+    `call_date`, the billed rows' `charge_date` and `last_charge_date`), the gateway's reported
+    cost beside the invoice's (`gateway_reported_cost`, `gateway_reported_currency`). The cost of a
+    call nothing billed is left to `with_estimates`."""
+    # A gateway's cost and the trace's tool structure: null where the calls do not carry them.
+    optional = {"reported_cost": MONEY, "reported_currency": pl.String, TOOL_COLUMN: pl.Boolean}
+    present = calls.collect_schema().names()
+    calls = calls.with_columns(pl.lit(None, dtype).alias(c) for c, dtype in optional.items() if c not in present)
     call_side = calls.select(
         "request_id",
         "session_id",
@@ -217,6 +230,9 @@ def join_requests(calls: pl.LazyFrame, billed: pl.LazyFrame) -> pl.LazyFrame:
         "cache_write_input_tokens",
         "attempt",
         "status",
+        pl.col("reported_cost").alias("gateway_reported_cost"),
+        pl.col("reported_currency").alias("gateway_reported_currency"),
+        TOOL_COLUMN,
     )
     billed = billed.filter(~pl.col("conflict")).drop("conflict")
     # The hash table on the billed side: codes and numbers, where the calls side has long ids.
@@ -237,6 +253,45 @@ def join_requests(calls: pl.LazyFrame, billed: pl.LazyFrame) -> pl.LazyFrame:
         .then(pl.lit("telemetry_only"))
         .otherwise(pl.lit("billing_only")),
     )
+
+
+def with_estimates(joined: pl.LazyFrame, prices: pl.LazyFrame | None) -> pl.LazyFrame:
+    """`join_requests` rows (or request_costs rows) with the cost of the calls no invoice billed
+    (billing_rows 0) estimated, in this order: the gateway's reported cost (cost_source
+    gateway_reported, in its reported currency), else the list-price estimate from `prices` (cost_source list_estimate,
+    model.telemetry.list_price_costs, valid on the call's date). An estimate is the one figure
+    there is: it fills billed_cost, effective_cost and list_cost alike (allocated_* 0) and
+    billing_currency is its currency; billing_rows stays 0 and match_status telemetry_only, so the
+    conservation checks and the reconciliation, which count invoice rows only, never see it. A
+    billed request keeps its invoice cost: the gateway's figure is only in gateway_reported_cost.
+
+    Only the unbilled calls without a gateway cost are priced (few on a billed day): the list-price
+    join does not touch the others. It reads `joined` twice: give it a scan, not a join to redo."""
+    from unitledger.model.telemetry import list_price_costs
+
+    unbilled = (pl.col("billing_rows") == 0) & pl.col("session_id").is_not_null()
+    gateway = unbilled & pl.col("gateway_reported_cost").is_not_null()
+    estimated_cost, estimated_currency = pl.col("gateway_reported_cost"), pl.col("gateway_reported_currency")
+    source = pl.when(gateway).then(pl.lit("gateway_reported"))
+    if prices is not None:
+        to_price = unbilled & pl.col("gateway_reported_cost").is_null()
+        priced = list_price_costs(joined.filter(to_price), prices, date_column="date", key="request_id")
+        joined = pl.concat([joined.filter(~to_price).with_columns(
+            list_estimate_cost=pl.lit(None, MONEY), list_estimate_currency=pl.lit(None, pl.String)), priced])
+        listed = unbilled & pl.col("list_estimate_cost").is_not_null()
+        estimated_cost = pl.when(gateway).then(estimated_cost).when(listed).then(pl.col("list_estimate_cost"))
+        estimated_currency = pl.when(gateway).then(estimated_currency).when(listed).then(pl.col("list_estimate_currency"))
+        source = source.when(listed).then(pl.lit("list_estimate"))
+    else:
+        estimated_cost = pl.when(gateway).then(estimated_cost)
+        estimated_currency = pl.when(gateway).then(estimated_currency)
+    estimated = source.is_not_null()
+    return joined.with_columns(
+        *[pl.coalesce(pl.col(c), estimated_cost).cast(MONEY).alias(c) for c in COST_COLUMNS],
+        *[pl.when(estimated).then(pl.lit(0, MONEY)).otherwise(pl.col(f"allocated_{c}")).alias(f"allocated_{c}") for c in COST_COLUMNS],
+        billing_currency=pl.coalesce(pl.col("billing_currency"), estimated_currency),
+        cost_source=pl.coalesce(pl.col("cost_source"), source),
+    ).drop("list_estimate_cost", "list_estimate_currency", strict=False)
 
 
 def request_costs(joined: pl.LazyFrame, start: date, end: date) -> pl.LazyFrame:

@@ -52,6 +52,42 @@ def infer_attempts(calls: pl.LazyFrame) -> pl.LazyFrame:
     return pl.concat([calls.filter(~needs), filled], how="vertical")
 
 
+# --- tool calls -------------------------------------------------------------------------------
+
+TOOL_OPERATION = "execute_tool"
+
+
+def after_tool_calls(calls: pl.LazyFrame, spans: pl.LazyFrame) -> pl.LazyFrame:
+    """(source_file, source_line, event_id, after_tool_call = true) of the `calls` (OTLP, with a
+    trace) that send tool results back to the model, read from the trace's structure.
+
+    Rule: among the spans sharing the call's trace and parent span (or the trace's root), calls
+    and structure spans (`spans`: execute_tool, invoke_agent, ...) alike, ordered by start time
+    (then span id), the one right before the call is an execute_tool span. An agent's loop
+    (chat → tools → chat under one invoke_agent span) makes the second chat's predecessor its
+    last tool; a retry's predecessor is the failed call, so a retry is never counted here (it is
+    retry cost). A call with no sibling before it is false. The same span delivered twice counts
+    once. Only the calls for which it is true are returned (a few: the rest of the traced calls
+    are false, sources.events.with_derived; calls without a trace stay null)."""
+    traced = pl.col("trace_id").is_not_null() & pl.col("span_id").is_not_null()
+    members = pl.concat(
+        [
+            frame.filter(traced).select("trace_id", "span_id", "parent_span_id", "timestamp", operation=pl.col("operation").fill_null(""))
+            for frame in (calls, spans)
+        ]
+    ).unique(["trace_id", "span_id"], keep="any")
+    key = ["trace_id", "_parent"]
+    previous = (
+        members.with_columns(_parent=pl.col("parent_span_id").fill_null(""))
+        .sort(*key, "timestamp", "span_id")
+        .with_columns(after_tool_call=(pl.col("operation").shift(1).over(key) == TOOL_OPERATION).fill_null(False))
+        .select("trace_id", "span_id", "after_tool_call")
+    )
+    return calls.filter(traced).join(previous.filter("after_tool_call"), on=["trace_id", "span_id"], how="semi").select(
+        "source_file", "source_line", "event_id", after_tool_call=pl.lit(True)
+    )
+
+
 # --- evaluations -> outcomes ------------------------------------------------------------------
 
 OUTCOME_COLUMNS = ("source_file", "source_line", "event_id", "timestamp", "session_id", "feature_tag", "success", "escalated", "signal", "evaluation_name")
@@ -168,14 +204,18 @@ def evaluation_outcomes(
 # --- list-price estimates ---------------------------------------------------------------------
 
 
-def list_price_costs(calls: pl.LazyFrame, prices: pl.LazyFrame, date_column: str = "call_date") -> pl.LazyFrame:
+def list_price_costs(calls: pl.LazyFrame, prices: pl.LazyFrame, date_column: str = "call_date", key: str | None = None) -> pl.LazyFrame:
     """`calls` plus `list_estimate_cost` (MONEY) and `list_estimate_currency`: input tokens
     excluding cache, output, cache read and cache write tokens, each times its list price
     (Telemetry.list_price_table()) for the call's provider and model_version, else its model, valid
     on `date_column`. Null when a token type the call used has no price (an estimate that leaves
     tokens out would understate), its prices are in more than one currency, or it used no tokens
     (nothing to price, no currency to say 0 in). The cost_source of
-    such a cost is `list_estimate`: use it only for calls with neither an invoice nor a gateway cost."""
+    such a cost is `list_estimate`: use it only for calls with neither an invoice nor a gateway cost.
+
+    `key`: a column unique per call that ties each call to its prices. Without one, a row index
+    does: only for `calls` whose row order is the same on every evaluation (a file scan), not for
+    the output of a join, whose order can differ between the two uses of the plan below."""
     tokens = {
         "input": pl.col("input_tokens").cast(pl.Int64) - pl.col("cache_read_input_tokens").cast(pl.Int64) - pl.col("cache_write_input_tokens").cast(pl.Int64),
         "output": pl.col("output_tokens").cast(pl.Int64),
@@ -183,7 +223,7 @@ def list_price_costs(calls: pl.LazyFrame, prices: pl.LazyFrame, date_column: str
         "cache_write": pl.col("cache_write_input_tokens").cast(pl.Int64),
     }
     assert tuple(tokens) == LIST_PRICE_TOKEN_TYPES
-    calls = calls.with_row_index("_call")
+    calls = calls.with_row_index("_call") if key is None else calls.with_columns(_call=pl.col(key))
     used = (
         calls.select("_call", "provider", "model", "model_version", _date=pl.col(date_column), **{f"_n_{t}": c for t, c in tokens.items()})
         .unpivot(index=["_call", "provider", "model", "model_version", "_date"], variable_name="token_type", value_name="tokens")

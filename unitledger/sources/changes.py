@@ -148,11 +148,12 @@ def _focus_days(layout: Layout, changes: Changes, unreadable: list[str]) -> set[
 
 
 def _event_days(layout: Layout, changes: Changes, unreadable: list[str], telemetry: Telemetry) -> tuple[set[date], set[date]]:
+    raws = _readable(changes.new["events"], lambda f: read_events_raw(f, telemetry), unreadable)
     new = [
         raw.select(
             "event_type", "event_id", "session_id", parse_timestamp(pl.col("timestamp")).dt.date().alias("day")
         ).drop_nulls(["event_type", "session_id", "day"])
-        for raw in _readable(changes.new["events"], lambda f: read_events_raw(f, telemetry), unreadable)
+        for raw in raws
     ]
     schema = {"event_type": pl.String, "event_id": pl.String, "session_id": pl.String, "day": pl.Date}
     new_events = pl.concat(new).collect() if new else pl.DataFrame(schema=schema)
@@ -168,9 +169,44 @@ def _event_days(layout: Layout, changes: Changes, unreadable: list[str], telemet
     copies_labels = scan_staged_outcome_files(layout).join(changed, on="event_id", how="semi").select("session_id")
     calls = pl.concat([new_calls.lazy(), *(f.select("session_id", "call_date") for f in old_calls), copies_calls]).collect()
     labeled = pl.concat(
-        [new_events.lazy().filter(pl.col("event_type") == "outcome").select("session_id"), *(f.select("session_id") for f in old_labels), copies_labels]
+        [
+            new_events.lazy().filter(pl.col("event_type") == "outcome").select("session_id"),
+            *(f.select("session_id") for f in old_labels),
+            copies_labels,
+            _evaluated_sessions(layout, raws, telemetry),
+        ]
     ).unique()
     # A session's intents are dated by some of its calls, wherever they are (staged, or in a changed file).
     known_calls = pl.concat([scan_staged_calls(layout).select("session_id", "call_date"), new_calls.lazy()])
     session_days = known_calls.join(labeled, on="session_id", how="semi").select("call_date").unique().collect()
     return set(calls["call_date"]), set(session_days["call_date"])
+
+
+_EVALUATION_FIELDS = (
+    "source_file", "source_line", "event_id", "timestamp", "session_id", "feature_tag", "escalated", "trace_id", "span_id",
+    "parent_span_id", "response_id", "evaluation_name", "evaluation_score_value", "evaluation_score_label",
+)  # fmt: skip
+_CALL_KEYS = ("trace_id", "span_id", "request_id", "session_id", "feature_tag")
+
+
+def _evaluated_sessions(layout: Layout, raws: list[pl.LazyFrame], telemetry: Telemetry) -> pl.LazyFrame:
+    """The sessions that evaluation results without a session attribute (OTLP gen_ai.evaluation.result
+    naming a span, response or trace) of the changed files label: found as staging will find them
+    (model.telemetry.evaluation_outcomes), among the staged calls and the changed files' own calls.
+    A late evaluation-only file so re-runs the days of the session it judges."""
+    from unitledger.model.telemetry import evaluation_outcomes
+
+    telemetry_raws = [raw for raw in raws if "evaluation_name" in raw.collect_schema().names()]
+    evaluations = [
+        raw.filter(
+            (pl.col("event_type") == "outcome") & pl.col("evaluation_name").is_not_null()
+            & pl.col("session_id").is_null() & pl.col("problem").is_null()
+        ).select(_EVALUATION_FIELDS)
+        for raw in telemetry_raws
+    ]
+    if not evaluations:
+        return pl.LazyFrame(schema={"session_id": pl.String})
+    new_calls = [raw.filter(pl.col("event_type") == "llm_call").select(_CALL_KEYS) for raw in telemetry_raws]
+    calls = pl.concat([scan_staged_call_files(layout).select(_CALL_KEYS), *new_calls])
+    found = evaluation_outcomes(pl.concat(evaluations), calls, telemetry).outcomes
+    return found.select("session_id").collect().lazy()

@@ -45,7 +45,7 @@ from unitledger.sources.values import (
     ts_problem,
     with_problems,
 )
-from unitledger.model.requests import duplicate_event_rows
+from unitledger.model.requests import TOOL_COLUMN, duplicate_event_rows
 from unitledger.warehouse.publish import polars_schema, scratch_folder, write_parquet_atomic
 
 
@@ -192,6 +192,7 @@ def llm_calls_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
         .with_columns(
             timestamp=pl.col(parsed_column("timestamp")),
             attempt=pl.col(parsed_column("attempt")),
+            after_tool_call=pl.lit(None, pl.Boolean),  # from the trace's structure: derive
             **telemetry,
             **{name: pl.col(parsed_column(name)).fill_null(0) for name in TOKEN_FIELDS},
         )
@@ -356,9 +357,10 @@ def _unreadable_otlp(f: LandingFile) -> InputFileError | None:
 
 def event_outputs(layout: Layout, f: LandingFile, raw: pl.LazyFrame | None = None, telemetry: Telemetry = Telemetry()) -> dict[Path, pl.LazyFrame]:
     """What staging one event file (read as `raw`, by default read_events_raw) writes: bad rows,
-    outcomes, evaluation results (telemetry files only: flat events hold none), then llm_calls
-    (the marker). Structure spans and records that are no GenAI call or evaluation (`span`,
-    `ignored` rows of a telemetry reader) are not staged."""
+    outcomes, then for telemetry files (flat events hold none) evaluation results, GenAI
+    structure spans (`span` rows: staged/spans, read for a call's place in its trace) and the
+    records that are no GenAI call, span or evaluation (`ignored` rows: staged/ignored_records,
+    counted), then llm_calls (the marker). Every row of `raw` lands in one output."""
     raw = read_events_raw(f, telemetry) if raw is None else raw
     checked = events_problems(staged_rows(raw))
     quarantine = {layout.quarantine("events") / f"{f.file_id}.parquet": events_quarantine(checked)}
@@ -367,7 +369,32 @@ def event_outputs(layout: Layout, f: LandingFile, raw: pl.LazyFrame | None = Non
     if event_format(f) == "events":
         return {**quarantine, **outcomes, **calls}
     evaluations = {layout.staged("evaluations") / f"{f.file_id}.parquet": evaluations_typed(checked)}
-    return {**quarantine, **{path: once_per_record(rows) for path, rows in {**outcomes, **evaluations, **calls}.items()}}
+    spans = {layout.staged("spans") / f"{f.file_id}.parquet": spans_typed(raw)}
+    ignored = {layout.staged("ignored_records") / f"{f.file_id}.parquet": ignored_records(raw)}
+    deduplicated = {path: once_per_record(rows) for path, rows in {**outcomes, **evaluations, **spans, **calls}.items()}
+    return {**quarantine, **ignored, **deduplicated}  # llm_calls last: the marker
+
+
+def _unmapped(raw: pl.LazyFrame, event_type: str) -> pl.Expr:
+    return (pl.col("event_type") == event_type) & pl.col("problem").is_null()
+
+
+def spans_typed(raw: pl.LazyFrame) -> pl.LazyFrame:
+    """A telemetry reader's structure spans (`span` rows it could map), typed as schemas.StagedSpan."""
+    from schemas.events import StagedSpan
+
+    return (
+        raw.filter(_unmapped(raw, "span"))
+        .with_columns(timestamp=parse_timestamp(pl.col("timestamp")))
+        .select(list(StagedSpan.to_schema().columns))
+    )
+
+
+def ignored_records(raw: pl.LazyFrame) -> pl.LazyFrame:
+    """A telemetry reader's `ignored` rows (no GenAI call, span or evaluation), as schemas.IgnoredRecord."""
+    from schemas.events import IgnoredRecord
+
+    return raw.filter(_unmapped(raw, "ignored")).select(list(IgnoredRecord.to_schema().columns))
 
 
 def once_per_record(rows: pl.LazyFrame) -> pl.LazyFrame:
@@ -378,8 +405,9 @@ def once_per_record(rows: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def staged_rows(raw: pl.LazyFrame) -> pl.LazyFrame:
-    """The rows of a file that staging keeps, good or bad: all but a telemetry reader's structure
-    spans and ignored records (a flat event saying `span` is a bad event type)."""
+    """The rows of a file that go through the event rules (events_problems), good or bad: all but a
+    telemetry reader's mapped structure spans and ignored records, which have outputs of their own
+    (spans_typed, ignored_records; a flat event saying `span` is a bad event type)."""
     if not _has_telemetry_fields(raw):
         return raw
     not_kept = pl.col("event_type").is_in(["span", "ignored"]) & pl.col("problem").is_null()
@@ -392,7 +420,7 @@ def stage_events(layout: Layout, telemetry: Telemetry = Telemetry()) -> StagingR
     evaluation outcomes)."""
     files = event_landing_files(layout, telemetry)
     calls, outcomes, quarantine = layout.staged("llm_calls"), layout.staged("outcomes"), layout.quarantine("events")
-    evaluations = layout.staged("evaluations")
+    evaluations, spans, ignored = layout.staged("evaluations"), layout.staged("spans"), layout.staged("ignored_records")
     report = StagingReport()
 
     def stage_one(f: LandingFile) -> None:
@@ -404,28 +432,54 @@ def stage_events(layout: Layout, telemetry: Telemetry = Telemetry()) -> StagingR
                 if located is None:
                     raise
                 raise located from None
-            stage_file(event_outputs(layout, f, raw, telemetry), f, calls / f"{f.file_id}.parquet", staged_rows(raw), folder)
+            # every row of the file, in one output each (event_outputs): a file of non-GenAI spans only is staged, not empty
+            stage_file(event_outputs(layout, f, raw, telemetry), f, calls / f"{f.file_id}.parquet", raw, folder)
 
-    sync_staging(files, calls, [calls, outcomes, evaluations, quarantine], stage_one, report)
+    sync_staging(files, calls, [calls, outcomes, evaluations, quarantine, spans, ignored], stage_one, report)
     copies = event_copies(layout, write=True)
     derived = derive_telemetry(layout, telemetry)
     report.rows["llm_calls"] = total_rows(calls) - copies.filter(pl.col("event_type") == "llm_call").height
     report.rows["outcomes"] = total_rows(outcomes) - copies.filter(pl.col("event_type") == "outcome").height + derived.outcomes
     report.rows["evaluations"] = total_rows(evaluations)
+    report.rows["spans"] = total_rows(spans)
+    report.rows["ignored_records"] = total_rows(ignored)
     report.duplicate_events = copies.height
     report.quarantined_rows = total_rows(quarantine) + derived.unresolved
     return report
 
 
-def quarantine_by_file(layout: Layout, telemetry: Telemetry = Telemetry()) -> dict[str, int]:
-    """Rows quarantined per staged event landing file (by name), files without any left out.
-    Evaluation results quarantined later, for want of a call, are not counted here."""
+class FileRows(NamedTuple):
+    """What staging made of one event landing file's rows."""
+
+    file_id: str
+    source_format: str  # events, otlp, litellm, openrouter, helicone
+    kept: int  # calls, outcome labels, evaluation results, structure spans
+    quarantined: int
+    ignored: int  # records of a telemetry file that are no GenAI call, span or evaluation
+
+
+def rows_by_file(layout: Layout, telemetry: Telemetry = Telemetry()) -> dict[str, FileRows]:
+    """FileRows per staged event landing file (by name). Evaluation results quarantined later,
+    for want of a call, count as kept here (the file itself held a good record)."""
+    kept_dirs = [layout.staged(d) for d in ("llm_calls", "outcomes", "evaluations", "spans")]
+
+    def rows(path: Path) -> int:
+        return _row_count_of(path) if path.exists() else 0
+
     counts = {}
     for f in event_landing_files(layout, telemetry):
-        path = layout.quarantine("events") / f"{f.file_id}.parquet"
-        if path.exists() and (n := _row_count_of(path)):
-            counts[f.relpath] = n
+        name = f"{f.file_id}.parquet"
+        counts[f.relpath] = FileRows(
+            f.file_id, event_format(f), sum(rows(d / name) for d in kept_dirs), rows(layout.quarantine("events") / name), rows(layout.staged("ignored_records") / name)
+        )
     return counts
+
+
+def first_quarantined(layout: Layout, file_id: str) -> tuple[int, str, str]:
+    """(line, column, reason) of the first quarantined row of the staged event file `file_id`."""
+    path = layout.quarantine("events") / f"{file_id}.parquet"
+    first = pl.scan_parquet(path, glob=False).sort("source_line").select("source_line", "column", "reason").head(1).collect()
+    return first.row(0)
 
 
 # --- events delivered more than once ----------------------------------------------------------------
@@ -476,6 +530,7 @@ class DerivedTelemetry(NamedTuple):
 def _derived_files(layout: Layout) -> dict[str, Path]:
     return {
         "attempts": layout.staged("derived_attempts"),
+        "tools": layout.staged("derived_tools"),
         "outcomes": layout.staged("derived_outcomes"),
         "unresolved": layout.quarantine("evaluations"),
     }
@@ -483,22 +538,28 @@ def _derived_files(layout: Layout) -> dict[str, Path]:
 
 class Derived(NamedTuple):
     attempts: pl.LazyFrame  # source_file, source_line, event_id, attempt
+    tools: pl.LazyFrame  # source_file, source_line, event_id, after_tool_call
     outcomes: pl.LazyFrame  # schemas.StagedOutcome
     unresolved: pl.LazyFrame  # schemas.Quarantine records
 
 
-def derive(calls: pl.LazyFrame, labels: pl.LazyFrame, evaluations: pl.LazyFrame | None, telemetry: Telemetry) -> Derived:
+def derive(
+    calls: pl.LazyFrame, labels: pl.LazyFrame, evaluations: pl.LazyFrame | None, telemetry: Telemetry, spans: pl.LazyFrame | None = None
+) -> Derived:
     """What needs the staged rows of every file (pure): `calls` staged llm_calls (first copies),
     `labels` staged outcome labels (first copies), `evaluations` staged evaluation results (None:
-    there are none, and the calls need not be indexed to find their sessions).
+    there are none, and the calls need not be indexed to find their sessions), `spans` staged
+    structure spans (schemas.StagedSpan; None: there are none).
 
     - attempts: model.telemetry.infer_attempts over the calls that left their attempt to their
-      trace's structure (OTLP); with_attempts fills them in;
+      trace's structure (OTLP); with_derived fills them in;
+    - tools: model.telemetry.after_tool_calls of the calls with a trace; with_derived fills
+      after_tool_call in;
     - outcomes: model.telemetry.evaluation_outcomes of the evaluation results (an event id seen
       twice counts once, its first copy by file and line), labels winning for their sessions;
     - unresolved: the evaluation results that found no session or verdict, as quarantine records."""
-    from schemas.events import StagedEvaluation, StagedOutcome
-    from unitledger.model.telemetry import evaluation_outcomes, infer_attempts
+    from schemas.events import StagedEvaluation, StagedOutcome, StagedSpan
+    from unitledger.model.telemetry import after_tool_calls, evaluation_outcomes, infer_attempts
     from unitledger.sources.otlp import SOURCE_FORMAT as OTLP
 
     attempts = infer_attempts(
@@ -506,6 +567,11 @@ def derive(calls: pl.LazyFrame, labels: pl.LazyFrame, evaluations: pl.LazyFrame 
             "source_file", "source_line", "event_id", "trace_id", "span_id", "parent_span_id", "operation", "timestamp", "status", "attempt"
         )
     ).select("source_file", "source_line", "event_id", "attempt")
+    spans = pl.DataFrame(schema=polars_schema(StagedSpan)).lazy() if spans is None else spans
+    tools = after_tool_calls(
+        calls.select("source_file", "source_line", "event_id", "trace_id", "span_id", "parent_span_id", "timestamp", "operation"),
+        spans.sort("source_file", "source_line").unique("event_id", keep="first", maintain_order=True),
+    )
     if evaluations is None:
         evaluations = pl.DataFrame(schema=polars_schema(StagedEvaluation)).lazy()
         calls = calls.clear()
@@ -515,17 +581,23 @@ def derive(calls: pl.LazyFrame, labels: pl.LazyFrame, evaluations: pl.LazyFrame 
     unresolved = found.unresolved.select(
         **_quarantine_record(pl.lit("evaluation_name"), pl.col("reason"), pl.struct(list(StagedEvaluation.to_schema().columns)).struct.json_encode())
     )
-    return Derived(attempts, outcomes, unresolved)
+    return Derived(attempts, tools, outcomes, unresolved)
 
 
-def with_attempts(calls: pl.LazyFrame, attempts: pl.LazyFrame) -> pl.LazyFrame:
-    """`calls` with the attempts `derive` inferred filled in where they left theirs null."""
+def with_derived(calls: pl.LazyFrame, attempts: pl.LazyFrame | None, tools: pl.LazyFrame | None) -> pl.LazyFrame:
+    """`calls` with what `derive` found filled in where they left it null: the inferred attempts
+    (`attempts`) and after_tool_call, true for the calls of `tools`, false for the other calls
+    with a trace, null without one; None: nothing of that kind found."""
     key = ["source_file", "source_line", "event_id"]  # the records of one OTLP batch line share file and line
-    return (
-        calls.join(attempts.rename({"attempt": "_inferred"}), on=key, how="left")
-        .with_columns(attempt=pl.coalesce("attempt", "_inferred"))
-        .drop("_inferred")
-    )
+    for found, column in ((attempts, "attempt"), (tools, TOOL_COLUMN)):
+        if found is not None:
+            calls = (
+                calls.join(found.rename({column: "_found"}), on=key, how="left")
+                .with_columns(pl.coalesce(column, "_found").alias(column))
+                .drop("_found")
+            )
+    traced = pl.col("trace_id").is_not_null() & pl.col("span_id").is_not_null()
+    return calls.with_columns(pl.coalesce(TOOL_COLUMN, pl.when(traced).then(pl.lit(False))).alias(TOOL_COLUMN))
 
 
 def derive_telemetry(layout: Layout, telemetry: Telemetry) -> DerivedTelemetry:
@@ -533,10 +605,10 @@ def derive_telemetry(layout: Layout, telemetry: Telemetry) -> DerivedTelemetry:
     in one file per kind (a retry may land in another file than its first attempt, an evaluation
     log in another file than the spans it judges); scan_staged_calls and scan_staged_outcomes read
     them, the quarantine table publishes the unresolved."""
-    from schemas.events import StagedEvaluation
+    from schemas.events import StagedEvaluation, StagedSpan
 
     folders = _derived_files(layout)
-    staged = [f"{d}/{p.name}" for d in ("llm_calls", "outcomes", "evaluations") for p in sorted(layout.staged(d).glob("*.parquet"))]
+    staged = [f"{d}/{p.name}" for d in ("llm_calls", "outcomes", "evaluations", "spans") for p in sorted(layout.staged(d).glob("*.parquet"))]
     digest = hashlib.sha256("\0".join([telemetry_digest(telemetry), *staged]).encode()).hexdigest()[:24]
     targets = {kind: folder / f"{digest}.parquet" for kind, folder in folders.items()}
     if not all(p.exists() for p in targets.values()):
@@ -546,6 +618,7 @@ def derive_telemetry(layout: Layout, telemetry: Telemetry) -> DerivedTelemetry:
             _first_copies(layout, scan_staged_outcome_files(layout)),
             scan_dir(evaluations, StagedEvaluation) if total_rows(evaluations) else None,
             telemetry,
+            scan_dir(layout.staged("spans"), StagedSpan) if total_rows(layout.staged("spans")) else None,
         )
         for kind in targets:
             write_parquet_atomic(getattr(derived, kind).collect(), targets[kind])
@@ -588,10 +661,9 @@ def scan_staged_calls(layout: Layout) -> pl.LazyFrame:
     """Staged llm_call rows, one per event_id (event_copies dropped), attempts inferred from trace
     structure filled in."""
     calls = _first_copies(layout, scan_staged_call_files(layout))
-    attempts = _derived(layout, "attempts")
-    if attempts is None:  # no OTLP call left its attempt open: no join
-        return calls
-    return with_attempts(calls, pl.scan_parquet(attempts, glob=False))
+    # nothing derived (a flat day; OTLP calls stating their attempts and following no tool): no join
+    found = {kind: None if (path := _derived(layout, kind)) is None else pl.scan_parquet(path, glob=False) for kind in ("attempts", "tools")}
+    return with_derived(calls, found["attempts"], found["tools"])
 
 
 def scan_staged_outcomes(layout: Layout) -> pl.LazyFrame:

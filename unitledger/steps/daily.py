@@ -36,12 +36,14 @@ from unitledger.checks.conservation import (
 from unitledger.checks.validation import CheckOutcome, validate, validate_each
 from unitledger.config import Bounds, Settings
 from schemas.decisions import CostBreakdown
+from schemas.reconciliation import GatewayGap
 from unitledger.layout import Layout
 from unitledger.model import intents, requests
 from unitledger.model.allocation import allocate_billing, allocated_by_day, allocated_by_request, has_token_rows
 from unitledger.model.allocation import optimizations as allocation_optimizations
 from unitledger.model.features import cost_per_intent, cost_per_success
 from unitledger.model.quarantine import calls_held, focus_held
+from unitledger.model.reconciliation import gateway_gap
 from unitledger.model.requests import BILLING_ONLY, COPY_DAYS, LATE, days, days_apart, in_dates
 from unitledger.sources.ai_usage import unrecognized_usage
 from unitledger.sources.events import scan_staged_calls, scan_staged_outcomes
@@ -63,6 +65,7 @@ DAILY_TABLES = {
     "cost_per_intent": CostPerIntent,
     "cost_per_success": CostPerSuccess,
     "cost_breakdown": CostBreakdown,
+    "gateway_gap": GatewayGap,
 }
 ALLOCATION_TABLES = ("allocation_pools", "unrecognized_usage", "unmatched_models")
 
@@ -186,6 +189,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
     shares_by_day = Spill(layout.tmp, "allocated_by_day", "date")  # conservation's allocated side
     read = _Inputs(layout, bounds, start, end)
     calls_schema = polars_schema(StagedLlmCall)
+    prices = settings.telemetry.list_price_table() if settings.telemetry.list_prices else None
     joined_schema = polars_schema(RequestCosts) | {"_kept": pl.Boolean, "_spread": pl.Boolean, "_uncalled": pl.Boolean}
 
     def produced(name: str, part: int | None = None) -> pl.LazyFrame:
@@ -319,15 +323,15 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             )
             for bucket in range(buckets):
                 # Each bucket's requests in one part: validated part by part, a request id in one.
-                spills["request_costs"].sink(
-                    pl.concat(
-                        [
-                            work["joined"].scan(joined_schema, part=bucket).filter(pl.col("_kept")).select(list(polars_schema(RequestCosts))),
-                            redone.filter(requests.in_bucket("request_id", bucket, buckets)),
-                        ]
-                    ),
-                    part=bucket,
+                # The unbilled calls' estimates (gateway's, else list price) on the spilled join:
+                # pricing reads its input twice, a re-scan rather than the join done again.
+                kept = pl.concat(
+                    [
+                        work["joined"].scan(joined_schema, part=bucket).filter(pl.col("_kept")).select(list(polars_schema(RequestCosts))),
+                        redone.filter(requests.in_bucket("request_id", bucket, buckets)),
+                    ]
                 )
+                spills["request_costs"].sink(requests.with_estimates(kept, prices), part=bucket)
             conflicting = pl.concat(conflicts)
             joined = spills["request_costs"].scan(polars_schema(RequestCosts))
         with result.timed("intents"):
@@ -365,6 +369,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 [
                     spills["cost_per_intent"].sink(cost_per_intent(intent_rows), lazy=True),
                     spills["cost_per_success"].sink(cost_per_success(intent_rows), lazy=True),
+                    spills["gateway_gap"].sink(gateway_gap(produced("request_costs")), lazy=True),
                 ]
             )
         with result.timed("intents"):  # the rows held back: late billing, intents in two currencies
@@ -401,6 +406,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             result.checks["request_costs"].append(validate(Quarantine, held.scan(polars_schema(Quarantine)).select(list(polars_schema(Quarantine))), "quarantine_schema"))
             result.warnings["request_costs"] = [_late_billing_outcome(late, bounds)]
             result.warnings["intent_costs"] = [_session_bound_outcome(beyond_bound, bounds)]
+            result.warnings["gateway_gap"] = [_gateway_gap_outcome(produced("gateway_gap").collect(), settings.reconciliation.gateway_gap_warn)]
         if result.passed:
             with result.timed("write"):
                 publication = Publication(layout)  # the daily tables become current together
@@ -410,9 +416,12 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                     if "total_cost" in polars_schema(model):
                         meta["total_cost"] = money_total(frame, "total_cost")
                     if name == "request_costs":
-                        meta["effective_cost"] = money_total(frame, "effective_cost")
-                        meta["billed_cost"] = money_total(frame, "billed_cost")
-                        meta["allocated_effective_cost"] = money_total(frame, "allocated_effective_cost")
+                        invoiced = frame.filter(pl.col("billing_rows") > 0)  # estimates apart, labelled
+                        meta["effective_cost"] = money_total(invoiced, "effective_cost")
+                        meta["billed_cost"] = money_total(invoiced, "billed_cost")
+                        meta["allocated_effective_cost"] = money_total(invoiced, "allocated_effective_cost")
+                        for source in requests.ESTIMATED_COSTS:
+                            meta[f"{source}_effective_cost"] = money_total(frame.filter(pl.col("cost_source") == source), "effective_cost")
                     if name == "allocation_pools":
                         for part in ("allocated", "unlogged", "unmatched"):
                             meta[f"{part}_billed_cost"] = money_total(frame, f"{part}_billed_cost")
@@ -510,6 +519,28 @@ def _late_billing_outcome(late: pl.DataFrame, bounds: Bounds) -> CheckOutcome:
         f"their request: quarantined, not in request_costs (reconciled as late_billing_cost); first {first['source_file']} "
         f"line {first['source_line']} (request {first['x_RequestId']}, charged {first['charge_date']})",
         {"late_billing_rows": late.height},
+    )
+
+
+def _gateway_gap_outcome(gaps: pl.DataFrame, warn_share: float) -> CheckOutcome:
+    """Warning: for some provider and model, what the gateway reported for billed requests differs
+    from the invoice by more than reconciliation.gateway_gap_warn of the invoice (gateway_gap)."""
+    compared = gaps.filter(pl.col("requests") > 0)
+    if compared.is_empty():
+        return CheckOutcome("gateway_gap", True, "no request is both billed and gateway-reported in the same currency")
+    off = compared.filter((pl.col("gap_share").abs() > warn_share) | (pl.col("gap_share").is_null() & (pl.col("gap") != 0)))
+    if off.is_empty():
+        return CheckOutcome("gateway_gap", True, f"gateway-reported costs within {warn_share:.2%} of the invoice for every provider and model ({compared['requests'].sum()} requests compared)")
+    worst = off.sort(pl.col("gap").abs().cast(pl.Float64), descending=True).row(0, named=True)
+    share = "n/a" if worst["gap_share"] is None else f"{worst['gap_share']:+.2%}"
+    return CheckOutcome(
+        "gateway_gap",
+        False,
+        f"{off.height} provider/model/day group(s) where the gateway's reported cost differs from the invoice by more than "
+        f"reconciliation.gateway_gap_warn = {warn_share:.2%}; largest: {worst['provider']} {worst['model']} on {worst['date']}: "
+        f"gateway {worst['gateway_reported_cost']} vs invoice {worst['invoice_cost']} {worst['billing_currency']} "
+        f"(gap {worst['gap']}, {share}, {worst['requests']} requests); the invoice's cost is the one used (see gateway_gap)",
+        {"groups_over_threshold": off.height},
     )
 
 

@@ -16,13 +16,14 @@ from datetime import date, datetime, time, timezone
 import polars as pl
 from pandera.config import ValidationDepth
 
-from schemas import StagedFocus, StagedLlmCall, StagedOutcome
+from schemas import StagedFocus, StagedLlmCall, StagedOutcome, StagedSpan
 from unitledger import months
 from unitledger.checks.validation import CheckOutcome, validate
 from unitledger.config import Settings, Telemetry
 from unitledger.layout import Layout
 from unitledger.model.quarantine import focus_held
 from unitledger.sources import events, focus
+from unitledger.sources.files import scan_dir
 from unitledger.steps.result import StepResult
 from unitledger.warehouse.manifest import read_manifest
 from unitledger.warehouse.publish import Publication, write_parquet_atomic
@@ -119,8 +120,10 @@ def stage_events(layout: Layout, telemetry: Telemetry = Telemetry()) -> StepResu
         checks = [
             validate(StagedLlmCall, events.scan_staged_calls(layout), "llm_call_schema", STAGED_DEPTH),
             validate(StagedOutcome, events.scan_staged_outcomes(layout), "outcome_schema", STAGED_DEPTH),
+            validate(StagedSpan, scan_dir(layout.staged("spans"), StagedSpan), "span_schema", STAGED_DEPTH),
         ]
-    per_file = events.quarantine_by_file(layout, telemetry)
+    per_file = events.rows_by_file(layout, telemetry)
+    checks.append(_whole_telemetry_files_quarantined(layout, per_file))
     result.checks["staged_events"] = checks
     if result.passed:
         with result.timed("write"):
@@ -132,15 +135,42 @@ def stage_events(layout: Layout, telemetry: Telemetry = Telemetry()) -> StepResu
         "llm_calls": report.rows["llm_calls"],
         "outcomes": report.rows["outcomes"],
         "evaluations": report.rows["evaluations"],
+        "spans": report.rows["spans"],
+        "ignored_records": report.rows["ignored_records"],
+        # telemetry files with no GenAI record at all (only HTTP or database spans, say): staged, 0 calls
+        "files_without_genai_records": "; ".join(
+            f"{name}: {rows.ignored} non-GenAI record(s) ignored, 0 calls" for name, rows in sorted(per_file.items())
+            if rows.source_format != "events" and rows.kept == rows.quarantined == 0
+        ),
         "dagster/row_count": report.rows["llm_calls"] + report.rows["outcomes"],
         "duplicate_events": report.duplicate_events,
         "quarantined_rows": report.quarantined_rows,
         # which files the quarantined rows came from, most first
         "quarantined_rows_by_file": "; ".join(
-            f"{name}: {n}" for name, n in sorted(per_file.items(), key=lambda kv: (-kv[1], kv[0]))
+            f"{name}: {rows.quarantined} of {rows.kept + rows.quarantined + rows.ignored}"
+            for name, rows in sorted(per_file.items(), key=lambda kv: (-kv[1].quarantined, kv[0])) if rows.quarantined
         ),
     }
     return result
+
+
+def _whole_telemetry_files_quarantined(layout: Layout, per_file: dict[str, events.FileRows]) -> CheckOutcome:
+    """Blocking: a telemetry file (OTLP, gateway log) none of whose rows could be staged, every one
+    quarantined, fails the run, naming the file and its first row's reason: such a file is a wrong
+    export or a wrong format, not a few bad rows. (A flat event file keeps the old rule: its bad
+    rows are quarantined and the run goes on.)"""
+    whole = {name: rows for name, rows in per_file.items() if rows.source_format != "events" and rows.quarantined and not rows.kept}
+    if not whole:
+        return CheckOutcome("telemetry_files", True, "every telemetry file has rows that could be staged")
+    described = []
+    for name, rows in sorted(whole.items()):
+        line, column, reason = events.first_quarantined(layout, rows.file_id)
+        described.append(f"{name}: all {rows.quarantined} row(s) quarantined; first: line {line}, {column}: {reason}")
+    return CheckOutcome(
+        "telemetry_files", False,
+        f"{len(whole)} telemetry file(s) quarantined entirely (nothing staged from them): " + "; ".join(described),
+        {"files_quarantined_entirely": len(whole)},
+    )
 
 
 def publish_quarantine(layout: Layout, source: str) -> None:

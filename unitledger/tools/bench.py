@@ -50,6 +50,8 @@ from pathlib import Path
 
 import polars as pl
 
+from unitledger.model.requests import ESTIMATED_COSTS
+
 STAGES = ("ingest", "validate", "join", "allocate", "intents", "features", "breakdown", "write")
 CORE = ("join", "intents", "features")  # the transforms all three implementations share
 IMPLEMENTATIONS = ("pipeline", "duckdb", "pandas")
@@ -300,10 +302,15 @@ class _Stopwatch:
 
 
 def run_pipeline(data_dir: Path, settings, day: date, out_dir: Path) -> dict[str, float]:
-    """The functions the Dagster assets call, in the order the assets run."""
+    """The functions the Dagster assets call, in the order the assets run. Without list prices:
+    the references build the invoice path only, so unbilled calls stay unestimated on every side
+    (the estimate touches the unbilled calls only, a few percent of a day)."""
+    import dataclasses
+
     from unitledger.layout import Layout
     from unitledger.steps import daily, staging
 
+    settings = dataclasses.replace(settings, telemetry=dataclasses.replace(settings.telemetry, list_prices=()))
     layout = Layout(data_dir)
     timings: dict[str, float] = {}
     for step in (
@@ -479,7 +486,10 @@ SELECT coalesce(c.request_id, b.request_id) AS request_id, coalesce(c.call_date,
        c.input_tokens, c.output_tokens,
        c.cache_read_input_tokens, c.cache_write_input_tokens, c.attempt, c.status,
        CASE WHEN c.session_id IS NOT NULL AND coalesce(b.billing_rows, 0) > 0 THEN 'matched'
-            WHEN c.session_id IS NOT NULL THEN 'telemetry_only' ELSE 'billing_only' END AS match_status
+            WHEN c.session_id IS NOT NULL THEN 'telemetry_only' ELSE 'billing_only' END AS match_status,
+       -- Flat events: no gateway cost, no trace structure (the bench runs without list prices).
+       CAST(NULL AS DECIMAL(38, 18)) AS gateway_reported_cost, CAST(NULL AS VARCHAR) AS gateway_reported_currency,
+       CAST(NULL AS BOOLEAN) AS after_tool_call
 FROM deduped_calls c FULL OUTER JOIN billed b ON c.request_id = b.request_id;
 CREATE TABLE request_costs AS SELECT * FROM joined WHERE date = $day;
 """
@@ -501,7 +511,9 @@ SELECT j.session_id, d.intent_date AS date,
        min(billing_currency) AS billing_currency, count(*) AS requests,
        count(*) FILTER (WHERE attempt = 1) AS turns, count(*) FILTER (WHERE attempt > 1) AS retries,
        count(*) FILTER (WHERE billing_rows = 0) AS unbilled_requests, sum(effective_cost) AS token_cost,
-       sum(allocated_effective_cost) AS allocated_token_cost
+       sum(allocated_effective_cost) AS allocated_token_cost,
+       coalesce(sum(effective_cost) FILTER (WHERE cost_source = 'gateway_reported'), 0) AS gateway_reported_token_cost,
+       coalesce(sum(effective_cost) FILTER (WHERE cost_source = 'list_estimate'), 0) AS list_estimate_token_cost
 FROM joined j JOIN intent_days d ON d.session_id = j.session_id AND d.call_date = j.date
 WHERE d.intent_date = $day GROUP BY j.session_id, d.intent_date
 -- an intent billed in two currencies is quarantined, not summed
@@ -520,10 +532,13 @@ WITH labelled AS (
 )
 SELECT session_id, date, last_call.feature_tag AS feature_tag, last_call.model AS model,
        last_call.model_version AS model_version, last_call.prompt_version AS prompt_version, billing_currency,
-       requests, turns, retries, unbilled_requests, token_cost, allocated_token_cost, outcome, escalated, labor_cost,
+       requests, turns, retries, unbilled_requests, token_cost, allocated_token_cost, gateway_reported_token_cost,
+       list_estimate_token_cost, outcome, escalated, labor_cost,
        CAST(token_cost + labor_cost AS DECIMAL(38, 18)) AS total_cost
 FROM (SELECT * REPLACE (CASE WHEN billing_currency IS NOT NULL THEN token_cost END AS token_cost,
-                        CASE WHEN billing_currency IS NOT NULL THEN allocated_token_cost END AS allocated_token_cost),
+                        CASE WHEN billing_currency IS NOT NULL THEN allocated_token_cost END AS allocated_token_cost,
+                        CASE WHEN billing_currency IS NOT NULL THEN gateway_reported_token_cost END AS gateway_reported_token_cost,
+                        CASE WHEN billing_currency IS NOT NULL THEN list_estimate_token_cost END AS list_estimate_token_cost),
              CASE WHEN billing_currency IS NOT NULL THEN
                CASE WHEN outcome = 'failure' THEN labor_per_failure ELSE CAST(0 AS DECIMAL(38, 18)) END END AS labor_cost
       FROM labelled);
@@ -533,7 +548,8 @@ _DUCK_FEATURES = """
 CREATE TABLE cost_per_intent AS
 SELECT date, feature_tag, model_version, prompt_version, billing_currency, count(*) AS intents,
        CAST(sum(requests) AS BIGINT) AS requests, sum(token_cost) AS token_cost,
-       sum(allocated_token_cost) AS allocated_token_cost, sum(labor_cost) AS labor_cost,
+       sum(allocated_token_cost) AS allocated_token_cost, sum(gateway_reported_token_cost) AS gateway_reported_token_cost,
+       sum(list_estimate_token_cost) AS list_estimate_token_cost, sum(labor_cost) AS labor_cost,
        sum(total_cost) AS total_cost,
        CAST(sum(token_cost) AS DOUBLE) / count(*) AS token_cost_per_intent,
        CAST(sum(total_cost) AS DOUBLE) / count(*) AS cost_per_intent
@@ -548,6 +564,8 @@ WITH sums AS (
          -- An empty sum is 0 (the group has a currency but no labeled intent), NULL without a currency.
          CASE WHEN billing_currency IS NOT NULL THEN coalesce(sum(token_cost) FILTER (WHERE outcome <> 'unlabeled'), 0) END AS token_cost,
          CASE WHEN billing_currency IS NOT NULL THEN coalesce(sum(allocated_token_cost) FILTER (WHERE outcome <> 'unlabeled'), 0) END AS allocated_token_cost,
+         CASE WHEN billing_currency IS NOT NULL THEN coalesce(sum(gateway_reported_token_cost) FILTER (WHERE outcome <> 'unlabeled'), 0) END AS gateway_reported_token_cost,
+         CASE WHEN billing_currency IS NOT NULL THEN coalesce(sum(list_estimate_token_cost) FILTER (WHERE outcome <> 'unlabeled'), 0) END AS list_estimate_token_cost,
          CASE WHEN billing_currency IS NOT NULL THEN coalesce(sum(labor_cost) FILTER (WHERE outcome <> 'unlabeled'), 0) END AS labor_cost,
          CASE WHEN billing_currency IS NOT NULL THEN coalesce(sum(total_cost) FILTER (WHERE outcome <> 'unlabeled'), 0) END AS total_cost,
          CASE WHEN billing_currency IS NOT NULL THEN coalesce(sum(total_cost) FILTER (WHERE outcome = 'success'), 0) END AS success_total_cost,
@@ -567,7 +585,8 @@ WITH sums AS (
 SELECT date, feature_tag, model_version, prompt_version, billing_currency, intents, labeled_intents, successes,
        failures, escalations,
        CASE WHEN labeled_intents > 0 THEN CAST(successes AS DOUBLE) / labeled_intents END AS success_rate,
-       CAST(labeled_intents AS DOUBLE) / intents AS label_coverage, token_cost, allocated_token_cost, labor_cost, total_cost,
+       CAST(labeled_intents AS DOUBLE) / intents AS label_coverage, token_cost, allocated_token_cost,
+       gateway_reported_token_cost, list_estimate_token_cost, labor_cost, total_cost,
        success_total_cost, total_cost_sq,
        CASE WHEN successes > 0 THEN CAST(token_cost AS DOUBLE) / successes END AS token_cost_per_success,
        cost_per_success, cost_per_success - half_width AS ci95_low, cost_per_success + half_width AS ci95_high,
@@ -906,11 +925,16 @@ def _pd_join(focus, calls, bounds, day: date):
     joined["cost_source"] = pd.Series("invoice_request", index=joined.index).where(billed_rows)
     for name in ("allocated_billed_cost", "allocated_effective_cost", "allocated_list_cost"):
         joined[name] = _pd_zero_money(joined.index).where(billed_rows)
+    # Flat events: no gateway cost, no trace structure (the bench runs without list prices).
+    joined["gateway_reported_cost"] = _pd_zero_money(joined.index).where(pd.Series(False, index=joined.index))
+    joined["gateway_reported_currency"] = pd.Series(None, index=joined.index, dtype="string[pyarrow]")
+    joined["after_tool_call"] = pd.Series(None, index=joined.index, dtype="boolean[pyarrow]")
     columns = ["request_id", "date", "session_id", "called_at", "feature_tag", "provider", "model", "model_version",
                "prompt_version", "billing_account_id", "billing_currency", "billed_cost", "effective_cost", "list_cost",
                "billing_rows", "cost_source", "allocated_billed_cost", "allocated_effective_cost", "allocated_list_cost",
                "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens",
-               "attempt", "status", "match_status"]  # fmt: skip
+               "attempt", "status", "match_status", "gateway_reported_cost", "gateway_reported_currency",
+               "after_tool_call"]  # fmt: skip
     request_costs = joined.loc[joined["date"] == day, columns].reset_index(drop=True)
     return request_costs, joined[columns]
 
@@ -941,7 +965,9 @@ def _pd_intents(joined, calls, outcomes, settings, day: date):
     last = calls.sort_values(["session_id", "called_at"]).drop_duplicates("session_id", keep="last")
     last = last.set_index("session_id")[["feature_tag", "model", "model_version", "prompt_version"]]
     flags = calls.assign(
-        turn=calls["attempt"] == 1, retry=calls["attempt"] > 1, unbilled=calls["billing_rows"] == 0
+        turn=calls["attempt"] == 1, retry=calls["attempt"] > 1, unbilled=calls["billing_rows"] == 0,
+        **{column: calls["effective_cost"].where(calls["cost_source"] == source, _pd_zero_money(calls.index)).astype(money)
+           for source, column in ESTIMATED_COSTS.items()},
     )
     sessions = flags.groupby("session_id").agg(
         billing_currency=("billing_currency", "min"),
@@ -951,6 +977,7 @@ def _pd_intents(joined, calls, outcomes, settings, day: date):
         unbilled_requests=("unbilled", "sum"),
         token_cost=("effective_cost", "sum"),
         allocated_token_cost=("allocated_effective_cost", "sum"),
+        **{column: (column, "sum") for column in ESTIMATED_COSTS.values()},
     )
     sessions["date"] = pd.Series([day] * len(sessions), index=sessions.index, dtype=pd.ArrowDtype(pa.date32()))
     sessions = sessions.join(last)
@@ -969,7 +996,8 @@ def _pd_intents(joined, calls, outcomes, settings, day: date):
     intents = intents.merge(specific, on=["feature_tag", "billing_currency"], how="left").merge(fallback, on="billing_currency", how="left")
     billed = intents["billing_currency"].notna()
     intents["token_cost"] = intents["token_cost"].where(billed).astype(money)
-    intents["allocated_token_cost"] = intents["allocated_token_cost"].where(billed).astype(money)
+    for name in ("allocated_token_cost", *ESTIMATED_COSTS.values()):
+        intents[name] = intents[name].where(billed).astype(money)
     per_failure = intents["specific"].fillna(intents["fallback"])
     zero = _pd_zero_money(intents.index)
     intents["labor_cost"] = per_failure.where(intents["outcome"] == "failure", zero).where(billed).astype(money)
@@ -977,7 +1005,8 @@ def _pd_intents(joined, calls, outcomes, settings, day: date):
     wide = pd.ArrowDtype(pa.decimal256(38, 18))
     intents["total_cost"] = (intents["token_cost"].astype(wide) + intents["labor_cost"].astype(wide)).astype(money)
     columns = ["session_id", "date", "feature_tag", "model", "model_version", "prompt_version", "billing_currency",
-               "requests", "turns", "retries", "unbilled_requests", "token_cost", "allocated_token_cost", "outcome",
+               "requests", "turns", "retries", "unbilled_requests", "token_cost", "allocated_token_cost",
+               *ESTIMATED_COSTS.values(), "outcome",
                "escalated", "labor_cost", "total_cost"]  # fmt: skip
     return intents[columns].astype({"requests": "int64", "turns": "int64", "retries": "int64", "unbilled_requests": "int64"})
 
@@ -998,10 +1027,11 @@ def _pd_cost_per_intent(intents):
         requests=("requests", "sum"),
         token_cost=("token_cost", "sum"),
         allocated_token_cost=("allocated_token_cost", "sum"),
+        **{column: (column, "sum") for column in ESTIMATED_COSTS.values()},
         labor_cost=("labor_cost", "sum"),
         total_cost=("total_cost", "sum"),
     ).reset_index()
-    sums = _pd_only_when_billed(sums, ["token_cost", "allocated_token_cost", "labor_cost", "total_cost"])
+    sums = _pd_only_when_billed(sums, ["token_cost", "allocated_token_cost", *ESTIMATED_COSTS.values(), "labor_cost", "total_cost"])
     sums["token_cost_per_intent"] = sums["token_cost"].astype("float64") / sums["intents"]
     sums["cost_per_intent"] = sums["total_cost"].astype("float64") / sums["intents"]
     return sums
@@ -1029,6 +1059,7 @@ def _pd_cost_per_success(intents):
         escalation=labeled & intents["escalated"].fillna(False).astype(bool),
         labeled_token=intents["token_cost"].where(labeled, zero).astype(money),
         labeled_allocated=intents["allocated_token_cost"].where(labeled, zero).astype(money),
+        **{f"labeled_{column}": intents[column].where(labeled, zero).astype(money) for column in ESTIMATED_COSTS.values()},
         labeled_labor=intents["labor_cost"].where(labeled, zero).astype(money),
         labeled_total=intents["total_cost"].where(labeled, zero).astype(money),
         success_total=intents["total_cost"].where(success, zero).astype(money),
@@ -1044,6 +1075,7 @@ def _pd_cost_per_success(intents):
             escalations=("escalation", "sum"),
             token_cost=("labeled_token", "sum"),
             allocated_token_cost=("labeled_allocated", "sum"),
+            **{column: (f"labeled_{column}", "sum") for column in ESTIMATED_COSTS.values()},
             labor_cost=("labeled_labor", "sum"),
             total_cost=("labeled_total", "sum"),
             success_total_cost=("success_total", "sum"),
@@ -1051,7 +1083,9 @@ def _pd_cost_per_success(intents):
         )
         .reset_index()
     )
-    sums = _pd_only_when_billed(sums, ["token_cost", "allocated_token_cost", "labor_cost", "total_cost", "success_total_cost", "total_cost_sq"])
+    sums = _pd_only_when_billed(
+        sums, ["token_cost", "allocated_token_cost", *ESTIMATED_COSTS.values(), "labor_cost", "total_cost", "success_total_cost", "total_cost_sq"]
+    )
     n = sums["labeled_intents"].astype("float64")
     sy = sums["successes"].astype("float64")
     ratio = (sums["total_cost"].astype("float64") / sy).where(sums["successes"] > 0)

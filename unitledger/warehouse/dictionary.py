@@ -19,6 +19,7 @@ from schemas.decisions import (
 )
 from schemas.monthly import CostBreakdownMonthly, CostPerIntentMonthly, CostPerSuccessMonthly
 from schemas.reconciliation import (
+    GatewayGap,
     Reconciliation,
     ReconciliationDaily,
     RequestConflicts,
@@ -36,6 +37,7 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], str]] = {
     "unrecognized_usage": (UnrecognizedUsageDaily, "date"),
     "unmatched_models": (UnmatchedModels, "date"),
     "cost_breakdown": (CostBreakdown, "date"),
+    "gateway_gap": (GatewayGap, "date"),
     "cost_per_intent_monthly": (CostPerIntentMonthly, "billing_period"),
     "cost_per_success_monthly": (CostPerSuccessMonthly, "billing_period"),
     "cost_breakdown_monthly": (CostBreakdownMonthly, "billing_period"),

@@ -57,8 +57,14 @@ def readable(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
         shown = shown.with_columns(pl.col("billing_currency").fill_null(UNBILLED))
         legend.append(
             f"billing_currency {UNBILLED}: intents none of whose calls were billed (billing missing or not arrived "
-            "yet): their money is unknown, shown blank, not zero. They still count in intents and rates, never in "
-            "a currency's cost."
+            "yet) nor estimated (no gateway cost, no list price for their model): their money is unknown, shown "
+            "blank, not zero. They still count in intents and rates, never in a currency's cost."
+        )
+    estimated = [c for c in ("gateway_reported_token_cost", "list_estimate_token_cost") if c in frame.columns]
+    if any(frame[c].fill_null(0).ne(0).any() for c in estimated):
+        legend.append(
+            "token_cost includes estimates for calls no invoice billed: gateway_reported_token_cost (what a gateway "
+            "reported) and list_estimate_token_cost (list prices from [telemetry]) say how much; the rest is invoiced."
         )
     small = None
     if "labeled_intents" in frame.columns:

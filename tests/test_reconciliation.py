@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from pipelines.definitions import defs
-from pipelines.reconciliation import reconciliation_tables
+from pipelines.reconciliation import reconciliation_parts, reconciliation_tables
 from pipelines.resources import Warehouse
 from tests.builders import focus_row, llm_call, write_events, write_focus_csv
 from tests.conftest import FOCUS_SAMPLE, REPO, TODAY
@@ -309,7 +309,7 @@ def test_dagster_assets_reconcile_a_month_with_their_checks(layout):
     assert staged.success
     result = dg.materialize(
         assets,
-        selection=[reconciliation_tables],
+        selection=[reconciliation_parts, reconciliation_tables],
         resources=resources,
         instance=dg.DagsterInstance.ephemeral(),
         tags={"dagster/asset_partition_range_start": "2026-03", "dagster/asset_partition_range_end": "2026-03"},

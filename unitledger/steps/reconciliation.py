@@ -8,6 +8,7 @@ attribution rule, so a period's days add up to its month.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -36,7 +37,7 @@ from unitledger.sources.focus import scan_quarantined_focus, scan_staged_focus
 from unitledger.sources.invoices import read_invoices
 from unitledger.steps.daily import classify_loose_rows
 from unitledger.steps.result import StepResult
-from unitledger.warehouse.publish import WRITE_OPTIONS, Publication, Spill, clear_scratch, polars_schema, scratch_folder
+from unitledger.warehouse.publish import WRITE_OPTIONS, Publication, Spill, clear_scratch, polars_schema, remove_folder, scratch_folder, write_text_atomic
 
 
 MONTHLY_TABLES = {
@@ -156,6 +157,32 @@ class MonthPlan:
         return [folder / table / f"{part}.parquet" for part in parts]
 
 
+def parts_folder(layout: Layout, key: str) -> Path:
+    """Where the parts of billing period `key` (YYYY-MM) are kept between the steps that write them
+    and the one that publishes them, when those are steps of their own (Dagster): outside scratch
+    (cleared of dead processes' folders) and outside the warehouse (never read by analysts)."""
+    return layout.data_dir / ".parts" / "reconciliation" / key
+
+
+def write_plan(plan: MonthPlan, folder: Path) -> None:
+    """Start `folder` afresh for `plan`: the parts of an earlier plan removed, the plan saved."""
+    remove_folder(folder)
+    text = json.dumps(
+        {"period": plan.period.isoformat(), "buckets": plan.buckets,
+         "request_dates": [d.isoformat() for d in plan.request_dates], "days": [d.isoformat() for d in plan.days]}
+    )  # fmt: skip
+    write_text_atomic(text, folder / "plan.json")
+
+
+def read_plan(folder: Path) -> MonthPlan:
+    plan_file = folder / "plan.json"
+    if not plan_file.exists():
+        raise FileNotFoundError(f"no reconciliation plan in {folder}: materialize reconciliation_parts for this billing period first")
+    saved = json.loads(plan_file.read_text(encoding="utf-8"))
+    dates = tuple(date.fromisoformat(d) for d in saved["request_dates"])
+    return MonthPlan(date.fromisoformat(saved["period"]), saved["buckets"], dates, tuple(date.fromisoformat(d) for d in saved["days"]))
+
+
 def _period_rows(layout: Layout, period: date) -> pl.LazyFrame:
     return scan_staged_focus(layout).filter(_period_starts_within("BillingPeriodStart", period, months.next_month(period)))
 
@@ -253,7 +280,7 @@ def publish_reconciliation(
         files = [file for plan, folder in zip(plans, partials) for file in plan.files(folder, name)]
         missing = [f for f in files if not f.exists()]
         if missing:
-            raise FileNotFoundError(f"reconciliation part not written: {missing[0]} (run its reconcile_part first)")
+            raise FileNotFoundError(f"reconciliation part not written: {missing[0]} (materialize reconciliation_parts first)")
         return pl.scan_parquet(files, glob=False)
 
     try:

@@ -103,7 +103,11 @@ def _placed(layout: Layout, focus: pl.LazyFrame, lo: date, hi: date, settings: S
     rows = requests.without_request_conflicts(focus.filter(in_dates("charge_date", *days)))
     calls = requests.dedupe_calls(scan_staged_calls(layout).filter(in_dates("call_date", *days)))
     run = allocate_billing(rows, calls, settings.allocation)
-    return placement(run.classified, run.tables.pools).collect(optimizations=optimizations()).lazy()
+    classified = run.classified.collect(optimizations=optimizations())  # the days' rows without a request id: few
+    # No AI token row to split (the usual day of a request-billed provider): no pools, and none of
+    # the allocation's reading of the days' calls and billed tokens.
+    pools = run.tables.pools if (classified["usage_class"] == "token").any() else pl.DataFrame(schema=run.tables.pools.collect_schema()).lazy()
+    return placement(classified.lazy(), pools).collect(optimizations=optimizations()).lazy()
 
 
 # --- the month in parts -----------------------------------------------------------------------------

@@ -1,18 +1,17 @@
 """The month reconciliation fanned out as Dagster steps (reconciliation_parts: one step per hash
 bucket of request ids and one for the rows without one; reconciliation_tables: the one writer)
 publishes exactly the tables of the single-process build (steps.reconciliation.build_reconciliation
-in one bucket), on the multiprocess executor and on a local two-worker Dask cluster."""
+in one bucket), on the multiprocess executor. (dagster-dask 0.29.27 cannot run these partitioned
+jobs with dagster 1.13.27: docs/operations.md, "Running on a cluster".)"""
 
 from datetime import date
 
 import dagster as dg
 import pytest
-from dagster_dask import dask_executor
 
 from pipelines.automation import reconciliation_job
 from pipelines.definitions import defs
 from pipelines.reconciliation import reconciliation_parts, reconciliation_tables
-from pipelines.resources import Warehouse
 from polars.testing import assert_frame_equal
 
 from tests.compare import copy_landing, read_table
@@ -26,15 +25,6 @@ from unitledger.tools.generate import generate
 CONFIG = REPO / "unitledger.toml"
 TABLES = ["reconciliation", "token_reconciliation", "token_mismatches", "request_conflicts"]
 BUCKETS = 4
-
-
-def reconciliation_on_dask() -> dg.JobDefinition:
-    """The parts on the Dask executor (reconstructable: module level). Not the writer: with
-    dagster-dask 0.29.27 and distributed 2026.8, a step in a concurrency pool fails to submit
-    ("Iteration is not allowed on `@record` RunOpConcurrency": Dask walks the step's arguments
-    as collections); the writer, in pool "warehouse", runs in-process after."""
-    job = dg.define_asset_job("reconciliation_dask", selection=[reconciliation_parts], executor_def=dask_executor)
-    return dg.Definitions(assets=list(defs.assets), jobs=[job], resources=defs.resources).resolve_job_def("reconciliation_dask")
 
 
 def reconciliation_on_processes() -> dg.JobDefinition:
@@ -102,17 +92,4 @@ def test_fanned_out_on_processes_equals_the_single_process_build(landed, single_
     layout = _staged_copy(landed, tmp_path)
     processes = _fanned_out(reconciliation_on_processes, layout, tmp_path, {"multiprocess": {"max_concurrent": 2}})
     assert len(processes) > 2  # a process per step (multiprocess executor)
-    assert_same_reconciliation(layout, single_process)
-
-
-def test_fanned_out_on_a_dask_cluster_equals_the_single_process_build(landed, single_process, tmp_path):
-    layout = _staged_copy(landed, tmp_path)
-    cluster = {"cluster": {"local": {"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": None}}}
-    _fanned_out(reconciliation_on_dask, layout, tmp_path, cluster)
-    resources = {"warehouse": Warehouse(data_dir=str(layout.data_dir), config_path=str(CONFIG), today=TODAY.isoformat())}
-    written = dg.materialize(
-        list(defs.assets), selection=[reconciliation_tables], resources=resources, instance=dg.DagsterInstance.ephemeral(),
-        tags={"dagster/asset_partition_range_start": "2026-02", "dagster/asset_partition_range_end": "2026-03"},
-    )  # fmt: skip
-    assert written.success
     assert_same_reconciliation(layout, single_process)

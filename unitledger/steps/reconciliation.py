@@ -1,9 +1,10 @@
 """The reconciliation steps: read staging (and landing/invoices/), call unitledger.model.reconciliation,
 validate, publish atomically. The Dagster assets in pipelines/reconciliation.py call these.
 
-The monthly step reconciles whole billing periods (FOCUS rows by BillingPeriodStart); the daily
-step gives the same figures per UTC day (FOCUS rows by ChargePeriodStart date) with the same
-attribution rule, so a period's days add up to its month.
+The monthly step reconciles whole billing periods (FOCUS rows by BillingPeriodStart), each in
+parts that add up exactly (plan_month, reconcile_part, publish_reconciliation: "the month in parts"
+below); the daily step gives the same figures per UTC day (FOCUS rows by ChargePeriodStart date)
+with the same attribution rule, so a period's days add up to its month.
 """
 
 from __future__ import annotations

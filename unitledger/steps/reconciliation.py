@@ -121,8 +121,9 @@ def _placed(layout: Layout, focus: pl.LazyFrame, lo: date, hi: date, settings: S
 # the other here or fanned out by Dagster (pipelines/reconciliation.py); publish_reconciliation adds
 # them up, checks and publishes: the one writer.
 
-# FOCUS rows with a request id per bucket: the month is split into as many buckets as it needs.
-BUCKET_ROWS = 20_000_000
+# FOCUS rows with a request id per bucket: the month is split into as many buckets as it needs. A
+# bucket of 12M rows peaked at 7.4 GB (docs/performance.md): 10M keeps a part within 8 GB.
+BUCKET_ROWS = 10_000_000
 UNREQUESTED = "unrequested"  # the part of the rows without a request id and the quarantined rows
 # Partial tables a part writes, one file per part: summed (figures, telemetry, token_reconciliation)
 # or stacked (token_mismatches, request_conflicts) by publish_reconciliation. The unrequested part

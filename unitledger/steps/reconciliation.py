@@ -221,7 +221,10 @@ def reconcile_part(layout: Layout, settings: Settings, plan: MonthPlan, part: st
         pending = {name: target.with_name(f".{part}.{os.getpid()}.tmp") for name, target in written.items()}
         for tmp in pending.values():
             tmp.parent.mkdir(parents=True, exist_ok=True)
-        pl.collect_all([frame.sink_parquet(pending[name], lazy=True, **WRITE_OPTIONS) for name, frame in frames.items()])
+        # One after the other, not in one collect_all: the queries' hash tables (calls, per-request
+        # sums) would be held at once; each reads the attributed rows from their spill.
+        for name, frame in frames.items():
+            frame.sink_parquet(pending[name], **WRITE_OPTIONS)
         for name in frames:
             os.replace(pending[name], written[name])
     finally:

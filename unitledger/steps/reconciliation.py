@@ -31,7 +31,8 @@ from unitledger.config import Bounds, Settings
 from unitledger.layout import Layout
 from unitledger.model import reconciliation
 from unitledger.model import requests
-from unitledger.model.allocation import allocate_billing, optimizations, placement
+from unitledger.model.allocation import PLACEMENT_AMOUNTS, allocate_billing, classify_for_allocation, optimizations, placement
+from schemas.types import MONEY
 from unitledger.model.requests import COPY_DAYS, associate, dedupe_calls, in_dates
 from unitledger.sources.events import scan_staged_calls
 from unitledger.sources.focus import scan_quarantined_focus, scan_staged_focus
@@ -101,14 +102,22 @@ def _placed(layout: Layout, focus: pl.LazyFrame, lo: date, hi: date, settings: S
     same inputs, the days' rows and calls with the daily step's lookaround, so the reconciliation
     shows the cents the daily tables allocated. Collected: one row per row without request id."""
     days = requests.with_lookaround(lo, hi)
-    rows = requests.without_request_conflicts(focus.filter(in_dates("charge_date", *days)))
+    window = focus.filter(in_dates("charge_date", *days))
+    # The days' rows without a request id, classified (few). Without an AI token row to split (the
+    # usual day of a request-billed provider) there are no pools: none of the allocation's reading
+    # of the days' requests and calls.
+    classified = classify_for_allocation(window.filter(pl.col("x_RequestId").is_null()), settings.allocation)
+    if not classified.filter(pl.col("usage_class") == "token").select(pl.len()).collect().item():
+        return placement(classified, _NO_POOLS).collect(optimizations=optimizations()).lazy()
     calls = requests.dedupe_calls(scan_staged_calls(layout).filter(in_dates("call_date", *days)))
-    run = allocate_billing(rows, calls, settings.allocation)
-    classified = run.classified.collect(optimizations=optimizations())  # the days' rows without a request id: few
-    # No AI token row to split (the usual day of a request-billed provider): no pools, and none of
-    # the allocation's reading of the days' calls and billed tokens.
-    pools = run.tables.pools if (classified["usage_class"] == "token").any() else pl.DataFrame(schema=run.tables.pools.collect_schema()).lazy()
-    return placement(classified.lazy(), pools).collect(optimizations=optimizations()).lazy()
+    run = allocate_billing(requests.without_request_conflicts(window), calls, settings.allocation)
+    return placement(run.classified, run.tables.pools).collect(optimizations=optimizations()).lazy()
+
+
+# model.allocation.placement's pools when there are none: the columns it reads.
+_NO_POOLS = pl.DataFrame(
+    schema={"source_file": pl.String, "source_line": pl.Int64, **{f"{p}_{c}": MONEY for p in PLACEMENT_AMOUNTS for c in ("billed_cost", "effective_cost")}}
+).lazy()
 
 
 # --- the month in parts -----------------------------------------------------------------------------

@@ -3,8 +3,8 @@ thin wrappers around unitledger.steps.reconciliation.
 
 A billing period is reconciled in parts (docs/reconciliation.md, "A month in parts"):
 `reconciliation_parts` plans each month of its run and fans its parts out as dynamic steps (hash
-buckets of request ids, and the rows without one), which any executor runs where it runs steps (the
-multiprocess executor's processes, Dask workers, Kubernetes jobs: docs/operations.md);
+buckets of request ids, and the rows without one), which the executor runs where it runs steps (the
+multiprocess executor's processes, or Kubernetes jobs with k8s_job_executor: docs/operations.md);
 `reconciliation_tables` is the one writer: it adds the parts up, checks and publishes."""
 
 from datetime import timedelta

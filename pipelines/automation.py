@@ -23,7 +23,7 @@ from pipelines.assets import daily_tables, staged_billing, staged_events
 from pipelines.decisions import DECISION_ASSETS
 from pipelines.monthly import monthly_tables
 from pipelines.partitions import daily_partitions, last_daily_key, monthly_partitions
-from pipelines.reconciliation import reconciliation_daily, reconciliation_tables
+from pipelines.reconciliation import reconciliation_daily, reconciliation_parts, reconciliation_tables
 from pipelines.resources import Warehouse
 from unitledger import months
 from unitledger.checks import freshness
@@ -43,10 +43,20 @@ daily_job = dg.define_asset_job(
 )
 monthly_job = dg.define_asset_job(
     "monthly",
-    selection=dg.AssetSelection.assets(monthly_tables, reconciliation_tables, *DECISION_ASSETS),
+    selection=dg.AssetSelection.assets(monthly_tables, reconciliation_parts, reconciliation_tables, *DECISION_ASSETS),
     partitions_def=monthly_partitions,
     description="Roll the selected months' daily per-feature tables up into the monthly tables; reconcile their billing "
     "periods; refresh the decision tables and the report (the window ending at the latest built day).",
+)
+
+
+reconciliation_job = dg.define_asset_job(
+    "reconciliation",
+    selection=dg.AssetSelection.assets(reconciliation_parts, reconciliation_tables),
+    partitions_def=monthly_partitions,
+    description="Reconcile the selected billing periods: their parts fanned out as steps (hash buckets of request ids, "
+    "the rows without one), then added up, checked and published by one writer. Run it on any executor "
+    "(docs/operations.md, \"Running on a cluster\").",
 )
 
 

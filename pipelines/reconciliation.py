@@ -1,5 +1,11 @@
 """Reconciliation assets: per billing period (monthly partitions) and per day (daily partitions),
-thin wrappers around unitledger.steps.reconciliation."""
+thin wrappers around unitledger.steps.reconciliation.
+
+A billing period is reconciled in parts (docs/reconciliation.md, "A month in parts"):
+`reconciliation_parts` plans each month of its run and fans its parts out as dynamic steps (hash
+buckets of request ids, and the rows without one), which the executor runs where it runs steps (the
+multiprocess executor's processes, or Kubernetes jobs with k8s_job_executor: docs/operations.md);
+`reconciliation_tables` is the one writer: it adds the parts up, checks and publishes."""
 
 from datetime import timedelta
 
@@ -18,7 +24,7 @@ from unitledger.warehouse.views import refresh_views
 
 _STAGED = ["staged_billing", "staged_events"]
 
-MONTHLY_SPECS = [table_spec(name, deps=_STAGED, group_name="reconciliation") for name in step.MONTHLY_TABLES]
+MONTHLY_SPECS = [table_spec(name, deps=["reconciliation_parts"], group_name="reconciliation") for name in step.MONTHLY_TABLES]
 DAILY_SPECS = [table_spec(name, deps=_STAGED, group_name="reconciliation") for name in step.DAILY_TABLES]
 
 
@@ -62,6 +68,64 @@ def _warnings(outcomes: list[tuple[str, CheckOutcome]]):
         )
 
 
+def _periods(context) -> list:
+    """The billing periods (first days) of the run's partitions (one run may cover several)."""
+    window = context.partition_time_window
+    return months.months(window.start.date(), months.previous_month(window.end.date()))
+
+
+@dg.op(
+    ins={"staged": dg.In(dg.Nothing)},
+    out=dg.DynamicOut(tuple),
+    config_schema={"buckets": dg.Field(int, default_value=0, description="Hash buckets of request ids per month; 0: as many as its rows need.")},
+)
+def plan_reconciliation(context: dg.OpExecutionContext, warehouse: Warehouse):
+    """Plan each billing period of the run (steps.reconciliation.plan_month; `buckets` from the
+    op config when set, else from its rows), save the plan with its parts, and yield one (period,
+    part) per part: each becomes a step."""
+    layout = warehouse.layout
+    buckets = context.op_config["buckets"] or None
+    for period in _periods(context):
+        plan = step.plan_month(layout, period, buckets)
+        step.write_plan(plan, step.parts_folder(layout, plan.key))
+        context.log.info(f"{plan.key}: {plan.buckets} bucket(s) of request ids, {len(plan.days)} day(s) of rows without one")
+        for part in plan.parts():
+            yield dg.DynamicOutput((plan.key, part), mapping_key=f"{plan.key.replace('-', '_')}_{part}")
+
+
+@dg.op
+def reconcile_reconciliation_part(context: dg.OpExecutionContext, warehouse: Warehouse, part: tuple) -> str:
+    """One part of a billing period (steps.reconciliation.reconcile_part), written beside its plan."""
+    key, name = part
+    folder = step.parts_folder(warehouse.layout, key)
+    try:
+        step.reconcile_part(warehouse.layout, warehouse.settings, step.read_plan(folder), name, folder)
+    except InputFileError as exc:
+        raise input_failure(exc) from exc
+    return key
+
+
+@dg.op(out=dg.Out(dg.Nothing))
+def reconciliation_parts_written(context: dg.OpExecutionContext, keys: list) -> None:
+    context.log.info(f"{len(keys)} part(s) written for {', '.join(sorted(set(keys)))}")
+
+
+@dg.graph_asset(
+    partitions_def=monthly_partitions,
+    # A range of months is one run whose plan fans out the parts of every month in it: they run in
+    # parallel as it is. (multi_run here would make Dagster apply the smallest max_partitions_per_run
+    # to every asset of the monthly job, splitting the rollups and decision tables too.)
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    ins={name: dg.AssetIn(dagster_type=dg.Nothing) for name in _STAGED},
+    group_name="reconciliation",
+    description="The parts of each billing period's reconciliation (kept under <data root>/.parts/): hash buckets "
+    "of request ids and the rows without one, each a step of its own; reconciliation_tables adds them up.",
+)
+def reconciliation_parts(staged_billing, staged_events):
+    parts = plan_reconciliation(staged=[staged_billing, staged_events])
+    return reconciliation_parts_written(parts.map(reconcile_reconciliation_part).collect())
+
+
 @dg.multi_asset(
     specs=MONTHLY_SPECS,
     check_specs=MONTHLY_CHECKS,
@@ -70,17 +134,17 @@ def _warnings(outcomes: list[tuple[str, CheckOutcome]]):
     pool="warehouse",
 )
 def reconciliation_tables(context: dg.AssetExecutionContext, warehouse: Warehouse):
-    """The reconciliation tables of the run's billing periods (one run may cover several)."""
-    window = context.partition_time_window
-    first, last = window.start.date(), months.previous_month(window.end.date())
-    keys = [months.period_key(m) for m in months.months(first, last)]
+    """The reconciliation tables of the run's billing periods (one run may cover several), added
+    up from reconciliation_parts: the one writer."""
+    layout = warehouse.layout
+    plans = [step.read_plan(step.parts_folder(layout, months.period_key(period))) for period in _periods(context)]
+    keys = [plan.key for plan in plans]
     context.log.info(f"Reconciling billing periods {keys[0]}..{keys[-1]}")
     try:
-        result = step.build_reconciliation(warehouse.layout, warehouse.settings, first, last)
+        result = step.publish_reconciliation(layout, warehouse.settings, plans, [step.parts_folder(layout, key) for key in keys])
     except InputFileError as exc:
         raise input_failure(exc) from exc
     yield from report_step(result, {spec.key.path[-1]: spec.key for spec in MONTHLY_SPECS})
-    layout = warehouse.layout
     yield from _warnings(
         [
             ("reconciliation", status_check(scan_table(layout, "reconciliation", keys))),
@@ -108,4 +172,4 @@ def reconciliation_daily(context: dg.AssetExecutionContext, warehouse: Warehouse
     context.log.info(f"DuckDB views: {', '.join(refresh_views(warehouse.layout))}")
 
 
-RECONCILIATION_ASSETS = [reconciliation_tables, reconciliation_daily]
+RECONCILIATION_ASSETS = [reconciliation_parts, reconciliation_tables, reconciliation_daily]

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from pipelines.definitions import defs
-from pipelines.reconciliation import reconciliation_tables
+from pipelines.reconciliation import reconciliation_parts, reconciliation_tables
 from pipelines.resources import Warehouse
 from tests.builders import focus_row, llm_call, write_events, write_focus_csv
 from tests.conftest import FOCUS_SAMPLE, REPO, TODAY
@@ -28,8 +28,9 @@ MARCH = date(2026, 3, 1)
 D = Decimal
 
 
-def land(layout):
-    """acct-us (USD, INV-1) and acct-eu (EUR, INV-EU) in March 2026; every case of the split."""
+def land(layout, more_us_rows=()):
+    """acct-us (USD, INV-1) and acct-eu (EUR, INV-EU) in March 2026; every case of the split
+    (`more_us_rows`: added to acct-us's delivery)."""
     write_focus_csv(
         layout.landing_focus / "acct-us" / "2026-03" / "d1" / "export.csv",
         [
@@ -49,6 +50,7 @@ def land(layout):
             focus_row("r7", "0.080000000000", BilledCost="abc"),  # quarantined, BilledCost unreadable
             focus_row(None, "1.250000000000", ChargeCategory="Tax", ServiceProviderName="Unitgate"),
             focus_row(None, "-0.500000000000", ChargeCategory="Credit", ServiceProviderName="Unitgate"),
+            *more_us_rows,
         ],
     )
     write_focus_csv(
@@ -307,7 +309,7 @@ def test_dagster_assets_reconcile_a_month_with_their_checks(layout):
     assert staged.success
     result = dg.materialize(
         assets,
-        selection=[reconciliation_tables],
+        selection=[reconciliation_parts, reconciliation_tables],
         resources=resources,
         instance=dg.DagsterInstance.ephemeral(),
         tags={"dagster/asset_partition_range_start": "2026-03", "dagster/asset_partition_range_end": "2026-03"},
@@ -385,3 +387,44 @@ def test_billing_periods_no_reconciliation_covers_are_quarantined_with_their_cos
     assert stage_billing(layout, replace(settings, start_date=date(2025, 12, 1)), date(2099, 1, 20)).passed
     assert held().select("billed_cost").to_series().to_list() == [D("0.02")]
     assert sorted(scan_staged_focus(layout).collect()["x_RequestId"]) == ["r-2099", "r-dec", "r1"]
+
+
+def _published(layout, periods=("2026-03",)):
+    tables = ["reconciliation", "token_reconciliation", "token_mismatches", "request_conflicts"]
+    frames = {name: table(layout, name, periods) for name in tables}
+    return {name: f.sort([c for c, t in f.schema.items() if not t.is_float()], nulls_last=True) for name, f in frames.items()}
+
+
+@pytest.mark.parametrize("buckets", [2, 5])
+def test_month_in_buckets_equals_the_month_in_one_part(layout, settings, buckets):
+    """The month summed bucket by bucket of request ids (plus the rows without one, by day) equals
+    the month in one part, to the last digit: a request billed on two days (r9, 2 and 3 March) and
+    one billed twice to two accounts (r-x) are each counted once, whichever bucket holds them."""
+    from unitledger.steps.reconciliation import plan_month, reconcile_part
+
+    land(layout, [focus_row("r9", "0.001000000000"), focus_row("r9", "0.002000000000", hour="2026-03-03T08:00:00Z")])
+    write_events(layout.landing_events / "more.jsonl", [llm_call("r9", "s9", "2026-03-02T09:00:00Z")])
+    reconcile(layout, settings)  # 3 buckets (tests/conftest.py)
+    one = build_reconciliation(layout, settings, MARCH, MARCH, buckets=1)
+    assert one.passed, one.failures()
+    whole = _published(layout)
+    us = row(whole["reconciliation"], billing_account_id="acct-us", service_provider_name="Anthropic")
+    assert us["attributed_requests"] == 5 and us["attributed_cost"] == D("0.051500000001") + D("0.003")  # r9 once, both rows
+
+    plan = plan_month(layout, MARCH, buckets)
+    assert plan.parts() == [f"bucket_{b:04}" for b in range(buckets)] + ["unrequested"]
+    # Every row with a request id is in exactly one bucket's figures.
+    out = layout.data_dir / "parts"
+    for part in plan.parts():
+        reconcile_part(layout, settings, plan, part, out)
+    sums = [pl.read_parquet(f)["billing_rows"].sum() for f in plan.files(out, "figures")]
+    staged = scan_staged_focus(layout).collect()
+    assert sum(sums[:-1]) == staged["x_RequestId"].is_not_null().sum()
+    assert sums[-1] == staged["x_RequestId"].is_null().sum()
+    assert sum(1 for s in sums[:-1] if s > 0) > 1  # the rows really are spread over buckets
+
+    parted = build_reconciliation(layout, settings, MARCH, MARCH, buckets=buckets)
+    assert parted.passed, parted.failures()
+    again = _published(layout)
+    for name, frame in whole.items():
+        assert again[name].equals(frame), name

@@ -71,21 +71,36 @@ def attribute(associated: pl.LazyFrame, period_rows: pl.LazyFrame, settled: pl.L
     )
 
 
+def unrequested(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """Current FOCUS rows without x_RequestId in `attribute`'s shape: no request, so no call, no
+    late billing and no conflict (`attribute` would find none: they are reconciled apart, by day)."""
+    return rows.with_columns(
+        billing_period=billing_period(pl.col("BillingPeriodStart")),
+        call_date=pl.lit(None, pl.Date), late=pl.lit(False), conflict=pl.lit(False), seen=pl.lit(False),
+    )
+
+
+# model.allocation.placement's amounts of a token row without a request id.
+_PLACED = [f"{p}_{c}" for p in PLACEMENT_AMOUNTS for c in ("billed_cost", "effective_cost")]
+
+
 def ledger(
-    attributed: pl.LazyFrame,
-    quarantined: pl.LazyFrame,
+    attributed: pl.LazyFrame | None,
+    quarantined: pl.LazyFrame | None,
     extra: dict[str, tuple[pl.Expr, pl.Expr]] | None = None,
     placed: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """One frame of every current FOCUS row, staged (`attribute`'s output) and quarantined
-    (sources.focus.scan_quarantined_focus), in the reconciliation's terms. `extra` adds grain columns
-    as an expression over each side, e.g. {"date": (staged date, quarantined date)}. `placed`
+    (sources.focus.scan_quarantined_focus), in the reconciliation's terms (either side None: that
+    side's rows are reconciled in another part). `extra` adds grain columns as an expression over
+    each side, e.g. {"date": (staged date, quarantined date)}. `placed`
     (model.allocation.placement): where the invoice allocation put each row without a request id;
     without it every such row is unattributable."""
     extra = extra or {}
-    parts = [f"{p}_{c}" for p in PLACEMENT_AMOUNTS for c in ("billed_cost", "effective_cost")]
+    if attributed is None:
+        return _held_ledger(quarantined, extra)
     if placed is None:
-        attributed = attributed.with_columns(pl.lit(None, pl.String).alias("usage_class"), *[pl.lit(None, MONEY).alias(c) for c in parts])
+        attributed = attributed.with_columns(pl.lit(None, pl.String).alias("usage_class"), *[pl.lit(None, MONEY).alias(c) for c in _PLACED])
     else:
         attributed = attributed.join(placed, on=["source_file", "source_line"], how="left")
     staged = {
@@ -103,8 +118,15 @@ def ledger(
         "late": pl.col("late"),
         "conflict": pl.col("conflict"),
         "usage_class": pl.col("usage_class"),
-        **{c: pl.col(c) for c in parts},
+        **{c: pl.col(c) for c in _PLACED},
     }
+    if quarantined is None:
+        return attributed.select(**staged)
+    return pl.concat([attributed.select(**staged), _held_ledger(quarantined, extra)])
+
+
+def _held_ledger(quarantined: pl.LazyFrame, extra: dict[str, tuple[pl.Expr, pl.Expr]]) -> pl.LazyFrame:
+    """`ledger`'s rows of quarantined FOCUS rows: their cost counted as quarantined."""
     held = {
         "billing_period": billing_period(pl.col("billing_period_start")),
         **{name: exprs[1] for name, exprs in extra.items()},
@@ -120,9 +142,9 @@ def ledger(
         "late": pl.lit(False),
         "conflict": pl.lit(False),
         "usage_class": pl.lit(None, pl.String),
-        **{c: pl.lit(None, MONEY) for c in parts},
+        **{c: pl.lit(None, MONEY) for c in _PLACED},
     }
-    return pl.concat([attributed.select(**staged), quarantined.select(**held)])
+    return quarantined.select(**held)
 
 
 def quarantine_charge_date() -> pl.Expr:
@@ -133,9 +155,18 @@ def quarantine_charge_date() -> pl.Expr:
 
 def figures(rows: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
     """`ledger` rows summed per `grain`: the billed total and its parts, on BilledCost and on
-    EffectiveCost. Each whole-row part is its own condition, so a row in none or two parts shows as
-    delta; an AI token row without a request id is split into its allocated, unlogged and
-    unmatched-pool amounts (model.allocation.placement), which must add up to its cost too."""
+    EffectiveCost, with the derived columns (`finish_figures(figure_sums(rows, grain))`)."""
+    return finish_figures(figure_sums(rows, grain))
+
+
+def figure_sums(rows: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
+    """`ledger` rows summed per `grain`: row counts, request counts, the billed total and its
+    parts, on BilledCost and on EffectiveCost. Every column adds up exactly over disjoint sets of
+    rows (`add_up`) when no request id has rows in two of them: the month is summed one hash
+    bucket of request ids (or one day of rows without one) at a time. Each whole-row part is its
+    own condition, so a row in none or two parts shows as delta (finish_figures); an AI token row
+    without a request id is split into its allocated, unlogged and unmatched-pool amounts
+    (model.allocation.placement), which must add up to its cost too."""
     held = pl.col("quarantined")
     has_id = ~held & pl.col("request_id").is_not_null()
     no_id = ~held & pl.col("request_id").is_null()
@@ -149,24 +180,13 @@ def figures(rows: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
         "unattributable": no_id & ~kind.is_in(["token", "unrecognized_token"]).fill_null(False),
         "quarantined": held,
     }
-    billed = {"attributed": "attributed_cost", "unmatched": "unmatched_billing_cost", "late": "late_billing_cost", "conflicting": "conflicting_cost",
-              "unrecognized": "unrecognized_usage_cost", "unattributable": "unattributable_cost", "quarantined": "quarantined_cost"}
-    effective = {"attributed": "attributed_effective_cost", "unmatched": "unmatched_effective_cost", "late": "late_effective_cost",
-                 "conflicting": "conflicting_effective_cost", "unrecognized": "unrecognized_usage_effective_cost",
-                 "unattributable": "unattributable_effective_cost", "quarantined": "quarantined_effective_cost"}
     # AI token rows without a request id: amounts, not conditions.
     token_row = no_id & (kind == "token").fill_null(False)
-    amounts = {"allocated": ("allocated_cost", "allocated_effective_cost"),
-               "unlogged": ("unlogged_usage_cost", "unlogged_usage_effective_cost"),
-               "unmatched": ("unmatched_pool_cost", "unmatched_pool_effective_cost")}
     split = {
-        **{names[0]: pl.col(f"{part}_billed_cost").filter(token_row).sum() for part, names in amounts.items()},
-        **{names[1]: pl.col(f"{part}_effective_cost").filter(token_row).sum() for part, names in amounts.items()},
+        **{names[0]: pl.col(f"{part}_billed_cost").filter(token_row).sum() for part, names in _SPLIT.items()},
+        **{names[1]: pl.col(f"{part}_effective_cost").filter(token_row).sum() for part, names in _SPLIT.items()},
     }
-    billed_parts = [*billed.values(), *[n[0] for n in amounts.values()]]
-    effective_parts = [*effective.values(), *[n[1] for n in amounts.values()]]
-    ai = ["attributed_cost", "unmatched_billing_cost", "late_billing_cost", "conflicting_cost", "unrecognized_usage_cost", *[n[0] for n in amounts.values()]]
-    summed = rows.group_by(grain).agg(
+    return rows.group_by(grain).agg(
         billing_rows=(~held).sum().cast(pl.Int64),
         quarantined_rows=held.sum().cast(pl.Int64),
         quarantined_rows_unknown_cost=(held & pl.col("billed_cost").is_null()).sum().cast(pl.Int64),
@@ -176,12 +196,43 @@ def figures(rows: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
         late_requests=pl.col("request_id").filter(parts["late"]).n_unique().cast(pl.Int64),
         billed_total=pl.col("billed_cost").sum(),
         effective_total=pl.col("effective_cost").sum(),
-        **{name: pl.col("billed_cost").filter(parts[part]).sum() for part, name in billed.items()},
-        **{name: pl.col("effective_cost").filter(parts[part]).sum() for part, name in effective.items()},
+        **{name: pl.col("billed_cost").filter(parts[part]).sum() for part, name in _BILLED_PARTS.items()},
+        **{name: pl.col("effective_cost").filter(parts[part]).sum() for part, name in _EFFECTIVE_PARTS.items()},
         **split,  # a token row left unplaced (null parts) is in no part: it shows as delta
     )
+
+
+_BILLED_PARTS = {
+    "attributed": "attributed_cost", "unmatched": "unmatched_billing_cost", "late": "late_billing_cost",
+    "conflicting": "conflicting_cost", "unrecognized": "unrecognized_usage_cost", "unattributable": "unattributable_cost",
+    "quarantined": "quarantined_cost",
+}  # fmt: skip
+_EFFECTIVE_PARTS = {
+    "attributed": "attributed_effective_cost", "unmatched": "unmatched_effective_cost", "late": "late_effective_cost",
+    "conflicting": "conflicting_effective_cost", "unrecognized": "unrecognized_usage_effective_cost",
+    "unattributable": "unattributable_effective_cost", "quarantined": "quarantined_effective_cost",
+}  # fmt: skip
+_SPLIT = {
+    "allocated": ("allocated_cost", "allocated_effective_cost"),
+    "unlogged": ("unlogged_usage_cost", "unlogged_usage_effective_cost"),
+    "unmatched": ("unmatched_pool_cost", "unmatched_pool_effective_cost"),
+}
+
+
+def add_up(partials: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
+    """Partial sums (`figure_sums`, `telemetry_only`, `token_reconciliation` of disjoint sets of
+    request ids) added per `grain`: every other column is a count or an exact decimal sum."""
+    return partials.group_by(grain).agg(pl.exclude(grain).sum())
+
+
+def finish_figures(sums: pl.LazyFrame) -> pl.LazyFrame:
+    """`figure_sums` (added up) with delta, effective_delta, coverage and token_coverage, and the
+    telemetry columns `telemetry_only` rows fill in."""
+    billed_parts = [*_BILLED_PARTS.values(), *[n[0] for n in _SPLIT.values()]]
+    effective_parts = [*_EFFECTIVE_PARTS.values(), *[n[1] for n in _SPLIT.values()]]
+    ai = ["attributed_cost", "unmatched_billing_cost", "late_billing_cost", "conflicting_cost", "unrecognized_usage_cost", *[n[0] for n in _SPLIT.values()]]
     ai_cost = pl.sum_horizontal(ai)
-    return summed.with_columns(
+    return sums.with_columns(
         telemetry_only_requests=pl.lit(0, dtype=pl.Int64),
         telemetry_requests=pl.lit(None, dtype=pl.Int64),
         delta=(pl.col("billed_total") - pl.sum_horizontal(billed_parts)).cast(MONEY),

@@ -5,7 +5,7 @@ bar, that resumes after a failure. It runs the same assets as the UI and the sch
 2. one run per calendar month of the range builds the daily tables for its days (`daily_tables`,
    `reconciliation_daily`);
 3. one run rolls the months touched up into the monthly tables (`monthly_tables`) and reconciles
-   their billing periods (`reconciliation_tables`);
+   their billing periods (`reconciliation_parts`, then `reconciliation_tables`);
 4. one run refreshes the decision tables and the report (`decision_tables`, `report`), for the
    window ending at the latest built day;
 5. the DuckDB views are refreshed.
@@ -139,7 +139,7 @@ def run(layout: Layout, settings: Settings, start: date, end: date, out: TextIO 
     from pipelines.definitions import ALL_ASSETS
     from pipelines.monthly import monthly_tables
     from pipelines.partitions import last_daily_key
-    from pipelines.reconciliation import reconciliation_daily, reconciliation_tables
+    from pipelines.reconciliation import reconciliation_daily, reconciliation_parts, reconciliation_tables
     from pipelines.resources import Warehouse
 
     warehouse = Warehouse(data_dir=str(layout.data_dir), config_path=str(settings.path), today=today.isoformat() if today else "")
@@ -194,7 +194,7 @@ def run(layout: Layout, settings: Settings, start: date, end: date, out: TextIO 
         began = time.perf_counter()
         first_period, last_period = months.period_key(start), months.period_key(end)
         progress.doing("monthly rollups and reconciliation")
-        if not materialize([monthly_tables, reconciliation_tables], range_tags(first_period, last_period)):
+        if not materialize([monthly_tables, reconciliation_parts, reconciliation_tables], range_tags(first_period, last_period)):
             progress.note("Stopped at the monthly rollups. Run the same command again to resume.")
             return False
         progress.step(f"monthly {first_period}..{last_period} ({time.perf_counter() - began:.1f} s)")

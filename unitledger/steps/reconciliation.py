@@ -1,14 +1,19 @@
 """The reconciliation steps: read staging (and landing/invoices/), call unitledger.model.reconciliation,
 validate, publish atomically. The Dagster assets in pipelines/reconciliation.py call these.
 
-The monthly step reconciles whole billing periods (FOCUS rows by BillingPeriodStart); the daily
-step gives the same figures per UTC day (FOCUS rows by ChargePeriodStart date) with the same
-attribution rule, so a period's days add up to its month.
+The monthly step reconciles whole billing periods (FOCUS rows by BillingPeriodStart), each in
+parts that add up exactly (plan_month, reconcile_part, publish_reconciliation: "the month in parts"
+below); the daily step gives the same figures per UTC day (FOCUS rows by ChargePeriodStart date)
+with the same attribution rule, so a period's days add up to its month.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 
 import polars as pl
 
@@ -26,14 +31,15 @@ from unitledger.config import Bounds, Settings
 from unitledger.layout import Layout
 from unitledger.model import reconciliation
 from unitledger.model import requests
-from unitledger.model.allocation import allocate_billing, optimizations, placement
+from unitledger.model.allocation import PLACEMENT_AMOUNTS, allocate_billing, classify_for_allocation, optimizations, placement
+from schemas.types import MONEY
 from unitledger.model.requests import COPY_DAYS, associate, dedupe_calls, in_dates
 from unitledger.sources.events import scan_staged_calls
 from unitledger.sources.focus import scan_quarantined_focus, scan_staged_focus
 from unitledger.sources.invoices import read_invoices
 from unitledger.steps.daily import classify_loose_rows
 from unitledger.steps.result import StepResult
-from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema
+from unitledger.warehouse.publish import WRITE_OPTIONS, Publication, Spill, clear_scratch, polars_schema, remove_folder, scratch_folder, write_text_atomic
 
 
 MONTHLY_TABLES = {
@@ -52,18 +58,17 @@ def _period_starts_within(column: str, lo: date, hi: date) -> pl.Expr:
 
 class _Attribution:
     """Which part each of `rows` (current FOCUS rows) falls in: the rules of the daily tables
-    (model.requests), the calls and rows of other days looked up within the bounds."""
+    (model.requests), the calls and rows of other days looked up within the bounds. `dates`: the
+    charge dates [lo, hi) of the rows with a request id (computed when not given); `bucket`
+    (bucket, buckets): only the request ids of that hash bucket are looked up, `rows` being theirs."""
 
-    def __init__(self, layout: Layout, bounds: Bounds, rows: pl.LazyFrame):
+    def __init__(self, layout: Layout, bounds: Bounds, rows: pl.LazyFrame, dates: tuple[date, date] | None = None, bucket: tuple[int, int] = (0, 1)):
         self.bounds = bounds
-        self.calls = scan_staged_calls(layout)
-        self.focus = scan_staged_focus(layout).filter(pl.col("x_RequestId").is_not_null())
+        self.calls = scan_staged_calls(layout).filter(requests.in_bucket("request_id", *bucket))
+        self.focus = scan_staged_focus(layout).filter(pl.col("x_RequestId").is_not_null() & requests.in_bucket("x_RequestId", *bucket))
         self.rows = rows
-        lo, hi = rows.filter(pl.col("x_RequestId").is_not_null()).select(
-            lo=pl.col("charge_date").min(), hi=pl.col("charge_date").max()
-        ).collect().row(0)
         # The dates of the rows with a request id, [lo, hi): their calls lie within B days.
-        self.lo, self.hi = (lo, hi + timedelta(days=1)) if lo is not None else (date(1970, 1, 1), date(1970, 1, 1))
+        self.lo, self.hi = dates or request_dates(rows)
         reach = timedelta(days=bounds.billing_delay_days) + COPY_DAYS
         self.winners = dedupe_calls(self.calls.filter(in_dates("call_date", self.lo - reach, self.hi + reach)))
 
@@ -83,52 +88,233 @@ class _Attribution:
         return self.focus.filter(in_dates("charge_date", lo - margin, hi + margin))
 
 
+def request_dates(rows: pl.LazyFrame) -> tuple[date, date]:
+    """[lo, hi): the charge dates of `rows` with a request id (an empty range when there is none)."""
+    lo, hi = rows.filter(pl.col("x_RequestId").is_not_null()).select(
+        lo=pl.col("charge_date").min(), hi=pl.col("charge_date").max()
+    ).collect().row(0)
+    return (lo, hi + timedelta(days=1)) if lo is not None else (date(1970, 1, 1), date(1970, 1, 1))
+
+
 def _placed(layout: Layout, focus: pl.LazyFrame, lo: date, hi: date, settings: Settings) -> pl.LazyFrame:
     """Where the invoice allocation puts each current row without a request id charged within
     [lo, hi) (model.allocation.placement): the daily step's own call (allocate_billing) on the
     same inputs, the days' rows and calls with the daily step's lookaround, so the reconciliation
     shows the cents the daily tables allocated. Collected: one row per row without request id."""
     days = requests.with_lookaround(lo, hi)
-    rows = requests.without_request_conflicts(focus.filter(in_dates("charge_date", *days)))
+    window = focus.filter(in_dates("charge_date", *days))
+    # The days' rows without a request id, classified (few). Without an AI token row to split (the
+    # usual day of a request-billed provider) there are no pools: none of the allocation's reading
+    # of the days' requests and calls.
+    classified = classify_for_allocation(window.filter(pl.col("x_RequestId").is_null()), settings.allocation)
+    if not classified.filter(pl.col("usage_class") == "token").select(pl.len()).collect().item():
+        return placement(classified, _NO_POOLS).collect(optimizations=optimizations()).lazy()
     calls = requests.dedupe_calls(scan_staged_calls(layout).filter(in_dates("call_date", *days)))
-    run = allocate_billing(rows, calls, settings.allocation)
+    run = allocate_billing(requests.without_request_conflicts(window), calls, settings.allocation)
     return placement(run.classified, run.tables.pools).collect(optimizations=optimizations()).lazy()
 
 
-def build_reconciliation(layout: Layout, settings: Settings, first_month: date, last_month: date) -> StepResult:
-    """reconciliation, token_reconciliation, token_mismatches and request_conflicts for the billing
-    periods from `first_month` to `last_month`; validated; published only if every check passed."""
-    result = StepResult()
-    periods = months.months(first_month, last_month)
-    keys = [months.period_key(m) for m in periods]
+# model.allocation.placement's pools when there are none: the columns it reads.
+_NO_POOLS = pl.DataFrame(
+    schema={"source_file": pl.String, "source_line": pl.Int64, **{f"{p}_{c}": MONEY for p in PLACEMENT_AMOUNTS for c in ("billed_cost", "effective_cost")}}
+).lazy()
+
+
+# --- the month in parts -----------------------------------------------------------------------------
+#
+# A billing period is reconciled in parts whose sums add up exactly (model.reconciliation.figure_sums,
+# add_up): its FOCUS rows with a request id one hash bucket of request ids at a time (every row and
+# call of a request in one bucket: its request counts, conflicts, late billing and tokens are found
+# there), and its rows without one (allocated by day) with its quarantined rows. Memory follows a
+# bucket or a day, never the month. The parts are steps of their own (reconcile_part), run one after
+# the other here or fanned out by Dagster (pipelines/reconciliation.py); publish_reconciliation adds
+# them up, checks and publishes: the one writer.
+
+# FOCUS rows with a request id per bucket: the month is split into as many buckets as it needs. A
+# bucket of 12M rows peaked at 7.4 GB (docs/performance.md): 10M keeps a part within 8 GB.
+BUCKET_ROWS = 10_000_000
+UNREQUESTED = "unrequested"  # the part of the rows without a request id and the quarantined rows
+# Partial tables a part writes, one file per part: summed (figures, telemetry, token_reconciliation)
+# or stacked (token_mismatches, request_conflicts) by publish_reconciliation. The unrequested part
+# has figures only.
+PARTIALS = ("figures", "telemetry", "token_reconciliation", "token_mismatches", "request_conflicts")
+_TELEMETRY_GRAIN = ["billing_period", "service_provider_name"]
+_TOKEN_GRAIN = ["billing_period", "service_provider_name", "model"]
+
+
+def bucket_count(request_rows: int) -> int:
+    """Buckets for a month with `request_rows` FOCUS rows with a request id."""
+    return max(1, -(-request_rows // BUCKET_ROWS))
+
+
+@dataclass(frozen=True)
+class MonthPlan:
+    """How one billing period is reconciled in parts: `buckets` hash buckets of request ids, the
+    charge dates [lo, hi) of its rows with a request id (`request_dates`: the calls looked up) and
+    the charge dates of its rows without one (`days`: allocated day by day)."""
+
+    period: date
+    buckets: int
+    request_dates: tuple[date, date]
+    days: tuple[date, ...]
+
+    @property
+    def key(self) -> str:
+        return months.period_key(self.period)
+
+    def parts(self) -> list[str]:
+        """The names of its parts (letters, digits and _: Dagster mapping keys)."""
+        return [f"bucket_{b:04}" for b in range(self.buckets)] + [UNREQUESTED]
+
+    def files(self, folder: Path, table: str) -> list[Path]:
+        """The files of partial table `table` its parts write into `folder`."""
+        parts = self.parts() if table == "figures" else self.parts()[:-1]
+        return [folder / table / f"{part}.parquet" for part in parts]
+
+
+def parts_folder(layout: Layout, key: str) -> Path:
+    """Where the parts of billing period `key` (YYYY-MM) are kept between the steps that write them
+    and the one that publishes them, when those are steps of their own (Dagster): outside scratch
+    (cleared of dead processes' folders) and outside the warehouse (never read by analysts)."""
+    return layout.data_dir / ".parts" / "reconciliation" / key
+
+
+def write_plan(plan: MonthPlan, folder: Path) -> None:
+    """Start `folder` afresh for `plan`: the parts of an earlier plan removed, the plan saved."""
+    remove_folder(folder)
+    text = json.dumps(
+        {"period": plan.period.isoformat(), "buckets": plan.buckets,
+         "request_dates": [d.isoformat() for d in plan.request_dates], "days": [d.isoformat() for d in plan.days]}
+    )  # fmt: skip
+    write_text_atomic(text, folder / "plan.json")
+
+
+def read_plan(folder: Path) -> MonthPlan:
+    plan_file = folder / "plan.json"
+    if not plan_file.exists():
+        raise FileNotFoundError(f"no reconciliation plan in {folder}: materialize reconciliation_parts for this billing period first")
+    saved = json.loads(plan_file.read_text(encoding="utf-8"))
+    dates = tuple(date.fromisoformat(d) for d in saved["request_dates"])
+    return MonthPlan(date.fromisoformat(saved["period"]), saved["buckets"], dates, tuple(date.fromisoformat(d) for d in saved["days"]))
+
+
+def _period_rows(layout: Layout, period: date) -> pl.LazyFrame:
+    return scan_staged_focus(layout).filter(_period_starts_within("BillingPeriodStart", period, months.next_month(period)))
+
+
+def _period_held(layout: Layout, period: date) -> pl.LazyFrame:
+    return scan_quarantined_focus(layout).filter(_period_starts_within("billing_period_start", period, months.next_month(period)))
+
+
+def plan_month(layout: Layout, period: date, buckets: int | None = None) -> MonthPlan:
+    """The parts of billing period `period` (first day of the month); `buckets`: as many as its
+    rows need (bucket_count) unless given (e.g. more, to spread them over more machines)."""
+    rows = _period_rows(layout, period)
+    has_id = pl.col("x_RequestId").is_not_null()
+    count = rows.select(has_id.sum()).collect().item()
+    days = rows.filter(~has_id).select(pl.col("charge_date").unique().sort()).collect().to_series().to_list()
+    return MonthPlan(period, buckets or bucket_count(count), request_dates(rows), tuple(days))
+
+
+def reconcile_part(layout: Layout, settings: Settings, plan: MonthPlan, part: str, out: Path) -> None:
+    """Write part `part` of `plan` (one of plan.parts()) into `out`: its files of PARTIALS,
+    `out/<table>/<part>.parquet` (MonthPlan.files), each replaced whole (a retried part leaves no
+    trace of the first try)."""
+    attributed = Spill(layout.tmp, f"attributed_{part}", "billing_period", pl.String)
+    try:
+        if part == UNREQUESTED:
+            frames = {"figures": _unrequested_figures(layout, settings, plan)}
+        else:
+            frames = _bucket_part(layout, settings, plan, int(part.removeprefix("bucket_")), attributed)
+        written = {name: out / name / f"{part}.parquet" for name in frames}
+        pending = {name: target.with_name(f".{part}.{os.getpid()}.tmp") for name, target in written.items()}
+        for tmp in pending.values():
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+        # One after the other, not in one collect_all: the queries' hash tables (calls, per-request
+        # sums) would be held at once; each reads the attributed rows from their spill.
+        for name, frame in frames.items():
+            frame.sink_parquet(pending[name], **WRITE_OPTIONS)
+        for name in frames:
+            os.replace(pending[name], written[name])
+    finally:
+        attributed.cleanup()
+        for name in PARTIALS:
+            (out / name / f".{part}.{os.getpid()}.tmp").unlink(missing_ok=True)
+
+
+def _bucket_part(layout: Layout, settings: Settings, plan: MonthPlan, bucket: int, spill: Spill) -> dict[str, pl.LazyFrame]:
+    """The rows with a request id of hash bucket `bucket`: their figures, the telemetry of the
+    bucket's calls, their tokens and conflicts (the attributed rows spilled to `spill`)."""
+    lo, hi = plan.period, months.next_month(plan.period)
+    rows = _period_rows(layout, plan.period).filter(
+        pl.col("x_RequestId").is_not_null() & requests.in_bucket("x_RequestId", bucket, plan.buckets)
+    )
+    found = _Attribution(layout, settings.bounds, rows, plan.request_dates, (bucket, plan.buckets))
+    attributed = found.attributed(spill, rows)  # conflicts: a request's rows are all in its bucket
+    compared = reconciliation.token_comparison(reconciliation.billed_tokens(attributed), found.winners)
+    logged = reconciliation.telemetry_only(
+        found.calls.filter(in_dates("call_date", lo, hi)),
+        found.billing_near(lo, hi),
+        {"billing_period": reconciliation.billing_period(pl.col("timestamp")), "service_provider_name": pl.col("provider")},
+        settings.bounds,
+    )
+    return {
+        "figures": reconciliation.figure_sums(reconciliation.ledger(attributed, None), reconciliation.KEY),
+        "telemetry": logged,
+        "token_reconciliation": reconciliation.token_reconciliation(compared),
+        "token_mismatches": reconciliation.token_mismatches(compared),
+        "request_conflicts": reconciliation.conflict_rows(attributed).select(list(RequestConflicts.to_schema().columns)),
+    }
+
+
+def _unrequested_figures(layout: Layout, settings: Settings, plan: MonthPlan) -> pl.LazyFrame:
+    """Figures of the rows without a request id, one charge date at a time (allocated with that
+    day's calls, as the daily step does), and of the quarantined rows."""
+    focus = scan_staged_focus(layout)
+    rows = _period_rows(layout, plan.period).filter(pl.col("x_RequestId").is_null())
+    sums = [reconciliation.figure_sums(reconciliation.ledger(None, _period_held(layout, plan.period)), reconciliation.KEY).collect()]
+    for day in plan.days:
+        placed = _placed(layout, focus, day, day + timedelta(days=1), settings)
+        day_rows = reconciliation.unrequested(rows.filter(pl.col("charge_date") == day))
+        sums.append(reconciliation.figure_sums(reconciliation.ledger(day_rows, None, placed=placed), reconciliation.KEY).collect())
+    return pl.concat(sums).lazy()
+
+
+def publish_reconciliation(
+    layout: Layout, settings: Settings, plans: list[MonthPlan], partials: list[Path], result: StepResult | None = None
+) -> StepResult:
+    """reconciliation, token_reconciliation, token_mismatches and request_conflicts of the billing
+    periods of `plans`, from the parts reconcile_part wrote (`partials[i]`: plans[i]'s folder):
+    the sums added up, telemetry rows, invoices and status; validated; published only if every
+    check passed."""
+    result = result or StepResult()
+    keys = [plan.key for plan in plans]
+    periods = [plan.period for plan in plans]
     lo, hi = periods[0], months.next_month(periods[-1])
     clear_scratch(layout.tmp, layout.warehouse)
-    spills = {name: Spill(layout.tmp, name, "billing_period", pl.String) for name in [*MONTHLY_TABLES, "attributed"]}
+    spills = {name: Spill(layout.tmp, name, "billing_period", pl.String) for name in MONTHLY_TABLES}
+
+    def stacked(name: str) -> pl.LazyFrame:
+        files = [file for plan, folder in zip(plans, partials) for file in plan.files(folder, name)]
+        missing = [f for f in files if not f.exists()]
+        if missing:
+            raise FileNotFoundError(f"reconciliation part not written: {missing[0]} (materialize reconciliation_parts first)")
+        return pl.scan_parquet(files, glob=False)
+
     try:
         with result.timed("read"):
-            focus = scan_staged_focus(layout)
-            rows = focus.filter(_period_starts_within("BillingPeriodStart", lo, hi))
+            rows = scan_staged_focus(layout).filter(_period_starts_within("BillingPeriodStart", lo, hi))
             held = scan_quarantined_focus(layout).filter(_period_starts_within("billing_period_start", lo, hi))
             invoices = read_invoices(layout).filter(pl.col("billing_period").is_in(keys)).lazy()
         with result.timed("reconcile"):
-            found = _Attribution(layout, settings.bounds, rows)
-            attributed = found.attributed(spills["attributed"], rows)
-            charged = rows.select(pl.col("charge_date").min().alias("lo"), pl.col("charge_date").max().alias("hi")).collect()
-            placed = _placed(layout, focus, charged["lo"][0] or lo, (charged["hi"][0] or lo) + timedelta(days=1), settings)
-            split = reconciliation.figures(reconciliation.ledger(attributed, held, placed=placed), reconciliation.KEY)
-            logged = reconciliation.telemetry_only(
-                scan_staged_calls(layout).filter(in_dates("call_date", lo, hi)),
-                found.billing_near(lo, hi),
-                {"billing_period": reconciliation.billing_period(pl.col("timestamp")), "service_provider_name": pl.col("provider")},
-                settings.bounds,
-            )
+            split = reconciliation.finish_figures(reconciliation.add_up(stacked("figures"), reconciliation.KEY))
+            logged = reconciliation.add_up(stacked("telemetry"), _TELEMETRY_GRAIN)
             figures = reconciliation.with_invoices(pl.concat([split, reconciliation.rows_like(logged, split)]), invoices)
-            compared = reconciliation.token_comparison(reconciliation.billed_tokens(attributed), found.winners)
             outputs = {
                 "reconciliation": reconciliation.with_status(figures, settings.reconciliation, settings.allocation.token_coverage_warn),
-                "token_reconciliation": reconciliation.token_reconciliation(compared),
-                "token_mismatches": reconciliation.token_mismatches(compared),
-                "request_conflicts": reconciliation.conflict_rows(attributed),
+                "token_reconciliation": reconciliation.add_up(stacked("token_reconciliation"), _TOKEN_GRAIN),
+                "token_mismatches": stacked("token_mismatches"),
+                "request_conflicts": stacked("request_conflicts"),
             }
             pl.collect_all(
                 [
@@ -161,6 +347,24 @@ def build_reconciliation(layout: Layout, settings: Settings, first_month: date, 
     finally:
         for spill in spills.values():
             spill.cleanup()
+
+
+def build_reconciliation(layout: Layout, settings: Settings, first_month: date, last_month: date, buckets: int | None = None) -> StepResult:
+    """reconciliation, token_reconciliation, token_mismatches and request_conflicts for the billing
+    periods from `first_month` to `last_month`, in one process: each month planned (plan_month),
+    its parts written one after the other to scratch (reconcile_part), then all published
+    (publish_reconciliation) only if every check passed."""
+    result = StepResult()
+    clear_scratch(layout.tmp, layout.warehouse)
+    with scratch_folder(layout.tmp, "reconciliation_parts") as scratch:
+        with result.timed("plan"):
+            plans = [plan_month(layout, period, buckets) for period in months.months(first_month, last_month)]
+        folders = [scratch / plan.key for plan in plans]
+        with result.timed("parts"):
+            for plan, folder in zip(plans, folders):
+                for part in plan.parts():
+                    reconcile_part(layout, settings, plan, part, folder)
+        return publish_reconciliation(layout, settings, plans, folders, result)
 
 
 def build_reconciliation_daily(layout: Layout, settings: Settings, start: date, end_inclusive: date) -> StepResult:

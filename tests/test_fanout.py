@@ -1,0 +1,95 @@
+"""The month reconciliation fanned out as Dagster steps (reconciliation_parts: one step per hash
+bucket of request ids and one for the rows without one; reconciliation_tables: the one writer)
+publishes exactly the tables of the single-process build (steps.reconciliation.build_reconciliation
+in one bucket), on the multiprocess executor. (dagster-dask 0.29.27 cannot run these partitioned
+jobs with dagster 1.13.27: docs/operations.md, "Running on a cluster".)"""
+
+from datetime import date
+
+import dagster as dg
+import pytest
+
+from pipelines.automation import reconciliation_job
+from pipelines.definitions import defs
+from pipelines.reconciliation import reconciliation_parts, reconciliation_tables
+from polars.testing import assert_frame_equal
+
+from tests.compare import copy_landing, read_table
+from tests.conftest import REPO, TODAY
+from unitledger.config import load_settings
+from unitledger.layout import Layout
+from unitledger.steps.reconciliation import build_reconciliation, parts_folder, read_plan
+from unitledger.steps.staging import stage_billing, stage_events
+from unitledger.tools.generate import generate
+
+CONFIG = REPO / "unitledger.toml"
+TABLES = ["reconciliation", "token_reconciliation", "token_mismatches", "request_conflicts"]
+BUCKETS = 4
+
+
+def reconciliation_on_processes() -> dg.JobDefinition:
+    return defs.resolve_job_def(reconciliation_job.name)
+
+
+@pytest.fixture(scope="module")
+def landed(tmp_path_factory) -> Layout:
+    """Two generated billing periods (restated deliveries included), staged."""
+    layout = Layout(tmp_path_factory.mktemp("landed") / "data")
+    generate(layout.data_dir, start=date(2026, 2, 24), days=8, requests_per_day=150, seed=12, restated_delivery=True)
+    return layout
+
+
+def _staged_copy(landed: Layout, root) -> Layout:
+    layout = Layout(root / "data")
+    copy_landing(landed, layout)
+    settings = load_settings(CONFIG)
+    assert stage_billing(layout, settings, TODAY).passed and stage_events(layout).passed
+    return layout
+
+
+@pytest.fixture(scope="module")
+def single_process(landed, tmp_path_factory) -> Layout:
+    layout = _staged_copy(landed, tmp_path_factory.mktemp("single"))
+    result = build_reconciliation(layout, load_settings(CONFIG), date(2026, 2, 1), date(2026, 3, 1), buckets=1)
+    assert result.passed, result.failures()
+    return layout
+
+
+def _fanned_out(job, layout: Layout, tmp_path, executor: dict) -> set[int]:
+    """Run `job` on `executor` for February and March (one range run); the pids of its steps."""
+    run_config = {
+        "resources": {"warehouse": {"config": {"data_dir": str(layout.data_dir), "config_path": str(CONFIG), "today": TODAY.isoformat()}}},
+        "ops": {"reconciliation_parts": {"ops": {"plan_reconciliation": {"config": {"buckets": BUCKETS}}}}},
+        "execution": {"config": executor},
+    }
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        result = dg.execute_job(
+            dg.reconstructable(job), instance=instance, run_config=run_config,
+            tags={"dagster/asset_partition_range_start": "2026-02", "dagster/asset_partition_range_end": "2026-03"},
+        )  # fmt: skip
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+        processes = {e.pid for e in result.all_events if e.event_type_value == "STEP_START"}
+    # Every part was a step of its own: 4 buckets and the rows without a request id, per month.
+    parts = {s for s in steps if s.startswith("reconciliation_parts.reconcile_reconciliation_part[")}
+    assert len(parts) == 2 * (BUCKETS + 1), sorted(steps)
+    assert "reconciliation_parts.reconciliation_parts_written" in steps
+    for key in ("2026-02", "2026-03"):
+        assert read_plan(parts_folder(layout, key)).buckets == BUCKETS
+    return processes
+
+
+def assert_same_reconciliation(layout: Layout, reference: Layout) -> None:
+    """Same rows in every reconciliation table (exact: keys, counts and money; floats to 1e-12)."""
+    assert read_table(reference, "reconciliation").height > 0
+    for name in TABLES:
+        assert_frame_equal(read_table(layout, name), read_table(reference, name), check_exact=False, rel_tol=1e-12, abs_tol=1e-12)
+
+
+def test_fanned_out_on_processes_equals_the_single_process_build(landed, single_process, tmp_path):
+    layout = _staged_copy(landed, tmp_path)
+    processes = _fanned_out(reconciliation_on_processes, layout, tmp_path, {"multiprocess": {"max_concurrent": 2}})
+    assert len(processes) > 2  # a process per step (multiprocess executor)
+    assert_same_reconciliation(layout, single_process)

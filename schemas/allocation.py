@@ -8,14 +8,13 @@ import polars as pl
 import pandera.polars as pa
 from pandera.engines import polars_engine as pe
 
-from schemas.types import ISO_4217
+from schemas.types import ISO_4217, TOKEN_TYPES
 
 _MONEY = pe.Decimal(38, 18)
 _QUANTITY = pe.Decimal(38, 18)
 _TS = pe.DateTime(time_unit="us", time_zone="UTC")
 _CURRENCIES = sorted(ISO_4217)
 
-TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
 USAGE_CLASSES = ("token", "unrecognized_token", "shared")
 ALLOCATION_SCOPES = ("pool", "sub_accounts", "accounts")
 # How an origin row's cost went: allocated (billed >= logged, the rest is unlogged usage),
@@ -206,6 +205,10 @@ class AllocatedByRequest(pa.DataFrameModel):
     billed_cost: _MONEY = pa.Field(description="Sum of allocated BilledCost.")
     effective_cost: _MONEY = pa.Field(description="Sum of allocated EffectiveCost.")
     list_cost: _MONEY = pa.Field(description="Sum of allocated ListCost.")
+    input_cost: _MONEY = pa.Field(description="Allocated EffectiveCost of uncached input tokens.")
+    output_cost: _MONEY = pa.Field(description="Allocated EffectiveCost of output tokens.")
+    cache_read_cost: _MONEY = pa.Field(description="Allocated EffectiveCost of cache-read tokens.")
+    cache_write_cost: _MONEY = pa.Field(description="Allocated EffectiveCost of cache-write tokens.")
     billing_rows: pl.Int64 = pa.Field(ge=1, description="Origin FOCUS rows the request has a share of.")
     charge_date: pl.Date = pa.Field(description="UTC date of the earliest ChargePeriodStart among them.")
     cost_source: str = pa.Field(isin=["invoice_allocated"], description="Provenance: invoice_allocated (cost allocated from aggregated bill rows by token share).")

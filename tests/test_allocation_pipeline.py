@@ -4,8 +4,9 @@ reconciliation's buckets; end to end on generated days billed per request and ag
 the real Azure OpenAI sample's shape. Expectations are computed by hand or by an independent
 route (the same generated day billed per request)."""
 
+import re
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -274,3 +275,70 @@ def test_an_unbilled_call_keeps_to_the_account_its_session_is_billed_to():
     shares, unmatched = pl.collect_all([run.tables.requests, run.tables.unmatched_models])
     assert shares.select("request_id", "billed_cost").rows() == [("us-1", D("0.02"))]  # 200 x 0.03 / 300
     assert unmatched.select("reason", "calls", "tokens").rows() == [("no_pool", 1, 100)]
+
+
+# --- per-token-type cost and the cache effect ----------------------------------------------------
+
+
+def land_cached_session(layout: Layout) -> None:
+    """One session of two turns on one model; prices per token: input 0.000003, output 0.000015,
+    cache read 0.0000003, cache write 0.00000375. r1 writes 2000 tokens to the cache and is billed
+    per request, one row per token type; r2 reads them back and is billed by aggregated hourly
+    rows (it is the only call left in their pools: r1's own rows cover its types). r3 (another
+    feature) is billed by one per-request row of no token type."""
+    rows = [
+        focus_row("r1", "0.003", SkuMeter="Input Tokens", ConsumedQuantity="1000"),
+        focus_row("r1", "0.003", SkuMeter="Output Tokens", ConsumedQuantity="200"),
+        focus_row("r1", "0.0075", SkuMeter="Cache Write Input Tokens", ConsumedQuantity="2000"),
+        token_row("0.0015", "Input Tokens", "500"),
+        token_row("0.0015", "Output Tokens", "100"),
+        token_row("0.0006", "Cached Input Tokens", "2000"),
+        focus_row("r3", "0.01", SkuMeter="API Requests", ConsumedQuantity="1", ConsumedUnit="Requests", x_FeatureTag="other"),
+    ]
+    write_focus_csv(layout.landing_focus / "acct-us" / "2026-03" / "export.csv", rows, HEADER)
+    events = [
+        llm_call("r1", "s1", "2026-03-02T10:05:00Z", input_tokens=3000, output_tokens=200, cache_write_input_tokens=2000),
+        llm_call("r2", "s1", "2026-03-02T10:20:00Z", input_tokens=2500, output_tokens=100, cache_read_input_tokens=2000),
+        llm_call("r3", "s3", "2026-03-02T10:30:00Z", feature_tag="other"),
+        outcome("s1", True, "2026-03-02T20:00:00Z"),
+        outcome("s3", True, "2026-03-02T20:00:00Z", feature_tag="other"),
+    ]
+    write_events(layout.landing_events / "2026-03-02.jsonl", events)
+
+
+def test_request_costs_carry_cost_per_token_type_and_the_cache_effect_reaches_the_decisions(layout, settings):
+    from unitledger.steps.decisions import build_decision_tables
+    from unitledger.steps.report import build_report
+
+    land_cached_session(layout)
+    run_day(layout, settings)
+    costs = {r["request_id"]: r for r in read(layout, "request_costs").iter_rows(named=True)}
+    typed = ("input_cost", "output_cost", "cache_read_cost", "cache_write_cost")
+    assert tuple(costs["r1"][c] for c in typed) == (D("0.003"), D("0.003"), D(0), D("0.0075"))  # its own rows
+    assert tuple(costs["r2"][c] for c in typed) == (D("0.0015"), D("0.0015"), D("0.0006"), D(0))  # allocated
+    assert costs["r1"]["effective_cost"] == D("0.0135") and costs["r2"]["effective_cost"] == D("0.0036")
+    # r3's only row bills no recognizable token type: its cost is not known by type.
+    assert costs["r3"]["effective_cost"] == D("0.01") and all(costs["r3"][c] is None for c in typed)
+
+    breakdown = read(layout, "cost_breakdown").filter(pl.col("feature_tag") == "chat").row(0, named=True)
+    # r1 is the first turn: its cost minus its cache write; r2 a later turn; the write on its own.
+    assert breakdown["first_attempt_cost"] == D("0.006") and breakdown["multi_turn_cost"] == D("0.0036")
+    assert breakdown["cache_write_cost"] == D("0.0075") and breakdown["token_cost"] == D("0.0171")
+    assert (breakdown["input_tokens"], breakdown["cache_read_tokens"], breakdown["cache_write_tokens"]) == (1500, 2000, 2000)
+
+    assert build_decision_tables(layout, settings).passed
+    money = scan_table(layout, "money_breakdown").collect().filter(pl.col("feature_tag") == "chat").row(0, named=True)
+    # At the uncached input rate 0.0045 / 1500 = 0.000003: the reads saved 2000 x 0.000003 - 0.0006,
+    # the writes cost 0.0075 - 2000 x 0.000003 more than plain input would have.
+    assert money["cache_read_savings"] == pytest.approx(0.0054, abs=1e-15)
+    assert money["cache_write_premium"] == pytest.approx(0.0015, abs=1e-15)
+    assert money["cache_net_savings"] == pytest.approx(0.0039, abs=1e-15)
+    # Without the cache: every input token at 0.000003 plus the outputs, (3000 + 2500) x 0.000003 + 0.0045.
+    assert money["no_cache_token_cost"] == pytest.approx(0.021, abs=1e-15)
+    assert money["cache_write_share"] == pytest.approx(0.0075 / 0.0171)
+    parts = ["first_attempt_cost", "multi_turn_cost", "retry_cost", "cache_write_cost", "labor_cost"]
+    assert sum(money[p] for p in parts) == money["total_cost"] == D("0.0171")
+
+    report = build_report(layout, settings, now=datetime(2026, 3, 3, tzinfo=timezone.utc)).path.read_text()
+    shown = re.search(r'data-column="no_cache_token_cost" data-value="([^"]+)"', report)
+    assert shown and float(shown.group(1)) == pytest.approx(0.021, abs=1e-15)

@@ -46,7 +46,7 @@ from typing import NamedTuple
 import polars as pl
 
 from schemas.allocation import ALLOCATED_STATUSES, COST_COLUMNS, TOKEN_TYPES
-from schemas.types import MONEY
+from schemas.types import MONEY, TYPED_COSTS
 from unitledger.config import Allocation
 from unitledger.model.model_names import blank_as_null, match_models, provider_key, with_model_key
 from unitledger.sources.ai_usage import classify_usage, exact_token_coverage
@@ -453,7 +453,8 @@ def allocate(usage: pl.LazyFrame, tokens: pl.LazyFrame, settings: Allocation = A
 
 
 def allocated_by_request(requests: pl.LazyFrame) -> pl.LazyFrame:
-    """schemas.AllocatedByRequest: RequestAllocations summed per request and currency."""
+    """schemas.AllocatedByRequest: RequestAllocations summed per request and currency, with
+    EffectiveCost per token type (TYPED_COSTS)."""
     from schemas.allocation import AllocatedByRequest
 
     account = pl.col("billing_account_id")
@@ -461,6 +462,7 @@ def allocated_by_request(requests: pl.LazyFrame) -> pl.LazyFrame:
         requests.group_by("request_id", "billing_currency")
         .agg(
             *[pl.col(c).sum() for c in COST_COLUMNS],
+            *[pl.col("effective_cost").filter(pl.col("token_type") == t).sum().alias(c) for t, c in zip(TOKEN_TYPES, TYPED_COSTS)],
             billing_rows=pl.len().cast(pl.Int64),
             charge_date=pl.col("charge_period_start").min().dt.date(),
             billing_account_id=pl.when(account.n_unique() == 1).then(account.first()),

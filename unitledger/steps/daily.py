@@ -48,7 +48,7 @@ from unitledger.sources.events import scan_staged_calls, scan_staged_outcomes
 from unitledger.sources.focus import scan_staged_focus
 from unitledger.steps.breakdown import spill_cost_breakdown
 from unitledger.steps.result import StepResult, money_total
-from schemas.types import MONEY
+from schemas.types import MONEY, TYPED_COSTS
 from unitledger.model.requests import COST_COLUMNS
 from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema, write_parquet_atomic
 
@@ -80,6 +80,7 @@ _BILLED = {
     "billed_feature_tag": pl.Categorical, "billed_model_version": pl.Categorical, "billed_prompt_version": pl.Categorical,
     "billed_provider": pl.Categorical,
     "cost_source": pl.String, **{f"allocated_{c}": pl.Decimal(38, 18) for c in ("billed_cost", "effective_cost", "list_cost")},
+    **{c: pl.Decimal(38, 18) for c in TYPED_COSTS},
 }  # fmt: skip
 
 _INTENT_DAYS = {"session_id": pl.String, "call_date": pl.Date, "intent_date": pl.Date}
@@ -230,7 +231,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 # with the requests' allocated shares (allocate_days) added
                 billed.sink(
                     requests.with_allocated(
-                        requests.billing_by_request(pl.concat([near, after])),
+                        requests.billing_by_request(pl.concat([near, after]), settings.allocation),
                         shares.filter(requests.in_bucket("request_id", bucket, buckets)),
                     ),
                     part=bucket,
@@ -306,7 +307,8 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                             spread_rows.lazy().filter(pl.col("call_date").is_not_null()).drop("call_date"),
                             billing_only.with_columns(charge_date=pl.col("request_date")).select(spread_rows.drop("call_date").columns),
                         ]
-                    )
+                    ),
+                    settings.allocation,
                 ),
                 shares.filter(one_of("request_id", spread)),
             ).collect()

@@ -32,6 +32,7 @@ from unitledger.sources.events import scan_staged_calls
 from unitledger.sources.focus import scan_quarantined_focus, scan_staged_focus
 from unitledger.sources.invoices import read_invoices
 from unitledger.steps.daily import classify_loose_rows
+from unitledger.steps.monthly import allocate_long_periods
 from unitledger.steps.result import StepResult
 from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema
 
@@ -92,7 +93,12 @@ def _placed(layout: Layout, focus: pl.LazyFrame, lo: date, hi: date, settings: S
     rows = requests.without_request_conflicts(focus.filter(in_dates("charge_date", *days)))
     calls = requests.dedupe_calls(scan_staged_calls(layout).filter(in_dates("call_date", *days)))
     run = allocate_billing(rows, calls, settings.allocation)
-    return placement(run.classified, run.tables.pools).collect(optimizations=optimizations()).lazy()
+    placed = [placement(run.classified, run.tables.pools)]
+    # Token rows of a charge period longer than a day: as the monthly step allocates them.
+    monthly = allocate_long_periods(layout, settings, lo, hi)
+    if monthly is not None:
+        placed.append(placement(monthly.classified, monthly.tables.pools))
+    return pl.concat(placed).collect(optimizations=optimizations()).lazy()
 
 
 def build_reconciliation(layout: Layout, settings: Settings, first_month: date, last_month: date) -> StepResult:

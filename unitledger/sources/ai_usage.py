@@ -340,9 +340,13 @@ def with_token_types(rows: pl.LazyFrame, settings: Allocation = Allocation()) ->
     bills, recognized as for aggregated rows (recognize: SkuPriceDetails, the meter texts, meter
     rules); null when it cannot be derived (a per-request total, a fee)."""
     rows = with_usage_columns(rows)
-    # Recognized once per distinct text combination: exact rows are many, their meters few.
-    kinds = recognize(rows.select(RECOGNITION_COLUMNS).unique(), settings).select(*RECOGNITION_COLUMNS, "token_type")
-    return rows.join(kinds, on=list(RECOGNITION_COLUMNS), how="left", nulls_equal=True)
+    # The type depends on these columns only (the others name the model): recognized once per
+    # distinct combination, joined back on them (exact rows are many, their meters few; the fewer
+    # join keys, the cheaper the join on every row).
+    keys = list(dict.fromkeys(["SkuPriceDetails", *METER_TEXTS, *[c for rule in settings.meter_rules for c in rule.columns]]))
+    others = [pl.lit(None, pl.String).alias(c) for c in RECOGNITION_COLUMNS if c not in keys]
+    kinds = recognize(rows.select(keys).unique().with_columns(others), settings).select(*keys, "token_type")
+    return rows.join(kinds, on=keys, how="left", nulls_equal=True)
 
 
 def exact_token_coverage(billing: pl.LazyFrame, settings: Allocation = Allocation()) -> pl.LazyFrame:

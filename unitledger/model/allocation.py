@@ -18,9 +18,9 @@ holds for the sub-accounts of one account when calls name the account but not th
 `allocation_scope` says which happened (pool, sub_accounts, accounts). Currencies never mix: a
 request whose tokens could belong to pools in two currencies, or to pools of another currency
 than its own x_RequestId rows, takes part in none (a request's cost is one currency's, and which
-account billed it is unknown): its tokens are reported in
-unmatched_models with reason two_currencies naming the currencies, and the pools' cost goes to
-their other calls or stays unlogged.
+account billed it is unknown): its tokens are reported in unmatched_models with reason
+two_currencies naming the currencies, and the pools' cost goes to their other calls or stays
+unlogged.
 
 The rule, per origin row r of a pool with billed tokens B (sum over its rows; 0 when none has a
 quantity) and logged tokens L (sum over its calls): rate = cost_r / max(B, L); a call's share =
@@ -161,8 +161,8 @@ def _account_rules(settings: Allocation) -> tuple[pl.Expr, pl.Expr]:
 
 def call_tokens(calls: pl.LazyFrame, settings: Allocation = Allocation(), exact: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """schemas.CallTokens from staged calls (one row per request: dedupe first). Optional call
-    columns `billing_account_hint`, `sub_account_hint`, `own_currency` (with_own_currency). `exact`: (request_id, token_type) pairs
-    billed exactly (ai_usage.exact_token_coverage), left out."""
+    columns `billing_account_hint`, `sub_account_hint`, `own_currency` (with_own_currency).
+    `exact`: (request_id, token_type) pairs billed exactly (ai_usage.exact_token_coverage), left out."""
     from schemas.allocation import CallTokens
 
     present = set(calls.collect_schema().names())
@@ -631,11 +631,10 @@ def fully_loaded_costs(shared: pl.LazyFrame, driver: pl.LazyFrame) -> pl.LazyFra
     idle = parts.filter(pl.col("shared_cost").is_not_null() & (pl.col("_den") == 0)).with_columns(shared_cost_share=pl.lit(0, MONEY))
     return (
         pl.concat([spread, unshared, unspread, idle], how="diagonal_relaxed")
-        .with_columns(
-            token_cost=pl.col("token_cost").cast(MONEY),
-            shared_cost_share=pl.col("shared_cost_share").cast(MONEY),
-            fully_loaded_cost=(pl.col("token_cost") + pl.col("shared_cost_share")).cast(MONEY),
-        )
+        # One row per feature: requests of no feature (billing-only) and the unspread part meet.
+        .group_by(*FULLY_LOADED_KEY, *FULLY_LOADED_GRAIN)
+        .agg(pl.col("token_cost").cast(MONEY).sum(), pl.col("shared_cost_share").cast(MONEY).sum())
+        .with_columns(fully_loaded_cost=(pl.col("token_cost") + pl.col("shared_cost_share")).cast(MONEY))
         .select(list(FullyLoadedCosts.to_schema().columns))
     )
 

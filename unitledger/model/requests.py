@@ -183,8 +183,9 @@ def billing_by_request(billing: pl.LazyFrame, settings: Allocation = Allocation(
 
 def with_allocated(billed: pl.LazyFrame, allocated: pl.LazyFrame) -> pl.LazyFrame:
     """`billing_by_request` rows with the requests' allocated shares added
-    (allocation.allocated_by_request, one row per request: a request with shares in two
-    currencies repeats and fails request_costs' uniqueness, never summed across currencies).
+    (allocation.allocated_by_request, one row per request: the allocation never gives a request
+    shares in two currencies, or in another than its own rows', see its two_currencies; were it
+    to, the request would repeat and fail request_costs' uniqueness, never be summed across them).
     A request with its own rows keeps their account, currency and cost_source invoice_request
     (the exact rows won for the token types they bill: allocation left those out); one with
     shares only is invoice_allocated. Costs, TYPED_COSTS (shares always have a type; null when

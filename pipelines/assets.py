@@ -121,6 +121,7 @@ _DAILY_SPECS = [
     table_spec("allocation_pools", deps=["staged_billing", "staged_events"], group_name="daily"),
     table_spec("unrecognized_usage", deps=["staged_billing"], group_name="daily"),
     table_spec("unmatched_models", deps=["staged_billing", "staged_events"], group_name="daily"),
+    table_spec("allocated_costs", deps=["staged_billing", "staged_events"], group_name="daily"),
     table_spec("request_costs", deps=["staged_billing", "staged_events", "allocation_pools"], group_name="daily"),
     table_spec("intent_costs", deps=["request_costs", "staged_events"], group_name="daily"),
     table_spec("cost_per_intent", deps=["intent_costs"], group_name="daily"),
@@ -134,6 +135,7 @@ _DAILY_CHECKS = [
 ] + [
     dg.AssetCheckSpec("conservation", asset="request_costs", blocking=True, description="Per day and currency, cost equals the FOCUS rows with a request id assigned to that day plus the shares allocated to that day's calls, exactly."),
     dg.AssetCheckSpec("allocation_conservation", asset="allocation_pools", blocking=True, description="Per currency, the cost the pools allocated equals the shares the requests received, exactly."),
+    dg.AssetCheckSpec("allocated_costs_sum_back", asset="allocated_costs", blocking=True, description="Every allocated origin row's split rows sum back to it for BilledCost, EffectiveCost and ListCost, exactly."),
     dg.AssetCheckSpec("quarantine_schema", asset="request_costs", blocking=True, description="Pandera: Quarantine, the rows the run holds back (late billing, intents billed in two currencies)."),
     dg.AssetCheckSpec("single_currency", asset="intent_costs", blocking=True, description="No intent is billed in two currencies (such intents are quarantined first)."),
     dg.AssetCheckSpec("late_billing", asset="request_costs", description="Warns when FOCUS rows are billed further than pipeline.billing_delay_days from their request (quarantined)."),

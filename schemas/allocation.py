@@ -8,14 +8,14 @@ import polars as pl
 import pandera.polars as pa
 from pandera.engines import polars_engine as pe
 
-from schemas.types import ISO_4217
+from schemas.focus import StagedFocus
+from schemas.types import ISO_4217, TOKEN_TYPES
 
 _MONEY = pe.Decimal(38, 18)
 _QUANTITY = pe.Decimal(38, 18)
 _TS = pe.DateTime(time_unit="us", time_zone="UTC")
 _CURRENCIES = sorted(ISO_4217)
 
-TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
 USAGE_CLASSES = ("token", "unrecognized_token", "shared")
 ALLOCATION_SCOPES = ("pool", "sub_accounts", "accounts")
 # How an origin row's cost went: allocated (billed >= logged, the rest is unlogged usage),
@@ -25,7 +25,7 @@ ALLOCATION_SCOPES = ("pool", "sub_accounts", "accounts")
 # token), quantity_out_of_range (a pool of 10^18 tokens or more).
 POOL_STATUSES = ("allocated", "over_logged", "logged_share", "unmatched_pool", "zero_quantity", "quantity_out_of_range")
 ALLOCATED_STATUSES = ("allocated", "over_logged", "logged_share")
-UNMATCHED_REASONS = ("unknown_model", "ambiguous_model", "no_pool")
+UNMATCHED_REASONS = ("unknown_model", "ambiguous_model", "no_pool", "two_currencies")
 COST_COLUMNS = ("billed_cost", "effective_cost", "list_cost")
 
 
@@ -98,6 +98,7 @@ class CallTokens(pa.DataFrameModel):
     call_model: str = pa.Field(nullable=True, description="The model the call names: model_version, else model (model + '-' + model_version when the version has no letter).")
     billing_account_hint: str = pa.Field(nullable=True, description="Billing account the call belongs to: its own hint, else the first matching account rule; null: unknown.")
     sub_account_hint: str = pa.Field(nullable=True, description="Sub-account (project, workspace) the call belongs to; null: unknown.")
+    own_currency: str = pa.Field(nullable=True, description="BillingCurrency of the request's own x_RequestId rows; null when it has none. A request takes no share of pools in another currency.")
     token_type: str = pa.Field(isin=list(TOKEN_TYPES), description="input (uncached: input - cache_read - cache_write), output, cache_read or cache_write.")
     tokens: pl.Int64 = pa.Field(gt=0, description="Tokens of this type.")
 
@@ -181,14 +182,15 @@ class AllocationPools(_PoolKeys):
 class UnmatchedModels(pa.DataFrameModel):
     """Logged tokens no bill could take, per day, provider, model and token type: the model is
     not billed (or its name does not normalize to a billed one: add an alias), matches several
-    billed models, or no pool of it covers the call's time and account."""
+    billed models, no pool of it covers the call's time and account, or the request's tokens fall
+    in pools of two currencies."""
 
     date: pl.Date = pa.Field(description="UTC date of the calls.")
     provider: str = pa.Field(nullable=True, description="Provider, normalized.")
     call_model: str = pa.Field(nullable=True, description="The model the calls name.")
     token_type: str = pa.Field(isin=list(TOKEN_TYPES), description="Token type.")
-    reason: str = pa.Field(isin=list(UNMATCHED_REASONS), description="unknown_model, ambiguous_model or no_pool.")
-    candidates: str = pa.Field(nullable=True, description="For ambiguous_model: the billed models it could be, comma-separated.")
+    reason: str = pa.Field(isin=list(UNMATCHED_REASONS), description="unknown_model, ambiguous_model, no_pool, or two_currencies (the request's tokens fall in pools billed in two currencies: allocated to neither, a request's cost being one currency's).")
+    candidates: str = pa.Field(nullable=True, description="For ambiguous_model: the billed models it could be; for two_currencies: the currencies; comma-separated.")
     calls: pl.Int64 = pa.Field(ge=1, description="Calls.")
     tokens: pl.Int64 = pa.Field(ge=1, description="Tokens.")
 
@@ -206,6 +208,10 @@ class AllocatedByRequest(pa.DataFrameModel):
     billed_cost: _MONEY = pa.Field(description="Sum of allocated BilledCost.")
     effective_cost: _MONEY = pa.Field(description="Sum of allocated EffectiveCost.")
     list_cost: _MONEY = pa.Field(description="Sum of allocated ListCost.")
+    input_cost: _MONEY = pa.Field(description="Allocated EffectiveCost of uncached input tokens.")
+    output_cost: _MONEY = pa.Field(description="Allocated EffectiveCost of output tokens.")
+    cache_read_cost: _MONEY = pa.Field(description="Allocated EffectiveCost of cache-read tokens.")
+    cache_write_cost: _MONEY = pa.Field(description="Allocated EffectiveCost of cache-write tokens.")
     billing_rows: pl.Int64 = pa.Field(ge=1, description="Origin FOCUS rows the request has a share of.")
     charge_date: pl.Date = pa.Field(description="UTC date of the earliest ChargePeriodStart among them.")
     cost_source: str = pa.Field(isin=["invoice_allocated"], description="Provenance: invoice_allocated (cost allocated from aggregated bill rows by token share).")
@@ -260,3 +266,85 @@ class UnrecognizedUsageDaily(UnrecognizedUsage):
     class Config:
         strict = True
 
+
+
+class AllocationPoolsMonthly(AllocationPools):
+    """allocation_pools of the AI token rows without a request id whose charge period is longer
+    than a day (a month, as some providers bill), allocated by the monthly step over every call
+    of their charge period: billed and logged tokens, cost = allocated + unlogged + unmatched
+    exactly. Their per-feature split is allocated_costs_monthly."""
+
+    billing_period: str = pa.Field(description="Partition: YYYY-MM of charge_period_start.")
+
+    class Config:
+        strict = True
+        unique = ["source_file", "source_line"]
+
+
+class _FocusAllocatedCosts(StagedFocus):
+    """The published allocated_costs rows: the origin row's staged FOCUS columns with its costs
+    split, plus FOCUS 1.3's allocation columns."""
+
+    BilledCost: _MONEY = pa.Field(description="Split of the origin row's BilledCost: the sum of the shares of the split row's calls (the unlogged portion on its own row).")
+    EffectiveCost: _MONEY = pa.Field(description="Split of the origin row's EffectiveCost, as BilledCost.")
+    ListCost: _MONEY = pa.Field(description="Split of the origin row's ListCost, as BilledCost.")
+    ContractedCost: _MONEY = pa.Field(nullable=True, description="Split of the origin row's ContractedCost by the split row's AllocatedRatio, exactly (largest remainder).")
+    ConsumedQuantity: _MONEY = pa.Field(nullable=True, description="Split of the origin row's ConsumedQuantity by the AllocatedRatio, exactly.")
+    AllocatedMethodId: str = pa.Field(description="unitledger-token-share: the origin row split by the tokens of the calls of its charge period (docs/allocation.md).")
+    AllocatedMethodDetails: str = pa.Field(description='JSON {"Elements":[{"AllocatedRatio":r,"UsageUnit":"Tokens","UsageQuantity":q}]}: r = q / max(billed, logged tokens) of the pool, to 1e-18; an origin row\'s ratios sum to 1 exactly.')
+    AllocatedResourceId: str = pa.Field(nullable=True, description="The feature (x_FeatureTag of the calls); null for the unlogged (unallocated) portion: tokens billed, never logged.")
+    AllocatedResourceName: str = pa.Field(nullable=True, description="The feature; null for the unlogged portion.")
+    AllocatedTags: str = pa.Field(nullable=True, description='JSON {"unitledger/feature_tag":..,"unitledger/model_version":..,"unitledger/prompt_version":..} of the split row\'s calls; null for the unlogged portion.')
+
+
+class AllocatedCostsDaily(_FocusAllocatedCosts):
+    """FOCUS 1.3 `allocated_costs` export of the AI token rows the daily step allocates (hour and
+    day rows, allocation_pools): per origin row one split row per feature x model version x
+    prompt version of its calls, plus one for the unlogged usage. For every origin row, its split
+    rows' BilledCost, EffectiveCost and ListCost sum back to the origin row's exactly, so FinOps
+    tools take per-feature AI cost from here; unmatched origin rows are not split (they stay in
+    the bill as they are)."""
+
+    date: pl.Date = pa.Field(description="Partition: UTC date of ChargePeriodStart.")
+
+    class Config:
+        strict = True
+
+
+class AllocatedCostsMonthly(_FocusAllocatedCosts):
+    """allocated_costs (FOCUS 1.3 split rows) of the token rows the monthly step allocates
+    (allocation_pools_monthly): per origin row one row per feature x model version x prompt
+    version of its calls plus the unlogged portion; they sum back to the origin row exactly."""
+
+    billing_period: str = pa.Field(description="Partition: YYYY-MM of ChargePeriodStart.")
+
+    class Config:
+        strict = True
+
+
+class FullyLoadedCosts(pa.DataFrameModel):
+    """Opt-in ([allocation] fully_loaded = true) "fully loaded" cost: shared costs without a usage
+    driver (FOCUS rows without x_RequestId that are not AI token usage: tax, support fees,
+    commitment purchases, credits; their EffectiveCost) spread over each billing account's features
+    by their cost, per currency and month. shared_cost_share stands beside token_cost, never in it:
+    unit costs elsewhere exclude shared costs. Per account, currency and month the shares sum to
+    the shared cost exactly (largest remainder); with no feature cost to spread over, the shared
+    cost stays on a row with a null feature."""
+
+    billing_period: str = pa.Field(description="Partition: YYYY-MM (request_costs' dates; the shared rows' BillingPeriodStart).")
+    billing_account_id: str = pa.Field(description="FOCUS BillingAccountId.")
+    billing_currency: str = pa.Field(isin=_CURRENCIES, description="Currency of every money column.")
+    feature_tag: str = pa.Field(nullable=True, description="Feature; null for shared cost with no feature cost in the account to spread over.")
+    model_version: str = pa.Field(nullable=True, description="Model version of the requests.")
+    prompt_version: str = pa.Field(nullable=True, description="Prompt version of the requests.")
+    token_cost: _MONEY = pa.Field(description="The feature's effective_cost in the account (request_costs of requests with one billing account: own rows and allocated shares): the driver.")
+    shared_cost_share: _MONEY = pa.Field(description="The feature's share of the account's shared cost: shared cost x token_cost / the account's positive token cost, exact (largest remainder). 0 for a feature of an account without shared cost.")
+    fully_loaded_cost: _MONEY = pa.Field(description="token_cost + shared_cost_share.")
+
+    class Config:
+        strict = True
+        unique = ["billing_period", "billing_account_id", "billing_currency", "feature_tag", "model_version", "prompt_version"]
+
+    @pa.dataframe_check
+    def fully_loaded_is_token_plus_share(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("fully_loaded_cost") == pl.col("token_cost") + pl.col("shared_cost_share"))

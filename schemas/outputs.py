@@ -5,7 +5,7 @@ import polars as pl
 import pandera.polars as pa
 from pandera.engines import polars_engine as pe
 
-from schemas.types import COST_SOURCES, ISO_4217, MATCH_STATUSES, OUTCOMES
+from schemas.types import COST_SOURCES, ISO_4217, MATCH_STATUSES, OUTCOMES, TYPED_COSTS
 
 _MONEY = pe.Decimal(38, 18)
 _TS = pe.DateTime(time_unit="us", time_zone="UTC")
@@ -34,6 +34,10 @@ class RequestCosts(pa.DataFrameModel):
     allocated_billed_cost: _MONEY = pa.Field(nullable=True, description="Part of billed_cost allocated from aggregated AI bill rows (0 when none, and for estimates); null when the cost is.")
     allocated_effective_cost: _MONEY = pa.Field(nullable=True, description="Part of effective_cost allocated from aggregated AI bill rows (0 when none, and for estimates); null when the cost is.")
     allocated_list_cost: _MONEY = pa.Field(nullable=True, description="Part of list_cost allocated from aggregated AI bill rows (0 when none, and for estimates); null when the cost is.")
+    input_cost: _MONEY = pa.Field(nullable=True, description="Part of effective_cost for uncached input tokens. The four per-token-type costs sum to effective_cost exactly; all four are null for requests no invoice billed (estimates included) and when one of the request's own x_RequestId rows has a non-zero EffectiveCost whose token type cannot be recognized (a per-request total, a fee: the type is derived as for aggregated rows, docs/allocation.md). Allocated shares always have a type.")
+    output_cost: _MONEY = pa.Field(nullable=True, description="Part of effective_cost for output tokens (reasoning included); null as input_cost.")
+    cache_read_cost: _MONEY = pa.Field(nullable=True, description="Part of effective_cost for cache-read input tokens; null as input_cost.")
+    cache_write_cost: _MONEY = pa.Field(nullable=True, description="Part of effective_cost for cache-write input tokens; null as input_cost.")
     input_tokens: pl.Int64 = pa.Field(nullable=True, ge=0, description="Telemetry input tokens (cache reads and writes included).")
     output_tokens: pl.Int64 = pa.Field(nullable=True, ge=0, description="Telemetry output tokens.")
     cache_read_input_tokens: pl.Int64 = pa.Field(nullable=True, ge=0, description="Telemetry cache-read input tokens.")
@@ -64,6 +68,15 @@ class RequestCosts(pa.DataFrameModel):
             .otherwise(pl.lit("telemetry_only"))
         )
         return data.lazyframe.select(pl.col("match_status") == expected)
+
+    @pa.dataframe_check
+    def typed_costs_sum_to_effective_cost(cls, data) -> pl.LazyFrame:
+        # All four known or none; known ones add up to effective_cost exactly.
+        typed = [pl.col(c) for c in TYPED_COSTS]
+        known = pl.all_horizontal(c.is_not_null() for c in typed)
+        return data.lazyframe.select(
+            pl.when(known).then(pl.sum_horizontal(typed) == pl.col("effective_cost")).otherwise(~pl.any_horizontal(c.is_not_null() for c in typed))
+        )
 
 
 class IntentCosts(pa.DataFrameModel):

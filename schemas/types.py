@@ -14,6 +14,10 @@ MATCH_STATUSES = ("matched", "billing_only", "telemetry_only")
 # Provenance of a request's cost (issue 16): its own x_RequestId rows, a share of aggregated AI
 # bill rows, or (reserved for telemetry estimates) a gateway's figure or a list-price estimate.
 COST_SOURCES = ("invoice_request", "invoice_allocated", "gateway_reported", "list_estimate")
+# Token types of AI usage (issue 16): uncached input, output (reasoning included), cache reads and
+# writes; request_costs' EffectiveCost split by them (TYPED_COSTS, same order).
+TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
+TYPED_COSTS = tuple(f"{t}_cost" for t in TOKEN_TYPES)
 OUTCOMES = ("success", "failure", "unlabeled")
 CALL_STATUSES = ("ok", "error")
 OUTCOME_SIGNALS = ("explicit", "implicit")

@@ -71,7 +71,7 @@ def build_warehouse(layout: Layout, settings, start, end) -> None:
     staging.stage_billing(layout, settings, TODAY)
     staging.stage_events(layout, settings.telemetry)
     assert daily.build_daily_tables(layout, settings, start, end).passed
-    assert monthly.build_monthly_tables(layout, months.month_start(start), months.month_start(end)).passed
+    assert monthly.build_monthly_tables(layout, months.month_start(start), months.month_start(end), settings).passed
     refresh_views(layout)
 
 

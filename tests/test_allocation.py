@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from schemas.allocation import AllocatedByRequest, AllocatedCosts, AllocationPools, CallTokens, RequestAllocations, UnmatchedModels
+from schemas.types import MONEY
 from tests.alloc_frames import at, bill_row, call, calls, focus
 from unitledger.config import AccountRule, Allocation
 from unitledger.model.allocation import allocate, allocated_by_request, allocated_costs, call_tokens
@@ -385,3 +386,53 @@ def test_random_pools_conserve_every_row_exactly_and_each_share_is_within_1e_18(
             assert abs(_exact(unlogged) - _exact(cost) * (base - total_logged) / base) <= UNIT
             assert sum(got.values()) + unlogged == cost  # exactly, per origin row and column
             assert unlogged == 0 or (unlogged > 0) == (cost > 0)
+
+
+def test_a_request_billed_exactly_in_one_currency_takes_no_share_of_another_currencys_pool():
+    """r1's own x_RequestId row bills its output in EUR; its input falls in a USD pool, which
+    would put two currencies on one request: it takes no share (reported, currencies named); r2
+    takes its tokens' share and the rest of the pool is unlogged: 0.03 x 100 / 300."""
+    from unitledger.model.allocation import with_own_currency
+
+    bill = focus(
+        bill_row("0.03", quantity="300"),
+        bill_row("0.05", x_RequestId="r1", SkuMeter="Output Tokens", BillingCurrency="EUR", BillingAccountId="acct-2"),
+    )
+    events = calls(call("r1", at(10, 5), output_tokens=10), call("r2", at(10, 10)))
+    result = run(bill, with_own_currency(events, bill), exact=exact_token_coverage(bill))
+    assert result.shares() == {"r2": D("0.01")}
+    assert result.pool(2)["unlogged_billed_cost"] == D("0.02")
+    lost = result.unmatched.row(0, named=True)
+    assert (lost["reason"], lost["candidates"], lost["tokens"]) == ("two_currencies", "EUR, USD", 100)
+
+
+def test_fully_loaded_spreads_each_accounts_shared_cost_over_its_features_exactly():
+    from schemas.allocation import FullyLoadedCosts
+    from unitledger.model.allocation import fully_loaded_costs
+
+    key = {"billing_period": "2026-03", "billing_currency": "USD"}
+    shared = pl.DataFrame(
+        [
+            {**key, "billing_account_id": "acct-1", "shared_cost": D("1.00")},  # tax
+            {**key, "billing_account_id": "acct-1", "shared_cost": D("-0.10")},  # a credit
+            {**key, "billing_account_id": "acct-2", "shared_cost": D("0.50")},  # no feature cost to spread over
+            {**key, "billing_account_id": "acct-4", "shared_cost": D("1.00")},
+        ],
+        schema_overrides={"shared_cost": MONEY},
+    ).lazy()
+    features = [("acct-1", "a", "0.02"), ("acct-1", "b", "0.01"), ("acct-3", "c", "0.07"),
+                ("acct-4", "x", "0.01"), ("acct-4", "y", "0.01"), ("acct-4", "z", "0.01")]  # fmt: skip
+    driver = pl.DataFrame(
+        [{**key, "billing_account_id": a, "feature_tag": f, "model_version": "m", "prompt_version": "v1", "token_cost": D(c)} for a, f, c in features],
+        schema_overrides={"token_cost": MONEY},
+    ).lazy()
+    out = fully_loaded_costs(shared, driver).collect()
+    FullyLoadedCosts.validate(out, lazy=True)
+    share = {(r["billing_account_id"], r["feature_tag"]): r["shared_cost_share"] for r in out.iter_rows(named=True)}
+    # 0.90 by 0.02 : 0.01; acct-2's 0.50 stays whole; acct-3 has no shared cost; acct-4's 1.00 in
+    # three equal parts, the 1e-18 the floors leave to one of them.
+    assert (share[("acct-1", "a")], share[("acct-1", "b")]) == (D("0.6"), D("0.3"))
+    assert share[("acct-2", None)] == D("0.5") and share[("acct-3", "c")] == 0
+    assert sorted(share[("acct-4", f)] for f in "xyz") == [D("0.333333333333333333")] * 2 + [D("0.333333333333333334")]
+    assert out.filter(pl.col("billing_account_id") == "acct-1")["fully_loaded_cost"].sum() == D("0.93")
+    assert out.height == 7

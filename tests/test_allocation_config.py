@@ -25,6 +25,7 @@ def test_allocation_section_is_parsed(tmp_path):
         """
 [allocation]
 token_coverage_warn = 0.9
+fully_loaded = true
 [allocation.model_aliases]
 "r1" = "deepseek-r1"
 [allocation.provider_aliases]
@@ -56,6 +57,7 @@ sub_account_id = "proj-support"
         ),
         account_rules=(AccountRule(billing_account_id="acct-us", sub_account_id="proj-support", feature_tag="support_chat"),),
         token_coverage_warn=0.9,
+        fully_loaded=True,
     )
 
 
@@ -76,6 +78,7 @@ sub_account_id = "proj-support"
         ('[allocation.units]\n"1K Tokens" = 0', "allocation.units.1K Tokens: 0 must be a whole number"),
         ("[allocation]\ntoken_coverage_warn = 95", "allocation.token_coverage_warn: 95 must be a number from 0 to 1"),
         ("[allocation]\nmeter_rule = []", "[allocation]: unknown key(s) meter_rule"),
+        ('[allocation]\nfully_loaded = "yes"', "allocation.fully_loaded must be true or false, got 'yes'"),
         ('[allocation.model_aliases]\n"r1" = ""', "allocation.model_aliases.r1: '' must be a non-empty string"),
     ],
 )

@@ -4,28 +4,34 @@ reconciliation's buckets; end to end on generated days billed per request and ag
 the real Azure OpenAI sample's shape. Expectations are computed by hand or by an independent
 route (the same generated day billed per request)."""
 
+import json
+import re
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal as D
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 
 from tests.conftest import TODAY
 from tests.builders import FOCUS_HEADER, focus_row, llm_call, outcome, write_events, write_focus_csv
 from tests.test_ai_usage import REAL_INPUTS
-from unitledger.config import load_settings
+from unitledger.checks.conservation import allocated_costs_check
+from unitledger.config import AccountRule, load_settings
 from unitledger.layout import Layout
 from unitledger.model.allocation import allocate_billing, has_token_rows
 from unitledger.model.requests import dedupe_calls, in_dates
 from unitledger.sources.events import scan_staged_calls
 from unitledger.sources.focus import scan_staged_focus
 from unitledger.steps.daily import build_daily_tables
+from unitledger.steps.monthly import build_monthly_tables
 from unitledger.steps.reconciliation import build_reconciliation, build_reconciliation_daily
 from unitledger.steps.staging import stage_billing, stage_events
 from unitledger.tools.generate import generate
 from unitledger.warehouse.manifest import scan_table
+from unitledger.warehouse.views import refresh_views
 
 DAY = date(2026, 3, 2)
 HEADER = [*FOCUS_HEADER, "x_SkuMeterName", "SubAccountId"]
@@ -298,3 +304,214 @@ def test_without_token_rows_to_allocate_the_session_hints_change_nothing():
     assert with_hints[2]["calls"].sum() == 1  # eu-2, billed by no row of its own: not vacuous
     for a, b in zip(with_hints, without):
         assert a.equals(b)
+
+
+# --- per-token-type cost and the cache effect ----------------------------------------------------
+
+
+def land_cached_session(layout: Layout) -> None:
+    """One session of two turns on one model; prices per token: input 0.000003, output 0.000015,
+    cache read 0.0000003, cache write 0.00000375. r1 writes 2000 tokens to the cache and is billed
+    per request, one row per token type; r2 reads them back and is billed by aggregated hourly
+    rows (it is the only call left in their pools: r1's own rows cover its types). r3 (another
+    feature) is billed by one per-request row of no token type."""
+    rows = [
+        focus_row("r1", "0.003", SkuMeter="Input Tokens", ConsumedQuantity="1000"),
+        focus_row("r1", "0.003", SkuMeter="Output Tokens", ConsumedQuantity="200"),
+        focus_row("r1", "0.0075", SkuMeter="Cache Write Input Tokens", ConsumedQuantity="2000"),
+        token_row("0.0015", "Input Tokens", "500"),
+        token_row("0.0015", "Output Tokens", "100"),
+        token_row("0.0006", "Cached Input Tokens", "2000"),
+        focus_row("r3", "0.01", SkuMeter="API Requests", ConsumedQuantity="1", ConsumedUnit="Requests", x_FeatureTag="other"),
+    ]
+    write_focus_csv(layout.landing_focus / "acct-us" / "2026-03" / "export.csv", rows, HEADER)
+    events = [
+        llm_call("r1", "s1", "2026-03-02T10:05:00Z", input_tokens=3000, output_tokens=200, cache_write_input_tokens=2000),
+        llm_call("r2", "s1", "2026-03-02T10:20:00Z", input_tokens=2500, output_tokens=100, cache_read_input_tokens=2000),
+        llm_call("r3", "s3", "2026-03-02T10:30:00Z", feature_tag="other"),
+        outcome("s1", True, "2026-03-02T20:00:00Z"),
+        outcome("s3", True, "2026-03-02T20:00:00Z", feature_tag="other"),
+    ]
+    write_events(layout.landing_events / "2026-03-02.jsonl", events)
+
+
+def test_request_costs_carry_cost_per_token_type_and_the_cache_effect_reaches_the_decisions(layout, settings):
+    from unitledger.steps.decisions import build_decision_tables
+    from unitledger.steps.report import build_report
+
+    land_cached_session(layout)
+    run_day(layout, settings)
+    costs = {r["request_id"]: r for r in read(layout, "request_costs").iter_rows(named=True)}
+    typed = ("input_cost", "output_cost", "cache_read_cost", "cache_write_cost")
+    assert tuple(costs["r1"][c] for c in typed) == (D("0.003"), D("0.003"), D(0), D("0.0075"))  # its own rows
+    assert tuple(costs["r2"][c] for c in typed) == (D("0.0015"), D("0.0015"), D("0.0006"), D(0))  # allocated
+    assert costs["r1"]["effective_cost"] == D("0.0135") and costs["r2"]["effective_cost"] == D("0.0036")
+    # r3's only row bills no recognizable token type: its cost is not known by type.
+    assert costs["r3"]["effective_cost"] == D("0.01") and all(costs["r3"][c] is None for c in typed)
+
+    breakdown = read(layout, "cost_breakdown").filter(pl.col("feature_tag") == "chat").row(0, named=True)
+    # r1 is the first turn: its cost minus its cache write; r2 a later turn; the write on its own.
+    assert breakdown["first_attempt_cost"] == D("0.006") and breakdown["multi_turn_cost"] == D("0.0036")
+    assert breakdown["cache_write_cost"] == D("0.0075") and breakdown["token_cost"] == D("0.0171")
+    assert (breakdown["input_tokens"], breakdown["cache_read_tokens"], breakdown["cache_write_tokens"]) == (1500, 2000, 2000)
+
+    assert build_decision_tables(layout, settings).passed
+    money = scan_table(layout, "money_breakdown").collect().filter(pl.col("feature_tag") == "chat").row(0, named=True)
+    # At the uncached input rate 0.0045 / 1500 = 0.000003: the reads saved 2000 x 0.000003 - 0.0006,
+    # the writes cost 0.0075 - 2000 x 0.000003 more than plain input would have.
+    assert money["cache_read_savings"] == pytest.approx(0.0054, abs=1e-15)
+    assert money["cache_write_premium"] == pytest.approx(0.0015, abs=1e-15)
+    assert money["cache_net_savings"] == pytest.approx(0.0039, abs=1e-15)
+    # Without the cache: every input token at 0.000003 plus the outputs, (3000 + 2500) x 0.000003 + 0.0045.
+    assert money["no_cache_token_cost"] == pytest.approx(0.021, abs=1e-15)
+    assert money["cache_write_share"] == pytest.approx(0.0075 / 0.0171)
+    parts = ["first_attempt_cost", "multi_turn_cost", "retry_cost", "cache_write_cost", "labor_cost"]
+    assert sum(money[p] for p in parts) == money["total_cost"] == D("0.0171")
+
+    report = build_report(layout, settings, now=datetime(2026, 3, 3, tzinfo=timezone.utc)).path.read_text()
+    shown = re.search(r'data-column="no_cache_token_cost" data-value="([^"]+)"', report)
+    assert shown and float(shown.group(1)) == pytest.approx(0.021, abs=1e-15)
+
+
+# --- the FOCUS allocated_costs export -------------------------------------------------------------
+
+
+def focus_details(text: str) -> tuple[D, D]:
+    element = json.loads(text, parse_float=D)["Elements"][0]
+    assert element["UsageUnit"] == "Tokens"
+    return D(str(element["AllocatedRatio"])), D(str(element["UsageQuantity"]))
+
+
+def test_allocated_costs_split_rows_sum_back_to_each_origin_row_and_have_a_view(layout, settings):
+    land_mixed_day(layout)
+    run_day(layout, settings)
+    split = read(layout, "allocated_costs").sort("source_line", "AllocatedResourceId", nulls_last=True)
+    # Input row (line 3): one cent, all three calls of feature chat. Output row (line 4): 350 of
+    # 1000 billed tokens logged (a1..a3 100 each, x1 50), all chat: 0.021; the rest unlogged.
+    assert split["source_line"].to_list() == [3, 4, 4]
+    assert split["AllocatedResourceId"].to_list() == ["chat", "chat", None]
+    assert split["BilledCost"].to_list() == [D("0.01"), D("0.021"), D("0.039")]
+    assert split["EffectiveCost"].to_list() == split["BilledCost"].to_list() == split["ListCost"].to_list()
+    assert [focus_details(t) for t in split["AllocatedMethodDetails"]] == [(D(1), D(300)), (D("0.35"), D(350)), (D("0.65"), D(650))]
+    assert set(split["AllocatedMethodId"]) == {"unitledger-token-share"}
+    tags = json.loads(split["AllocatedTags"][0])
+    assert tags == {"unitledger/feature_tag": "chat", "unitledger/model_version": "m-1", "unitledger/prompt_version": "v1"}
+    # Summed back per origin row: the bill's rows (the unmatched 11h row is not split).
+    bill = scan_staged_focus(layout).filter(pl.col("source_line").is_in([3, 4])).collect().sort("source_line")
+    sums = split.group_by("source_line").agg(pl.col("BilledCost", "EffectiveCost", "ListCost").sum()).sort("source_line")
+    for column in ("BilledCost", "EffectiveCost", "ListCost"):
+        assert sums[column].to_list() == bill[column].to_list()
+
+    refresh_views(layout)
+    with duckdb.connect(str(layout.duckdb_path), read_only=True) as con:
+        total = con.sql("SELECT sum(BilledCost) AS total FROM allocated_costs WHERE AllocatedResourceId = 'chat'").pl()["total"][0]
+    assert total == D("0.031")
+
+
+def test_allocated_costs_check_fails_on_a_split_row_that_does_not_sum_back(layout, settings):
+    land_mixed_day(layout)
+    run_day(layout, settings)
+    split, pools = scan_table(layout, "allocated_costs", [DAY.isoformat()]), scan_table(layout, "allocation_pools", [DAY.isoformat()])
+    assert allocated_costs_check(split, pools).passed
+    short = split.with_columns(BilledCost=pl.when(pl.col("AllocatedResourceId").is_null()).then(pl.col("BilledCost") / 2).otherwise(pl.col("BilledCost")))
+    outcome = allocated_costs_check(short, pools)
+    assert not outcome.passed and "line 4" in outcome.description
+
+
+# --- token rows billed for a month -----------------------------------------------------------------
+
+
+def test_a_month_row_is_allocated_by_the_monthly_step_over_the_calls_of_its_month(layout, settings):
+    """0.10 for 1000 input tokens billed for March; a1 (chat, 2 March) logged 100, a2 (search, 20
+    March) 300: rate 0.10 / 1000, a1 0.01, a2 0.03, 600 tokens unlogged 0.06."""
+    month_row = focus_row(None, "0.10", hour="2026-03-01T00:00:00Z", end="2026-04-01T00:00:00Z", ConsumedQuantity="1000",
+                          x_FeatureTag=None, x_PromptVersion=None)  # fmt: skip
+    write_focus_csv(layout.landing_focus / "acct-us" / "2026-03" / "export.csv", [month_row], HEADER)
+    calls = [
+        llm_call("a1", "s1", "2026-03-02T10:00:00Z", input_tokens=100, output_tokens=0),
+        llm_call("a2", "s2", "2026-03-20T10:00:00Z", input_tokens=300, output_tokens=0, feature_tag="search"),
+    ]
+    write_events(layout.landing_events / "march.jsonl", calls)
+    for day in (date(2026, 3, 1), DAY, date(2026, 3, 20)):
+        run_day(layout, settings, day, day)
+    # The daily step leaves it to the monthly step: neither allocated nor listed as unrecognized.
+    assert read(layout, "allocation_pools", ["2026-03-01"]).is_empty() and read(layout, "unrecognized_usage", ["2026-03-01"]).is_empty()
+    assert read(layout, "request_costs")["allocated_billed_cost"].drop_nulls().sum() == 0
+
+    assert build_monthly_tables(layout, date(2026, 3, 1), date(2026, 3, 1), settings).passed
+    pool = read(layout, "allocation_pools_monthly", ["2026-03"]).row(0, named=True)
+    assert (pool["status"], pool["pool_logged_tokens"], pool["pool_calls"]) == ("allocated", 400, 2)
+    assert (pool["allocated_billed_cost"], pool["unlogged_billed_cost"], pool["unmatched_billed_cost"]) == (D("0.04"), D("0.06"), D(0))
+    split = read(layout, "allocated_costs_monthly", ["2026-03"]).sort("AllocatedResourceId", nulls_last=True)
+    assert split["AllocatedResourceId"].to_list() == ["chat", "search", None]
+    assert split["BilledCost"].to_list() == [D("0.01"), D("0.03"), D("0.06")]
+    assert [focus_details(t) for t in split["AllocatedMethodDetails"]] == [(D("0.1"), D(100)), (D("0.3"), D(300)), (D("0.6"), D(600))]
+
+    # Both reconciliations place it as the monthly step did: every cent in a bucket, delta 0.
+    assert build_reconciliation(layout, settings, date(2026, 3, 1), date(2026, 3, 1)).passed
+    month = read(layout, "reconciliation", ["2026-03"]).filter(pl.col("billing_currency") == "USD").row(0, named=True)
+    assert (month["allocated_cost"], month["unlogged_usage_cost"], month["unrecognized_usage_cost"]) == (D("0.04"), D("0.06"), D(0))
+    assert month["billed_total"] == D("0.10") and month["delta"] == 0
+    first_day = read(layout, "reconciliation_daily", ["2026-03-01"]).filter(pl.col("billing_currency") == "USD").row(0, named=True)
+    assert (first_day["allocated_cost"], first_day["unlogged_usage_cost"], first_day["delta"]) == (D("0.04"), D("0.06"), 0)
+
+
+def test_monthly_allocation_conservation_fails_on_a_lost_share(layout, settings, monkeypatch):
+    import unitledger.steps.monthly as monthly
+
+    month_row = focus_row(None, "0.10", hour="2026-03-01T00:00:00Z", end="2026-04-01T00:00:00Z", x_FeatureTag=None, x_PromptVersion=None)
+    write_focus_csv(layout.landing_focus / "acct-us" / "2026-03" / "export.csv", [month_row], HEADER)
+    write_events(layout.landing_events / "march.jsonl", [llm_call("a1", "s1", "2026-03-02T10:00:00Z", output_tokens=0)])
+    run_day(layout, settings)
+    real = monthly.allocated_costs
+    monkeypatch.setattr(monthly, "allocated_costs", lambda *a: real(*a).filter(pl.col("AllocatedResourceId").is_null()))
+    result = build_monthly_tables(layout, date(2026, 3, 1), date(2026, 3, 1), settings)
+    assert not result.passed
+    assert any("allocation_conservation" in f for f in result.failures()) and any("allocated_costs_sum_back" in f for f in result.failures())
+
+
+# --- a request whose tokens fall in pools of two currencies ------------------------------------------
+
+
+def test_a_call_in_pools_of_two_currencies_is_reported_not_allocated_and_the_day_passes(layout, settings):
+    """acct-us bills hour 10 in USD (300 input tokens, 0.03), acct-eu in EUR (200, 0.02). c2 (feature
+    search) belongs to acct-us by an account rule; c1 names no account and so could be either's: it
+    takes part in neither (its cost cannot be one currency's). USD: c2's 100 of 300 tokens, 0.01,
+    the rest unlogged; EUR: no call, unmatched_pool."""
+    rows = [
+        token_row("0.03", "Input Tokens", "300"),
+        token_row("0.02", "Input Tokens", "200", BillingAccountId="acct-eu", BillingCurrency="EUR"),
+    ]
+    write_focus_csv(layout.landing_focus / "both" / "2026-03" / "export.csv", rows, HEADER)
+    calls = [
+        llm_call("c1", "s1", "2026-03-02T10:05:00Z", input_tokens=100, output_tokens=0),
+        llm_call("c2", "s2", "2026-03-02T10:10:00Z", input_tokens=100, output_tokens=0, feature_tag="search"),
+    ]
+    write_events(layout.landing_events / "2026-03-02.jsonl", calls)
+    rule = AccountRule("acct-us", feature_tag="search")
+    run_day(layout, replace(settings, allocation=replace(settings.allocation, account_rules=(rule,))))
+
+    costs = {r["request_id"]: r for r in read(layout, "request_costs").iter_rows(named=True)}
+    assert costs["c1"]["match_status"] == "telemetry_only" and costs["c1"]["billed_cost"] is None
+    assert (costs["c2"]["billed_cost"], costs["c2"]["billing_currency"]) == (D("0.01"), "USD")
+    lost = read(layout, "unmatched_models").row(0, named=True)
+    assert (lost["reason"], lost["candidates"], lost["tokens"], lost["calls"]) == ("two_currencies", "EUR, USD", 100, 1)
+    pools = {r["billing_currency"]: r for r in read(layout, "allocation_pools").iter_rows(named=True)}
+    assert (pools["USD"]["allocated_billed_cost"], pools["USD"]["unlogged_billed_cost"]) == (D("0.01"), D("0.02"))
+    assert (pools["EUR"]["status"], pools["EUR"]["unmatched_billed_cost"]) == ("unmatched_pool", D("0.02"))
+    rec = {r["billing_currency"]: r for r in read(layout, "reconciliation_daily").iter_rows(named=True) if r["billing_currency"]}
+    assert rec["USD"]["delta"] == rec["EUR"]["delta"] == 0
+
+
+def test_fully_loaded_view_is_opt_in_and_spreads_the_tax_beside_token_cost(layout, settings):
+    land_mixed_day(layout)
+    run_day(layout, settings)
+    assert build_monthly_tables(layout, date(2026, 3, 1), date(2026, 3, 1), settings).passed
+    assert read(layout, "fully_loaded_costs_monthly", ["2026-03"]).is_empty()  # off by default
+
+    on = replace(settings, allocation=replace(settings.allocation, fully_loaded=True))
+    assert build_monthly_tables(layout, date(2026, 3, 1), date(2026, 3, 1), on).passed
+    row = read(layout, "fully_loaded_costs_monthly", ["2026-03"]).row(0, named=True)
+    # One feature in acct-us: its token cost 0.051 (land_mixed_day), the 1.25 tax all its own.
+    assert (row["feature_tag"], row["token_cost"], row["shared_cost_share"], row["fully_loaded_cost"]) == ("chat", D("0.051"), D("1.25"), D("1.301"))
+    assert read(layout, "cost_per_success_monthly", ["2026-03"])["token_cost"].to_list() == [D("0.051")]  # never mixed in

@@ -95,8 +95,8 @@ def test_dagster_cli_partition_range_gives_identical_tables(landed, reference, t
     home.mkdir()
     env = {**os.environ, "DAGSTER_HOME": str(home), "UNITLEDGER_DATA_DIR": str(layout.data_dir), "UNITLEDGER_CONFIG": str(CONFIG)}
     in_process = json.dumps({"execution": {"config": {"in_process": {}}}})  # one process: faster to start
-    daily = "staged_billing,staged_events,allocation_pools,unrecognized_usage,unmatched_models,request_costs,intent_costs,cost_per_intent,cost_per_success,cost_breakdown,gateway_gap"
-    monthly = "cost_per_intent_monthly,cost_per_success_monthly,cost_breakdown_monthly"
+    daily = "staged_billing,staged_events,allocation_pools,unrecognized_usage,unmatched_models,allocated_costs,request_costs,intent_costs,cost_per_intent,cost_per_success,cost_breakdown,gateway_gap"
+    monthly = "cost_per_intent_monthly,cost_per_success_monthly,cost_breakdown_monthly,allocation_pools_monthly,allocated_costs_monthly,fully_loaded_costs_monthly"
     for select, partitions in [(daily, f"{START}...{END}"), (monthly, "2026-01...2026-03")]:
         command = [str(REPO / ".venv/bin/dagster"), "asset", "materialize", "-m", "pipelines.definitions"]
         command += ["--select", select, "--partition-range", partitions, "--config-json", in_process]

@@ -6,6 +6,7 @@ regressions, and the column schemas every asset shows."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from datetime import date, timedelta
@@ -48,7 +49,10 @@ def built(tmp_path_factory) -> Layout:
     generate(layout.data_dir, start=FIRST, days=(LAST - FIRST).days + 1, requests_per_day=120, seed=5)
     unbilled = [llm_call("r-unbilled", "s-unbilled", "2026-03-05T12:00:00Z"), outcome("s-unbilled", False, "2026-03-05T13:00:00Z")]
     write_events(layout.landing_events / "unbilled.jsonl", unbilled)
+    # Without list prices: the unbilled session keeps null money (no list_estimate), so token_cost is
+    # invoice cost only and splits by token type exactly.
     settings = load_settings(CONFIG)
+    settings = dataclasses.replace(settings, telemetry=dataclasses.replace(settings.telemetry, list_prices=()))
     build_warehouse(layout, settings, FIRST, LAST)
     assert reconciliation.build_reconciliation(layout, settings, FIRST.replace(day=1), LAST.replace(day=1)).passed  # the report shows it
     assert build_decision_tables(layout, settings).passed
@@ -75,7 +79,8 @@ def sql(layout: Layout, query: str) -> pl.DataFrame:
 BREAKDOWN_SQL = """
 WITH calls AS (
     SELECT i.date, i.feature_tag, i.model_version, i.prompt_version, i.billing_currency, i.session_id, i.turns,
-           r.request_id, r.called_at, r.attempt, r.status, r.effective_cost,
+           r.request_id, r.called_at, r.attempt, r.status,
+           r.effective_cost - coalesce(r.cache_write_cost, 0) AS effective_cost, r.cache_write_cost,
            (r.attempt >= 2 OR r.status = 'error') AS wasted,
            row_number() OVER (PARTITION BY i.session_id ORDER BY (r.attempt = 1) DESC, r.called_at, r.request_id) = 1
                AND r.attempt = 1 AS first_turn
@@ -88,6 +93,7 @@ SELECT date, feature_tag, model_version, prompt_version, billing_currency,
        sum(effective_cost) FILTER (WHERE first_turn AND NOT wasted) AS first_attempt_cost,
        sum(effective_cost) FILTER (WHERE NOT first_turn AND NOT wasted) AS multi_turn_cost,
        sum(effective_cost) FILTER (WHERE wasted) AS retry_cost,
+       sum(cache_write_cost) AS cache_write_cost,
        count(*) FILTER (WHERE wasted) AS wasted_requests,
        count(*) AS requests
 FROM calls
@@ -96,28 +102,33 @@ GROUP BY date, feature_tag, model_version, prompt_version, billing_currency, ses
 
 
 def test_cost_breakdown_components_equal_sql_over_the_published_requests(built):
-    """Every call of an intent in one component, by hand in SQL: the retry tax (attempt >= 2 or an
-    error), the first turn, the later turns; no per-token-type cost and no tool flag in
-    request_costs yet, so cache writes and tool calls are null and their cost is in the others."""
+    """Every call of an intent in one component, by hand in SQL: its cache writes (request_costs'
+    cache_write_cost: the generated rows bill each token type), then the retry tax (attempt >= 2
+    or an error), the first turn, the later turns; no tool flag in request_costs, so tool calls
+    are null and their cost is in the others."""
     grain = ["date", "feature_tag", "model_version", "prompt_version", "billing_currency", "turns_bucket"]
     expected = sql(built, f"""
         SELECT {", ".join(grain)},
                CASE WHEN billing_currency IS NOT NULL THEN coalesce(sum(first_attempt_cost), 0) END AS first_attempt_cost,
                CASE WHEN billing_currency IS NOT NULL THEN coalesce(sum(multi_turn_cost), 0) END AS multi_turn_cost,
                CASE WHEN billing_currency IS NOT NULL THEN coalesce(sum(retry_cost), 0) END AS retry_cost,
+               CASE WHEN billing_currency IS NOT NULL THEN sum(cache_write_cost) END AS cache_write_cost,
                sum(wasted_requests)::BIGINT AS wasted_requests, sum(requests)::BIGINT AS requests, count(*)::BIGINT AS intents
         FROM ({BREAKDOWN_SQL}) GROUP BY {", ".join(grain)}
     """).sort(grain, nulls_last=True)
     ours = (
         read_table(built, "cost_breakdown")
         .filter(pl.col("date") <= date(2026, 3, 13))
-        .select(*grain, "first_attempt_cost", "multi_turn_cost", "retry_cost", "wasted_requests", "requests", "intents")
+        .select(*grain, "first_attempt_cost", "multi_turn_cost", "retry_cost", "cache_write_cost", "wasted_requests", "requests", "intents")
         .sort(grain, nulls_last=True)
     )
     assert ours.height > 50 and ours["retry_cost"].drop_nulls().sum() > 0 and ours["multi_turn_cost"].drop_nulls().sum() > 0
     assert_frame_equal(ours, expected, check_dtypes=False)
     whole = read_table(built, "cost_breakdown")
-    assert whole["cache_write_cost"].is_null().all() and whole["tool_cost"].is_null().all() and whole["input_cost"].is_null().all()
+    assert whole["tool_cost"].is_null().all() and whole["cache_write_cost"].drop_nulls().sum() > 0
+    billed = whole.filter(pl.col("billing_currency").is_not_null())
+    typed = ["input_cost", "output_cost", "cache_read_cost", "cache_write_cost"]
+    assert billed.select(pl.sum_horizontal(typed) == pl.col("token_cost")).to_series().all()
     unbilled = whole.filter(pl.col("billing_currency").is_null())
     assert unbilled.height >= 1 and unbilled["total_cost"].is_null().all() and unbilled["first_attempt_cost"].is_null().all()
 
@@ -230,9 +241,10 @@ def test_money_breakdown_sums_the_window_and_adds_up(built):
     assert joined.height == money.height == expected.height > 5
     for column in ("total_cost", "retry_cost", "labor_cost"):
         assert (joined[column] == joined[f"{column}_sql"]).all(), column
-    parts = ["first_attempt_cost", "multi_turn_cost", "retry_cost", "labor_cost"]  # tool and cache writes unknown: null
+    parts = ["first_attempt_cost", "multi_turn_cost", "retry_cost", "cache_write_cost", "labor_cost"]  # tool calls unknown: null
     assert money.select(pl.sum_horizontal(parts) == pl.col("total_cost")).to_series().all()
-    assert money["tool_cost"].is_null().all() and money["cache_write_share"].is_null().all()
+    assert money["tool_cost"].is_null().all() and money["cache_write_share"].is_not_null().all()
+    assert money["no_cache_token_cost"].is_not_null().all()
 
 
 def test_what_if_rows_are_labelled_and_only_the_scenario_changes(built, tmp_path):
@@ -325,7 +337,7 @@ def test_every_table_asset_shows_its_columns_from_the_data_dictionary():
     for key in graph.get_all_asset_keys():
         name = key.to_user_string()
         schema = graph.get(key).metadata.get("dagster/column_schema")
-        if name == "report":  # an HTML file, not a table
+        if name in ("report", "reconciliation_parts"):  # an HTML file; partial sums under .parts/, not a table
             assert schema is None
             continue
         columns = [c.name for c in schema.schema.columns] if hasattr(schema, "schema") else [c.name for c in schema.columns]

@@ -352,3 +352,20 @@ def test_bounds_are_validated(tmp_path, pipeline, message):
     path.write_text(f"[pipeline]\n{pipeline}\n")
     with pytest.raises(ConfigError, match=message):
         load_settings(path)
+
+
+def test_billing_by_request_splits_effective_cost_by_the_rows_token_types():
+    """r1: input 0.01 + output 0.02 + a fee of 0 of no token type (harmless); r2: input 0.01 + a
+    0.005 request fee of no token type: its cost is not known by type, all four null; r3: a
+    SkuPriceDetails token type beats the meter."""
+    billing = billing_frame([("r1", "0.01", "USD", DAY), ("r1", "0.02", "USD", DAY), ("r1", "0", "USD", DAY),
+                             ("r2", "0.01", "USD", DAY), ("r2", "0.005", "USD", DAY), ("r3", "0.04", "USD", DAY)])  # fmt: skip
+    billing = billing.with_columns(
+        SkuMeter=pl.Series(["Input Tokens", "Output Tokens", "Platform Fee", "Input Tokens", "API Requests", "Input Tokens"]),
+        SkuPriceDetails=pl.Series([None] * 5 + ['{"TokenType": "Cache Read"}']),
+    )
+    typed = ["input_cost", "output_cost", "cache_read_cost", "cache_write_cost"]
+    rows = {r["request_id"]: r for r in billing_by_request(billing).collect().iter_rows(named=True)}
+    assert [rows["r1"][c] for c in typed] == [Decimal("0.01"), Decimal("0.02"), 0, 0]
+    assert [rows["r2"][c] for c in typed] == [None] * 4 and rows["r2"]["effective_cost"] == Decimal("0.015")
+    assert [rows["r3"][c] for c in typed] == [0, 0, Decimal("0.04"), 0]

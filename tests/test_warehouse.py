@@ -132,7 +132,7 @@ def _republish(layout: Layout, table: str, rows: pl.DataFrame, days: list[str]) 
     spill.cleanup()
 
 
-def test_monthly_partitions_are_republished_whole(built):
+def test_monthly_partitions_are_republished_whole(built, settings):
     """A month rebuilt from fewer days replaces its partition: rows of dropped days disappear."""
     before = scan_table(built, "cost_per_intent_monthly", ["2026-02"]).collect()
     days = [d for d in read_manifest(built).partitions("cost_per_intent") if d.startswith("2026-02")]
@@ -140,12 +140,12 @@ def test_monthly_partitions_are_republished_whole(built):
     first_day = saved.filter(pl.col("date").cast(pl.String) == days[0])
     try:
         _republish(built, "cost_per_intent", first_day, days)  # every later day of February: no rows
-        assert build_monthly_tables(built, date(2026, 2, 1), date(2026, 2, 1)).passed
+        assert build_monthly_tables(built, date(2026, 2, 1), date(2026, 2, 1), settings).passed
         after = scan_table(built, "cost_per_intent_monthly", ["2026-02"]).collect()
         assert after["intents"].sum() == first_day["intents"].sum() < before["intents"].sum()
     finally:
         _republish(built, "cost_per_intent", saved, days)
-        assert build_monthly_tables(built, date(2026, 2, 1), date(2026, 2, 1)).passed
+        assert build_monthly_tables(built, date(2026, 2, 1), date(2026, 2, 1), settings).passed
 
 
 SESSION = textwrap.dedent(

@@ -540,11 +540,14 @@ class Allocation:
     meter_rules: tuple[MeterRule, ...] = ()
     account_rules: tuple[AccountRule, ...] = ()
     token_coverage_warn: float = 0.95
+    # Opt-in: shared costs (tax, support, purchases, credits) spread over each account's features
+    # in a table of their own (fully_loaded_costs_monthly), never in token_cost.
+    fully_loaded: bool = False
 
 
 def parse_allocation(path: Path, section: dict) -> Allocation:
     """The [allocation] section of `path`; ConfigError names the file and the key or rule."""
-    known = {"model_aliases", "provider_aliases", "units", "meter_rules", "account_rules", "token_coverage_warn"}
+    known = {"model_aliases", "provider_aliases", "units", "meter_rules", "account_rules", "token_coverage_warn", "fully_loaded"}
     unknown = set(section) - known
     if unknown:
         raise ConfigError(f"{path}: [allocation]: unknown key(s) {', '.join(sorted(unknown))}")
@@ -555,7 +558,14 @@ def parse_allocation(path: Path, section: dict) -> Allocation:
         meter_rules=tuple(_meter_rule(path, i, rule) for i, rule in enumerate(_rule_list(path, "meter_rules", section))),
         account_rules=tuple(_account_rule(path, i, rule) for i, rule in enumerate(_rule_list(path, "account_rules", section))),
         token_coverage_warn=_share(path, "allocation.token_coverage_warn", section.get("token_coverage_warn", 0.95)),
+        fully_loaded=_flag(path, "allocation.fully_loaded", section.get("fully_loaded", False)),
     )
+
+
+def _flag(path: Path, key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: {key} must be true or false, got {value!r}")
+    return value
 
 
 def _text(path: Path, key: str, value: object) -> str:

@@ -114,6 +114,57 @@ def allocation_conservation_check(pools: pl.LazyFrame, by_day: pl.LazyFrame) -> 
     )
 
 
+def allocated_costs_check(split: pl.LazyFrame, pools: pl.LazyFrame) -> CheckOutcome:
+    """The FOCUS allocated_costs export sums back to its origin rows: for every origin row the
+    pools allocated (status allocated, over_logged, logged_share), its split rows' BilledCost,
+    EffectiveCost and ListCost add up to the row's, exactly; no split row of another row."""
+    from schemas.allocation import ALLOCATED_STATUSES
+
+    origin = ["source_file", "source_line"]
+    focus = {"BilledCost": "billed_cost", "EffectiveCost": "effective_cost", "ListCost": "list_cost"}
+    sums = split.group_by(origin).agg([pl.col(f).sum().alias(f"{ours}_split") for f, ours in focus.items()])
+    rows = pools.filter(pl.col("status").is_in(ALLOCATED_STATUSES)).select(*origin, *focus.values())
+    differ = (
+        rows.join(sums, on=origin, how="full", coalesce=True)
+        .filter(pl.any_horizontal([pl.col(c).is_null() | pl.col(f"{c}_split").is_null() | (pl.col(c) != pl.col(f"{c}_split")) for c in focus.values()]))
+        .sort(origin)
+        .collect()
+    )
+    if differ.is_empty():
+        return CheckOutcome("allocated_costs_sum_back", True, "every allocated origin row's split rows sum back to it, exactly")
+    first = differ.row(0, named=True)
+    return CheckOutcome(
+        "allocated_costs_sum_back",
+        False,
+        f"{differ.height} origin row(s) whose allocated_costs split rows do not sum back to them; first "
+        f"{first['source_file']} line {first['source_line']}: BilledCost {first['billed_cost']} vs split {first['billed_cost_split']}",
+        {"mismatches": differ.height},
+    )
+
+
+def shared_cost_check(frame: pl.LazyFrame, shared: pl.LazyFrame) -> CheckOutcome:
+    """Per account, currency and month, the fully loaded view's shares sum to the shared cost."""
+    key = ["billing_period", "billing_account_id", "billing_currency"]
+    spread = frame.group_by(key).agg(pl.col("shared_cost_share").sum())
+    billed = shared.group_by(key).agg(pl.col("shared_cost").sum())
+    differ = (
+        billed.join(spread, on=key, how="full", coalesce=True)
+        .filter(pl.col("shared_cost").fill_null(0) != pl.col("shared_cost_share").fill_null(0))
+        .sort(key)
+        .collect()
+    )
+    if differ.is_empty():
+        return CheckOutcome("shared_cost_spread", True, "every account's shared cost is spread over its features exactly")
+    first = differ.row(0, named=True)
+    return CheckOutcome(
+        "shared_cost_spread",
+        False,
+        f"{differ.height} account month(s) whose shares do not sum to their shared cost; first {first['billing_account_id']} "
+        f"{first['billing_period']} {first['billing_currency']}: {first['shared_cost']} vs {first['shared_cost_share']}",
+        {"mismatches": differ.height},
+    )
+
+
 def single_currency_check(calls: pl.LazyFrame, buckets: int = 1) -> CheckOutcome:
     """An intent's cost is one currency's: the guard behind the daily step's quarantine of intents
     billed in two currencies. `calls`: the calls of the intents published (model.intents.

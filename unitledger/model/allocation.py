@@ -16,7 +16,11 @@ the group is one pool whose billed quantity is the sum of theirs, every call of 
 without an account) takes part, and each account's rows are allocated over all of them. The same
 holds for the sub-accounts of one account when calls name the account but not the sub-account.
 `allocation_scope` says which happened (pool, sub_accounts, accounts). Currencies never mix: a
-call that could belong to pools in two currencies takes part in each (and is reported in both).
+request whose tokens could belong to pools in two currencies, or to pools of another currency
+than its own x_RequestId rows, takes part in none (a request's cost is one currency's, and which
+account billed it is unknown): its tokens are reported in unmatched_models with reason
+two_currencies naming the currencies, and the pools' cost goes to their other calls or stays
+unlogged.
 
 The rule, per origin row r of a pool with billed tokens B (sum over its rows; 0 when none has a
 quantity) and logged tokens L (sum over its calls): rate = cost_r / max(B, L); a call's share =
@@ -46,7 +50,7 @@ from typing import NamedTuple
 import polars as pl
 
 from schemas.allocation import ALLOCATED_STATUSES, COST_COLUMNS, TOKEN_TYPES
-from schemas.types import MONEY
+from schemas.types import MONEY, TYPED_COSTS
 from unitledger.config import Allocation
 from unitledger.model.model_names import blank_as_null, match_models, provider_key, with_model_key
 from unitledger.sources.ai_usage import classify_usage, exact_token_coverage
@@ -157,16 +161,16 @@ def _account_rules(settings: Allocation) -> tuple[pl.Expr, pl.Expr]:
 
 def call_tokens(calls: pl.LazyFrame, settings: Allocation = Allocation(), exact: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """schemas.CallTokens from staged calls (one row per request: dedupe first). Optional call
-    columns `billing_account_hint`, `sub_account_hint`. `exact`: (request_id, token_type) pairs
-    billed exactly (ai_usage.exact_token_coverage), left out."""
+    columns `billing_account_hint`, `sub_account_hint`, `own_currency` (with_own_currency).
+    `exact`: (request_id, token_type) pairs billed exactly (ai_usage.exact_token_coverage), left out."""
     from schemas.allocation import CallTokens
 
     present = set(calls.collect_schema().names())
-    calls = calls.with_columns(pl.lit(None, pl.String).alias(c) for c in ("billing_account_hint", "sub_account_hint") if c not in present)
+    calls = calls.with_columns(pl.lit(None, pl.String).alias(c) for c in ("billing_account_hint", "sub_account_hint", "own_currency") if c not in present)
     version, name = blank_as_null(pl.col("model_version")), blank_as_null(pl.col("model"))
     rule_account, rule_sub = _account_rules(settings)
     own_account = blank_as_null(pl.col("billing_account_hint"))
-    index = ["request_id", "called_at", "feature_tag", "model_version", "prompt_version", "provider", "call_model", "billing_account_hint", "sub_account_hint"]
+    index = ["request_id", "called_at", "feature_tag", "model_version", "prompt_version", "provider", "call_model", "billing_account_hint", "sub_account_hint", "own_currency"]
     tokens = (
         calls.with_columns(
             called_at=pl.col("timestamp"),
@@ -224,10 +228,14 @@ def _matched_calls(tokens: pl.LazyFrame, rows: pl.LazyFrame, settings: Allocatio
     return matched.with_row_index("_call_token")  # names a (call, token type) cheaply
 
 
-def _assign(matched: pl.LazyFrame, rows: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """(calls, pool rows), each with `_unit`: the pool (or joint group of pools) it is allocated
-    in; see the module doc on accounts. The account logic runs once per distinct (group, account
-    hint, sub-account hint), not per call. `matched` and `rows` should be cached."""
+def _assign(matched: pl.LazyFrame, rows: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
+    """(calls, pool rows, requests in two currencies). Calls and pool rows each with `_unit`: the
+    pool (or joint group of pools) it is allocated in; see the module doc on accounts. The account
+    logic runs once per distinct (group, account hint, sub-account hint), not per call. A request
+    whose tokens fall in pools of two currencies, or of another currency than its own
+    x_RequestId rows (`own_currency`), takes part in none: a request's cost is one currency's
+    (request_costs), and which account billed it is unknown; the third frame lists them
+    (request_id, `currencies` named). `matched` and `rows` should be cached."""
     groups = (
         rows.group_by(GROUP)
         .agg(_n_accounts=pl.col("billing_account_id").n_unique(), _sole_account=pl.col("billing_account_id").first())
@@ -255,7 +263,7 @@ def _assign(matched: pl.LazyFrame, rows: pl.LazyFrame) -> tuple[pl.LazyFrame, pl
         .with_columns(_hour=pl.col("called_at").dt.truncate("1h"))
         .join(group_hours, on=["provider", "model", "token_type", "_hour"], how="inner")
         .filter(pl.col("called_at") >= start, pl.col("called_at") < end)
-        .select("_call_token", "request_id", "called_at", "feature_tag", "model_version", "prompt_version", "tokens", "_group", *hints)
+        .select("_call_token", "request_id", "called_at", "feature_tag", "model_version", "prompt_version", "tokens", "_group", "own_currency", *hints)
         .cache()
     )
 
@@ -323,8 +331,23 @@ def _assign(matched: pl.LazyFrame, rows: pl.LazyFrame) -> tuple[pl.LazyFrame, pl
     units = pool_rows.select(unit_key).unique().with_columns(_unit=pl.struct(unit_key).rank("dense"))
     mapping = combos.select(*unit_key, *hints).join(units, on=unit_key, how="inner", nulls_equal=True)
     calls = in_group.join(mapping.select("_group", *hints, "_unit"), on=["_group", *hints], how="inner", nulls_equal=True)
+    in_pools = calls.join(groups.select("_group", "billing_currency"), on="_group", how="inner")
+    currencies = (
+        pl.concat(
+            [
+                in_pools.select("request_id", "billing_currency"),
+                in_pools.select("request_id", billing_currency=pl.col("own_currency")).drop_nulls(),
+            ]
+        )
+        .group_by("request_id")
+        .agg(pl.col("billing_currency").unique().sort().alias("_currencies"))
+        .filter(pl.col("_currencies").list.len() > 1)
+        .select("request_id", currencies=pl.col("_currencies").list.join(", "))
+        .cache()
+    )
     keep = ["_call_token", "request_id", "called_at", "feature_tag", "model_version", "prompt_version", "tokens", "_unit"]
-    return calls.select(keep), pool_rows.join(units, on=unit_key, how="inner", nulls_equal=True)
+    calls = calls.join(currencies, on="request_id", how="anti").select(keep)
+    return calls, pool_rows.join(units, on=unit_key, how="inner", nulls_equal=True), currencies
 
 
 def _ten_to(power: pl.Expr) -> pl.Expr:
@@ -362,7 +385,7 @@ def allocate(usage: pl.LazyFrame, tokens: pl.LazyFrame, settings: Allocation = A
     # computed once (without, the plan grows exponentially with the references).
     rows = _pool_rows(usage, settings).cache()
     matched = _matched_calls(tokens.cache(), rows, settings).cache()
-    calls, pool_rows = _assign(matched, rows)
+    calls, pool_rows, two_currencies = _assign(matched, rows)
 
     logged = calls.group_by("_unit").agg(pool_logged_tokens=pl.col("tokens").sum(), pool_calls=pl.len().cast(pl.Int64))
     units = (
@@ -440,7 +463,11 @@ def allocate(usage: pl.LazyFrame, tokens: pl.LazyFrame, settings: Allocation = A
             matched.filter(pl.col("match") != "matched").with_columns(reason=pl.col("match")),
             matched.filter(pl.col("match") == "matched")
             .join(assigned, on="_call_token", how="anti")
-            .with_columns(reason=pl.lit("no_pool"), candidates=pl.lit(None, pl.String)),
+            .join(two_currencies, on="request_id", how="left")
+            .with_columns(
+                reason=pl.when(pl.col("currencies").is_not_null()).then(pl.lit("two_currencies")).otherwise(pl.lit("no_pool")),
+                candidates=pl.col("currencies"),
+            ),
         ],
         how="diagonal_relaxed",
     )
@@ -453,7 +480,8 @@ def allocate(usage: pl.LazyFrame, tokens: pl.LazyFrame, settings: Allocation = A
 
 
 def allocated_by_request(requests: pl.LazyFrame) -> pl.LazyFrame:
-    """schemas.AllocatedByRequest: RequestAllocations summed per request and currency."""
+    """schemas.AllocatedByRequest: RequestAllocations summed per request and currency, with
+    EffectiveCost per token type (TYPED_COSTS)."""
     from schemas.allocation import AllocatedByRequest
 
     account = pl.col("billing_account_id")
@@ -461,6 +489,7 @@ def allocated_by_request(requests: pl.LazyFrame) -> pl.LazyFrame:
         requests.group_by("request_id", "billing_currency")
         .agg(
             *[pl.col(c).sum() for c in COST_COLUMNS],
+            *[pl.col("effective_cost").filter(pl.col("token_type") == t).sum().alias(c) for t, c in zip(TOKEN_TYPES, TYPED_COSTS)],
             billing_rows=pl.len().cast(pl.Int64),
             charge_date=pl.col("charge_period_start").min().dt.date(),
             billing_account_id=pl.when(account.n_unique() == 1).then(account.first()),
@@ -557,10 +586,63 @@ def allocated_costs(origin: pl.LazyFrame, requests: pl.LazyFrame, pools: pl.Lazy
     return rows.select(*kept, *[c for c in FOCUS_COSTS if c not in kept], *ALLOCATED_COLUMNS)
 
 
+# --- the opt-in "fully loaded" view of shared costs -----------------------------------------
+
+FULLY_LOADED_KEY = ["billing_period", "billing_account_id", "billing_currency"]
+FULLY_LOADED_GRAIN = ["feature_tag", "model_version", "prompt_version"]
+_WEIGHT_UNIT = 10**9  # driver costs weigh in 1e-9 units (1e-18 ones could pass DENOMINATOR_LIMIT)
+
+
+def fully_loaded_costs(shared: pl.LazyFrame, driver: pl.LazyFrame) -> pl.LazyFrame:
+    """schemas.FullyLoadedCosts: shared costs spread over each account's feature cost.
+
+    `shared`: FULLY_LOADED_KEY + `shared_cost` (EffectiveCost of rows without a usage driver:
+    tax, support, purchases, credits); `driver`: FULLY_LOADED_KEY + FULLY_LOADED_GRAIN +
+    `token_cost` (the features' cost in that account). Per key, the shared cost is split by the
+    features' positive token cost, exactly (split_exactly: floors in 1e-18 units, leftovers to the
+    largest remainders), so the shares sum to it; a key with no positive driver keeps it whole on
+    a row with a null feature (nothing to spread it over). Features of an account without shared
+    cost get a 0 share. fully_loaded_cost = token_cost + shared_cost_share."""
+    from schemas.allocation import FullyLoadedCosts
+
+    pools = shared.group_by(FULLY_LOADED_KEY).agg(pl.col("shared_cost").sum())
+    features = driver.group_by(*FULLY_LOADED_KEY, *FULLY_LOADED_GRAIN).agg(pl.col("token_cost").sum())
+    nano = to_units(pl.col("token_cost")).clip(lower_bound=0) // _WEIGHT_UNIT
+    parts = (
+        features.join(pools, on=FULLY_LOADED_KEY, how="left")
+        .with_columns(_nano=nano)
+        .with_columns(_nano_sum=pl.col("_nano").sum().over(FULLY_LOADED_KEY))
+        # A sum past the exact-arithmetic bound weighs in whole currency units instead.
+        .with_columns(_weight=pl.when(pl.col("_nano_sum") < DENOMINATOR_LIMIT).then(pl.col("_nano")).otherwise(pl.col("_nano") // _WEIGHT_UNIT))
+        .with_columns(_den=pl.col("_weight").sum().over(FULLY_LOADED_KEY))
+    )
+    spread = parts.filter(pl.col("shared_cost").is_not_null() & (pl.col("_den") > 0)).with_columns(
+        shared_cost_share=pl.col("shared_cost"), _tie=call_tie(pl.lit(False), pl.struct(FULLY_LOADED_GRAIN))
+    )
+    spread = split_exactly(spread, FULLY_LOADED_KEY, ["shared_cost_share"], "_weight", "_den", "_tie")
+    unshared = parts.filter(pl.col("shared_cost").is_null()).with_columns(shared_cost_share=pl.lit(0, MONEY))
+    spread_keys = parts.filter(pl.col("_den") > 0).select(FULLY_LOADED_KEY).unique()
+    unspread = pools.join(spread_keys, on=FULLY_LOADED_KEY, how="anti", nulls_equal=True).with_columns(
+        *[pl.lit(None, pl.String).alias(c) for c in FULLY_LOADED_GRAIN],
+        token_cost=pl.lit(0, MONEY),
+        shared_cost_share=pl.col("shared_cost"),
+    )
+    # Features with cost of their own keep their row (share 0) where a key had nothing to spread on.
+    idle = parts.filter(pl.col("shared_cost").is_not_null() & (pl.col("_den") == 0)).with_columns(shared_cost_share=pl.lit(0, MONEY))
+    return (
+        pl.concat([spread, unshared, unspread, idle], how="diagonal_relaxed")
+        # One row per feature: requests of no feature (billing-only) and the unspread part meet.
+        .group_by(*FULLY_LOADED_KEY, *FULLY_LOADED_GRAIN)
+        .agg(pl.col("token_cost").cast(MONEY).sum(), pl.col("shared_cost_share").cast(MONEY).sum())
+        .with_columns(fully_loaded_cost=(pl.col("token_cost") + pl.col("shared_cost_share")).cast(MONEY))
+        .select(list(FullyLoadedCosts.to_schema().columns))
+    )
+
+
 # --- the pipeline's entry point ----------------------------------------------------------------
 
-LONGEST_ALLOCATED_PERIOD = timedelta(days=1)
-LONG_PERIOD_REASON = "charge period longer than a day: not allocated (docs/allocation.md)"
+LONGEST_DAILY_PERIOD = timedelta(days=1)
+DAILY, MONTHLY = "daily", "monthly"  # the step allocating a token row: by its charge period's length
 PLACEMENT_AMOUNTS = ("allocated", "unlogged", "unmatched")
 
 
@@ -584,42 +666,52 @@ class BillingAllocation(NamedTuple):
     tables: AllocationTables
 
 
-def classify_for_allocation(billing: pl.LazyFrame, settings: Allocation = Allocation()) -> pl.LazyFrame:
-    """classify_usage, with token rows whose charge period is longer than a day made
-    `unrecognized_token` (LONG_PERIOD_REASON): the daily step sees only the calls of the days it
-    reads, so a monthly row's calls are never all there; such rows are listed with their cost in
-    unrecognized_usage and reconciled as unrecognized, never split over part of their calls."""
-    classified = classify_usage(billing, settings)
-    long = (pl.col("usage_class") == "token") & (
-        pl.col("ChargePeriodEnd") - pl.col("ChargePeriodStart") > pl.lit(LONGEST_ALLOCATED_PERIOD)
-    )
-    return classified.with_columns(
-        usage_class=pl.when(long).then(pl.lit("unrecognized_token")).otherwise(pl.col("usage_class")),
-        reason=pl.when(long).then(pl.lit(LONG_PERIOD_REASON)).otherwise(pl.col("reason")),
-    )
+def long_period() -> pl.Expr:
+    """A FOCUS row whose charge period is longer than a day (a month, as some providers bill)."""
+    return pl.col("ChargePeriodEnd") - pl.col("ChargePeriodStart") > pl.lit(LONGEST_DAILY_PERIOD)
 
 
 def allocate_billing(
-    billing: pl.LazyFrame, calls: pl.LazyFrame, settings: Allocation = Allocation(), session_hints: bool = True
+    billing: pl.LazyFrame, calls: pl.LazyFrame, settings: Allocation = Allocation(), step: str = DAILY, session_hints: bool = True
 ) -> BillingAllocation:
     """The one place the pipeline allocates: staged FOCUS rows (`billing`, with and without
     x_RequestId, of whole days) and the calls of the same days (deduplicated, one row per request)
-    in; token rows without a request id allocated to the calls' tokens, minus the (request, token
-    type) pairs the requests' own rows bill exactly. `session_hints=False` skips
-    with_session_accounts: right only when `billing` has no token row to allocate (see
-    has_token_rows), where account hints steer nothing (they choose among pools; unmatched_models
-    does not use them) and finding them joins every billed request to its session."""
-    classified = classify_for_allocation(billing, settings).cache()
+    in; the token rows without a request id that `step` places (classify_for_allocation)
+    allocated to the calls' tokens, minus the (request, token type) pairs the requests' own rows
+    bill exactly. `session_hints=False` skips with_session_accounts: right only when `billing` has
+    no token row to allocate (see has_token_rows), where account hints steer nothing (they choose
+    among pools; unmatched_models does not use them) and finding them joins every billed request
+    to its session."""
+    classified = classify_for_allocation(billing, settings, step).cache()
     hinted = with_session_accounts(calls, billing) if session_hints else calls
-    tokens = call_tokens(hinted, settings, exact_token_coverage(billing, settings))
+    tokens = call_tokens(with_own_currency(hinted, billing), settings, exact_token_coverage(billing, settings))
     return BillingAllocation(classified, allocate(classified, tokens, settings))
 
 
 def has_token_rows(billing: pl.LazyFrame, settings: Allocation = Allocation()) -> bool:
-    """Whether `billing` holds a token row without request id to allocate (a usage_class "token"
-    row of classify_for_allocation): a day billed per request has none."""
+    """Whether `billing` holds a token row without request id that the daily step allocates (a
+    usage_class "token" row of classify_for_allocation): a day billed per request has none."""
     token_rows = classify_for_allocation(billing, settings).filter(pl.col("usage_class") == "token").select(pl.len())
     return token_rows.collect(optimizations=optimizations()).item() > 0
+
+
+def classify_for_allocation(billing: pl.LazyFrame, settings: Allocation = Allocation(), step: str = DAILY) -> pl.LazyFrame:
+    """classify_usage restricted to the rows `step` places. DAILY: every row but the token rows
+    whose charge period is longer than a day (hour and day rows are allocated over the calls of
+    the days a daily run reads); MONTHLY: only those longer token rows, allocated by the monthly
+    step over every call of their charge period (a daily run never sees all of them)."""
+    monthly = (pl.col("usage_class") == "token") & long_period()
+    return classify_usage(billing, settings).filter(monthly if step == MONTHLY else ~monthly)
+
+
+def with_own_currency(calls: pl.LazyFrame, billing: pl.LazyFrame) -> pl.LazyFrame:
+    """`calls` with `own_currency`: the BillingCurrency of the request's own x_RequestId rows
+    (null when it has none; `billing` without request conflicts has one per request). A request
+    billed exactly in one currency takes no share of another currency's pools (see _assign)."""
+    own = billing.filter(pl.col("x_RequestId").is_not_null()).group_by(request_id=pl.col("x_RequestId")).agg(
+        own_currency=pl.col("BillingCurrency").min()
+    )
+    return calls.join(own, on="request_id", how="left")
 
 
 def with_session_accounts(calls: pl.LazyFrame, billing: pl.LazyFrame) -> pl.LazyFrame:

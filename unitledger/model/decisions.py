@@ -36,16 +36,18 @@ from schemas.decisions import (
     WeightedCostPerSuccess,
     WorkflowClassCosts,
 )
-from schemas.types import MONEY
+from schemas.types import MONEY, TYPED_COSTS
 from unitledger.model.features import SAMPLE_OK_MIN_LABELED, Z95, cost_per_success_ratios
 from unitledger.model.intents import attach_labor
 from unitledger.model.requests import TOOL_COLUMN, in_dates
 
 ACTUAL = "actual"
 TREND_WINDOWS = (1, 7, 30)
-# Per-token-type cost columns request_costs may carry (EffectiveCost split by token type; the
-# token types of reconcile.TOKEN_METERS). A call has a per-token-type cost when all four are set.
+# request_costs' per-token-type cost columns (EffectiveCost split by token type): a call has a
+# per-token-type cost when all four are set.
 TYPED_COSTS = ("input_cost", "output_cost", "cache_read_cost", "cache_write_cost")
+# Optional request_costs column: the call sends tool results back to the model.
+TOOL_COLUMN = "after_tool_call"
 # The sums and moments of cost_per_success that windows add up.
 SUCCESS_SUMS = (
     "intents", "labeled_intents", "successes", "failures", "escalations",

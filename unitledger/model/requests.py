@@ -24,9 +24,10 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from schemas.types import MONEY
+from schemas.types import MONEY, TOKEN_TYPES, TYPED_COSTS
 
-from unitledger.config import Bounds
+from unitledger.config import Allocation, Bounds
+from unitledger.sources.ai_usage import with_token_types
 
 
 COST_COLUMNS = ("billed_cost", "effective_cost", "list_cost")
@@ -135,10 +136,15 @@ def without_request_conflicts(billing: pl.LazyFrame, conflicts: pl.DataFrame | N
     return billing if conflicts.is_empty() else billing.join(conflicts.lazy(), on="x_RequestId", how="anti")
 
 
-def billing_by_request(billing: pl.LazyFrame) -> pl.LazyFrame:
+def billing_by_request(billing: pl.LazyFrame, settings: Allocation = Allocation()) -> pl.LazyFrame:
     """FOCUS rows with an x_RequestId, summed per request (exact decimal sums), with the first and
     last `charge_date` of its rows and `conflict`: its rows name more than one billing account or
     currency (see request_conflicts), so no one account, currency or sum is the request's.
+
+    TYPED_COSTS: EffectiveCost per token type, each row's type recognized as the allocation
+    recognizes aggregated rows (ai_usage.with_token_types, `settings`' meter rules included); all
+    four null when a row with a non-zero EffectiveCost has no recognizable type (a per-request
+    total, a fee): the request's cost is then not known by type. Else they sum to effective_cost.
 
     The text columns (a few distinct values each) come out Categorical, compared as text: per
     request a code instead of a string, for a third of the memory (join_requests restores text)."""
@@ -151,13 +157,21 @@ def billing_by_request(billing: pl.LazyFrame) -> pl.LazyFrame:
         "billed_provider": "ServiceProviderName",
     }
     owners = [pl.col(c).cast(pl.Categorical) for c in ("BillingAccountId", "BillingCurrency")]
+    token_type, zero = pl.col("token_type"), pl.lit(0, MONEY)
     return (
-        billing.filter(pl.col("x_RequestId").is_not_null())
+        with_token_types(billing.filter(pl.col("x_RequestId").is_not_null()), settings)
+        # Per row, then summed: plain sums in the group_by (a filter per aggregate is far slower).
+        .with_columns(
+            *[pl.when(token_type == t).then(pl.col("EffectiveCost")).otherwise(zero).alias(c) for t, c in zip(TOKEN_TYPES, TYPED_COSTS)],
+            _untyped=(token_type.is_null() & (pl.col("EffectiveCost") != 0)),
+        )
         .group_by(pl.col("x_RequestId").alias("request_id"))
         .agg(
             billed_cost=pl.col("BilledCost").sum(),
             effective_cost=pl.col("EffectiveCost").sum(),
             list_cost=pl.col("ListCost").sum(),
+            *[pl.col(c).sum() for c in TYPED_COSTS],
+            _untyped=pl.col("_untyped").max(),
             billing_rows=pl.len().cast(pl.Int64),
             charge_date=pl.col("charge_date").min(),
             last_charge_date=pl.col("charge_date").max(),
@@ -166,31 +180,37 @@ def billing_by_request(billing: pl.LazyFrame) -> pl.LazyFrame:
             **{name: pl.col(column).cast(pl.Categorical).min() for name, column in text.items()},
         )
         .with_columns(
+            *[pl.when(~pl.col("_untyped")).then(pl.col(c)).cast(MONEY).alias(c) for c in TYPED_COSTS],
             cost_source=pl.lit("invoice_request"),
             **{f"allocated_{c}": pl.lit(0, MONEY) for c in COST_COLUMNS},
         )
+        .drop("_untyped")
     )
 
 
 def with_allocated(billed: pl.LazyFrame, allocated: pl.LazyFrame) -> pl.LazyFrame:
     """`billing_by_request` rows with the requests' allocated shares added
-    (allocation.allocated_by_request, one row per request: a request with shares in two
-    currencies repeats and fails request_costs' uniqueness, never summed across currencies).
+    (allocation.allocated_by_request, one row per request: the allocation never gives a request
+    shares in two currencies, or in another than its own rows', see its two_currencies; were it
+    to, the request would repeat and fail request_costs' uniqueness, never be summed across them).
     A request with its own rows keeps their account, currency and cost_source invoice_request
     (the exact rows won for the token types they bill: allocation left those out); one with
-    shares only is invoice_allocated. Costs and billing_rows are the sums of both sides."""
+    shares only is invoice_allocated. Costs, TYPED_COSTS (shares always have a type; null when
+    the own rows' types are not known) and billing_rows are the sums of both sides."""
     shares = allocated.select(
         "request_id",
         _account=pl.col("billing_account_id").cast(pl.Categorical),
         _currency=pl.col("billing_currency").cast(pl.Categorical),
         _rows=pl.col("billing_rows"),
         _date=pl.col("charge_date"),
-        **{f"_{c}": pl.col(c) for c in COST_COLUMNS},
+        **{f"_{c}": pl.col(c) for c in (*COST_COLUMNS, *TYPED_COSTS)},
     )
     zero = pl.lit(0, MONEY)
     joined = billed.join(shares, on="request_id", how="full", coalesce=True)
+    own_rows = pl.col("billing_rows").is_not_null()  # (before the sums below replace it)
     return joined.with_columns(
         *[(pl.col(c).fill_null(zero) + pl.col(f"_{c}").fill_null(zero)).cast(MONEY).alias(c) for c in COST_COLUMNS],
+        *[(pl.when(own_rows).then(pl.col(c)).otherwise(zero) + pl.col(f"_{c}").fill_null(zero)).cast(MONEY).alias(c) for c in TYPED_COSTS],
         *[(pl.col(f"allocated_{c}").fill_null(zero) + pl.col(f"_{c}").fill_null(zero)).cast(MONEY).alias(f"allocated_{c}") for c in COST_COLUMNS],
         billing_rows=(pl.col("billing_rows").fill_null(0) + pl.col("_rows").fill_null(0)).cast(pl.Int64),
         charge_date=pl.min_horizontal("charge_date", "_date"),
@@ -199,7 +219,7 @@ def with_allocated(billed: pl.LazyFrame, allocated: pl.LazyFrame) -> pl.LazyFram
         billing_account_id=pl.coalesce("billing_account_id", "_account"),
         billing_currency=pl.coalesce("billing_currency", "_currency"),
         cost_source=pl.coalesce("cost_source", pl.lit("invoice_allocated")),
-    ).drop("_account", "_currency", "_rows", "_date", *[f"_{c}" for c in COST_COLUMNS])
+    ).drop("_account", "_currency", "_rows", "_date", *[f"_{c}" for c in (*COST_COLUMNS, *TYPED_COSTS)])
 
 
 def join_requests(calls: pl.LazyFrame, billed: pl.LazyFrame) -> pl.LazyFrame:

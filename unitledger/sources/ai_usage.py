@@ -98,9 +98,10 @@ _SPD_MODEL_KEYS = ("modelid", "x_modelid", "x_model", "x_modelname", "x_modelver
 
 
 def with_usage_columns(billing: pl.LazyFrame) -> pl.LazyFrame:
-    """`billing` with the NEW_STAGED_COLUMNS it lacks added as null text."""
+    """`billing` with the NEW_STAGED_COLUMNS and RECOGNITION_COLUMNS it lacks added as null text."""
     present = set(billing.collect_schema().names())
-    return billing.with_columns(pl.lit(None, pl.String).alias(c) for c in NEW_STAGED_COLUMNS if c not in present)
+    missing = dict.fromkeys(c for c in (*NEW_STAGED_COLUMNS, *RECOGNITION_COLUMNS) if c not in present)
+    return billing.with_columns(pl.lit(None, pl.String).alias(c) for c in missing)
 
 
 def _words(text: pl.Expr) -> pl.Expr:
@@ -334,14 +335,25 @@ def unrecognized_usage(classified: pl.LazyFrame) -> pl.LazyFrame:
     return classified.filter(pl.col("usage_class") == "unrecognized_token").select(list(UnrecognizedUsage.to_schema().columns))
 
 
+def with_token_types(rows: pl.LazyFrame, settings: Allocation = Allocation()) -> pl.LazyFrame:
+    """`rows` (staged FOCUS rows, typically with x_RequestId) plus `token_type`: the type the row
+    bills, recognized as for aggregated rows (recognize: SkuPriceDetails, the meter texts, meter
+    rules); null when it cannot be derived (a per-request total, a fee)."""
+    rows = with_usage_columns(rows)
+    # The type depends on these columns only (the others name the model): recognized once per
+    # distinct combination, joined back on them (exact rows are many, their meters few; the fewer
+    # join keys, the cheaper the join on every row).
+    keys = list(dict.fromkeys(["SkuPriceDetails", *METER_TEXTS, *[c for rule in settings.meter_rules for c in rule.columns]]))
+    others = [pl.lit(None, pl.String).alias(c) for c in RECOGNITION_COLUMNS if c not in keys]
+    kinds = recognize(rows.select(keys).unique().with_columns(others), settings).select(*keys, "token_type")
+    return rows.join(kinds, on=keys, how="left", nulls_equal=True)
+
+
 def exact_token_coverage(billing: pl.LazyFrame, settings: Allocation = Allocation()) -> pl.LazyFrame:
     """(request_id, token_type) pairs billed by the request's own x_RequestId rows: exact rows win
     for the token types they cover, so these are left out of the allocation. A row whose token
     type cannot be derived (a per-request total, a fee) covers all four types."""
-    rows = with_usage_columns(billing).filter(pl.col("x_RequestId").is_not_null())
-    # Recognized once per distinct text combination: exact rows are many, their meters few.
-    kinds = recognize(rows.select(RECOGNITION_COLUMNS).unique(), settings).select(*RECOGNITION_COLUMNS, "token_type")
-    rows = rows.select("x_RequestId", *RECOGNITION_COLUMNS).join(kinds, on=list(RECOGNITION_COLUMNS), how="left", nulls_equal=True)
+    rows = with_token_types(billing.filter(pl.col("x_RequestId").is_not_null()), settings)
     every = pl.lit(list(TOKEN_TYPES), dtype=pl.List(pl.String))
     return (
         rows.select(

@@ -25,9 +25,10 @@ from datetime import date, timedelta
 import polars as pl
 
 from schemas import CostPerIntent, CostPerSuccess, IntentCosts, Quarantine, RequestCosts
-from schemas.allocation import AllocatedByRequest, AllocationPoolsDaily, UnmatchedModels, UnrecognizedUsageDaily
+from schemas.allocation import AllocatedByRequest, AllocatedCostsDaily, AllocationPoolsDaily, UnmatchedModels, UnrecognizedUsageDaily
 from schemas.events import StagedLlmCall
 from unitledger.checks.conservation import (
+    allocated_costs_check,
     allocation_conservation_check,
     collected_by_bucket,
     request_costs_conservation_check,
@@ -39,7 +40,7 @@ from schemas.decisions import CostBreakdown
 from schemas.reconciliation import GatewayGap
 from unitledger.layout import Layout
 from unitledger.model import intents, requests
-from unitledger.model.allocation import allocate_billing, allocated_by_day, allocated_by_request, has_token_rows
+from unitledger.model.allocation import allocate_billing, allocated_by_day, allocated_by_request, allocated_costs, has_token_rows
 from unitledger.model.allocation import optimizations as allocation_optimizations
 from unitledger.model.features import cost_per_intent, cost_per_success
 from unitledger.model.quarantine import calls_held, focus_held
@@ -50,7 +51,7 @@ from unitledger.sources.events import scan_staged_calls, scan_staged_outcomes
 from unitledger.sources.focus import scan_staged_focus
 from unitledger.steps.breakdown import spill_cost_breakdown
 from unitledger.steps.result import StepResult, money_total
-from schemas.types import MONEY
+from schemas.types import MONEY, TYPED_COSTS
 from unitledger.model.requests import COST_COLUMNS
 from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema, write_parquet_atomic
 
@@ -60,6 +61,7 @@ DAILY_TABLES = {
     "allocation_pools": AllocationPoolsDaily,
     "unrecognized_usage": UnrecognizedUsageDaily,
     "unmatched_models": UnmatchedModels,
+    "allocated_costs": AllocatedCostsDaily,
     "request_costs": RequestCosts,
     "intent_costs": IntentCosts,
     "cost_per_intent": CostPerIntent,
@@ -67,7 +69,7 @@ DAILY_TABLES = {
     "cost_breakdown": CostBreakdown,
     "gateway_gap": GatewayGap,
 }
-ALLOCATION_TABLES = ("allocation_pools", "unrecognized_usage", "unmatched_models")
+ALLOCATION_TABLES = ("allocation_pools", "unrecognized_usage", "unmatched_models", "allocated_costs")
 
 # Calls per bucket: past it, the daily step works in hash buckets of requests and sessions, one
 # after the other (join, intents, the checks). Peak memory follows a bucket (about 4.7 GB at 10M
@@ -83,6 +85,7 @@ _BILLED = {
     "billed_feature_tag": pl.Categorical, "billed_model_version": pl.Categorical, "billed_prompt_version": pl.Categorical,
     "billed_provider": pl.Categorical,
     "cost_source": pl.String, **{f"allocated_{c}": pl.Decimal(38, 18) for c in ("billed_cost", "effective_cost", "list_cost")},
+    **{c: pl.Decimal(38, 18) for c in TYPED_COSTS},
 }  # fmt: skip
 
 _INTENT_DAYS = {"session_id": pl.String, "call_date": pl.Date, "intent_date": pl.Date}
@@ -235,7 +238,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 # with the requests' allocated shares (allocate_days) added
                 billed.sink(
                     requests.with_allocated(
-                        requests.billing_by_request(pl.concat([near, after])),
+                        requests.billing_by_request(pl.concat([near, after]), settings.allocation),
                         shares.filter(requests.in_bucket("request_id", bucket, buckets)),
                     ),
                     part=bucket,
@@ -311,7 +314,8 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                             spread_rows.lazy().filter(pl.col("call_date").is_not_null()).drop("call_date"),
                             billing_only.with_columns(charge_date=pl.col("request_date")).select(spread_rows.drop("call_date").columns),
                         ]
-                    )
+                    ),
+                    settings.allocation,
                 ),
                 shares.filter(one_of("request_id", spread)),
             ).collect()
@@ -400,6 +404,8 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 if name == "allocation_pools":
                     # Every date read, lookaround days too: the shares of a pool's calls are all there.
                     checks.append(allocation_conservation_check(spills[name].scan(polars_schema(model)), by_day))
+                if name == "allocated_costs":
+                    checks.append(allocated_costs_check(produced(name), produced("allocation_pools")))
                 if name == "intent_costs":
                     checks.append(single_currency_outcome(pl.concat(unguarded) if unguarded else pl.DataFrame(schema=_INTENT_KEY)))
                 result.checks[name] = checks
@@ -458,7 +464,8 @@ def allocate_days(
     run's, up to session_days after it (the later calls of its intents) and COPY_DAYS either side;
     every one whole (current FOCUS rows, request conflicts removed; calls, one per request), the
     same inputs as the reconciliation's (steps.reconciliation._placed). Pools span every request
-    of a day, so this runs once for the days, not per bucket."""
+    of a day, so this runs once for the days, not per bucket. Also the FOCUS allocated_costs
+    export of the allocated rows (model.allocation.allocated_costs)."""
     lo, hi = requests.with_lookaround(read.start, read.end + read.S)
     billing = requests.without_request_conflicts(scan_staged_focus(layout).filter(in_dates("charge_date", lo, hi)))
     calls = requests.dedupe_calls(read.calls_between(lo, hi))
@@ -474,6 +481,12 @@ def allocate_days(
                 unrecognized_usage(run.classified).with_columns(date=pl.col("ChargePeriodStart").dt.date()), lazy=True
             ),
             spills["unmatched_models"].sink(run.tables.unmatched_models, lazy=True),
+            spills["allocated_costs"].sink(
+                allocated_costs(billing.filter(pl.col("x_RequestId").is_null()), run.tables.requests, run.tables.pools)
+                .with_columns(date=pl.col("ChargePeriodStart").dt.date())
+                .select(list(polars_schema(AllocatedCostsDaily))),
+                lazy=True,
+            ),
         ],
         optimizations=allocation_optimizations(),
     )

@@ -38,6 +38,7 @@ from unitledger.sources.events import scan_staged_calls
 from unitledger.sources.focus import scan_quarantined_focus, scan_staged_focus
 from unitledger.sources.invoices import read_invoices
 from unitledger.steps.daily import classify_loose_rows
+from unitledger.steps.monthly import allocate_long_periods
 from unitledger.steps.result import StepResult
 from unitledger.warehouse.publish import WRITE_OPTIONS, Publication, Spill, clear_scratch, polars_schema, remove_folder, scratch_folder, write_text_atomic
 
@@ -103,15 +104,21 @@ def _placed(layout: Layout, focus: pl.LazyFrame, lo: date, hi: date, settings: S
     shows the cents the daily tables allocated. Collected: one row per row without request id."""
     days = requests.with_lookaround(lo, hi)
     window = focus.filter(in_dates("charge_date", *days))
-    # The days' rows without a request id, classified (few). Without an AI token row to split (the
-    # usual day of a request-billed provider) there are no pools: none of the allocation's reading
-    # of the days' requests and calls.
+    # The days' rows without a request id, classified (few). Without an AI token row of a day or
+    # hour to split (the usual day of a request-billed provider) there are no daily pools: none of
+    # the allocation's reading of the days' requests and calls.
     classified = classify_for_allocation(window.filter(pl.col("x_RequestId").is_null()), settings.allocation)
     if not classified.filter(pl.col("usage_class") == "token").select(pl.len()).collect().item():
-        return placement(classified, _NO_POOLS).collect(optimizations=optimizations()).lazy()
-    calls = requests.dedupe_calls(scan_staged_calls(layout).filter(in_dates("call_date", *days)))
-    run = allocate_billing(requests.without_request_conflicts(window), calls, settings.allocation)
-    return placement(run.classified, run.tables.pools).collect(optimizations=optimizations()).lazy()
+        placed = [placement(classified, _NO_POOLS)]
+    else:
+        calls = requests.dedupe_calls(scan_staged_calls(layout).filter(in_dates("call_date", *days)))
+        run = allocate_billing(requests.without_request_conflicts(window), calls, settings.allocation)
+        placed = [placement(run.classified, run.tables.pools)]
+    # Token rows of a charge period longer than a day: as the monthly step allocates them.
+    monthly = allocate_long_periods(layout, settings, lo, hi)
+    if monthly is not None:
+        placed.append(placement(monthly.classified, monthly.tables.pools))
+    return pl.concat(placed).collect(optimizations=optimizations()).lazy()
 
 
 # model.allocation.placement's pools when there are none: the columns it reads.

@@ -50,6 +50,7 @@ from pathlib import Path
 
 import polars as pl
 
+from schemas.types import TOKEN_TYPES
 from unitledger.model.requests import ESTIMATED_COSTS
 
 STAGES = ("ingest", "validate", "join", "allocate", "intents", "features", "breakdown", "write")
@@ -352,8 +353,22 @@ def _labor_rows(settings) -> list[tuple[str | None, str, Decimal]]:
 _DUCK_FOCUS_TEXT = [
     "BillingAccountId", "BillingCurrency", "BillingPeriodStart", "BillingPeriodEnd", "ChargeCategory", "ChargeClass",
     "ChargePeriodStart", "ChargePeriodEnd", "ServiceProviderName", "BilledCost", "EffectiveCost", "ListCost",
-    "ContractedCost", "ConsumedQuantity", "x_RequestId", "x_ModelVersion", "x_PromptVersion", "x_FeatureTag",
+    "ContractedCost", "ConsumedQuantity", "x_RequestId", "x_ModelVersion", "x_PromptVersion", "x_FeatureTag", "SkuMeter",
 ]  # fmt: skip
+# The token type of a per-request row, as the references read it: the FOCUS-convention meter names
+# (the generator's), a subset of what the pipeline recognizes (unitledger.sources.ai_usage).
+REFERENCE_METERS = {
+    "input tokens": "input", "output tokens": "output", "cache read tokens": "cache_read",
+    "cached input tokens": "cache_read", "cache write tokens": "cache_write", "cache write input tokens": "cache_write",
+}  # fmt: skip
+_DUCK_METER_TYPE = (
+    "CASE lower(trim(SkuMeter)) " + " ".join(f"WHEN '{m}' THEN '{t}'" for m, t in REFERENCE_METERS.items()) + " END"
+)
+_DUCK_TYPED = ",\n       ".join(
+    f"CASE WHEN bool_or(token_type IS NULL AND EffectiveCost <> 0) THEN NULL "
+    f"ELSE CAST(coalesce(sum(EffectiveCost) FILTER (WHERE token_type = '{t}'), 0) AS DECIMAL(38, 18)) END AS {t}_cost"
+    for t in TOKEN_TYPES
+)
 _EVENT_TEXT = [
     "event_type", "event_id", "timestamp", "request_id", "session_id", "feature_tag", "provider", "model",
     "model_version", "prompt_version", "input_tokens", "output_tokens", "cache_read_input_tokens",
@@ -384,7 +399,7 @@ WITH typed AS (
 )
 SELECT BillingAccountId, BillingCurrency, billing_start AS BillingPeriodStart, CAST(charge_start AS DATE) AS charge_date,
        ServiceProviderName, billed AS BilledCost, effective AS EffectiveCost, list_value AS ListCost,
-       x_RequestId, x_ModelVersion, x_PromptVersion, x_FeatureTag, r.delivery_rank
+       x_RequestId, x_ModelVersion, x_PromptVersion, x_FeatureTag, {meter_type} AS token_type, r.delivery_rank
 FROM typed JOIN focus_files r USING (filename)
 WHERE BilledCost IS NOT NULL AND EffectiveCost IS NOT NULL AND ListCost IS NOT NULL
   AND BillingAccountId IS NOT NULL AND BillingCurrency IS NOT NULL AND BillingPeriodStart IS NOT NULL
@@ -466,7 +481,8 @@ SELECT x_RequestId AS request_id, sum(BilledCost) AS billed_cost, sum(EffectiveC
        sum(ListCost) AS list_cost, count(*) AS billing_rows, min(request_date) AS charge_date,
        min(BillingAccountId) AS billing_account_id, min(BillingCurrency) AS billing_currency,
        min(x_FeatureTag) AS feature_tag, min(x_ModelVersion) AS model_version,
-       min(x_PromptVersion) AS prompt_version, min(ServiceProviderName) AS provider
+       min(x_PromptVersion) AS prompt_version, min(ServiceProviderName) AS provider,
+       {typed}
 FROM placed_focus WHERE request_date IS NOT NULL GROUP BY x_RequestId
 -- A request billed to two accounts or currencies has no one cost: it is left out of billing.
 HAVING min(BillingAccountId) = max(BillingAccountId) AND min(BillingCurrency) = max(BillingCurrency);
@@ -483,6 +499,7 @@ SELECT coalesce(c.request_id, b.request_id) AS request_id, coalesce(c.call_date,
        CASE WHEN b.billing_rows > 0 THEN CAST(0 AS DECIMAL(38, 18)) END AS allocated_billed_cost,
        CASE WHEN b.billing_rows > 0 THEN CAST(0 AS DECIMAL(38, 18)) END AS allocated_effective_cost,
        CASE WHEN b.billing_rows > 0 THEN CAST(0 AS DECIMAL(38, 18)) END AS allocated_list_cost,
+       b.input_cost, b.output_cost, b.cache_read_cost, b.cache_write_cost,
        c.input_tokens, c.output_tokens,
        c.cache_read_input_tokens, c.cache_write_input_tokens, c.attempt, c.status,
        CASE WHEN c.session_id IS NOT NULL AND coalesce(b.billing_rows, 0) > 0 THEN 'matched'
@@ -615,7 +632,7 @@ def run_duckdb(data_dir: Path, settings, day: date, out_dir: Path) -> dict[str, 
             con.executemany("INSERT INTO focus_files VALUES (?, ?)", list(_delivery_ranks(focus_root, focus_files).items()))
             _duck_run(
                 con,
-                _DUCK_FOCUS.format(source=_duck_source(focus_files, _DUCK_FOCUS_TEXT, with_line=False)),
+                _DUCK_FOCUS.format(source=_duck_source(focus_files, _DUCK_FOCUS_TEXT, with_line=False), meter_type=_DUCK_METER_TYPE),
                 {
                     "files": [str(f) for f in focus_files],
                     "categories": list(CHARGE_CATEGORIES),
@@ -625,7 +642,7 @@ def run_duckdb(data_dir: Path, settings, day: date, out_dir: Path) -> dict[str, 
             )
             _duck_run(con, _DUCK_EVENTS.format(source=_duck_source(event_files, _EVENT_TEXT, with_line=True)), {"files": [str(f) for f in event_files]})
         with watch.stage("join"):
-            _duck_run(con, _DUCK_JOIN, {"B": bounds.billing_delay_days, "H": bounds.detection_horizon_days, "day": day})
+            _duck_run(con, _DUCK_JOIN.format(typed=_DUCK_TYPED), {"B": bounds.billing_delay_days, "H": bounds.detection_horizon_days, "day": day})
         with watch.stage("intents"):
             con.execute("CREATE TABLE labor (feature_tag VARCHAR, billing_currency VARCHAR, amount DECIMAL(38, 18))")
             con.executemany("INSERT INTO labor VALUES (?, ?, ?)", _labor_rows(settings))
@@ -789,6 +806,7 @@ def _pd_focus(focus_root: Path):
     keep = ["BillingAccountId", "BillingCurrency", "ServiceProviderName", "x_RequestId", "x_ModelVersion",
             "x_PromptVersion", "x_FeatureTag", "delivery_rank"]  # fmt: skip
     focus = raw.loc[ok, keep].copy()
+    focus["token_type"] = raw.loc[ok, "SkuMeter"].str.strip().str.lower().map(REFERENCE_METERS)
     for name in ("BilledCost", "EffectiveCost", "ListCost", "BillingPeriodStart"):
         focus[name] = typed.loc[ok, name]
     focus["charge_date"] = _pd_date(typed.loc[ok, "ChargePeriodStart"])
@@ -887,7 +905,10 @@ def _pd_join(focus, calls, bounds, day: date):
     billing_only = alone & (billing["charge_day"] - first_day <= bounds.billing_delay_days)
     request_day[billing_only] = first_day[billing_only]
     billing["request_day"] = request_day
-    placed = billing[billing["request_day"].notna()]
+    placed = billing[billing["request_day"].notna()].copy()
+    for t in TOKEN_TYPES:
+        placed[f"{t}_cost"] = placed["EffectiveCost"].where(placed["token_type"] == t, _pd_zero_money(placed.index))
+    placed["untyped"] = placed["token_type"].isna() & (placed["EffectiveCost"] != 0)
     billed = (
         placed.groupby("x_RequestId")
         .agg(
@@ -904,10 +925,15 @@ def _pd_join(focus, calls, bounds, day: date):
             billed_provider=("ServiceProviderName", "min"),
             last_account=("BillingAccountId", "max"),
             last_currency=("BillingCurrency", "max"),
+            untyped=("untyped", "any"),
+            **{f"{t}_cost": (f"{t}_cost", "sum") for t in TOKEN_TYPES},
         )
         .rename_axis("request_id")
         .reset_index()
     )
+    for t in TOKEN_TYPES:  # a row of no token type with a cost: the request's split is unknown
+        billed[f"{t}_cost"] = billed[f"{t}_cost"].mask(billed["untyped"].astype(bool))
+    billed = billed.drop(columns="untyped")
     # A request billed to two accounts or currencies has no one cost: it is left out of billing.
     one_owner = (billed["billing_account_id"] == billed["last_account"]) & (billed["billing_currency"] == billed["last_currency"])
     billed = billed[one_owner].drop(columns=["last_account", "last_currency"])
@@ -932,6 +958,7 @@ def _pd_join(focus, calls, bounds, day: date):
     columns = ["request_id", "date", "session_id", "called_at", "feature_tag", "provider", "model", "model_version",
                "prompt_version", "billing_account_id", "billing_currency", "billed_cost", "effective_cost", "list_cost",
                "billing_rows", "cost_source", "allocated_billed_cost", "allocated_effective_cost", "allocated_list_cost",
+               "input_cost", "output_cost", "cache_read_cost", "cache_write_cost",
                "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens",
                "attempt", "status", "match_status", "gateway_reported_cost", "gateway_reported_currency",
                "after_tool_call"]  # fmt: skip

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pandera.polars as pa
 
 import schemas
-from schemas.allocation import AllocationPoolsDaily, UnmatchedModels, UnrecognizedUsageDaily
+from schemas.allocation import (
+    AllocatedCostsDaily,
+    AllocatedCostsMonthly,
+    AllocationPoolsDaily,
+    AllocationPoolsMonthly,
+    FullyLoadedCosts,
+    UnmatchedModels,
+    UnrecognizedUsageDaily,
+)
 from schemas.decisions import (
     BreakEven,
     CostBreakdown,
@@ -36,11 +44,15 @@ TABLES: dict[str, tuple[type[pa.DataFrameModel], str]] = {
     "allocation_pools": (AllocationPoolsDaily, "date"),
     "unrecognized_usage": (UnrecognizedUsageDaily, "date"),
     "unmatched_models": (UnmatchedModels, "date"),
+    "allocated_costs": (AllocatedCostsDaily, "date"),
     "cost_breakdown": (CostBreakdown, "date"),
     "gateway_gap": (GatewayGap, "date"),
     "cost_per_intent_monthly": (CostPerIntentMonthly, "billing_period"),
     "cost_per_success_monthly": (CostPerSuccessMonthly, "billing_period"),
     "cost_breakdown_monthly": (CostBreakdownMonthly, "billing_period"),
+    "allocation_pools_monthly": (AllocationPoolsMonthly, "billing_period"),
+    "allocated_costs_monthly": (AllocatedCostsMonthly, "billing_period"),
+    "fully_loaded_costs_monthly": (FullyLoadedCosts, "billing_period"),
     "reconciliation": (Reconciliation, "billing_period"),
     "reconciliation_daily": (ReconciliationDaily, "date"),
     "token_reconciliation": (TokenReconciliation, "billing_period"),

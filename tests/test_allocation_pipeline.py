@@ -591,6 +591,15 @@ def test_month_shares_check_fails_when_a_share_misses_the_table(layout, settings
     failed = [f for f in result.failures() if "month_shares_included" in f]
     assert len(failed) == 2 and "2026-03 USD" in failed[0]
 
+    # A share lost before it is placed (s2's 0.03): the tables agree with the placed shares, but
+    # those no longer add up to what the pools allocated.
+    monkeypatch.setattr(monthly, "changed_intents", real)
+    place = monthly.place_shares
+    monkeypatch.setattr(monthly, "place_shares", lambda *args: place(*args).filter(pl.col("session_id") != "s2"))
+    result = build_monthly_tables(layout, date(2026, 3, 1), date(2026, 3, 1), settings)
+    failed = [f for f in result.failures() if "month_shares_included" in f]
+    assert len(failed) == 2 and "allocated 0.06" in failed[0] and "sum to 0.03" in failed[0], failed
+
 
 def test_monthly_allocation_conservation_fails_on_a_lost_share(layout, settings, monkeypatch):
     import unitledger.steps.monthly as monthly

@@ -188,7 +188,7 @@ def month_shares_check(monthly: pl.LazyFrame, daily: pl.LazyFrame, placed: pl.La
         .collect()
     )
     allocated = pools.group_by("billing_currency").agg(pl.col("allocated_effective_cost").sum().alias("pools"))
-    shares = placed.group_by("billing_currency").agg(pl.col("share").sum(), pl.col("share").filter(pl.col("reason").is_not_null()).sum().alias("left_out"))
+    shares = placed.group_by("billing_currency").agg(pl.col("share").sum())
     lost = allocated.join(shares, on="billing_currency", how="full", coalesce=True).filter(
         pl.col("pools").fill_null(0) != pl.col("share").fill_null(0)
     ).collect()

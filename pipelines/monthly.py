@@ -12,7 +12,7 @@ from pipelines.partitions import monthly_partitions
 from pipelines.resources import Warehouse
 from unitledger import months
 from unitledger.checks import freshness
-from unitledger.steps.monthly import ALLOCATION_TABLES, MONTHLY_TABLES, build_monthly_tables
+from unitledger.steps.monthly import ALLOCATION_TABLES, MONTH_SHARE_TABLES, MONTHLY_TABLES, build_monthly_tables
 from unitledger.warehouse.views import refresh_views
 
 # A month depends on its days; days before the start date or after yesterday do not exist yet
@@ -36,6 +36,13 @@ _CHECKS = [
     dg.AssetCheckSpec("allocation_conservation", asset="allocation_pools_monthly", blocking=True, description="Per currency, the cost the pools allocated equals the split rows of the features, exactly."),
     dg.AssetCheckSpec("shared_cost_spread", asset="fully_loaded_costs_monthly", blocking=True, description="Per account, currency and month, the features' shares sum to the shared cost exactly (when [allocation] fully_loaded is on)."),
     dg.AssetCheckSpec("allocated_costs_sum_back", asset="allocation_pools_monthly", blocking=True, description="Every allocated origin row's split rows (allocated_costs_monthly) sum back to it for BilledCost, EffectiveCost and ListCost, exactly."),
+]
+_CHECKS += [
+    dg.AssetCheckSpec(
+        "month_shares_included", asset=name, blocking=True,
+        description="Per month and currency, token_cost = the daily rows' + the month-long token rows' shares of the month's intents (labeled ones for cost_per_success); the shares added + those left out (reason named) = the pools' allocated cost, exactly.",
+    )  # fmt: skip
+    for name in MONTH_SHARE_TABLES
 ]
 _CHECKS += [
     spec

@@ -44,6 +44,10 @@ class StagedLlmCall(pa.DataFrameModel):
     reported_cost: MONEY = pa.Field(nullable=True, description="Cost the gateway reported for the call (cost_source gateway_reported): LiteLLM's and Helicone's estimates, what OpenRouter charged.")
     reported_currency: str = pa.Field(nullable=True, description="ISO 4217 currency of reported_cost.")
     after_tool_call: bool = pa.Field(nullable=True, description="The call sends tool results back to the model (model.telemetry.after_tool_calls: the span before it under the same parent in its trace is an execute_tool span); null without a trace (flat events, gateway logs). Staged null and derived across files, as attempt.")
+    api_key_id: str = pa.Field(nullable=True, description="Gateway API key the call was made with (LiteLLM api_key, the hashed key); null when the source does not say. [[allocation.account_rules]] map it to a billing account.")
+    project_id: str = pa.Field(nullable=True, description="Gateway or provider project / workspace of the call (LiteLLM organization_id, OpenRouter app_id); null when the source does not say.")
+    team_id: str = pa.Field(nullable=True, description="Gateway team of the call (LiteLLM team_id); null when the source does not say.")
+    end_user_id: str = pa.Field(nullable=True, description="End user the gateway attributes the call to (LiteLLM end_user, OpenRouter external_user, Helicone user id); null when the source does not say.")
 
     class Config:
         strict = True

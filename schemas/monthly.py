@@ -43,12 +43,17 @@ class _Monthly:
 
 
 class CostPerIntentMonthly(_Monthly, CostPerIntent):
-    """Cost per intent per billing month: the month's daily sums added up, ratios recomputed from them."""
+    """Cost per intent per billing month: the month's daily sums added up, plus the shares of AI
+    token rows billed for a whole month (allocation_pools_monthly) in the intents of their calls
+    (in token_cost and allocated_token_cost: invoice_allocated; an intent no daily row billed takes
+    the shares' currency); ratios recomputed from the sums."""
 
 
 class CostPerSuccessMonthly(_Monthly, CostPerSuccess):
-    """Cost per successful intent per billing month: the month's daily sums and moments added up;
-    ratios and the 95% interval recomputed from them (over the month's intents), never averaged."""
+    """Cost per successful intent per billing month: the month's daily sums and moments added up,
+    plus the shares of AI token rows billed for a whole month in the intents of their calls, as in
+    cost_per_intent_monthly (labeled intents only); ratios and the 95% interval recomputed from
+    the sums (over the month's intents), never averaged."""
 
 
 class CostBreakdownMonthly(_Monthly, CostBreakdown):

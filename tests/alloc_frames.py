@@ -76,8 +76,10 @@ def call(request_id: str, when: datetime, *, input_tokens: int = 100, output_tok
     return row
 
 
-def calls(*rows: dict, hints: bool = False) -> pl.LazyFrame:
+def calls(*rows: dict, hints: bool = False, gateway: bool = False) -> pl.LazyFrame:
     schema = dict(CALL_SCHEMA)
     if hints:
         schema.update(billing_account_hint=_TEXT, sub_account_hint=_TEXT)
+    if gateway:  # the staged gateway fields account rules match
+        schema.update(api_key_id=_TEXT, team_id=_TEXT, project_id=_TEXT)
     return pl.DataFrame([{"source_line": i, **r} for i, r in enumerate(rows, start=1)], schema=schema).lazy()

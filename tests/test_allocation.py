@@ -169,6 +169,38 @@ def test_calls_naming_their_account_or_matched_by_an_account_rule_stay_in_its_po
     assert result.unmatched.select("call_model", "reason", "calls", "tokens").rows() == [("gpt-4o-mini-2024-07-18", "no_pool", 1, 50)]
 
 
+def test_calls_mapped_by_gateway_key_or_team_take_part_in_their_accounts_pools_only():
+    # Accounts A (600 tokens, 0.06) and B (300, 0.03) bill the same model, type and hour. Rules map
+    # the gateway key key-a to A and the team team-b to B (the first rule matching wins: r3's key
+    # is no rule's). A: 0.0001 a token, r1 0.01, r2 0.02, 300 tokens unlogged 0.03; B: r3 0.03.
+    bill = focus(
+        bill_row("0.06", quantity="600", BillingAccountId="acct-A"),
+        bill_row("0.03", quantity="300", BillingAccountId="acct-B", SubAccountId="proj-b"),
+    )
+    mapped = [
+        call("r1", at(10, 1), input_tokens=100, api_key_id="key-a", team_id=None, project_id=None),
+        call("r2", at(10, 2), input_tokens=200, api_key_id="key-a", team_id="team-b", project_id=None),
+        call("r3", at(10, 3), input_tokens=300, api_key_id="key-x", team_id="team-b", project_id="p-1"),
+    ]
+    settings = Allocation(account_rules=(
+        AccountRule(billing_account_id="acct-A", api_key_id="key-a"),
+        AccountRule(billing_account_id="acct-B", sub_account_id="proj-b", team_id="team-b"),
+    ))  # fmt: skip
+    result = run(bill, calls(*mapped, gateway=True), settings)
+    assert result.shares(billing_account_id="acct-A") == {"r1": D("0.01"), "r2": D("0.02")}
+    assert result.shares(billing_account_id="acct-B") == {"r3": D("0.03")}
+    assert set(result.pools["allocation_scope"]) == {"pool"}
+    assert (result.pool(2)["unlogged_billed_cost"], result.pool(3)["unlogged_billed_cost"]) == (D("0.03"), D(0))
+
+    # A call no rule maps (r4) could be either account's: both pools are allocated jointly over
+    # all four calls (900 billed, 900 logged), as for calls naming no account.
+    unmapped = call("r4", at(10, 4), input_tokens=300, api_key_id="key-z", team_id=None, project_id=None)
+    result = run(bill, calls(*mapped, unmapped, gateway=True), settings)
+    assert set(result.pools["allocation_scope"]) == {"accounts"}
+    assert result.shares(billing_account_id="acct-B") == {"r1": D("0.003333333333333333"), "r2": D("0.006666666666666667"), "r3": D("0.01"), "r4": D("0.01")}
+    assert result.shares() == {"r1": D("0.01"), "r2": D("0.02"), "r3": D("0.03"), "r4": D("0.03")}
+
+
 def test_calls_naming_the_account_but_not_the_sub_account_share_its_sub_accounts():
     bill = focus(
         bill_row("0.02", quantity="200", SubAccountId="proj-1"),

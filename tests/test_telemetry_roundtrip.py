@@ -16,7 +16,7 @@ from polars.testing import assert_frame_equal
 from unitledger.sources import events as flat_events
 from unitledger.config import Telemetry
 from unitledger.tools.generate import generate
-from unitledger.sources.events import read_events_raw
+from unitledger.sources.events import ACCOUNT_FIELDS, read_events_raw
 from unitledger.sources.files import LandingFile
 from unitledger.sources.gateways import read_litellm_spendlogs
 from unitledger.sources.otlp import read_otlp
@@ -52,7 +52,8 @@ def _events_by_file(files: list[Path]) -> pl.DataFrame:
 
 # what says how a row came rather than what it says (after_tool_call: a trace can tell, flat events cannot)
 FORMAT_COLUMNS = ("source_format", "trace_id", "span_id", "parent_span_id", "operation", "response_id",
-                  "reasoning_output_tokens", "reported_cost", "reported_currency", "evaluation_name", "after_tool_call")
+                  "reasoning_output_tokens", "reported_cost", "reported_currency", "evaluation_name", "after_tool_call",
+                  *ACCOUNT_FIELDS)  # a gateway's key, team, project and user: flat events carry none
 
 
 def _comparable(frame: pl.DataFrame, drop: tuple[str, ...]) -> pl.DataFrame:

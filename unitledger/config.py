@@ -521,13 +521,18 @@ class MeterRule:
 @dataclass(frozen=True)
 class AccountRule:
     """Calls matching every given condition (None: any) that carry no account hint of their own
-    belong to `billing_account_id` (and `sub_account_id` when given)."""
+    belong to `billing_account_id` (and `sub_account_id` when given). Conditions: what the call
+    is (feature_tag, provider, model) and what a gateway says about who made it (api_key_id,
+    team_id, project_id: staged gateway fields, schemas.StagedLlmCall)."""
 
     billing_account_id: str
     sub_account_id: str | None = None
     feature_tag: str | None = None
     provider: str | None = None
     model: str | None = None
+    api_key_id: str | None = None
+    team_id: str | None = None
+    project_id: str | None = None
 
 
 @dataclass(frozen=True)

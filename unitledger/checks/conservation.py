@@ -154,6 +154,40 @@ def shared_cost_check(frame: pl.LazyFrame, shared: pl.LazyFrame) -> CheckOutcome
     )
 
 
+def month_shares_check(monthly: pl.LazyFrame, daily: pl.LazyFrame, placed: pl.LazyFrame, pools: pl.LazyFrame, labeled_only: bool) -> CheckOutcome:
+    """A monthly per-feature table includes every cent the month-long token rows allocated: per
+    currency the shares placed (model.intents.place_month_shares: added to an intent or left out
+    with a reason) = the pools' allocated EffectiveCost (allocation_pools_monthly), and per
+    billing period and currency the table's token_cost = its daily rows' + the shares added
+    (labeled intents only for cost_per_success), exactly. The left-out shares by currency and
+    reason are in the metadata."""
+    key = ["billing_period", "billing_currency"]
+    allocated = pools.group_by("billing_currency").agg(pl.col("allocated_effective_cost").sum().alias("share"))
+    lost = totals_that_differ(allocated, placed.group_by("billing_currency").agg(pl.col("share").sum()), ["billing_currency"], ["share"], "_placed")
+    counted = pl.col("reason").is_null() & ((pl.col("outcome") != "unlabeled") if labeled_only else pl.lit(True))
+    expected = pl.concat(
+        [daily.select(*key, token_cost=pl.col("token_cost").fill_null(0)), placed.filter(counted).select(*key, token_cost=pl.col("share"))],
+        how="vertical_relaxed",
+    ).group_by(key).agg(pl.col("token_cost").sum())
+    ours = monthly.group_by(key).agg(pl.col("token_cost").fill_null(0).sum())
+    differ = totals_that_differ(ours, expected, key, ["token_cost"], "_expected")
+    left_out = placed.filter(pl.col("reason").is_not_null()).group_by("billing_currency", "reason").agg(pl.col("share").sum())
+    note = "; ".join(f"{r['billing_currency']} {r['share']} ({r['reason']})" for r in left_out.sort("billing_currency", "reason").collect().iter_rows(named=True))
+    if not lost.is_empty():
+        found = outcome(
+            "month_shares_included", lost, "",
+            lambda first: f"{first['billing_currency']}: the pools allocated {first['share']}, the requests' shares sum to {first['share_placed']}",
+        )
+    else:
+        found = outcome(
+            "month_shares_included", differ, f"token_cost = daily rows + every month-long share of their intents; not in an intent: {note or 'none'}",
+            lambda first: f"{differ.height} (month, currency) token_cost totals differ; first {first['billing_period']} {first['billing_currency']}: "
+            f"table {first['token_cost']} vs daily rows + month-long shares {first['token_cost_expected']}",
+        )
+    found.metadata["shares_not_in_intents"] = note or "none"
+    return found
+
+
 def single_currency_check(calls: pl.LazyFrame, buckets: int = 1) -> CheckOutcome:
     """An intent's cost is one currency's: the guard behind the daily step's quarantine of intents
     billed in two currencies. `calls`: the calls of the intents published (model.intents.

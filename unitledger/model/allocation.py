@@ -8,8 +8,9 @@ day rows both work, and a call inside an hour row's and a day row's periods (say
 billed for the day) takes part in both. Telemetry's input tokens include cache reads and writes:
 a call's uncached input is input - cache_read - cache_write.
 
-Accounts. Calls carry `billing_account_hint` / `sub_account_hint` (what telemetry knows: project,
-API key, workspace, mapped by staging; else the config's account rules). A call with an account
+Accounts. Calls carry `billing_account_hint` / `sub_account_hint` (the account their session's
+own rows bill: with_session_accounts), else the first config account rule they match (by feature,
+provider, model, or the gateway API key, team or project staged on the call). A call with an account
 joins that account's pools only. When several accounts bill the same provider, model, type, period
 and currency and some calls there name no account, those accounts' pools are allocated jointly:
 the group is one pool whose billed quantity is the sum of theirs, every call of the group (with or
@@ -59,6 +60,8 @@ SCALE = 10**MONEY.scale
 DENOMINATOR_LIMIT = 2**63  # weights below: a product of two, or a remainder x 2^64, fits in a signed 128-bit integer
 ORIGIN = ["source_file", "source_line"]
 GROUP = ["provider", "model", "token_type", "charge_period_start", "charge_period_end", "billing_currency"]
+# Staged call columns an account rule may match (what a gateway says about who made the call).
+GATEWAY_ACCOUNT_FIELDS = ("api_key_id", "team_id", "project_id")
 _TOKEN_COLUMNS = {
     "input": "_uncached_input",
     "output": "output_tokens",
@@ -153,6 +156,7 @@ def _account_rules(settings: Allocation) -> tuple[pl.Expr, pl.Expr]:
             conditions.append(provider == provider_key(pl.lit(rule.provider), settings.provider_aliases))
         if rule.model is not None:
             conditions.append((pl.col("model") == rule.model) | (pl.col("model_version") == rule.model))
+        conditions += [pl.col(field) == value for field in GATEWAY_ACCOUNT_FIELDS if (value := getattr(rule, field)) is not None]
         hit = pl.all_horizontal(conditions).fill_null(False)
         account = pl.when(hit).then(pl.lit(rule.billing_account_id)).otherwise(account)
         sub = pl.when(hit).then(pl.lit(rule.sub_account_id, pl.String)).otherwise(sub)
@@ -161,12 +165,14 @@ def _account_rules(settings: Allocation) -> tuple[pl.Expr, pl.Expr]:
 
 def call_tokens(calls: pl.LazyFrame, settings: Allocation = Allocation(), exact: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """schemas.CallTokens from staged calls (one row per request: dedupe first). Optional call
-    columns `billing_account_hint`, `sub_account_hint`, `own_currency` (with_own_currency).
+    columns `billing_account_hint`, `sub_account_hint`, `own_currency` (with_own_currency) and
+    the gateway fields account rules match (GATEWAY_ACCOUNT_FIELDS).
     `exact`: (request_id, token_type) pairs billed exactly (ai_usage.exact_token_coverage), left out."""
     from schemas.allocation import CallTokens
 
     present = set(calls.collect_schema().names())
-    calls = calls.with_columns(pl.lit(None, pl.String).alias(c) for c in ("billing_account_hint", "sub_account_hint", "own_currency") if c not in present)
+    optional = ("billing_account_hint", "sub_account_hint", "own_currency", *GATEWAY_ACCOUNT_FIELDS)
+    calls = calls.with_columns(pl.lit(None, pl.String).alias(c) for c in optional if c not in present)
     version, name = blank_as_null(pl.col("model_version")), blank_as_null(pl.col("model"))
     rule_account, rule_sub = _account_rules(settings)
     own_account = blank_as_null(pl.col("billing_account_hint"))

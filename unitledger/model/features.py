@@ -141,17 +141,37 @@ def _resum(rows: pl.LazyFrame, grain: list[str], columns: list[str]) -> pl.LazyF
     )
 
 
-def reaggregate_cost_per_success(rows: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
+# Intents whose cost changed after their daily rows were built (the monthly step's shares of
+# month-long token rows): (before, after), IntentCosts rows with the coarser grain's columns.
+Changed = tuple[pl.LazyFrame, pl.LazyFrame]
+
+
+def _with_changes(rows: pl.LazyFrame, grain: list[str], columns: list[str], sums, changed: Changed | None) -> pl.LazyFrame:
+    """`rows` plus the sums of the changed intents as they are now, minus the sums of the same
+    intents as the rows counted them: re-summed, each intent then counts once, as it is now (an
+    intent that took a currency moves to that currency's row)."""
+    if changed is None:
+        return rows
+    before, after = (sums(frame, grain).select(*grain, *columns) for frame in changed)
+    undo = before.with_columns([-pl.col(c) for c in columns])
+    return pl.concat([rows.select(*grain, *columns), undo, after], how="vertical_relaxed")
+
+
+def reaggregate_cost_per_success(rows: pl.LazyFrame, grain: list[str], changed: Changed | None = None) -> pl.LazyFrame:
     """cost_per_success rows summed to a coarser grain (e.g. a month): the sums and moments are
-    added and the ratios and interval recomputed from them, never averaged."""
-    return cost_per_success_ratios(_resum(rows, grain, _SUCCESS_SUMS)).select(
+    added and the ratios and interval recomputed from them, never averaged; `changed` intents
+    counted as they are now (_with_changes)."""
+    rows = _with_changes(rows, grain, _SUCCESS_SUMS, cost_per_success_sums, changed)
+    return cost_per_success_ratios(_resum(rows, grain, _SUCCESS_SUMS).filter(pl.col("intents") > 0)).select(
         *grain, *[c for c in _success_columns() if c not in GRAIN]
     )
 
 
-def reaggregate_cost_per_intent(rows: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
-    """cost_per_intent rows summed to a coarser grain, ratios recomputed from the sums."""
-    return cost_per_intent_ratios(_resum(rows, grain, _INTENT_SUMS)).select(
+def reaggregate_cost_per_intent(rows: pl.LazyFrame, grain: list[str], changed: Changed | None = None) -> pl.LazyFrame:
+    """cost_per_intent rows summed to a coarser grain, ratios recomputed from the sums; `changed`
+    intents counted as they are now (_with_changes)."""
+    rows = _with_changes(rows, grain, _INTENT_SUMS, cost_per_intent_sums, changed)
+    return cost_per_intent_ratios(_resum(rows, grain, _INTENT_SUMS).filter(pl.col("intents") > 0)).select(
         *grain, *[c for c in _intent_columns() if c not in GRAIN]
     )
 

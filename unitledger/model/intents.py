@@ -155,3 +155,52 @@ def attach_labor(intents: pl.LazyFrame, labor: pl.LazyFrame) -> pl.LazyFrame:
         .with_columns(labor_cost_per_failure=pl.coalesce("labor_cost_per_failure", "_default_labor").cast(MONEY))
         .drop("_default_labor")
     )
+
+
+# --- month-long token rows' shares (the monthly step) ------------------------------------------
+
+MONTH_SHARE_KEY = ["session_id", "intent_date"]
+
+
+def place_month_shares(shares: pl.LazyFrame, intents: pl.LazyFrame) -> pl.LazyFrame:
+    """`shares` (session_id, intent_date, billing_currency, share: the EffectiveCost shares of
+    month-long token rows summed per intent and currency) with the intent's `outcome` and
+    `reason`: null when the share is added to its intent (one of `intents`, IntentCosts rows,
+    billed in that currency or not billed at all, and all of its shares in one currency), else
+    `no_intent` (the call belongs to no intent of `intents`: one begun in an earlier month, beyond
+    the session bound, or a request no published request_costs row names) or `other_currency` (an
+    intent's cost is one currency's: no exchange rate is guessed)."""
+    currencies = shares.group_by(MONTH_SHARE_KEY).agg(_currencies=pl.col("billing_currency").n_unique())
+    known = intents.select("session_id", "outcome", intent_date=pl.col("date"), _intent_currency=pl.col("billing_currency"))
+    joined = shares.join(known, on=MONTH_SHARE_KEY, how="left").join(currencies, on=MONTH_SHARE_KEY, how="left", nulls_equal=True)
+    foreign = pl.when(pl.col("_intent_currency").is_null()).then(pl.col("_currencies") > 1).otherwise(pl.col("_intent_currency") != pl.col("billing_currency"))
+    reason = pl.when(pl.col("outcome").is_null()).then(pl.lit("no_intent")).when(foreign).then(pl.lit("other_currency"))
+    return joined.with_columns(reason=reason).drop("_intent_currency", "_currencies")
+
+
+def add_month_shares(intents: pl.LazyFrame, placed: pl.LazyFrame, labor: pl.LazyFrame) -> pl.LazyFrame:
+    """The `intents` (IntentCosts rows) that receive shares of `placed` (place_month_shares, reason
+    null), with them added to token_cost, allocated_token_cost and total_cost. An intent none of
+    whose calls was billed (currency null) takes the shares' currency, 0 for its other cost
+    sources and its labor cost (attach_labor), as intent_costs would have given it."""
+    from schemas.outputs import IntentCosts
+
+    added = placed.filter(pl.col("reason").is_null()).group_by(MONTH_SHARE_KEY).agg(
+        _share=pl.col("share").sum(), _currency=pl.col("billing_currency").first()
+    )
+    rows = intents.join(added.rename({"intent_date": "date"}), on=["session_id", "date"], how="inner")
+    unbilled = pl.col("billing_currency").is_null()
+    rows = attach_labor(rows.with_columns(_unbilled=unbilled, billing_currency=pl.coalesce("billing_currency", "_currency")), labor)
+    zero = pl.lit(0, dtype=MONEY)
+    return (
+        rows.with_columns(
+            token_cost=(pl.col("token_cost").fill_null(zero) + pl.col("_share")).cast(MONEY),
+            allocated_token_cost=(pl.col("allocated_token_cost").fill_null(zero) + pl.col("_share")).cast(MONEY),
+            **{column: pl.col(column).fill_null(zero) for column in ESTIMATED_COSTS.values()},
+            labor_cost=pl.when(pl.col("_unbilled"))
+            .then(pl.when(pl.col("outcome") == "failure").then(pl.col("labor_cost_per_failure")).otherwise(zero))
+            .otherwise(pl.col("labor_cost")),
+        )
+        .with_columns(total_cost=(pl.col("token_cost") + pl.col("labor_cost")).cast(MONEY))
+        .select(list(IntentCosts.to_schema().columns))
+    )

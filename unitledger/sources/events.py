@@ -168,10 +168,15 @@ def events_problems(raw: pl.LazyFrame) -> pl.LazyFrame:
     return with_problems(parsed, _events_problems(telemetry))
 
 
+# What a gateway says about who made a call (telemetry_rows.TELEMETRY_FIELDS), staged on calls:
+# [[allocation.account_rules]] map them to billing accounts.
+ACCOUNT_FIELDS = ("api_key_id", "project_id", "team_id", "end_user_id")
+
 # the staged columns only telemetry readers fill: null for flat events
 _CALL_TELEMETRY = {
     "trace_id": pl.String, "span_id": pl.String, "parent_span_id": pl.String, "operation": pl.String, "response_id": pl.String,
     "reasoning_output_tokens": pl.Int64, "reported_cost": MONEY, "reported_currency": pl.String,
+    **{name: pl.String for name in ACCOUNT_FIELDS},
 }
 
 
@@ -184,6 +189,8 @@ def llm_calls_typed(checked: pl.LazyFrame) -> pl.LazyFrame:
         telemetry = dict(
             reasoning_output_tokens=pl.col(parsed_column("reasoning_output_tokens")),
             reported_cost=parse_money(pl.col("reported_cost")).struct.field("value"),
+            # "" is how exports write an absent key, team or user: no hint
+            **{name: pl.col(name).str.strip_chars().replace("", None) for name in ACCOUNT_FIELDS},
         )
     else:
         telemetry = {name: pl.lit(None, dtype) for name, dtype in _CALL_TELEMETRY.items()}

@@ -36,7 +36,7 @@ from unitledger.warehouse.publish import WRITE_OPTIONS, polars_schema
 
 # Part of every file's id: bumped when what staging writes from a file changes (columns, line
 # numbers), so that an upgraded pipeline stages every landing file again.
-STAGING_FORMAT = 2
+STAGING_FORMAT = 3
 
 _CSV_BLOCK_BYTES = 4 << 20  # bytes Arrow parses at a time (a longer record is still read whole)
 

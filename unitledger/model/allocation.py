@@ -170,9 +170,10 @@ def call_tokens(calls: pl.LazyFrame, settings: Allocation = Allocation(), exact:
     version, name = blank_as_null(pl.col("model_version")), blank_as_null(pl.col("model"))
     rule_account, rule_sub = _account_rules(settings)
     own_account = blank_as_null(pl.col("billing_account_hint"))
-    if exact is not None:
+    covered = {t: pl.lit(False) for t in TOKEN_TYPES}
+    if exact is not None:  # a covered type's tokens count as 0: dropped with the other empty ones
         calls = calls.join(exact, on="request_id", how="left")
-    covered = {t: pl.col(f"covers_{t}").fill_null(False) if exact is not None else pl.lit(False) for t in TOKEN_TYPES}
+        covered = {t: pl.col(f"covers_{t}").fill_null(False) for t in TOKEN_TYPES}
     index = ["request_id", "called_at", "feature_tag", "model_version", "prompt_version", "provider", "call_model", "billing_account_hint", "sub_account_hint", "own_currency"]
     tokens = (
         calls.with_columns(
@@ -704,8 +705,8 @@ def allocate_billing(
     Its cost follows the calls that can take a share: the token rows' providers and hours
     (pool_hours, a small table, collected here) split the calls first. Only the calls in them
     are given their own currency and session account hints and go through the pools; the others
-    (a whole day billed per request: every call) are only summed into unmatched_models. Each
-    side reads the exact coverage of its own requests only."""
+    (a whole day billed per request: every call) are only summed into unmatched_models. The
+    pooled calls' currency and exact coverage are read from their own requests' rows only."""
     classified = classify_for_allocation(billing, settings, step).cache()
     hours = pool_hours(classified, settings).collect(optimizations=optimizations())
     unpooled, exact = calls, exact_token_coverage(billing, settings)

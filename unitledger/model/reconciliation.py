@@ -217,6 +217,12 @@ _SPLIT = {
     "unlogged": ("unlogged_usage_cost", "unlogged_usage_effective_cost"),
     "unmatched": ("unmatched_pool_cost", "unmatched_pool_effective_cost"),
 }
+# Every part of billed_total (their sum is billed_total − delta), in the order a reader takes them.
+BILLED_PARTS = (
+    "attributed_cost", "allocated_cost", "unlogged_usage_cost", "unmatched_billing_cost", "late_billing_cost",
+    "conflicting_cost", "unmatched_pool_cost", "unrecognized_usage_cost", "unattributable_cost", "quarantined_cost",
+)  # fmt: skip
+assert sorted(BILLED_PARTS) == sorted([*_BILLED_PARTS.values(), *[n[0] for n in _SPLIT.values()]])
 
 
 def add_up(partials: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
@@ -228,7 +234,7 @@ def add_up(partials: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
 def finish_figures(sums: pl.LazyFrame) -> pl.LazyFrame:
     """`figure_sums` (added up) with delta, effective_delta, coverage and token_coverage, and the
     telemetry columns `telemetry_only` rows fill in."""
-    billed_parts = [*_BILLED_PARTS.values(), *[n[0] for n in _SPLIT.values()]]
+    billed_parts = list(BILLED_PARTS)
     effective_parts = [*_EFFECTIVE_PARTS.values(), *[n[1] for n in _SPLIT.values()]]
     ai = ["attributed_cost", "unmatched_billing_cost", "late_billing_cost", "conflicting_cost", "unrecognized_usage_cost", *[n[0] for n in _SPLIT.values()]]
     ai_cost = pl.sum_horizontal(ai)
@@ -246,20 +252,24 @@ def finish_figures(sums: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def telemetry_only(calls: pl.LazyFrame, billing: pl.LazyFrame, grain: dict[str, pl.Expr], bounds: Bounds) -> pl.LazyFrame:
+def telemetry_only(
+    calls: pl.LazyFrame, billing: pl.LazyFrame, grain: dict[str, pl.Expr], bounds: Bounds, allocated: pl.LazyFrame | None = None
+) -> pl.LazyFrame:
     """Per `grain` (expressions over the calls, e.g. billing period and provider): requests
-    telemetry logged (`calls`, the reported dates only) and those of them with no current FOCUS row
-    dated within billing_delay_days of the call's date (`billing`: every row that could be)."""
+    telemetry logged (`calls`, the reported dates only) and those of them never billed: with no
+    current FOCUS row dated within billing_delay_days of the call's date (`billing`: every row that
+    could be) and not among `allocated` (request_id: the requests billed by allocated shares of
+    aggregated rows, which no row names)."""
     calls = dedupe_calls(calls)
     billed = billing.filter(pl.col("x_RequestId").is_not_null()).select("x_RequestId", "charge_date").unique()
-    matched = (
+    own = (
         calls.select("request_id", "call_date")
         .join(billed, left_on="request_id", right_on="x_RequestId")
         .filter(days_apart("charge_date", "call_date") <= bounds.billing_delay_days)
         .select("request_id")
-        .unique()
-        .with_columns(billed=pl.lit(True))
     )
+    shared = [allocated.select("request_id")] if allocated is not None else []
+    matched = pl.concat([own, *shared]).unique().with_columns(billed=pl.lit(True))
     return (
         calls.join(matched, on="request_id", how="left")
         .group_by(**grain)

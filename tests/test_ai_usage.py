@@ -226,5 +226,6 @@ def test_exact_rows_cover_their_token_types_or_all_of_them():
         bill_row("1", x_RequestId="r2", SkuMeter=None),  # a per-request total: covers every type
         bill_row("1", x_RequestId=None, SkuMeter="Input Tokens"),
     ]
-    covered = exact_token_coverage(focus(*rows)).collect().sort("request_id", "token_type").rows()
-    assert covered == [("r1", "output"), ("r2", "cache_read"), ("r2", "cache_write"), ("r2", "input"), ("r2", "output")]
+    flags = exact_token_coverage(focus(*rows)).collect().sort("request_id")
+    assert flags.columns == ["request_id", "covers_input", "covers_output", "covers_cache_read", "covers_cache_write"]
+    assert flags.rows() == [("r1", False, True, False, False), ("r2", True, True, True, True)]

@@ -21,7 +21,7 @@ from tests.test_ai_usage import REAL_INPUTS
 from unitledger.checks.conservation import allocated_costs_check
 from unitledger.config import AccountRule, load_settings
 from unitledger.layout import Layout
-from unitledger.model.allocation import allocate_billing, has_token_rows
+from unitledger.model.allocation import allocate_billing
 from unitledger.model.requests import dedupe_calls, in_dates
 from unitledger.sources.events import scan_staged_calls
 from unitledger.sources.focus import scan_staged_focus
@@ -282,28 +282,42 @@ def test_an_unbilled_call_keeps_to_the_account_its_session_is_billed_to():
     assert unmatched.select("reason", "calls", "tokens").rows() == [("no_pool", 1, 100)]
 
 
-def test_without_token_rows_to_allocate_the_session_hints_change_nothing():
-    """A day billed per request only: has_token_rows is False, and allocating without the session
-    hints (the daily step's shortcut) gives the same tables as with them, unmatched_models
-    included (the unbilled call's tokens); with an aggregated token row it is True."""
+def test_calls_outside_every_pool_hour_are_only_reported_and_agree_with_one_pass():
+    """allocate_billing splits the calls by the token rows' providers and hours (pool_hours): the
+    calls outside them only reach unmatched_models. The tables equal those of allocate on every
+    call at once (no split), on a day billed per request only (no pool hour at all: every call
+    outside) and on one with a token row at 10h (a call at 10h inside, one at 11h outside)."""
     from tests.alloc_frames import at, bill_row, call, calls, focus
+    from unitledger.model.allocation import allocate, call_tokens, classify_for_allocation, pool_hours, with_own_currency, with_session_accounts
+    from unitledger.sources.ai_usage import exact_token_coverage
 
-    per_request = focus(
+    per_request = [
         bill_row("0.50", x_RequestId="eu-1", BillingAccountId="acct-eu", BillingCurrency="EUR"),
-        bill_row("0.20", x_RequestId="us-1"),
+        bill_row("0.20", x_RequestId="us-1", SkuMeter="Output Tokens"),
+    ]
+    logged = calls(
+        call("eu-1", at(10, 1), session_id="s-eu"),
+        call("eu-2", at(10, 2), session_id="s-eu"),
+        call("us-1", at(10, 3), input_tokens=200),
+        call("us-2", at(11, 3), input_tokens=50),
     )
-    logged = calls(call("eu-1", at(10, 1), session_id="s-eu"), call("eu-2", at(10, 2), session_id="s-eu"), call("us-1", at(10, 3)))
-    assert not has_token_rows(per_request)
-    assert has_token_rows(focus(bill_row("0.03", quantity="300")))
-    tables = []
-    for hints in (True, False):
-        run = allocate_billing(per_request, logged, session_hints=hints)
-        tables.append(pl.collect_all([run.tables.requests, run.tables.pools, run.tables.unmatched_models]))
-    with_hints, without = tables
-    assert with_hints[0].is_empty() and with_hints[1].is_empty()
-    assert with_hints[2]["calls"].sum() == 1  # eu-2, billed by no row of its own: not vacuous
-    for a, b in zip(with_hints, without):
-        assert a.equals(b)
+    for rows, pooled_hours in ((per_request, 0), ([*per_request, bill_row("0.03", quantity="300")], 1)):
+        bill = focus(*rows)
+        assert pool_hours(classify_for_allocation(bill)).collect().height == pooled_hours
+        run = allocate_billing(bill, logged)
+        split = pl.collect_all([run.tables.requests, run.tables.pools, run.tables.unmatched_models])
+        usage = classify_for_allocation(bill)
+        tokens = call_tokens(with_own_currency(with_session_accounts(logged, bill), bill), exact=exact_token_coverage(bill))
+        one = allocate(usage, tokens)
+        whole = pl.collect_all([one.requests, one.pools, one.unmatched_models])
+        for a, b in zip(split, whole):
+            assert a.sort(pl.all()).equals(b.sort(pl.all()))
+        unmatched = split[2].sort("date", "call_model", "token_type", "reason")
+        assert unmatched["calls"].sum() >= 1  # not vacuous: eu-2 (no own row) is reported
+        if pooled_hours:
+            assert split[0].select("request_id").to_series().to_list() == ["us-1"]
+            # eu-2 (inside the hour, its session's account bills no pool) and us-2 (outside): one row
+            assert unmatched.filter(pl.col("token_type") == "input").select("reason", "calls", "tokens").rows() == [("no_pool", 2, 150)]
 
 
 # --- per-token-type cost and the cache effect ----------------------------------------------------

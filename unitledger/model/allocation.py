@@ -167,7 +167,7 @@ def call_tokens(calls: pl.LazyFrame, settings: Allocation = Allocation(), exact:
     """schemas.CallTokens from staged calls (one row per request: dedupe first). Optional call
     columns `billing_account_hint`, `sub_account_hint`, `own_currency` (with_own_currency) and
     the gateway fields account rules match (GATEWAY_ACCOUNT_FIELDS).
-    `exact`: (request_id, token_type) pairs billed exactly (ai_usage.exact_token_coverage), left out."""
+    `exact`: the token types each request's own rows bill exactly (ai_usage.exact_token_coverage), left out."""
     from schemas.allocation import CallTokens
 
     present = set(calls.collect_schema().names())
@@ -176,6 +176,10 @@ def call_tokens(calls: pl.LazyFrame, settings: Allocation = Allocation(), exact:
     version, name = blank_as_null(pl.col("model_version")), blank_as_null(pl.col("model"))
     rule_account, rule_sub = _account_rules(settings)
     own_account = blank_as_null(pl.col("billing_account_hint"))
+    covered = {t: pl.lit(False) for t in TOKEN_TYPES}
+    if exact is not None:  # a covered type's tokens count as 0: dropped with the other empty ones
+        calls = calls.join(exact, on="request_id", how="left")
+        covered = {t: pl.col(f"covers_{t}").fill_null(False) for t in TOKEN_TYPES}
     index = ["request_id", "called_at", "feature_tag", "model_version", "prompt_version", "provider", "call_model", "billing_account_hint", "sub_account_hint", "own_currency"]
     tokens = (
         calls.with_columns(
@@ -192,12 +196,10 @@ def call_tokens(calls: pl.LazyFrame, settings: Allocation = Allocation(), exact:
             _uncached_input=(pl.col("input_tokens") - pl.col("cache_read_input_tokens") - pl.col("cache_write_input_tokens")).clip(lower_bound=0),
         )
         .with_columns(provider=provider_key(pl.col("provider"), settings.provider_aliases))
-        .select(*index, *[pl.col(c).alias(t) for t, c in _TOKEN_COLUMNS.items()])
+        .select(*index, *[pl.when(covered[t]).then(0).otherwise(pl.col(c)).alias(t) for t, c in _TOKEN_COLUMNS.items()])
         .unpivot(on=list(TOKEN_TYPES), index=index, variable_name="token_type", value_name="tokens")
         .filter(pl.col("tokens") > 0)
     )
-    if exact is not None:
-        tokens = tokens.join(exact.select("request_id", "token_type"), on=["request_id", "token_type"], how="anti")
     return tokens.select(list(CallTokens.to_schema().columns))
 
 
@@ -223,15 +225,14 @@ def _pool_rows(usage: pl.LazyFrame, settings: Allocation) -> pl.LazyFrame:
     return rows.join(models, on="billed_model", how="left").rename({"model_key": "model"}).with_columns(_origin=_origin_id())
 
 
-def _matched_calls(tokens: pl.LazyFrame, rows: pl.LazyFrame, settings: Allocation) -> pl.LazyFrame:
-    """`tokens` with `model` (the billed model they are), `match` and `candidates`: names are
-    matched once per distinct (provider, call_model), then joined to the calls."""
-    call_models = with_model_key(tokens.select("provider", "call_model").unique(), "call_model", settings.model_aliases, prefix="call")
+def _call_names(call_models: pl.LazyFrame, rows: pl.LazyFrame, settings: Allocation) -> pl.LazyFrame:
+    """(provider, call_model, model, match, candidates) for the (provider, call_model) pairs of
+    `call_models`: which billed model of `rows` each is (match_models), matched once per distinct
+    name, then joined to the calls."""
+    call_models = with_model_key(call_models.unique(), "call_model", settings.model_aliases, prefix="call").cache()
     bill_models = rows.select("provider", pl.col("model").alias("model_key"), "model_family", "model_date").unique()
     mapping = match_models(call_models.select("provider", "call_key", "call_family", "call_date").unique(), bill_models)
-    names = call_models.select("provider", "call_model", "call_key").join(mapping, on=["provider", "call_key"], how="left", nulls_equal=True)
-    matched = tokens.join(names.drop("call_key"), on=["provider", "call_model"], how="left", nulls_equal=True)
-    return matched.with_row_index("_call_token")  # names a (call, token type) cheaply
+    return call_models.select("provider", "call_model", "call_key").join(mapping, on=["provider", "call_key"], how="left", nulls_equal=True).drop("call_key")
 
 
 def _assign(matched: pl.LazyFrame, rows: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
@@ -383,14 +384,27 @@ def with_allocation_base(frame: pl.LazyFrame, base18: str, logged: str) -> pl.La
     )
 
 
-def allocate(usage: pl.LazyFrame, tokens: pl.LazyFrame, settings: Allocation = Allocation()) -> AllocationTables:
-    """Allocate the token rows of `usage` (ai_usage.classify_usage) to `tokens` (call_tokens)."""
+def allocate(
+    usage: pl.LazyFrame, tokens: pl.LazyFrame, settings: Allocation = Allocation(), unpooled: pl.LazyFrame | None = None
+) -> AllocationTables:
+    """Allocate the token rows of `usage` (ai_usage.classify_usage) to `tokens` (call_tokens).
+    `unpooled`: more call_tokens, of calls known to fall in no pool's provider and hours
+    (pool_hours): only reported in unmatched_models, summed as they stream (never held, never
+    joined to the pools), so the allocation's cost follows the calls that can take a share."""
     from schemas.allocation import AllocationPools, RequestAllocations, UnmatchedModels
 
     # Each of these is read several times below: cached, so the plan stays a DAG and is
     # computed once (without, the plan grows exponentially with the references).
     rows = _pool_rows(usage, settings).cache()
-    matched = _matched_calls(tokens.cache(), rows, settings).cache()
+    tokens = tokens.cache()
+    lost_key = [pl.col("called_at").dt.date().alias("date"), "provider", "call_model", "token_type"]
+    call_models = tokens.select("provider", "call_model")
+    if unpooled is not None:
+        unpooled = unpooled.group_by(lost_key).agg(calls=pl.len().cast(pl.Int64), tokens=pl.col("tokens").sum()).cache()
+        call_models = pl.concat([call_models, unpooled.select("provider", "call_model")])
+    names = _call_names(call_models, rows, settings).cache()
+    # names a (call, token type) cheaply
+    matched = tokens.join(names, on=["provider", "call_model"], how="left", nulls_equal=True).with_row_index("_call_token").cache()
     calls, pool_rows, two_currencies = _assign(matched, rows)
 
     logged = calls.group_by("_unit").agg(pool_logged_tokens=pl.col("tokens").sum(), pool_calls=pl.len().cast(pl.Int64))
@@ -477,11 +491,19 @@ def allocate(usage: pl.LazyFrame, tokens: pl.LazyFrame, settings: Allocation = A
         ],
         how="diagonal_relaxed",
     )
-    unmatched_models = (
-        lost.group_by(pl.col("called_at").dt.date().alias("date"), "provider", "call_model", "token_type", "reason", "candidates")
-        .agg(calls=pl.len().cast(pl.Int64), tokens=pl.col("tokens").sum())
-        .select(list(UnmatchedModels.to_schema().columns))
-    )
+    unmatched_models = lost.group_by(*lost_key, "reason", "candidates").agg(calls=pl.len().cast(pl.Int64), tokens=pl.col("tokens").sum())
+    if unpooled is not None:
+        # No pool of their provider covers their hour: a matched model's tokens are no_pool.
+        unpooled = unpooled.join(names, on=["provider", "call_model"], how="left", nulls_equal=True).with_columns(
+            reason=pl.when(pl.col("match") == "matched").then(pl.lit("no_pool")).otherwise(pl.col("match")),
+            candidates=pl.when(pl.col("match") != "matched").then(pl.col("candidates")),
+        )
+        unmatched_models = (
+            pl.concat([unmatched_models, unpooled.select(unmatched_models.collect_schema().names())])
+            .group_by("date", "provider", "call_model", "token_type", "reason", "candidates")
+            .agg(pl.col("calls").sum(), pl.col("tokens").sum())
+        )
+    unmatched_models = unmatched_models.select(list(UnmatchedModels.to_schema().columns))
     return AllocationTables(requests=requests, pools=pools, unmatched_models=unmatched_models)
 
 
@@ -678,27 +700,54 @@ def long_period() -> pl.Expr:
 
 
 def allocate_billing(
-    billing: pl.LazyFrame, calls: pl.LazyFrame, settings: Allocation = Allocation(), step: str = DAILY, session_hints: bool = True
+    billing: pl.LazyFrame, calls: pl.LazyFrame, settings: Allocation = Allocation(), step: str = DAILY
 ) -> BillingAllocation:
     """The one place the pipeline allocates: staged FOCUS rows (`billing`, with and without
     x_RequestId, of whole days) and the calls of the same days (deduplicated, one row per request)
     in; the token rows without a request id that `step` places (classify_for_allocation)
     allocated to the calls' tokens, minus the (request, token type) pairs the requests' own rows
-    bill exactly. `session_hints=False` skips with_session_accounts: right only when `billing` has
-    no token row to allocate (see has_token_rows), where account hints steer nothing (they choose
-    among pools; unmatched_models does not use them) and finding them joins every billed request
-    to its session."""
+    bill exactly.
+
+    Its cost follows the calls that can take a share: the token rows' providers and hours
+    (pool_hours, a small table, collected here) split the calls first. Only the calls in them
+    are given their own currency and session account hints and go through the pools; the others
+    (a whole day billed per request: every call) are only summed into unmatched_models. The
+    pooled calls' currency and exact coverage are read from their own requests' rows only."""
     classified = classify_for_allocation(billing, settings, step).cache()
-    hinted = with_session_accounts(calls, billing) if session_hints else calls
-    tokens = call_tokens(with_own_currency(hinted, billing), settings, exact_token_coverage(billing, settings))
-    return BillingAllocation(classified, allocate(classified, tokens, settings))
+    hours = pool_hours(classified, settings).collect(optimizations=optimizations())
+    unpooled, exact = calls, exact_token_coverage(billing, settings)
+    if hours.is_empty():  # no call can take a share: no pool to join, no account or currency to find
+        tokens = pl.LazyFrame(schema=call_tokens(calls, settings).collect_schema())
+    else:
+        keyed = calls.with_columns(
+            _provider=provider_key(pl.col("provider"), settings.provider_aliases), _hour=pl.col("timestamp").dt.truncate("1h")
+        )
+        hour_keys, key = hours.lazy().rename({"provider": "_provider"}), ["_provider", "_hour"]
+        pooled = keyed.join(hour_keys, on=key, how="semi").drop(key).cache()
+        unpooled = keyed.join(hour_keys, on=key, how="anti").drop(key)
+        # The pooled requests' own rows only: their currency, their exact coverage.
+        own = billing.join(pooled.select(x_RequestId=pl.col("request_id")), on="x_RequestId", how="semi").cache()
+        hinted = with_session_accounts(pooled, billing, calls)
+        tokens = call_tokens(with_own_currency(hinted, own), settings, exact_token_coverage(own, settings))
+    unpooled_tokens = call_tokens(unpooled, settings, exact)
+    return BillingAllocation(classified, allocate(classified, tokens, settings, unpooled_tokens))
 
 
-def has_token_rows(billing: pl.LazyFrame, settings: Allocation = Allocation()) -> bool:
-    """Whether `billing` holds a token row without request id that the daily step allocates (a
-    usage_class "token" row of classify_for_allocation): a day billed per request has none."""
-    token_rows = classify_for_allocation(billing, settings).filter(pl.col("usage_class") == "token").select(pl.len())
-    return token_rows.collect(optimizations=optimizations()).item() > 0
+def pool_hours(classified: pl.LazyFrame, settings: Allocation = Allocation()) -> pl.LazyFrame:
+    """(provider, _hour): the provider keys and UTC hours the allocatable token rows of
+    `classified` cover (a call can fall in one of their pools only there; _assign's equi-join
+    uses the same hours). A few rows per provider and hour billed."""
+    start, end = pl.col("ChargePeriodStart"), pl.col("ChargePeriodEnd")
+    return (
+        classified.filter(pl.col("usage_class") == "token")
+        .select(
+            provider=provider_key(pl.col("ServiceProviderName"), settings.provider_aliases),
+            _hour=pl.datetime_ranges(start.dt.truncate("1h"), end, "1h", closed="left"),
+        )
+        .unique()
+        .explode("_hour")
+        .unique()
+    )
 
 
 def classify_for_allocation(billing: pl.LazyFrame, settings: Allocation = Allocation(), step: str = DAILY) -> pl.LazyFrame:
@@ -720,21 +769,25 @@ def with_own_currency(calls: pl.LazyFrame, billing: pl.LazyFrame) -> pl.LazyFram
     return calls.join(own, on="request_id", how="left")
 
 
-def with_session_accounts(calls: pl.LazyFrame, billing: pl.LazyFrame) -> pl.LazyFrame:
+def with_session_accounts(calls: pl.LazyFrame, billing: pl.LazyFrame, session_calls: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """`calls` with `billing_account_hint` filled, where the call names none, from its session:
     the one billing account whose own x_RequestId rows bill the session's other calls (a session
     runs in one account; sessions billed to several keep no hint). So an unbilled call of a
     session billed per request in one account's currency is never allocated a share of another
-    account's pools."""
+    account's pools. `session_calls`: every call of the sessions (default `calls`), of which
+    only the sessions of `calls` are read."""
     present = calls.collect_schema().names()
     own = blank_as_null(pl.col("billing_account_hint")) if "billing_account_hint" in present else pl.lit(None, pl.String)
-    billed = billing.filter(pl.col("x_RequestId").is_not_null()).select(
-        request_id=pl.col("x_RequestId"), _account=pl.col("BillingAccountId")
-    ).unique()
+    members = calls.select("session_id").filter(pl.col("session_id").is_not_null()).unique()
+    members = (calls if session_calls is None else session_calls).select("request_id", "session_id").join(members, on="session_id", how="semi")
+    billed = (
+        billing.filter(pl.col("x_RequestId").is_not_null())
+        .select(request_id=pl.col("x_RequestId"), _account=pl.col("BillingAccountId"))
+        .join(members.select("request_id"), on="request_id", how="semi")
+        .unique()
+    )
     sessions = (
-        calls.select("request_id", "session_id")
-        .filter(pl.col("session_id").is_not_null())
-        .join(billed, on="request_id", how="inner")
+        members.join(billed, on="request_id", how="inner")
         .group_by("session_id")
         .agg(_n=pl.col("_account").n_unique(), _session_account=pl.col("_account").first())
         .filter(pl.col("_n") == 1)

@@ -350,16 +350,13 @@ def with_token_types(rows: pl.LazyFrame, settings: Allocation = Allocation()) ->
 
 
 def exact_token_coverage(billing: pl.LazyFrame, settings: Allocation = Allocation()) -> pl.LazyFrame:
-    """(request_id, token_type) pairs billed by the request's own x_RequestId rows: exact rows win
-    for the token types they cover, so these are left out of the allocation. A row whose token
-    type cannot be derived (a per-request total, a fee) covers all four types."""
+    """One row per request with x_RequestId rows: `covers_<type>` for each token type, true when
+    its own rows bill that type. Exact rows win for the token types they cover, so these are
+    left out of the allocation. A row whose token type cannot be derived (a per-request total, a
+    fee) covers all four. (Flags per request, not (request, type) pairs: the allocation joins
+    them to the calls on the request id alone, before the calls are unpivoted to token types.)"""
     rows = with_token_types(billing.filter(pl.col("x_RequestId").is_not_null()), settings)
-    every = pl.lit(list(TOKEN_TYPES), dtype=pl.List(pl.String))
-    return (
-        rows.select(
-            pl.col("x_RequestId").alias("request_id"),
-            pl.when(pl.col("token_type").is_null()).then(every).otherwise(pl.concat_list(pl.col("token_type"))).alias("token_type"),
-        )
-        .explode("token_type")
-        .unique()
+    token_type = pl.col("token_type")
+    return rows.group_by(request_id=pl.col("x_RequestId")).agg(
+        (token_type.is_null() | (token_type == t)).any().alias(f"covers_{t}") for t in TOKEN_TYPES
     )

@@ -40,7 +40,7 @@ from schemas.decisions import CostBreakdown
 from schemas.reconciliation import GatewayGap
 from unitledger.layout import Layout
 from unitledger.model import intents, requests
-from unitledger.model.allocation import allocate_billing, allocated_by_day, allocated_by_request, allocated_costs, has_token_rows
+from unitledger.model.allocation import allocate_billing, allocated_by_day, allocated_by_request, allocated_costs
 from unitledger.model.allocation import optimizations as allocation_optimizations
 from unitledger.model.features import cost_per_intent, cost_per_success
 from unitledger.model.quarantine import calls_held, focus_held
@@ -467,10 +467,11 @@ def allocate_days(
     of a day, so this runs once for the days, not per bucket. Also the FOCUS allocated_costs
     export of the allocated rows (model.allocation.allocated_costs)."""
     lo, hi = requests.with_lookaround(read.start, read.end + read.S)
-    billing = requests.without_request_conflicts(scan_staged_focus(layout).filter(in_dates("charge_date", lo, hi)))
+    window = scan_staged_focus(layout).filter(in_dates("charge_date", lo, hi))
+    # The conflicts found once: the plan below reads `billing` several times.
+    billing = requests.without_request_conflicts(window, requests.request_conflicts(window).collect())
     calls = requests.dedupe_calls(read.calls_between(lo, hi))
-    # A day billed per request has no token row to allocate: the session hints are skipped.
-    run = allocate_billing(billing, calls, settings.allocation, session_hints=has_token_rows(billing, settings.allocation))
+    run = allocate_billing(billing, calls, settings.allocation)
     dates = calls.select("request_id", date=pl.col("call_date"))
     pl.collect_all(
         [

@@ -81,13 +81,13 @@ def _periods(context) -> list:
 )
 def plan_reconciliation(context: dg.OpExecutionContext, warehouse: Warehouse):
     """Plan each billing period of the run (steps.reconciliation.plan_month; `buckets` from the
-    op config when set, else from its rows), save the plan with its parts, and yield one (period,
-    part) per part: each becomes a step."""
+    op config when set, else from its rows), split its rows by bucket and save the plan beside its
+    parts (prepare_parts), and yield one (period, part) per part: each becomes a step."""
     layout = warehouse.layout
     buckets = context.op_config["buckets"] or None
     for period in _periods(context):
         plan = step.plan_month(layout, period, buckets)
-        step.write_plan(plan, step.parts_folder(layout, plan.key))
+        step.prepare_parts(layout, warehouse.settings, plan, step.parts_folder(layout, plan.key))
         context.log.info(f"{plan.key}: {plan.buckets} bucket(s) of request ids, {len(plan.days)} day(s) of rows without one")
         for part in plan.parts():
             yield dg.DynamicOutput((plan.key, part), mapping_key=f"{plan.key.replace('-', '_')}_{part}")

@@ -171,6 +171,11 @@ def bucket_count(request_rows: int) -> int:
     return max(1, -(-request_rows // BUCKET_ROWS))
 
 
+def part_names(buckets: int) -> list[str]:
+    """The names of the parts of a month in `buckets` buckets (letters, digits and _: Dagster keys)."""
+    return [f"bucket_{b:04}" for b in range(buckets)] + [UNREQUESTED]
+
+
 @dataclass(frozen=True)
 class MonthPlan:
     """How one billing period is reconciled in parts: `buckets` hash buckets of request ids, the
@@ -187,8 +192,7 @@ class MonthPlan:
         return months.period_key(self.period)
 
     def parts(self) -> list[str]:
-        """The names of its parts (letters, digits and _: Dagster mapping keys)."""
-        return [f"bucket_{b:04}" for b in range(self.buckets)] + [UNREQUESTED]
+        return part_names(self.buckets)
 
     def files(self, folder: Path, table: str) -> list[Path]:
         """The files of partial table `table` its parts write into `folder`."""

@@ -38,8 +38,8 @@ def reconciliation_on_processes() -> dg.JobDefinition:
 def reconciliation_months_on_dask() -> dg.JobDefinition:
     from dagster_dask import dask_executor
 
-    job = reconciliation_months_job(BUCKETS, name="reconciliation_months_on_dask")
-    return dg.Definitions(jobs=[job], resources=defs.resources, executor=dask_executor).resolve_job_def(job.name)
+    job = reconciliation_months_job(BUCKETS, name="reconciliation_months_on_dask")  # as docs/operations.md shows
+    return dg.Definitions.merge(defs, dg.Definitions(jobs=[job.with_executor_def(dask_executor)])).resolve_job_def(job.name)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +100,7 @@ def _fanned_out(job, layout: Layout, tmp_path, executor: dict, run: dict = PARTI
     assert run["last"] in steps  # the one writer
     for key in ("2026-02", "2026-03"):
         assert read_plan(parts_folder(layout, key)).buckets == BUCKETS
+        assert not (parts_folder(layout, key) / "split").exists()  # the buckets' files, removed once published
     return processes
 
 

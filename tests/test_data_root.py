@@ -1,7 +1,10 @@
 """A data root without a landing folder (a mistyped --data-dir) is an error naming it: the command
 exits non-zero and creates nothing, where it used to build an empty warehouse and report success."""
 
+import shutil
+
 import dagster as dg
+import polars as pl
 import pytest
 
 from pipelines.assets import staged_billing
@@ -10,6 +13,7 @@ from tests.builders import focus_row, write_focus_csv
 from tests.conftest import REPO
 from unitledger.cli import main
 from unitledger.layout import Layout
+from unitledger.warehouse.views import connect_read_only
 
 COMMANDS = {
     "materialize": ["materialize", "--start", "2026-03-02", "--end", "2026-03-02"],
@@ -56,3 +60,18 @@ def test_the_dagster_resource_refuses_a_data_root_without_landing(tmp_path):
     [failure] = result.get_step_failure_events()
     assert f"{root} is not a data root: it has no landing folder" in failure.step_failure_data.user_failure_data.description
     assert not root.exists()
+
+
+def test_a_data_root_named_like_a_glob_pattern_is_read_literally(tmp_path):
+    # DuckDB expands the paths of its file readers as patterns: the views of a root `a[1]` must
+    # read its own files, not those of the same names under a neighbour `a1` (here a copy whose
+    # request_costs file says another request).
+    root = tmp_path / "a[1]"
+    layout = Layout(root)
+    write_focus_csv(layout.landing_focus / "acct" / "d1" / "export.csv", [focus_row("own-request")])
+    assert main([*COMMANDS["materialize"], "--data-dir", str(root)]) == 0
+    shutil.copytree(root, tmp_path / "a1")
+    [neighbours] = (tmp_path / "a1" / "warehouse" / "request_costs").rglob("*.parquet")
+    pl.read_parquet(neighbours).with_columns(request_id=pl.lit("neighbours-request")).write_parquet(neighbours)
+    with connect_read_only(layout) as con:
+        assert con.sql("SELECT request_id FROM request_costs").fetchall() == [("own-request",)]

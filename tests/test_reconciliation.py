@@ -295,6 +295,15 @@ def test_cli_prints_the_month_and_fails_on_a_failing_row(layout, settings, capsy
     out = capsys.readouterr().out
     assert "acct-us" in out and "INV-EU" in out and "0.1400000" not in out
     assert "unreadable or out-of-range" in out
+    # Every part holding money this month is printed (so the printed parts add up to the
+    # total), parts that are 0 on every row are not.
+    published = scan_table(layout, "reconciliation", ["2026-03"]).collect()
+    header = next(line for line in out.splitlines() if "billed_total" in line).split()
+    for part in ("attributed_cost", "unmatched_billing_cost", "late_billing_cost", "conflicting_cost", "allocated_cost",
+                 "unlogged_usage_cost", "unmatched_pool_cost", "unrecognized_usage_cost", "unattributable_cost", "quarantined_cost"):
+        shown = part.removesuffix("_cost").removesuffix("_billing")
+        assert (shown in header) == (published[part] != 0).any(), part
+    assert {"quarantined", "unattributable"} <= set(header)
     assert main(["reconcile", "--data-dir", str(layout.data_dir), "--month", "2026-04"]) == 1
     assert "2026-04 is not reconciled yet" in capsys.readouterr().err
     with pytest.raises(SystemExit):

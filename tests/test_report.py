@@ -198,6 +198,22 @@ def test_reconciliation_shows_what_exists_summed_per_month_and_currency():
     assert all("allocated_cost" not in r for r in rows)
 
 
+def test_reconciliation_parts_shown_add_up_to_the_billed_total():
+    # Every part of billed_total as schemas.Reconciliation's delta names them, each a different
+    # amount, so that one the report leaves out breaks the sum.
+    parts = ["attributed_cost", "unmatched_billing_cost", "late_billing_cost", "conflicting_cost", "allocated_cost",
+             "unlogged_usage_cost", "unmatched_pool_cost", "unrecognized_usage_cost", "unattributable_cost", "quarantined_cost"]
+    amounts = {c: Decimal(k + 1) / 100 for k, c in enumerate(parts)}
+    row = pl.DataFrame(
+        {"billing_period": ["2026-03"], "billing_currency": ["USD"], "status": ["ok"],
+         "billed_total": [sum(amounts.values())], **{c: [v] for c, v in amounts.items()}},
+        schema_overrides={c: MONEY for c in ["billed_total", *parts]},
+    )
+    [shown] = parsed(render({**frames(), "reconciliation": row})).tables["table-reconciliation"]
+    assert sorted(c for c in shown if c.endswith("_cost")) == sorted(parts)
+    assert sum(Decimal(shown[c][0]) for c in parts) == Decimal(shown["billed_total"][0]) == Decimal("0.55")
+
+
 def test_self_contained_and_escaped():
     text = render(frames())
     page = parsed(text)

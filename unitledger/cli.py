@@ -281,26 +281,29 @@ def _month(text: str) -> str:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Print the published reconciliation of a billing period; exit 1 when a row's status is fail."""
-    from unitledger.model.reconciliation import money_text
+    from unitledger.model.reconciliation import BILLED_PARTS, money_text
     from unitledger.warehouse.manifest import scan_table
 
     frame = scan_table(_layout(args), "reconciliation", [args.month]).collect()
     if frame.is_empty():
         print(f"{args.month} is not reconciled yet: run `unitledger materialize` for its days", file=sys.stderr)
         return 1
+    # The parts that hold money this month (all of them would not fit a terminal): with delta 0
+    # they add up to billed_total.
+    parts = [c for c in BILLED_PARTS if (frame[c] != 0).any()]
     shown = frame.sort("billing_account_id", "invoice_id", "service_provider_name", nulls_last=True).select(
         pl.col("billing_account_id").alias("account"),
         pl.col("invoice_id").alias("invoice"),
         pl.col("service_provider_name").alias("provider"),
         pl.col("billing_currency").alias("cur"),
         *[money_text(pl.col(c)).alias(c.removesuffix("_cost").removesuffix("_billing")) for c in
-          ("billed_total", "attributed_cost", "unmatched_billing_cost", "conflicting_cost", "unattributable_cost", "quarantined_cost", "delta", "invoice_delta")],
+          ("billed_total", *parts, "delta", "invoice_delta")],
         pl.col("telemetry_only_requests").alias("telemetry_only"),
         pl.col("coverage").round(3),
         "status",
         pl.col("status_reason").alias("reason"),
     )
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, fmt_str_lengths=200, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=330, fmt_str_lengths=200, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
         print(shown)
     return 1 if (frame["status"] == "fail").any() else 0
 

@@ -21,6 +21,35 @@ from unitledger.sources.focus import scan_quarantined_focus
 # --- daily tables ---------------------------------------------------------------------------------
 
 
+def totals_that_differ(
+    ours: pl.LazyFrame, theirs: pl.LazyFrame, on: list[str], measures: list[str], suffix: str, missing_differs: bool = False
+) -> pl.DataFrame:
+    """The keys on which two sets of totals disagree: `ours` and `theirs` (one row per `on` key,
+    `measures` named alike) full-joined on `on` (nulls equal), the rows where a measure differs,
+    sorted, with theirs suffixed `suffix`. A key missing on one side counts as 0, or as a
+    difference with missing_differs (every key must be on both sides)."""
+
+    def differs(m: str) -> pl.Expr:
+        if missing_differs:
+            return pl.col(m).is_null() | pl.col(f"{m}{suffix}").is_null() | (pl.col(m) != pl.col(f"{m}{suffix}"))
+        return pl.col(m).fill_null(0) != pl.col(f"{m}{suffix}").fill_null(0)
+
+    return (
+        ours.join(theirs, on=on, how="full", coalesce=True, nulls_equal=True, suffix=suffix)
+        .filter(pl.any_horizontal([differs(m) for m in measures]))
+        .sort(on, nulls_last=True)
+        .collect()
+    )
+
+
+def outcome(name: str, found: pl.DataFrame, passed: str, failed: Callable[[dict], str], count: str = "mismatches") -> CheckOutcome:
+    """A check's outcome from the rows it found wrong: passes when there are none, else names how
+    many and describes the first (`failed(first row)`)."""
+    if found.is_empty():
+        return CheckOutcome(name, True, passed)
+    return CheckOutcome(name, False, failed(found.row(0, named=True)), {count: found.height})
+
+
 def collected_by_bucket(query: Callable[[int], pl.LazyFrame], buckets: int) -> pl.LazyFrame:
     """The (small) results of query(bucket) for each hash bucket, collected one after the other
     and stacked: memory follows one bucket's rows."""
@@ -66,25 +95,15 @@ def request_costs_conservation_check(
             shares = allocated.filter(requests.in_dates("date", start, end)).select("date", "billing_currency", *money)
             by_bucket = pl.concat([by_bucket.select("date", "billing_currency", *money), shares])
         theirs = by_bucket.group_by("date", "billing_currency").agg([pl.col(c).sum() for c in money])
-        return (
-            ours.join(theirs, on=["date", "billing_currency"], how="full", coalesce=True, suffix="_focus")
-            .filter(pl.any_horizontal([pl.col(c).fill_null(0) != pl.col(f"{c}_focus").fill_null(0) for c in money]))
-            .sort("date", "billing_currency")
-            .collect()
-        )
+        return totals_that_differ(ours, theirs, ["date", "billing_currency"], money, "_focus")
 
     compared = mismatches(hashed=True)
     if not compared.is_empty():
         compared = mismatches(hashed=False)
-    if compared.is_empty():
-        return CheckOutcome("conservation", True, "request_costs holds every billed cent of its days exactly once")
-    first = compared.row(0, named=True)
-    return CheckOutcome(
-        "conservation",
-        False,
-        f"{compared.height} (day, currency) totals differ; first {first['date']} {first['billing_currency']}: "
+    return outcome(
+        "conservation", compared, "request_costs holds every billed cent of its days exactly once",
+        lambda first: f"{compared.height} (day, currency) totals differ; first {first['date']} {first['billing_currency']}: "
         f"request_costs {first['effective_cost']} vs FOCUS {first['effective_cost_focus']} (EffectiveCost)",
-        {"mismatches": compared.height},
     )
 
 
@@ -96,21 +115,11 @@ def allocation_conservation_check(pools: pl.LazyFrame, by_day: pl.LazyFrame) -> 
     money = ["billed_cost", "effective_cost", "list_cost"]
     said = pools.group_by("billing_currency").agg([pl.col(f"allocated_{c}").sum().alias(c) for c in money])
     given = by_day.group_by("billing_currency").agg([pl.col(c).sum() for c in money])
-    differ = (
-        said.join(given, on="billing_currency", how="full", coalesce=True, suffix="_shares")
-        .filter(pl.any_horizontal([pl.col(c).fill_null(0) != pl.col(f"{c}_shares").fill_null(0) for c in money]))
-        .sort("billing_currency")
-        .collect()
-    )
-    if differ.is_empty():
-        return CheckOutcome("allocation_conservation", True, "every allocated cent of the pools is one request's share, exactly once")
-    first = differ.row(0, named=True)
-    return CheckOutcome(
-        "allocation_conservation",
-        False,
-        f"{differ.height} currency totals differ; first {first['billing_currency']}: pools allocated "
+    differ = totals_that_differ(said, given, ["billing_currency"], money, "_shares")
+    return outcome(
+        "allocation_conservation", differ, "every allocated cent of the pools is one request's share, exactly once",
+        lambda first: f"{differ.height} currency totals differ; first {first['billing_currency']}: pools allocated "
         f"{first['billed_cost']} vs request shares {first['billed_cost_shares']} (BilledCost)",
-        {"mismatches": differ.height},
     )
 
 
@@ -122,46 +131,26 @@ def allocated_costs_check(split: pl.LazyFrame, pools: pl.LazyFrame) -> CheckOutc
 
     origin = ["source_file", "source_line"]
     focus = {"BilledCost": "billed_cost", "EffectiveCost": "effective_cost", "ListCost": "list_cost"}
-    sums = split.group_by(origin).agg([pl.col(f).sum().alias(f"{ours}_split") for f, ours in focus.items()])
+    sums = split.group_by(origin).agg([pl.col(f).sum().alias(ours) for f, ours in focus.items()])
     rows = pools.filter(pl.col("status").is_in(ALLOCATED_STATUSES)).select(*origin, *focus.values())
-    differ = (
-        rows.join(sums, on=origin, how="full", coalesce=True)
-        .filter(pl.any_horizontal([pl.col(c).is_null() | pl.col(f"{c}_split").is_null() | (pl.col(c) != pl.col(f"{c}_split")) for c in focus.values()]))
-        .sort(origin)
-        .collect()
-    )
-    if differ.is_empty():
-        return CheckOutcome("allocated_costs_sum_back", True, "every allocated origin row's split rows sum back to it, exactly")
-    first = differ.row(0, named=True)
-    return CheckOutcome(
-        "allocated_costs_sum_back",
-        False,
-        f"{differ.height} origin row(s) whose allocated_costs split rows do not sum back to them; first "
+    differ = totals_that_differ(rows, sums, origin, list(focus.values()), "_split", missing_differs=True)
+    return outcome(
+        "allocated_costs_sum_back", differ, "every allocated origin row's split rows sum back to it, exactly",
+        lambda first: f"{differ.height} origin row(s) whose allocated_costs split rows do not sum back to them; first "
         f"{first['source_file']} line {first['source_line']}: BilledCost {first['billed_cost']} vs split {first['billed_cost_split']}",
-        {"mismatches": differ.height},
     )
 
 
 def shared_cost_check(frame: pl.LazyFrame, shared: pl.LazyFrame) -> CheckOutcome:
     """Per account, currency and month, the fully loaded view's shares sum to the shared cost."""
     key = ["billing_period", "billing_account_id", "billing_currency"]
-    spread = frame.group_by(key).agg(pl.col("shared_cost_share").sum())
+    spread = frame.group_by(key).agg(pl.col("shared_cost_share").sum().alias("shared_cost"))
     billed = shared.group_by(key).agg(pl.col("shared_cost").sum())
-    differ = (
-        billed.join(spread, on=key, how="full", coalesce=True)
-        .filter(pl.col("shared_cost").fill_null(0) != pl.col("shared_cost_share").fill_null(0))
-        .sort(key)
-        .collect()
-    )
-    if differ.is_empty():
-        return CheckOutcome("shared_cost_spread", True, "every account's shared cost is spread over its features exactly")
-    first = differ.row(0, named=True)
-    return CheckOutcome(
-        "shared_cost_spread",
-        False,
-        f"{differ.height} account month(s) whose shares do not sum to their shared cost; first {first['billing_account_id']} "
+    differ = totals_that_differ(billed, spread, key, ["shared_cost"], "_share")
+    return outcome(
+        "shared_cost_spread", differ, "every account's shared cost is spread over its features exactly",
+        lambda first: f"{differ.height} account month(s) whose shares do not sum to their shared cost; first {first['billing_account_id']} "
         f"{first['billing_period']} {first['billing_currency']}: {first['shared_cost']} vs {first['shared_cost_share']}",
-        {"mismatches": differ.height},
     )
 
 
@@ -221,38 +210,24 @@ def reconciliation_conservation_check(
         held_input=pl.col("quarantined_rows").sum(),
     )
     measures = ["billed_input", "effective_input", "rows_input", "held_input"]
-    differ = (
-        outputs.join(inputs, on=[*by, "billing_currency"], how="full", coalesce=True, nulls_equal=True, suffix="_expected")
-        .filter(pl.any_horizontal([pl.col(m).fill_null(0) != pl.col(f"{m}_expected").fill_null(0) for m in measures]))
-        .sort(*by, "billing_currency", nulls_last=True)
-        .collect()
-    )
-    if differ.is_empty():
-        return CheckOutcome("conservation", True, "every current FOCUS row (staged or quarantined) is counted once, to the last digit")
-    first = differ.row(0, named=True)
-    return CheckOutcome(
-        "conservation",
-        False,
-        f"{differ.height} ({key}, currency) totals differ from the input rows; first {first[key]} {first['billing_currency']}: "
+    differ = totals_that_differ(outputs, inputs, [*by, "billing_currency"], measures, "_expected")
+    return outcome(
+        "conservation", differ, "every current FOCUS row (staged or quarantined) is counted once, to the last digit",
+        lambda first: f"{differ.height} ({key}, currency) totals differ from the input rows; first {first[key]} {first['billing_currency']}: "
         f"billed_total {first['billed_input']} vs FOCUS {first['billed_input_expected']}, "
         f"rows {first['rows_input']}+{first['held_input']} vs {first['rows_input_expected']}+{first['held_input_expected']}",
-        {"mismatches": differ.height},
     )
 
 
 def delta_check(figures: pl.LazyFrame) -> CheckOutcome:
     """Every row's parts add up to its totals exactly: delta and effective_delta are 0."""
     uneven = figures.filter((pl.col("delta") != 0) | (pl.col("effective_delta") != 0)).collect()
-    if uneven.is_empty():
-        return CheckOutcome("delta_zero", True, "every row's parts add up to its billed and effective totals exactly")
-    first = uneven.row(0, named=True)
-    return CheckOutcome(
-        "delta_zero",
-        False,
-        f"{uneven.height} row(s) whose parts do not add up; first {first['billing_period']} {first['billing_account_id']} "
+    return outcome(
+        "delta_zero", uneven, "every row's parts add up to its billed and effective totals exactly",
+        lambda first: f"{uneven.height} row(s) whose parts do not add up; first {first['billing_period']} {first['billing_account_id']} "
         f"{first['invoice_id']} {first['service_provider_name']} {first['billing_currency']}: "
         f"delta {first['delta']}, effective_delta {first['effective_delta']}",
-        {"uneven_rows": uneven.height},
+        count="uneven_rows",
     )
 
 
@@ -266,13 +241,9 @@ def placed_check(layout: Layout) -> CheckOutcome:
         .sort("source_file", "source_line")
         .collect()
     )
-    if unplaced.is_empty():
-        return CheckOutcome("quarantine_placed", True, "every quarantined FOCUS row is reconciled in its billing period")
-    first = unplaced.row(0, named=True)
-    return CheckOutcome(
-        "quarantine_placed",
-        False,
-        f"{unplaced.height} quarantined FOCUS row(s) have no readable BillingPeriodStart and their delivery no single "
+    return outcome(
+        "quarantine_placed", unplaced, "every quarantined FOCUS row is reconciled in its billing period",
+        lambda first: f"{unplaced.height} quarantined FOCUS row(s) have no readable BillingPeriodStart and their delivery no single "
         f"billing period, so no month can reconcile them; first {first['source_file']} line {first['source_line']}",
-        {"unplaced_rows": unplaced.height},
+        count="unplaced_rows",
     )

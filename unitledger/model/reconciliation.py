@@ -217,6 +217,12 @@ _SPLIT = {
     "unlogged": ("unlogged_usage_cost", "unlogged_usage_effective_cost"),
     "unmatched": ("unmatched_pool_cost", "unmatched_pool_effective_cost"),
 }
+# Every part of billed_total (their sum is billed_total − delta), in the order a reader takes them.
+BILLED_PARTS = (
+    "attributed_cost", "allocated_cost", "unlogged_usage_cost", "unmatched_billing_cost", "late_billing_cost",
+    "conflicting_cost", "unmatched_pool_cost", "unrecognized_usage_cost", "unattributable_cost", "quarantined_cost",
+)  # fmt: skip
+assert sorted(BILLED_PARTS) == sorted([*_BILLED_PARTS.values(), *[n[0] for n in _SPLIT.values()]])
 
 
 def add_up(partials: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
@@ -228,7 +234,7 @@ def add_up(partials: pl.LazyFrame, grain: list[str]) -> pl.LazyFrame:
 def finish_figures(sums: pl.LazyFrame) -> pl.LazyFrame:
     """`figure_sums` (added up) with delta, effective_delta, coverage and token_coverage, and the
     telemetry columns `telemetry_only` rows fill in."""
-    billed_parts = [*_BILLED_PARTS.values(), *[n[0] for n in _SPLIT.values()]]
+    billed_parts = list(BILLED_PARTS)
     effective_parts = [*_EFFECTIVE_PARTS.values(), *[n[1] for n in _SPLIT.values()]]
     ai = ["attributed_cost", "unmatched_billing_cost", "late_billing_cost", "conflicting_cost", "unrecognized_usage_cost", *[n[0] for n in _SPLIT.values()]]
     ai_cost = pl.sum_horizontal(ai)

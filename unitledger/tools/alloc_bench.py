@@ -131,11 +131,12 @@ def _duck_sql() -> str:
 
 def _duck_allocation(focus: Path, calls: Path) -> pl.DataFrame:
     import duckdb
+    from unitledger.warehouse.views import duckdb_literal_path
 
     con = duckdb.connect()
     try:
         for statement in [s for s in _duck_sql().split(";\n") if s.strip()]:
-            con.execute(statement, {k: v for k, v in {"focus": str(focus), "calls": str(calls)}.items() if f"${k}" in statement})
+            con.execute(statement, {k: v for k, v in {"focus": duckdb_literal_path(focus), "calls": duckdb_literal_path(calls)}.items() if f"${k}" in statement})
         rows = con.execute(
             "SELECT source_file, source_line, request_id, billed_cost, effective_cost, list_cost FROM shares"
         ).fetchall()

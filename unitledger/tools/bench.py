@@ -615,6 +615,7 @@ FROM interval;
 def run_duckdb(data_dir: Path, settings, day: date, out_dir: Path) -> dict[str, float]:
     """Hand-written DuckDB SQL over the landing files: in-memory tables, Parquet outputs."""
     import duckdb
+    from unitledger.warehouse.views import duckdb_literal_path
 
     from schemas.types import CHARGE_CATEGORIES, CHARGE_CLASSES, ISO_4217
 
@@ -634,13 +635,13 @@ def run_duckdb(data_dir: Path, settings, day: date, out_dir: Path) -> dict[str, 
                 con,
                 _DUCK_FOCUS.format(source=_duck_source(focus_files, _DUCK_FOCUS_TEXT, with_line=False), meter_type=_DUCK_METER_TYPE),
                 {
-                    "files": [str(f) for f in focus_files],
+                    "files": [duckdb_literal_path(f) for f in focus_files],
                     "categories": list(CHARGE_CATEGORIES),
                     "classes": list(CHARGE_CLASSES),
                     "currencies": sorted(ISO_4217),
                 },
             )
-            _duck_run(con, _DUCK_EVENTS.format(source=_duck_source(event_files, _EVENT_TEXT, with_line=True)), {"files": [str(f) for f in event_files]})
+            _duck_run(con, _DUCK_EVENTS.format(source=_duck_source(event_files, _EVENT_TEXT, with_line=True)), {"files": [duckdb_literal_path(f) for f in event_files]})
         with watch.stage("join"):
             _duck_run(con, _DUCK_JOIN.format(typed=_DUCK_TYPED), {"B": bounds.billing_delay_days, "H": bounds.detection_horizon_days, "day": day})
         with watch.stage("intents"):

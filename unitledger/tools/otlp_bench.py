@@ -32,6 +32,7 @@ from unitledger.sources import events as flat_events
 from unitledger.config import Telemetry
 from unitledger.sources import otlp
 from unitledger.tools.telemetry_formats import otlp_trace_lines, write_lines
+from unitledger.warehouse.views import duckdb_literal_path
 
 _VALUE = "STRUCT(stringValue VARCHAR, intValue VARCHAR, doubleValue VARCHAR, boolValue VARCHAR)"
 _ATTRIBUTES = f"STRUCT(key VARCHAR, value {_VALUE})[]"
@@ -82,8 +83,8 @@ def bench(path: Path, out: Path, repeats: int = 3) -> dict[str, list[tuple[float
     con = duckdb.connect()
     contenders = {
         "unitledger read_otlp": lambda: otlp.read_otlp(path, path.name, Telemetry()).sink_parquet(out / "polars.parquet", compression="uncompressed", statistics=False),
-        "duckdb read_json+unnest": lambda: con.execute(f"COPY ({_duckdb_query(path, False)}) TO '{out / 'duck.parquet'}' (FORMAT parquet, COMPRESSION uncompressed)", [str(path)]),
-        "duckdb +attribute lookups": lambda: con.execute(f"COPY ({_duckdb_query(path, True)}) TO '{out / 'duck2.parquet'}' (FORMAT parquet, COMPRESSION uncompressed)", [str(path)]),
+        "duckdb read_json+unnest": lambda: con.execute(f"COPY ({_duckdb_query(path, False)}) TO '{out / 'duck.parquet'}' (FORMAT parquet, COMPRESSION uncompressed)", [duckdb_literal_path(path)]),
+        "duckdb +attribute lookups": lambda: con.execute(f"COPY ({_duckdb_query(path, True)}) TO '{out / 'duck2.parquet'}' (FORMAT parquet, COMPRESSION uncompressed)", [duckdb_literal_path(path)]),
     }
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
     for _ in range(repeats):

@@ -7,9 +7,6 @@ embedded once, so the file opens offline and loads nothing from the network. Eve
 caption in plain words and, beside it, a table of the numbers it shows: each cell holds the exact
 value in `data-value` and the value rounded for reading as its text. Text from the data (feature
 names, model versions) is escaped.
-
-(Moves to unitledger/warehouse/report.py with the package layout; unitledger/warehouse.py, a
-module, still holds that name on this branch.)
 """
 
 from __future__ import annotations
@@ -28,15 +25,17 @@ from plotly.subplots import make_subplots
 from unitledger.model.decisions import ACTUAL
 from unitledger.warehouse.display import money
 
-# Reconciliation columns the status chart shows, in this order, those the frame has: the
-# allocation columns come with invoice allocation and are simply absent before it.
+# Reconciliation columns the status chart shows, in this order, those the frame has: the billed
+# total, then every part of it (schemas.Reconciliation's delta), so the parts shown add up to it.
 RECONCILIATION_COLUMNS = {
     "billed_total": "billed total",
     "attributed_cost": "attributed to requests",
     "allocated_cost": "allocated to requests",
     "unlogged_usage_cost": "unlogged usage",
     "unmatched_billing_cost": "billed, unknown to telemetry",
+    "late_billing_cost": "billed late",
     "unmatched_pool_cost": "unmatched pools",
+    "unrecognized_usage_cost": "unrecognized token rows",
     "conflicting_cost": "conflicting requests",
     "unattributable_cost": "no request (tax, fees, credits)",
     "quarantined_cost": "quarantined rows",
@@ -332,8 +331,8 @@ def _reconciliation(reconciliation: pl.DataFrame) -> str:
     ]
     caption = (
         "Every billed cent, accounted for: the billed total of each month and currency beside where it went "
-        "(attributed to logged requests, allocated, billed but unknown to telemetry, no request at all such as tax "
-        "and fees, quarantined rows). Status is the worst of the month's rows: warn or fail means look closer."
+        "(attributed to logged requests, allocated, billed but unknown to telemetry or billed late, token rows "
+        "nobody could recognize, no request at all such as tax and fees, quarantined rows). Status is the worst of the month's rows: warn or fail means look closer."
     )
     chart = _figure(fig, "chart-reconciliation", "amount (row's currency)", "billing period · currency") if rows.height else None
     return _section("reconciliation", "Reconciliation", caption, chart, _table(rows, columns, "table-reconciliation"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -27,6 +28,13 @@ from unitledger.warehouse.manifest import Manifest, manifest_lock, partition_key
 _HIVE_TYPES = {"date": "DATE", "billing_period": "VARCHAR"}
 
 
+def duckdb_literal_path(path: str | os.PathLike) -> str:
+    """`path` as DuckDB's file readers take it literally: they expand every path they are given as
+    a glob pattern (a data root `/srv/a[1]` would read `/srv/a1`), so the pattern characters are
+    each escaped as a one-character class."""
+    return re.sub(r"([\[*?])", r"[\1]", str(path))
+
+
 def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -39,7 +47,7 @@ def view_sql(layout: Layout, manifest: Manifest, name: str) -> str:
     files = manifest.files(name)
     if not files:
         return f"CREATE OR REPLACE VIEW {name} AS {_empty_selects()[name]}"
-    paths = "[" + ", ".join(_sql_string(str(layout.warehouse / f)) for f in files) + "]"
+    paths = "[" + ", ".join(_sql_string(duckdb_literal_path(layout.warehouse / f)) for f in files) + "]"
     key = partition_key(name)
     hive = "hive_partitioning = false" if key is None else f"hive_partitioning = true, hive_types = {{'{key}': {_HIVE_TYPES[key]}}}"
     return f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({paths}, {hive}, union_by_name = true)"

@@ -13,6 +13,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from pipelines.assets import input_failure, report_step, table_spec
+from pipelines.monthly import DAYS_OF_MONTH
 from pipelines.partitions import daily_partitions, monthly_partitions
 from pipelines.resources import Warehouse
 from unitledger import months
@@ -26,7 +27,8 @@ from unitledger.warehouse.views import refresh_views
 _STAGED = ["staged_billing", "staged_events"]
 
 MONTHLY_SPECS = [table_spec(name, deps=["reconciliation_parts"], group_name="reconciliation") for name in step.MONTHLY_TABLES]
-DAILY_SPECS = [table_spec(name, deps=_STAGED, group_name="reconciliation") for name in step.DAILY_TABLES]
+# request_costs: which requests allocated shares bill (the telemetry-only count leaves them out).
+DAILY_SPECS = [table_spec(name, deps=[*_STAGED, "request_costs"], group_name="reconciliation") for name in step.DAILY_TABLES]
 
 
 def _blocking(asset: str, name: str, description: str) -> dg.AssetCheckSpec:
@@ -139,13 +141,16 @@ def reconciliation_parts_written(context: dg.OpExecutionContext, keys: list) -> 
     # parallel as it is. (multi_run here would make Dagster apply the smallest max_partitions_per_run
     # to every asset of the monthly job, splitting the rollups and decision tables too.)
     backfill_policy=dg.BackfillPolicy.single_run(),
-    ins={name: dg.AssetIn(dagster_type=dg.Nothing) for name in _STAGED},
+    ins={
+        **{name: dg.AssetIn(dagster_type=dg.Nothing) for name in _STAGED},
+        "request_costs": dg.AssetIn(dagster_type=dg.Nothing, partition_mapping=DAYS_OF_MONTH),
+    },
     group_name="reconciliation",
     description="The parts of each billing period's reconciliation (kept under <data root>/.parts/): hash buckets "
     "of request ids and the rows without one, each a step of its own; reconciliation_tables adds them up.",
 )
-def reconciliation_parts(staged_billing, staged_events):
-    parts = plan_reconciliation(staged=[staged_billing, staged_events])
+def reconciliation_parts(staged_billing, staged_events, request_costs):
+    parts = plan_reconciliation(staged=[staged_billing, staged_events, request_costs])
     return reconciliation_parts_written(parts.map(reconcile_reconciliation_part).collect())
 
 

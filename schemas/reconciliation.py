@@ -31,7 +31,7 @@ class _Figures(pa.DataFrameModel):
     unmatched_requests: pl.Int64 = pa.Field(ge=0, description="Distinct x_RequestId of the unmatched rows.")
     conflicting_requests: pl.Int64 = pa.Field(ge=0, description="Distinct x_RequestId billed to more than one billing account or currency in the billing period.")
     late_requests: pl.Int64 = pa.Field(ge=0, description="Distinct x_RequestId of the late-billed rows.")
-    telemetry_only_requests: pl.Int64 = pa.Field(ge=0, description="Requests telemetry logged in the period with no FOCUS row within pipeline.billing_delay_days of the call (only on telemetry-only rows, else 0).")
+    telemetry_only_requests: pl.Int64 = pa.Field(ge=0, description="Requests telemetry logged in the period with no FOCUS row within pipeline.billing_delay_days of the call and no allocated share of an aggregated AI row (only on telemetry-only rows, else 0).")
     telemetry_requests: pl.Int64 = pa.Field(nullable=True, ge=0, description="Requests telemetry logged in the period for the provider: the denominator of the telemetry-only share; null on billing rows.")
     billed_total: _MONEY = pa.Field(description="Σ BilledCost of every current row, quarantined rows with a readable cost included.")
     attributed_cost: _MONEY = pa.Field(description="Σ BilledCost of rows whose request's call telemetry logged at most pipeline.billing_delay_days from the row's ChargePeriodStart date (in request_costs as that call's cost).")

@@ -515,3 +515,15 @@ def test_fully_loaded_view_is_opt_in_and_spreads_the_tax_beside_token_cost(layou
     # One feature in acct-us: its token cost 0.051 (land_mixed_day), the 1.25 tax all its own.
     assert (row["feature_tag"], row["token_cost"], row["shared_cost_share"], row["fully_loaded_cost"]) == ("chat", D("0.051"), D("1.25"), D("1.301"))
     assert read(layout, "cost_per_success_monthly", ["2026-03"])["token_cost"].to_list() == [D("0.051")]  # never mixed in
+
+
+def test_requests_with_an_allocated_share_are_billed_not_telemetry_only(layout, settings):
+    # a1..a3 are billed by their shares of the aggregated rows, x1 by its own row: no logged request
+    # of the day is "never billed", in the day's and in the month's reconciliation.
+    land_mixed_day(layout)
+    run_day(layout, settings)
+    assert build_reconciliation(layout, settings, date(2026, 3, 1), date(2026, 3, 1)).passed
+    for table, key in (("reconciliation_daily", DAY.isoformat()), ("reconciliation", "2026-03")):
+        logged = read(layout, table, [key]).filter(pl.col("billing_currency").is_null()).row(0, named=True)
+        assert (logged["telemetry_requests"], logged["telemetry_only_requests"]) == (4, 0), table
+        assert logged["status"] == "ok", logged["status_reason"]

@@ -252,20 +252,24 @@ def finish_figures(sums: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def telemetry_only(calls: pl.LazyFrame, billing: pl.LazyFrame, grain: dict[str, pl.Expr], bounds: Bounds) -> pl.LazyFrame:
+def telemetry_only(
+    calls: pl.LazyFrame, billing: pl.LazyFrame, grain: dict[str, pl.Expr], bounds: Bounds, allocated: pl.LazyFrame | None = None
+) -> pl.LazyFrame:
     """Per `grain` (expressions over the calls, e.g. billing period and provider): requests
-    telemetry logged (`calls`, the reported dates only) and those of them with no current FOCUS row
-    dated within billing_delay_days of the call's date (`billing`: every row that could be)."""
+    telemetry logged (`calls`, the reported dates only) and those of them never billed: with no
+    current FOCUS row dated within billing_delay_days of the call's date (`billing`: every row that
+    could be) and not among `allocated` (request_id: the requests billed by allocated shares of
+    aggregated rows, which no row names)."""
     calls = dedupe_calls(calls)
     billed = billing.filter(pl.col("x_RequestId").is_not_null()).select("x_RequestId", "charge_date").unique()
-    matched = (
+    own = (
         calls.select("request_id", "call_date")
         .join(billed, left_on="request_id", right_on="x_RequestId")
         .filter(days_apart("charge_date", "call_date") <= bounds.billing_delay_days)
         .select("request_id")
-        .unique()
-        .with_columns(billed=pl.lit(True))
     )
+    shared = [allocated.select("request_id")] if allocated is not None else []
+    matched = pl.concat([own, *shared]).unique().with_columns(billed=pl.lit(True))
     return (
         calls.join(matched, on="request_id", how="left")
         .group_by(**grain)

@@ -40,6 +40,7 @@ from unitledger.sources.invoices import read_invoices
 from unitledger.steps.daily import classify_loose_rows
 from unitledger.steps.monthly import allocate_long_periods
 from unitledger.steps.result import StepResult
+from unitledger.warehouse.manifest import scan_table
 from unitledger.warehouse.publish import WRITE_OPTIONS, Publication, Spill, clear_scratch, polars_schema, remove_folder, scratch_folder, write_text_atomic
 
 
@@ -133,6 +134,14 @@ def _placed_long_periods(layout: Layout, settings: Settings, lo: date, hi: date)
     charge period, whatever range it is asked for). Collected; None when there is none."""
     monthly = allocate_long_periods(layout, settings, lo, hi)
     return None if monthly is None else placement(monthly.classified, monthly.tables.pools).collect(optimizations=optimizations())
+
+
+def _allocated_requests(layout: Layout, lo: date, hi: date) -> pl.LazyFrame:
+    """The requests called in [lo, hi) that the published request_costs bill only by allocated
+    shares of aggregated AI rows (cost_source invoice_allocated): billed, though no FOCUS row names
+    them. (Which calls share a pool is the allocation's to say, and the daily step ran it.)"""
+    days = [d.isoformat() for d in months.days(lo, hi - timedelta(days=1))]
+    return scan_table(layout, "request_costs", days).filter(pl.col("cost_source") == "invoice_allocated").select("request_id")
 
 
 # model.allocation.placement's pools when there are none: the columns it reads.
@@ -335,6 +344,7 @@ def _bucket_part(settings: Settings, plan: MonthPlan, folder: Path, bucket: int,
         found.billing_near(lo, hi),
         {"billing_period": reconciliation.billing_period(pl.col("timestamp")), "service_provider_name": pl.col("provider")},
         settings.bounds,
+        _allocated_requests(layout, lo, hi).filter(requests.in_bucket("request_id", bucket, plan.buckets)),
     )
     return {
         "figures": reconciliation.figure_sums(reconciliation.ledger(attributed, None), reconciliation.KEY),
@@ -492,6 +502,7 @@ def build_reconciliation_daily(layout: Layout, settings: Settings, start: date, 
                     "service_provider_name": pl.col("provider"),
                 },
                 settings.bounds,
+                _allocated_requests(layout, start, end),
             )
             daily = reconciliation.with_status(
                 pl.concat([split, reconciliation.rows_like(logged, split)]), settings.reconciliation, settings.allocation.token_coverage_warn

@@ -312,7 +312,7 @@ def reconcile_part(layout: Layout, settings: Settings, plan: MonthPlan, part: st
         if part == UNREQUESTED:
             frames = {"figures": _unrequested_figures(layout, settings, plan)}
         else:
-            frames = _bucket_part(settings, plan, out, int(part.removeprefix("bucket_")), attributed)
+            frames = _bucket_part(layout, settings, plan, out, int(part.removeprefix("bucket_")), attributed)
         written = {name: out / name / f"{part}.parquet" for name in frames}
         pending = {name: target.with_name(f".{part}.{os.getpid()}.tmp") for name, target in written.items()}
         for tmp in pending.values():
@@ -329,7 +329,7 @@ def reconcile_part(layout: Layout, settings: Settings, plan: MonthPlan, part: st
             (out / name / f".{part}.{os.getpid()}.tmp").unlink(missing_ok=True)
 
 
-def _bucket_part(settings: Settings, plan: MonthPlan, folder: Path, bucket: int, spill: Spill) -> dict[str, pl.LazyFrame]:
+def _bucket_part(layout: Layout, settings: Settings, plan: MonthPlan, folder: Path, bucket: int, spill: Spill) -> dict[str, pl.LazyFrame]:
     """The rows with a request id of hash bucket `bucket` (its files in `folder`, prepare_parts):
     their figures, the telemetry of the bucket's calls, their tokens and conflicts (the attributed
     rows spilled to `spill`)."""

@@ -409,7 +409,7 @@ def test_month_in_buckets_equals_the_month_in_one_part(layout, settings, buckets
     """The month summed bucket by bucket of request ids (plus the rows without one, by day) equals
     the month in one part, to the last digit: a request billed on two days (r9, 2 and 3 March) and
     one billed twice to two accounts (r-x) are each counted once, whichever bucket holds them."""
-    from unitledger.steps.reconciliation import plan_month, reconcile_part
+    from unitledger.steps.reconciliation import plan_month, prepare_parts, reconcile_part
 
     land(layout, [focus_row("r9", "0.001000000000"), focus_row("r9", "0.002000000000", hour="2026-03-03T08:00:00Z")])
     write_events(layout.landing_events / "more.jsonl", [llm_call("r9", "s9", "2026-03-02T09:00:00Z")])
@@ -424,10 +424,19 @@ def test_month_in_buckets_equals_the_month_in_one_part(layout, settings, buckets
     assert plan.parts() == [f"bucket_{b:04}" for b in range(buckets)] + ["unrequested"]
     # Every row with a request id is in exactly one bucket's figures.
     out = layout.data_dir / "parts"
+    prepare_parts(layout, settings, plan, out)
+    # Each bucket's files hold the rows and calls of its request ids only; every row with one is in a bucket.
+    staged = scan_staged_focus(layout).collect()
+    for source, column in (("focus", "x_RequestId"), ("calls", "request_id")):
+        split = [pl.read_parquet(out / "split" / source / f"bucket={b}" / "*.parquet") for b in range(buckets)]
+        for b, rows in enumerate(split):
+            assert (rows[column].drop_nulls().hash(seed=0) % buckets == b).all()
+        assert sum(1 for rows in split if rows.height) > 1
+    focus_split = pl.concat(pl.read_parquet(out / "split" / "focus" / f"bucket={b}" / "*.parquet") for b in range(buckets))
+    assert sorted(focus_split["x_RequestId"]) == sorted(staged["x_RequestId"].drop_nulls())
     for part in plan.parts():
         reconcile_part(layout, settings, plan, part, out)
     sums = [pl.read_parquet(f)["billing_rows"].sum() for f in plan.files(out, "figures")]
-    staged = scan_staged_focus(layout).collect()
     assert sum(sums[:-1]) == staged["x_RequestId"].is_not_null().sum()
     assert sums[-1] == staged["x_RequestId"].is_null().sum()
     assert sum(1 for s in sums[:-1] if s > 0) > 1  # the rows really are spread over buckets

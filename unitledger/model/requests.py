@@ -58,9 +58,14 @@ def in_dates(column: str, start: date, end: date) -> pl.Expr:
     return pl.col(column).is_between(pl.lit(start), pl.lit(end), closed="left")
 
 
+def bucket_of(column: str, buckets: int) -> pl.Expr:
+    """The hash bucket (0 … buckets − 1) of `column`'s value: equal values share a bucket."""
+    return pl.lit(0, pl.UInt64) if buckets == 1 else pl.col(column).hash(seed=0) % buckets
+
+
 def in_bucket(column: str, bucket: int, buckets: int) -> pl.Expr:
-    """Rows whose `column` falls in `bucket` of `buckets` by hash: equal values share a bucket."""
-    return pl.lit(True) if buckets == 1 else pl.col(column).hash(seed=0) % buckets == bucket
+    """Rows whose `column` falls in `bucket` of `buckets` (bucket_of)."""
+    return pl.lit(True) if buckets == 1 else bucket_of(column, buckets) == bucket
 
 
 def days_apart(a: str | pl.Expr, b: str | pl.Expr) -> pl.Expr:

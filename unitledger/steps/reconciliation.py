@@ -60,14 +60,15 @@ def _period_starts_within(column: str, lo: date, hi: date) -> pl.Expr:
 
 class _Attribution:
     """Which part each of `rows` (current FOCUS rows) falls in: the rules of the daily tables
-    (model.requests), the calls and rows of other days looked up within the bounds. `dates`: the
-    charge dates [lo, hi) of the rows with a request id (computed when not given); `bucket`
-    (bucket, buckets): only the request ids of that hash bucket are looked up, `rows` being theirs."""
+    (model.requests), the calls and rows of other days looked up within the bounds. `calls`: the
+    staged calls and `focus` the current FOCUS rows to look them up in (every one, or a hash
+    bucket's within the dates _bucket_reach gives, `rows` being theirs); `dates`: the charge dates
+    [lo, hi) of the rows with a request id (computed when not given)."""
 
-    def __init__(self, layout: Layout, bounds: Bounds, rows: pl.LazyFrame, dates: tuple[date, date] | None = None, bucket: tuple[int, int] = (0, 1)):
+    def __init__(self, bounds: Bounds, calls: pl.LazyFrame, focus: pl.LazyFrame, rows: pl.LazyFrame, dates: tuple[date, date] | None = None):
         self.bounds = bounds
-        self.calls = scan_staged_calls(layout).filter(requests.in_bucket("request_id", *bucket))
-        self.focus = scan_staged_focus(layout).filter(pl.col("x_RequestId").is_not_null() & requests.in_bucket("x_RequestId", *bucket))
+        self.calls = calls
+        self.focus = focus.filter(pl.col("x_RequestId").is_not_null())
         self.rows = rows
         # The dates of the rows with a request id, [lo, hi): their calls lie within B days.
         self.lo, self.hi = dates or request_dates(rows)
@@ -101,8 +102,17 @@ def request_dates(rows: pl.LazyFrame) -> tuple[date, date]:
 def _placed(layout: Layout, focus: pl.LazyFrame, lo: date, hi: date, settings: Settings) -> pl.LazyFrame:
     """Where the invoice allocation puts each current row without a request id charged within
     [lo, hi) (model.allocation.placement): the daily step's own call (allocate_billing) on the
-    same inputs, the days' rows and calls with the daily step's lookaround, so the reconciliation
-    shows the cents the daily tables allocated. Collected: one row per row without request id."""
+    same inputs, the days' rows and calls with the daily step's lookaround, and the monthly step's
+    for token rows of a charge period longer than a day (_placed_long_periods), so the
+    reconciliation shows the cents the daily and monthly tables allocated. Collected: one row per
+    row without request id."""
+    long_periods = _placed_long_periods(layout, settings, lo, hi)
+    by_day = _placed_by_day(layout, focus, lo, hi, settings)
+    return (by_day if long_periods is None else pl.concat([by_day, long_periods])).lazy()
+
+
+def _placed_by_day(layout: Layout, focus: pl.LazyFrame, lo: date, hi: date, settings: Settings) -> pl.DataFrame:
+    """_placed without the rows of a charge period longer than a day (their usage_class only)."""
     days = requests.with_lookaround(lo, hi)
     window = focus.filter(in_dates("charge_date", *days))
     # The days' rows without a request id, classified (few). Without an AI token row of a day or
@@ -115,11 +125,15 @@ def _placed(layout: Layout, focus: pl.LazyFrame, lo: date, hi: date, settings: S
         calls = requests.dedupe_calls(scan_staged_calls(layout).filter(in_dates("call_date", *days)))
         run = allocate_billing(requests.without_request_conflicts(window), calls, settings.allocation)
         placed = [placement(run.classified, run.tables.pools)]
-    # Token rows of a charge period longer than a day: as the monthly step allocates them.
+    return pl.concat(placed).collect(optimizations=optimizations())
+
+
+def _placed_long_periods(layout: Layout, settings: Settings, lo: date, hi: date) -> pl.DataFrame | None:
+    """Token rows without a request id charged within [lo, hi) whose charge period is longer than a
+    day, placed as the monthly step allocates them (allocate_long_periods: each over the calls of its
+    charge period, whatever range it is asked for). Collected; None when there is none."""
     monthly = allocate_long_periods(layout, settings, lo, hi)
-    if monthly is not None:
-        placed.append(placement(monthly.classified, monthly.tables.pools))
-    return pl.concat(placed).collect(optimizations=optimizations()).lazy()
+    return None if monthly is None else placement(monthly.classified, monthly.tables.pools).collect(optimizations=optimizations())
 
 
 def _allocated_requests(layout: Layout, lo: date, hi: date) -> pl.LazyFrame:
@@ -142,9 +156,12 @@ _NO_POOLS = pl.DataFrame(
 # add_up): its FOCUS rows with a request id one hash bucket of request ids at a time (every row and
 # call of a request in one bucket: its request counts, conflicts, late billing and tokens are found
 # there), and its rows without one (allocated by day) with its quarantined rows. Memory follows a
-# bucket or a day, never the month. The parts are steps of their own (reconcile_part), run one after
-# the other here or fanned out by Dagster (pipelines/reconciliation.py); publish_reconciliation adds
-# them up, checks and publishes: the one writer.
+# bucket or a day, never the month. prepare_parts splits the rows and calls the buckets read into
+# one set of files per bucket, in one pass: each bucket then reads its own files, so the month's
+# time grows with its rows, not with rows × buckets. The parts are steps of their own
+# (reconcile_part), run one after the other here or fanned out by Dagster
+# (pipelines/reconciliation.py); publish_reconciliation adds them up, checks and publishes: the one
+# writer.
 
 # FOCUS rows with a request id per bucket: the month is split into as many buckets as it needs. A
 # bucket of 12M rows peaked at 7.4 GB (docs/performance.md): 10M keeps a part within 8 GB.
@@ -163,6 +180,11 @@ def bucket_count(request_rows: int) -> int:
     return max(1, -(-request_rows // BUCKET_ROWS))
 
 
+def part_names(buckets: int) -> list[str]:
+    """The names of the parts of a month in `buckets` buckets (letters, digits and _: Dagster keys)."""
+    return [f"bucket_{b:04}" for b in range(buckets)] + [UNREQUESTED]
+
+
 @dataclass(frozen=True)
 class MonthPlan:
     """How one billing period is reconciled in parts: `buckets` hash buckets of request ids, the
@@ -179,8 +201,7 @@ class MonthPlan:
         return months.period_key(self.period)
 
     def parts(self) -> list[str]:
-        """The names of its parts (letters, digits and _: Dagster mapping keys)."""
-        return [f"bucket_{b:04}" for b in range(self.buckets)] + [UNREQUESTED]
+        return part_names(self.buckets)
 
     def files(self, folder: Path, table: str) -> list[Path]:
         """The files of partial table `table` its parts write into `folder`."""
@@ -195,9 +216,58 @@ def parts_folder(layout: Layout, key: str) -> Path:
     return layout.data_dir / ".parts" / "reconciliation" / key
 
 
-def write_plan(plan: MonthPlan, folder: Path) -> None:
-    """Start `folder` afresh for `plan`: the parts of an earlier plan removed, the plan saved."""
+# The rows and calls of each bucket (prepare_parts), kept beside the parts: <folder>/split/<source>/bucket=<b>/.
+SPLIT = "split"
+
+
+def _bucket_reach(plan: MonthPlan, bounds: Bounds) -> dict[str, tuple[date, date]]:
+    """The dates [lo, hi) of what a bucket part reads: "focus", the charge dates of the current
+    FOCUS rows with a request id (the month's rows, the rows near its telemetry that bill it, and
+    the earlier rows of its loose rows' requests: _Attribution, classify_loose_rows); "calls", the
+    call dates of the staged calls (the month's telemetry and every call its rows are looked up
+    in). Every read filters its own dates within these."""
+    start, end = plan.period, months.next_month(plan.period)
+    B, H = timedelta(days=bounds.billing_delay_days), timedelta(days=bounds.detection_horizon_days)
+    focus, calls = [(start - B, end + B)], [(start, end)]
+    lo, hi = plan.request_dates
+    if lo < hi:
+        around = max(B + COPY_DAYS, H)
+        focus.append((lo - H, hi))
+        calls.append((lo - around, hi + around))
+    return {name: (min(a for a, _ in spans), max(b for _, b in spans)) for name, spans in (("focus", focus), ("calls", calls))}
+
+
+def prepare_parts(layout: Layout, settings: Settings, plan: MonthPlan, folder: Path) -> None:
+    """Start `folder` afresh for `plan`: the parts of an earlier plan removed; the FOCUS rows with a
+    request id and the calls the buckets read (_bucket_reach) split by hash bucket of request id,
+    one streaming pass each, into `folder/split/`; then the plan saved (read_plan: the parts run
+    only on a complete split)."""
     remove_folder(folder)
+    reach = _bucket_reach(plan, settings.bounds)
+    sources = {
+        "focus": (scan_staged_focus(layout).filter(pl.col("x_RequestId").is_not_null() & in_dates("charge_date", *reach["focus"])), "x_RequestId"),
+        "calls": (scan_staged_calls(layout).filter(in_dates("call_date", *reach["calls"])), "request_id"),
+    }
+    for name, (rows, column) in sources.items():
+        target = folder / SPLIT / name
+        schema = rows.collect_schema()
+        rows.sink_parquet(pl.PartitionBy(target, key={"bucket": requests.bucket_of(column, plan.buckets)}, include_key=False), mkdir=True, **WRITE_OPTIONS)
+        for bucket in range(plan.buckets):  # a bucket without rows: an empty file, its columns
+            if not (target / f"bucket={bucket}").exists():
+                (target / f"bucket={bucket}").mkdir(parents=True)
+                pl.DataFrame(schema=schema).write_parquet(target / f"bucket={bucket}" / "empty.parquet")
+    _write_plan(plan, folder)
+
+
+def _scan_bucket(folder: Path, source: str, bucket: int) -> pl.LazyFrame:
+    """Bucket `bucket`'s rows of `source` ("focus" or "calls") split by prepare_parts."""
+    files = sorted((folder / SPLIT / source / f"bucket={bucket}").glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no {source} rows split for bucket {bucket} in {folder}: materialize reconciliation_parts for this billing period again")
+    return pl.scan_parquet(files, glob=False)
+
+
+def _write_plan(plan: MonthPlan, folder: Path) -> None:
     text = json.dumps(
         {"period": plan.period.isoformat(), "buckets": plan.buckets,
          "request_dates": [d.isoformat() for d in plan.request_dates], "days": [d.isoformat() for d in plan.days]}
@@ -233,7 +303,8 @@ def plan_month(layout: Layout, period: date, buckets: int | None = None) -> Mont
 
 
 def reconcile_part(layout: Layout, settings: Settings, plan: MonthPlan, part: str, out: Path) -> None:
-    """Write part `part` of `plan` (one of plan.parts()) into `out`: its files of PARTIALS,
+    """Write part `part` of `plan` (one of plan.parts()) into `out`, the folder prepare_parts
+    prepared: its files of PARTIALS,
     `out/<table>/<part>.parquet` (MonthPlan.files), each replaced whole (a retried part leaves no
     trace of the first try)."""
     attributed = Spill(layout.tmp, f"attributed_{part}", "billing_period", pl.String)
@@ -241,7 +312,7 @@ def reconcile_part(layout: Layout, settings: Settings, plan: MonthPlan, part: st
         if part == UNREQUESTED:
             frames = {"figures": _unrequested_figures(layout, settings, plan)}
         else:
-            frames = _bucket_part(layout, settings, plan, int(part.removeprefix("bucket_")), attributed)
+            frames = _bucket_part(layout, settings, plan, out, int(part.removeprefix("bucket_")), attributed)
         written = {name: out / name / f"{part}.parquet" for name in frames}
         pending = {name: target.with_name(f".{part}.{os.getpid()}.tmp") for name, target in written.items()}
         for tmp in pending.values():
@@ -258,14 +329,14 @@ def reconcile_part(layout: Layout, settings: Settings, plan: MonthPlan, part: st
             (out / name / f".{part}.{os.getpid()}.tmp").unlink(missing_ok=True)
 
 
-def _bucket_part(layout: Layout, settings: Settings, plan: MonthPlan, bucket: int, spill: Spill) -> dict[str, pl.LazyFrame]:
-    """The rows with a request id of hash bucket `bucket`: their figures, the telemetry of the
-    bucket's calls, their tokens and conflicts (the attributed rows spilled to `spill`)."""
+def _bucket_part(layout: Layout, settings: Settings, plan: MonthPlan, folder: Path, bucket: int, spill: Spill) -> dict[str, pl.LazyFrame]:
+    """The rows with a request id of hash bucket `bucket` (its files in `folder`, prepare_parts):
+    their figures, the telemetry of the bucket's calls, their tokens and conflicts (the attributed
+    rows spilled to `spill`)."""
     lo, hi = plan.period, months.next_month(plan.period)
-    rows = _period_rows(layout, plan.period).filter(
-        pl.col("x_RequestId").is_not_null() & requests.in_bucket("x_RequestId", bucket, plan.buckets)
-    )
-    found = _Attribution(layout, settings.bounds, rows, plan.request_dates, (bucket, plan.buckets))
+    focus = _scan_bucket(folder, "focus", bucket)
+    rows = focus.filter(_period_starts_within("BillingPeriodStart", lo, hi))
+    found = _Attribution(settings.bounds, _scan_bucket(folder, "calls", bucket), focus, rows, plan.request_dates)
     attributed = found.attributed(spill, rows)  # conflicts: a request's rows are all in its bucket
     compared = reconciliation.token_comparison(reconciliation.billed_tokens(attributed), found.winners)
     logged = reconciliation.telemetry_only(
@@ -286,12 +357,15 @@ def _bucket_part(layout: Layout, settings: Settings, plan: MonthPlan, bucket: in
 
 def _unrequested_figures(layout: Layout, settings: Settings, plan: MonthPlan) -> pl.LazyFrame:
     """Figures of the rows without a request id, one charge date at a time (allocated with that
-    day's calls, as the daily step does), and of the quarantined rows."""
+    day's calls, as the daily step does; those of a charge period longer than a day as the monthly
+    step does, once for the month), and of the quarantined rows."""
     focus = scan_staged_focus(layout)
     rows = _period_rows(layout, plan.period).filter(pl.col("x_RequestId").is_null())
     sums = [reconciliation.figure_sums(reconciliation.ledger(None, _period_held(layout, plan.period)), reconciliation.KEY).collect()]
+    long_periods = _placed_long_periods(layout, settings, plan.days[0], plan.days[-1] + timedelta(days=1)) if plan.days else None
     for day in plan.days:
-        placed = _placed(layout, focus, day, day + timedelta(days=1), settings)
+        by_day = _placed_by_day(layout, focus, day, day + timedelta(days=1), settings)
+        placed = (by_day if long_periods is None else pl.concat([by_day, long_periods])).lazy()
         day_rows = reconciliation.unrequested(rows.filter(pl.col("charge_date") == day))
         sums.append(reconciliation.figure_sums(reconciliation.ledger(day_rows, None, placed=placed), reconciliation.KEY).collect())
     return pl.concat(sums).lazy()
@@ -360,6 +434,8 @@ def publish_reconciliation(
                     meta["dagster/row_count"] = sum(publication.add(name, spills[name], keys).values())
                     result.tables[name] = meta | (summary if name == "reconciliation" else {})
                 publication.commit()
+            for folder in partials:  # the bucket files are read again only by the parts of a new plan
+                remove_folder(folder / SPLIT)
         return result
     finally:
         for spill in spills.values():
@@ -368,8 +444,9 @@ def publish_reconciliation(
 
 def build_reconciliation(layout: Layout, settings: Settings, first_month: date, last_month: date, buckets: int | None = None) -> StepResult:
     """reconciliation, token_reconciliation, token_mismatches and request_conflicts for the billing
-    periods from `first_month` to `last_month`, in one process: each month planned (plan_month),
-    its parts written one after the other to scratch (reconcile_part), then all published
+    periods from `first_month` to `last_month`, in one process: each month planned (plan_month)
+    and split by bucket (prepare_parts), its parts written one after the other to scratch
+    (reconcile_part), then all published
     (publish_reconciliation) only if every check passed."""
     result = StepResult()
     clear_scratch(layout.tmp, layout.warehouse)
@@ -377,6 +454,9 @@ def build_reconciliation(layout: Layout, settings: Settings, first_month: date, 
         with result.timed("plan"):
             plans = [plan_month(layout, period, buckets) for period in months.months(first_month, last_month)]
         folders = [scratch / plan.key for plan in plans]
+        with result.timed("split"):
+            for plan, folder in zip(plans, folders):
+                prepare_parts(layout, settings, plan, folder)
         with result.timed("parts"):
             for plan, folder in zip(plans, folders):
                 for part in plan.parts():
@@ -406,7 +486,7 @@ def build_reconciliation_daily(layout: Layout, settings: Settings, start: date, 
                 .filter(in_dates("date", start, end) & pl.col("billing_period_start").is_not_null())
             )
         with result.timed("reconcile"):
-            found = _Attribution(layout, settings.bounds, rows)
+            found = _Attribution(settings.bounds, scan_staged_calls(layout), focus, rows)
             attributed = found.attributed(attributed_spill, period_rows)
             placed = _placed(layout, focus, start, end, settings)
             split = reconciliation.figures(

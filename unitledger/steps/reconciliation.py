@@ -123,7 +123,7 @@ def _placed_by_day(layout: Layout, focus: pl.LazyFrame, lo: date, hi: date, sett
         placed = [placement(classified, _NO_POOLS)]
     else:
         calls = requests.dedupe_calls(scan_staged_calls(layout).filter(in_dates("call_date", *days)))
-        run = allocate_billing(requests.without_request_conflicts(window), calls, settings.allocation)
+        run = allocate_billing(requests.without_request_conflicts(window, requests.request_conflicts(window).collect()), calls, settings.allocation)
         placed = [placement(run.classified, run.tables.pools)]
     return pl.concat(placed).collect(optimizations=optimizations())
 

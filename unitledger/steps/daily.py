@@ -473,19 +473,28 @@ def allocate_days(
     calls = requests.dedupe_calls(read.calls_between(lo, hi))
     run = allocate_billing(billing, calls, settings.allocation)
     dates = calls.select("request_id", date=pl.col("call_date"))
+
+    def from_shares(frame: pl.LazyFrame) -> pl.LazyFrame:
+        # No token row to allocate (a day billed per request): no share, so these are empty; their
+        # plans would still read every call and FOCUS row of the days (a join's other side is read
+        # even when one side is empty).
+        return frame if run.pooled else pl.LazyFrame(schema=frame.collect_schema())
+
     pl.collect_all(
         [
             allocated.sink(allocated_by_request(run.tables.requests), lazy=True),
-            shares_by_day.sink(allocated_by_day(run.tables.requests, dates), lazy=True),
+            shares_by_day.sink(from_shares(allocated_by_day(run.tables.requests, dates)), lazy=True),
             spills["allocation_pools"].sink(run.tables.pools.with_columns(date=pl.col("charge_period_start").dt.date()), lazy=True),
             spills["unrecognized_usage"].sink(
                 unrecognized_usage(run.classified).with_columns(date=pl.col("ChargePeriodStart").dt.date()), lazy=True
             ),
             spills["unmatched_models"].sink(run.tables.unmatched_models, lazy=True),
             spills["allocated_costs"].sink(
-                allocated_costs(billing.filter(pl.col("x_RequestId").is_null()), run.tables.requests, run.tables.pools)
-                .with_columns(date=pl.col("ChargePeriodStart").dt.date())
-                .select(list(polars_schema(AllocatedCostsDaily))),
+                from_shares(
+                    allocated_costs(billing.filter(pl.col("x_RequestId").is_null()), run.tables.requests, run.tables.pools)
+                    .with_columns(date=pl.col("ChargePeriodStart").dt.date())
+                    .select(list(polars_schema(AllocatedCostsDaily)))
+                ),
                 lazy=True,
             ),
         ],

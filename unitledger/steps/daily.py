@@ -186,14 +186,12 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
     held = Spill(layout.tmp, "quarantine", "date")  # rows the run holds back, by the day they are reported on
     work = {name: Spill(layout.tmp, name, "call_date") for name in ("calls", "intent_days")}
     work["intent_calls"] = Spill(layout.tmp, "intent_calls", "date")
-    work["joined"] = Spill(layout.tmp, "joined", "date")
     billed = Spill(layout.tmp, "billed", "charge_date")
     allocated = Spill(layout.tmp, "allocated", "charge_date")  # allocated shares per request
     shares_by_day = Spill(layout.tmp, "allocated_by_day", "date")  # conservation's allocated side
     read = _Inputs(layout, bounds, start, end)
     calls_schema = polars_schema(StagedLlmCall)
     prices = settings.telemetry.list_price_table() if settings.telemetry.list_prices else None
-    joined_schema = polars_schema(RequestCosts) | {"_kept": pl.Boolean, "_spread": pl.Boolean, "_uncalled": pl.Boolean}
 
     def produced(name: str, part: int | None = None) -> pl.LazyFrame:
         # request_costs is spilled for the later days of the run's intents too: only [start, end) is its.
@@ -251,18 +249,22 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                     days_apart("last_charge_date", "call_date") <= bounds.billing_delay_days
                 )
                 called = pl.col("call_date").is_not_null()
-                work["joined"].sink(
-                    joined.with_columns(
-                        _kept=called & (within.fill_null(False) | (pl.col("billing_rows") == 0)),
-                        _spread=called & (pl.col("billing_rows") > 0) & ~within.fill_null(False),
-                        # not called in the run, with rows that may be dated in it
-                        _uncalled=~called & (pl.col("charge_date") < end) & (pl.col("last_charge_date") >= start),
-                    ).select(list(joined_schema)),
-                    part=bucket,
+                flags = joined.with_columns(
+                    _kept=called & (within.fill_null(False) | (pl.col("billing_rows") == 0)),
+                    _spread=called & (pl.col("billing_rows") > 0) & ~within.fill_null(False),
+                    # not called in the run, with rows that may be dated in it
+                    _uncalled=~called & (pl.col("charge_date") < end) & (pl.col("last_charge_date") >= start),
                 )
-                flags = work["joined"].scan(joined_schema, part=bucket)
-                spread, no_call, conflicts_b = pl.collect_all(
+                # In one pass over the join (computed once for the four): the bucket's part of
+                # request_costs (the kept requests, unbilled calls estimated: the gateway's cost,
+                # else list price) and the few ids the rest of the step needs.
+                _, spread, no_call, conflicts_b = pl.collect_all(
                     [
+                        spills["request_costs"].sink(
+                            requests.with_estimates(flags.filter(pl.col("_kept")).select(list(polars_schema(RequestCosts))), prices),
+                            part=bucket,
+                            lazy=True,
+                        ),
                         flags.filter(pl.col("_spread")).select("request_id"),
                         flags.filter(pl.col("_uncalled")).select("request_id"),
                         # (a request summed again below is judged on the rows it keeps)
@@ -324,18 +326,14 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 requests.join_requests(work["calls"].scan(calls_schema).filter(one_of("request_id", spread)), resummed.lazy()),
                 start,
                 end + read.S,
-            )
+            ).collect()
+            redone = requests.with_estimates(redone.lazy(), prices).collect()  # (it reads its input twice)
             for bucket in range(buckets):
-                # Each bucket's requests in one part: validated part by part, a request id in one.
-                # The unbilled calls' estimates (gateway's, else list price) on the spilled join:
-                # pricing reads its input twice, a re-scan rather than the join done again.
-                kept = pl.concat(
-                    [
-                        work["joined"].scan(joined_schema, part=bucket).filter(pl.col("_kept")).select(list(polars_schema(RequestCosts))),
-                        redone.filter(requests.in_bucket("request_id", bucket, buckets)),
-                    ]
-                )
-                spills["request_costs"].sink(requests.with_estimates(kept, prices), part=bucket)
+                # Each bucket's requests in one part (validated part by part, a request id in one):
+                # beside the kept ones written above, in files of their own.
+                part = redone.filter(requests.in_bucket("request_id", bucket, buckets))
+                if part.height:
+                    spills["request_costs"].sink(part.lazy(), part=bucket, prefix="resummed-")
             conflicting = pl.concat(conflicts)
             joined = spills["request_costs"].scan(polars_schema(RequestCosts))
         with result.timed("intents"):

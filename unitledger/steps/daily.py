@@ -102,7 +102,9 @@ class _Inputs:
     """The staged inputs of a run for the days [start, end), read lazily within its bounds."""
 
     def __init__(self, layout: Layout, bounds: Bounds, start: date, end: date):
-        self.calls, self.focus = scan_staged_calls(layout), scan_staged_focus(layout).filter(pl.col("x_RequestId").is_not_null())
+        # Every current staged FOCUS row (scan_staged_focus finds the current deliveries: once), and those with x_RequestId.
+        self.all_focus = scan_staged_focus(layout)
+        self.calls, self.focus = scan_staged_calls(layout), self.all_focus.filter(pl.col("x_RequestId").is_not_null())
         self.bounds, self.start, self.end = bounds, start, end
         self.S, self.B, self.H = days(bounds.session_days), days(bounds.billing_delay_days), days(bounds.detection_horizon_days)
         self.run_calls = self.calls_between(start, end)
@@ -206,11 +208,11 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             work["intent_days"].sink(intents.intent_days(read.session_pairs(), bounds.session_days))
             intent_days = work["intent_days"].scan(_INTENT_DAYS)
             ours = in_dates("intent_date", start, end)
-            later_sessions = (
-                intent_days.filter(ours & (pl.col("call_date") >= end)).select("session_id").unique().collect().to_series()
-            )
+            # The (session, day) pairs of the calls after the run that belong to its intents: few.
+            later_days = intent_days.filter(ours & (pl.col("call_date") >= end)).select("session_id", "call_date").unique().collect()
+            later_sessions = later_days["session_id"].unique()
         with result.timed("allocate"):
-            allocate_days(layout, read, settings, spills, allocated, shares_by_day)
+            allocate_days(read, settings, spills, allocated, shares_by_day)
             shares = allocated.scan(polars_schema(AllocatedByRequest))
         with result.timed("join"):
             conflicts, spread_ids, uncalled_ids = [], [], []
@@ -221,10 +223,10 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 read_calls = read.calls_read(later_sessions, bucket, buckets)
                 repeated = requests.repeated_keys(read_calls, "request_id").collect().lazy()
                 winners = requests.dedupe_calls(read_calls, repeated)
-                later = winners.filter(pl.col("call_date") >= end).join(
-                    intent_days.filter(ours), on=["session_id", "call_date"], how="semi"
-                )
-                work["calls"].sink(pl.concat([winners.filter(in_dates("call_date", start, end)), later]), part=bucket)
+                # One filter, not a concat of two: each part of a concat deduplicated again.
+                later = pl.col("_later").fill_null(False)
+                marked = winners.join(later_days.lazy().with_columns(_later=pl.lit(True)), on=["session_id", "call_date"], how="left")
+                work["calls"].sink(marked.filter(in_dates("call_date", start, end) | later).drop("_later"), part=bucket)
                 part_calls = work["calls"].scan(calls_schema, part=bucket)
                 # The FOCUS rows a request of the bucket can be billed by, summed per request (apart
                 # from the join: one query holding both the sums and the join's hash table needs
@@ -331,9 +333,9 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             for bucket in range(buckets):
                 # Each bucket's requests in one part (validated part by part, a request id in one):
                 # beside the kept ones written above, in files of their own.
-                part = redone.filter(requests.in_bucket("request_id", bucket, buckets))
-                if part.height:
-                    spills["request_costs"].sink(part.lazy(), part=bucket, prefix="resummed-")
+                bucket_rows = redone.filter(requests.in_bucket("request_id", bucket, buckets))
+                if bucket_rows.height:
+                    spills["request_costs"].sink(bucket_rows.lazy(), part=bucket, prefix="resummed-")
             conflicting = pl.concat(conflicts)
             joined = spills["request_costs"].scan(polars_schema(RequestCosts))
         with result.timed("intents"):
@@ -451,7 +453,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
 
 
 def allocate_days(
-    layout: Layout, read: _Inputs, settings: Settings, spills: dict[str, Spill], allocated: Spill, shares_by_day: Spill
+    read: _Inputs, settings: Settings, spills: dict[str, Spill], allocated: Spill, shares_by_day: Spill
 ) -> None:
     """The daily step's one call of the allocation (unitledger.model.allocation.allocate_billing):
     the AI token rows without a request id of the days read (hour and day rows; longer charge
@@ -465,7 +467,7 @@ def allocate_days(
     of a day, so this runs once for the days, not per bucket. Also the FOCUS allocated_costs
     export of the allocated rows (model.allocation.allocated_costs)."""
     lo, hi = requests.with_lookaround(read.start, read.end + read.S)
-    window = scan_staged_focus(layout).filter(in_dates("charge_date", lo, hi))
+    window = read.all_focus.filter(in_dates("charge_date", lo, hi))
     # The conflicts found once: the plan below reads `billing` several times.
     billing = requests.without_request_conflicts(window, requests.request_conflicts(window).collect())
     calls = requests.dedupe_calls(read.calls_between(lo, hi))

@@ -286,9 +286,12 @@ def test_calls_outside_every_pool_hour_are_only_reported_and_agree_with_one_pass
     """allocate_billing splits the calls by the token rows' providers and hours (pool_hours): the
     calls outside them only reach unmatched_models. The tables equal those of allocate on every
     call at once (no split), on a day billed per request only (no pool hour at all: every call
-    outside) and on one with a token row at 10h (a call at 10h inside, one at 11h outside)."""
+    outside) and on one with a token row at 10h (a call at 10h inside, one at 11h outside).
+    Without a pool hour allocate_billing does not compute the shares and pools (empty frames,
+    `pooled` False; the daily step then writes the tables built on them empty): the one-pass
+    tables built on them are empty too."""
     from tests.alloc_frames import at, bill_row, call, calls, focus
-    from unitledger.model.allocation import allocate, call_tokens, classify_for_allocation, pool_hours, with_own_currency, with_session_accounts
+    from unitledger.model.allocation import allocate, allocated_by_day, allocated_costs, call_tokens, classify_for_allocation, pool_hours, with_own_currency, with_session_accounts
     from unitledger.sources.ai_usage import exact_token_coverage
 
     per_request = [
@@ -312,6 +315,12 @@ def test_calls_outside_every_pool_hour_are_only_reported_and_agree_with_one_pass
         whole = pl.collect_all([one.requests, one.pools, one.unmatched_models])
         for a, b in zip(split, whole):
             assert a.sort(pl.all()).equals(b.sort(pl.all()))
+        assert run.pooled == bool(pooled_hours)
+        built_on = pl.collect_all(
+            [allocated_by_day(one.requests, logged.select("request_id", date=pl.col("call_date"))),
+             allocated_costs(bill.filter(pl.col("x_RequestId").is_null()), one.requests, one.pools)]
+        )  # fmt: skip
+        assert [frame.is_empty() for frame in built_on] == [not pooled_hours] * 2
         unmatched = split[2].sort("date", "call_model", "token_type", "reason")
         assert unmatched["calls"].sum() >= 1  # not vacuous: eu-2 (no own row) is reported
         if pooled_hours:

@@ -692,6 +692,9 @@ class BillingAllocation(NamedTuple):
 
     classified: pl.LazyFrame
     tables: AllocationTables
+    # Some token row to allocate (a pool hour). False: tables.requests and tables.pools are empty
+    # frames, and so is anything built on them (shares per day, allocated_costs): not computed.
+    pooled: bool = True
 
 
 def long_period() -> pl.Expr:
@@ -730,7 +733,10 @@ def allocate_billing(
         hinted = with_session_accounts(pooled, billing, calls)
         tokens = call_tokens(with_own_currency(hinted, own), settings, exact_token_coverage(own, settings))
     unpooled_tokens = call_tokens(unpooled, settings, exact)
-    return BillingAllocation(classified, allocate(classified, tokens, settings, unpooled_tokens))
+    tables = allocate(classified, tokens, settings, unpooled_tokens)
+    if hours.is_empty():  # no token row, so no pool and no share: empty, not computed (their plans read every call)
+        tables = tables._replace(**{name: pl.LazyFrame(schema=getattr(tables, name).collect_schema()) for name in ("requests", "pools")})
+    return BillingAllocation(classified, tables, pooled=not hours.is_empty())
 
 
 def pool_hours(classified: pl.LazyFrame, settings: Allocation = Allocation()) -> pl.LazyFrame:

@@ -102,7 +102,9 @@ class _Inputs:
     """The staged inputs of a run for the days [start, end), read lazily within its bounds."""
 
     def __init__(self, layout: Layout, bounds: Bounds, start: date, end: date):
-        self.calls, self.focus = scan_staged_calls(layout), scan_staged_focus(layout).filter(pl.col("x_RequestId").is_not_null())
+        # Every current staged FOCUS row (scan_staged_focus finds the current deliveries: once), and those with x_RequestId.
+        self.all_focus = scan_staged_focus(layout)
+        self.calls, self.focus = scan_staged_calls(layout), self.all_focus.filter(pl.col("x_RequestId").is_not_null())
         self.bounds, self.start, self.end = bounds, start, end
         self.S, self.B, self.H = days(bounds.session_days), days(bounds.billing_delay_days), days(bounds.detection_horizon_days)
         self.run_calls = self.calls_between(start, end)
@@ -186,14 +188,12 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
     held = Spill(layout.tmp, "quarantine", "date")  # rows the run holds back, by the day they are reported on
     work = {name: Spill(layout.tmp, name, "call_date") for name in ("calls", "intent_days")}
     work["intent_calls"] = Spill(layout.tmp, "intent_calls", "date")
-    work["joined"] = Spill(layout.tmp, "joined", "date")
     billed = Spill(layout.tmp, "billed", "charge_date")
     allocated = Spill(layout.tmp, "allocated", "charge_date")  # allocated shares per request
     shares_by_day = Spill(layout.tmp, "allocated_by_day", "date")  # conservation's allocated side
     read = _Inputs(layout, bounds, start, end)
     calls_schema = polars_schema(StagedLlmCall)
     prices = settings.telemetry.list_price_table() if settings.telemetry.list_prices else None
-    joined_schema = polars_schema(RequestCosts) | {"_kept": pl.Boolean, "_spread": pl.Boolean, "_uncalled": pl.Boolean}
 
     def produced(name: str, part: int | None = None) -> pl.LazyFrame:
         # request_costs is spilled for the later days of the run's intents too: only [start, end) is its.
@@ -208,11 +208,11 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             work["intent_days"].sink(intents.intent_days(read.session_pairs(), bounds.session_days))
             intent_days = work["intent_days"].scan(_INTENT_DAYS)
             ours = in_dates("intent_date", start, end)
-            later_sessions = (
-                intent_days.filter(ours & (pl.col("call_date") >= end)).select("session_id").unique().collect().to_series()
-            )
+            # The (session, day) pairs of the calls after the run that belong to its intents: few.
+            later_days = intent_days.filter(ours & (pl.col("call_date") >= end)).select("session_id", "call_date").unique().collect()
+            later_sessions = later_days["session_id"].unique()
         with result.timed("allocate"):
-            allocate_days(layout, read, settings, spills, allocated, shares_by_day)
+            allocate_days(read, settings, spills, allocated, shares_by_day)
             shares = allocated.scan(polars_schema(AllocatedByRequest))
         with result.timed("join"):
             conflicts, spread_ids, uncalled_ids = [], [], []
@@ -223,10 +223,10 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 read_calls = read.calls_read(later_sessions, bucket, buckets)
                 repeated = requests.repeated_keys(read_calls, "request_id").collect().lazy()
                 winners = requests.dedupe_calls(read_calls, repeated)
-                later = winners.filter(pl.col("call_date") >= end).join(
-                    intent_days.filter(ours), on=["session_id", "call_date"], how="semi"
-                )
-                work["calls"].sink(pl.concat([winners.filter(in_dates("call_date", start, end)), later]), part=bucket)
+                # One filter, not a concat of two: each part of a concat deduplicated again.
+                later = pl.col("_later").fill_null(False)
+                marked = winners.join(later_days.lazy().with_columns(_later=pl.lit(True)), on=["session_id", "call_date"], how="left")
+                work["calls"].sink(marked.filter(in_dates("call_date", start, end) | later).drop("_later"), part=bucket)
                 part_calls = work["calls"].scan(calls_schema, part=bucket)
                 # The FOCUS rows a request of the bucket can be billed by, summed per request (apart
                 # from the join: one query holding both the sums and the join's hash table needs
@@ -251,18 +251,22 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                     days_apart("last_charge_date", "call_date") <= bounds.billing_delay_days
                 )
                 called = pl.col("call_date").is_not_null()
-                work["joined"].sink(
-                    joined.with_columns(
-                        _kept=called & (within.fill_null(False) | (pl.col("billing_rows") == 0)),
-                        _spread=called & (pl.col("billing_rows") > 0) & ~within.fill_null(False),
-                        # not called in the run, with rows that may be dated in it
-                        _uncalled=~called & (pl.col("charge_date") < end) & (pl.col("last_charge_date") >= start),
-                    ).select(list(joined_schema)),
-                    part=bucket,
+                flags = joined.with_columns(
+                    _kept=called & (within.fill_null(False) | (pl.col("billing_rows") == 0)),
+                    _spread=called & (pl.col("billing_rows") > 0) & ~within.fill_null(False),
+                    # not called in the run, with rows that may be dated in it
+                    _uncalled=~called & (pl.col("charge_date") < end) & (pl.col("last_charge_date") >= start),
                 )
-                flags = work["joined"].scan(joined_schema, part=bucket)
-                spread, no_call, conflicts_b = pl.collect_all(
+                # In one pass over the join (computed once for the four): the bucket's part of
+                # request_costs (the kept requests, unbilled calls estimated: the gateway's cost,
+                # else list price) and the few ids the rest of the step needs.
+                _, spread, no_call, conflicts_b = pl.collect_all(
                     [
+                        spills["request_costs"].sink(
+                            requests.with_estimates(flags.filter(pl.col("_kept")).select(list(polars_schema(RequestCosts))), prices),
+                            part=bucket,
+                            lazy=True,
+                        ),
                         flags.filter(pl.col("_spread")).select("request_id"),
                         flags.filter(pl.col("_uncalled")).select("request_id"),
                         # (a request summed again below is judged on the rows it keeps)
@@ -324,18 +328,14 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 requests.join_requests(work["calls"].scan(calls_schema).filter(one_of("request_id", spread)), resummed.lazy()),
                 start,
                 end + read.S,
-            )
+            ).collect()
+            redone = requests.with_estimates(redone.lazy(), prices).collect()  # (it reads its input twice)
             for bucket in range(buckets):
-                # Each bucket's requests in one part: validated part by part, a request id in one.
-                # The unbilled calls' estimates (gateway's, else list price) on the spilled join:
-                # pricing reads its input twice, a re-scan rather than the join done again.
-                kept = pl.concat(
-                    [
-                        work["joined"].scan(joined_schema, part=bucket).filter(pl.col("_kept")).select(list(polars_schema(RequestCosts))),
-                        redone.filter(requests.in_bucket("request_id", bucket, buckets)),
-                    ]
-                )
-                spills["request_costs"].sink(requests.with_estimates(kept, prices), part=bucket)
+                # Each bucket's requests in one part (validated part by part, a request id in one):
+                # beside the kept ones written above, in files of their own.
+                bucket_rows = redone.filter(requests.in_bucket("request_id", bucket, buckets))
+                if bucket_rows.height:
+                    spills["request_costs"].sink(bucket_rows.lazy(), part=bucket, prefix="resummed-")
             conflicting = pl.concat(conflicts)
             joined = spills["request_costs"].scan(polars_schema(RequestCosts))
         with result.timed("intents"):
@@ -453,7 +453,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
 
 
 def allocate_days(
-    layout: Layout, read: _Inputs, settings: Settings, spills: dict[str, Spill], allocated: Spill, shares_by_day: Spill
+    read: _Inputs, settings: Settings, spills: dict[str, Spill], allocated: Spill, shares_by_day: Spill
 ) -> None:
     """The daily step's one call of the allocation (unitledger.model.allocation.allocate_billing):
     the AI token rows without a request id of the days read (hour and day rows; longer charge
@@ -467,25 +467,34 @@ def allocate_days(
     of a day, so this runs once for the days, not per bucket. Also the FOCUS allocated_costs
     export of the allocated rows (model.allocation.allocated_costs)."""
     lo, hi = requests.with_lookaround(read.start, read.end + read.S)
-    window = scan_staged_focus(layout).filter(in_dates("charge_date", lo, hi))
+    window = read.all_focus.filter(in_dates("charge_date", lo, hi))
     # The conflicts found once: the plan below reads `billing` several times.
     billing = requests.without_request_conflicts(window, requests.request_conflicts(window).collect())
     calls = requests.dedupe_calls(read.calls_between(lo, hi))
     run = allocate_billing(billing, calls, settings.allocation)
     dates = calls.select("request_id", date=pl.col("call_date"))
+
+    def from_shares(frame: pl.LazyFrame) -> pl.LazyFrame:
+        # No token row to allocate (a day billed per request): no share, so these are empty; their
+        # plans would still read every call and FOCUS row of the days (a join's other side is read
+        # even when one side is empty).
+        return frame if run.pooled else pl.LazyFrame(schema=frame.collect_schema())
+
     pl.collect_all(
         [
             allocated.sink(allocated_by_request(run.tables.requests), lazy=True),
-            shares_by_day.sink(allocated_by_day(run.tables.requests, dates), lazy=True),
+            shares_by_day.sink(from_shares(allocated_by_day(run.tables.requests, dates)), lazy=True),
             spills["allocation_pools"].sink(run.tables.pools.with_columns(date=pl.col("charge_period_start").dt.date()), lazy=True),
             spills["unrecognized_usage"].sink(
                 unrecognized_usage(run.classified).with_columns(date=pl.col("ChargePeriodStart").dt.date()), lazy=True
             ),
             spills["unmatched_models"].sink(run.tables.unmatched_models, lazy=True),
             spills["allocated_costs"].sink(
-                allocated_costs(billing.filter(pl.col("x_RequestId").is_null()), run.tables.requests, run.tables.pools)
-                .with_columns(date=pl.col("ChargePeriodStart").dt.date())
-                .select(list(polars_schema(AllocatedCostsDaily))),
+                from_shares(
+                    allocated_costs(billing.filter(pl.col("x_RequestId").is_null()), run.tables.requests, run.tables.pools)
+                    .with_columns(date=pl.col("ChargePeriodStart").dt.date())
+                    .select(list(polars_schema(AllocatedCostsDaily)))
+                ),
                 lazy=True,
             ),
         ],

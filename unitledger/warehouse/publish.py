@@ -90,14 +90,15 @@ class Spill:
         self.key = key
         self.key_dtype = key_dtype
 
-    def sink(self, frame: pl.LazyFrame, *, lazy: bool = False, part: int | None = None) -> pl.LazyFrame | None:
+    def sink(self, frame: pl.LazyFrame, *, lazy: bool = False, part: int | None = None, prefix: str = "") -> pl.LazyFrame | None:
         """Write `frame` hive-partitioned by the key (lazily, to run several sinks in one pass).
-        Sinks given distinct `part` numbers add files to the same partitions (all are published)."""
+        Sinks given distinct `part` numbers add files to the same partitions (all are published);
+        sinks of one part given distinct `prefix`es too (the part's scan reads them all)."""
         frame = frame.with_columns(pl.col(self.key).cast(pl.String))
         key = self.key
 
         def named(file: pl.io.partition.FileProviderArgs) -> str:
-            return f"{key}={file.partition_keys.item(0, 0)}/part-{part:04}-{file.index_in_partition:08}.parquet"
+            return f"{key}={file.partition_keys.item(0, 0)}/part-{part:04}-{prefix}{file.index_in_partition:08}.parquet"
 
         target = pl.PartitionBy(self.dir, key=key, include_key=False, file_path_provider=None if part is None else named)
         return frame.sink_parquet(target, mkdir=True, lazy=lazy, **WRITE_OPTIONS)

@@ -42,14 +42,14 @@ from unitledger.layout import Layout
 from unitledger.model import intents, requests
 from unitledger.model.allocation import allocate_billing, allocated_by_day, allocated_by_request, allocated_costs
 from unitledger.model.allocation import optimizations as allocation_optimizations
+from unitledger.model.decisions import breakdown_of_intents, intent_components
 from unitledger.model.features import cost_per_intent, cost_per_success
 from unitledger.model.quarantine import calls_held, focus_held
 from unitledger.model.reconciliation import gateway_gap
-from unitledger.model.requests import BILLING_ONLY, COPY_DAYS, LATE, days, days_apart, in_dates
+from unitledger.model.requests import BILLING_ONLY, COPY_DAYS, LATE, TOOL_COLUMN, days, days_apart, in_dates
 from unitledger.sources.ai_usage import unrecognized_usage
 from unitledger.sources.events import scan_staged_calls, scan_staged_outcomes
 from unitledger.sources.focus import scan_staged_focus
-from unitledger.steps.breakdown import spill_cost_breakdown
 from unitledger.steps.result import StepResult, money_total
 from schemas.types import MONEY, TYPED_COSTS
 from unitledger.model.requests import COST_COLUMNS
@@ -90,6 +90,14 @@ _BILLED = {
 
 _INTENT_DAYS = {"session_id": pl.String, "call_date": pl.Date, "intent_date": pl.Date}
 _INTENT_KEY = {"session_id": pl.String, "intent_date": pl.Date}
+# The columns of the intent calls the intents' queries read (the beyond-bound count, the
+# two-currency check, intent_costs with the breakdown's decisions.intent_components): the spill
+# holds these only, as cheaper to write and read than every request_costs column.
+_INTENT_CALL_COLUMNS = [
+    "request_id", "date", "session_id", "intent_date", "called_at", "feature_tag", "model", "model_version", "prompt_version",
+    "billing_currency", "billing_rows", "cost_source", "effective_cost", "allocated_effective_cost", *TYPED_COSTS,
+    "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens", "attempt", "status", TOOL_COLUMN,
+]  # fmt: skip
 
 
 def one_of(column: str, values: pl.Series) -> pl.Expr:
@@ -186,6 +194,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
     held = Spill(layout.tmp, "quarantine", "date")  # rows the run holds back, by the day they are reported on
     work = {name: Spill(layout.tmp, name, "call_date") for name in ("calls", "intent_days")}
     work["intent_calls"] = Spill(layout.tmp, "intent_calls", "date")
+    work["intents"] = Spill(layout.tmp, "intents", "date")  # intent_costs rows with their breakdown components
     work["joined"] = Spill(layout.tmp, "joined", "date")
     billed = Spill(layout.tmp, "billed", "charge_date")
     allocated = Spill(layout.tmp, "allocated", "charge_date")  # allocated shares per request
@@ -341,10 +350,16 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
         with result.timed("intents"):
             all_outcomes = scan_staged_outcomes(layout)
             mixed, beyond, unguarded = [], [], []
+            intent_calls_schema = {c: (polars_schema(RequestCosts) | _INTENT_KEY)[c] for c in _INTENT_CALL_COLUMNS}
+            components = intent_components(_INTENT_CALL_COLUMNS)
             for bucket in range(buckets):  # buckets of sessions: a session's calls share one
-                # Written once, read by the four queries below.
-                work["intent_calls"].sink(intents.intent_calls(joined.filter(requests.in_bucket("session_id", bucket, buckets)), intent_days), part=bucket)
-                calls = work["intent_calls"].scan(polars_schema(RequestCosts) | {"intent_date": pl.Date}, part=bucket)
+                # Written once (only the columns read), read by the queries below.
+                ours_calls = joined.filter(requests.in_bucket("session_id", bucket, buckets))
+                work["intent_calls"].sink(
+                    intents.intent_calls(ours_calls.select([c for c in _INTENT_CALL_COLUMNS if c != "intent_date"]), intent_days),
+                    part=bucket,
+                )
+                calls = work["intent_calls"].scan(intent_calls_schema, part=bucket)
                 in_run = calls.filter(ours)
                 beyond_bound_calls, two_currencies = pl.collect_all(
                     [
@@ -364,7 +379,11 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                     unguarded.append(intents.mixed_currency_intents(kept).select("session_id", "intent_date").collect())
                 sessions = kept.select("session_id").unique()
                 outcomes = intents.latest_outcomes(all_outcomes.join(sessions, on="session_id", how="semi"))
-                spills["intent_costs"].sink(intents.intent_costs(kept, outcomes, settings.labor_table(), start, end), part=bucket)
+                # The intents with their cost_breakdown components, from one group-by of their calls.
+                with_components = intents.intent_costs(kept, outcomes, settings.labor_table(), start, end, components)
+                intents_schema = with_components.collect_schema()
+                work["intents"].sink(with_components, part=bucket)
+                spills["intent_costs"].sink(work["intents"].scan(intents_schema, part=bucket).select(list(polars_schema(IntentCosts))), part=bucket)
             mixed_intents = pl.concat(mixed)
             beyond_bound = pl.concat(beyond).group_by("date").agg(pl.col("len").sum()).sort("date")
             intent_rows = spills["intent_costs"].scan(polars_schema(IntentCosts))
@@ -381,8 +400,8 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             if not mixed_intents.is_empty():
                 held_rows.append(_mixed_currency_calls(read, mixed_intents, intents.intent_calls(joined, intent_days), work["calls"].scan(calls_schema)))
             held.sink(pl.concat(held_rows))
-        with result.timed("breakdown"):  # where the money goes, from the same requests and intents
-            spill_cost_breakdown(work["intent_calls"].scan(polars_schema(RequestCosts) | {"intent_date": pl.Date}), spills["intent_costs"], spills["cost_breakdown"], buckets, layout.tmp)
+        with result.timed("breakdown"):  # where the money goes, from the intents and their components
+            spills["cost_breakdown"].sink(breakdown_of_intents(work["intents"].scan(intents_schema)))
         with result.timed("validate"):
             for name, model in DAILY_TABLES.items():
                 # request_costs and intent_costs were spilled one part per bucket (of requests, of

@@ -68,10 +68,19 @@ def without_foreign_estimates(calls: pl.LazyFrame) -> pl.LazyFrame:
     currency is the intent's and no exchange rate is guessed, so a list price in USD does not put
     an intent billed in EUR in two currencies. The request keeps its estimate in request_costs."""
     estimate = pl.col("cost_source").is_in(list(ESTIMATED_COSTS)).fill_null(False)
-    invoiced = pl.when(~estimate).then(pl.col("billing_currency")).min().over("session_id", "intent_date")
-    foreign = estimate & invoiced.is_not_null() & (pl.col("billing_currency") != invoiced)
+    key = ["session_id", "intent_date"]
+    # Only estimated calls change: their intents' invoiced currency is looked up from the other
+    # calls of those intents alone (few), not a window over every call (about 0.7 s of CPU at 1M).
+    others, estimated = calls.filter(~estimate), calls.filter(estimate)
+    invoiced = (
+        others.join(estimated.select(key).unique(), on=key, how="semi", nulls_equal=True)
+        .group_by(key)
+        .agg(_invoiced=pl.col("billing_currency").min())
+    )
+    foreign = pl.col("_invoiced").is_not_null() & (pl.col("billing_currency") != pl.col("_invoiced"))
     cleared = ["billing_currency", "cost_source", *[c for c in calls.collect_schema().names() if c.endswith("_cost") and c != "gateway_reported_cost"]]
-    return calls.with_columns(pl.when(~foreign).then(pl.col(c)).alias(c) for c in cleared)
+    checked = estimated.join(invoiced, on=key, how="left", nulls_equal=True)
+    return pl.concat([others, checked.with_columns(pl.when(~foreign).then(pl.col(c)).alias(c) for c in cleared).drop("_invoiced")])
 
 
 def mixed_currency_intents(calls: pl.LazyFrame) -> pl.LazyFrame:

@@ -110,7 +110,8 @@ def intent_costs(
     `calls`: intent_calls of every call of those intents (dated up to end + session_days),
     `outcomes` the latest label per session (`latest_outcomes`), `labor` the labor cost table
     (config.labor_table). `also`: more aggregations of an intent's calls, kept as columns after
-    IntentCosts' (the daily step's cost_breakdown components: the calls read and grouped once)."""
+    IntentCosts' (the daily step's cost_breakdown components and currency range: the calls read
+    and grouped once)."""
     from schemas.outputs import IntentCosts
 
     sessions = (

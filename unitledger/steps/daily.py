@@ -193,7 +193,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
     spills = {name: Spill(layout.tmp, name, "date") for name in DAILY_TABLES}
     held = Spill(layout.tmp, "quarantine", "date")  # rows the run holds back, by the day they are reported on
     work = {name: Spill(layout.tmp, name, "call_date") for name in ("calls", "intent_days")}
-    work["intents"] = Spill(layout.tmp, "intents", "date")  # intent_costs rows with their breakdown components
+    work["intents"] = Spill(layout.tmp, "intents", "date")  # intent_costs rows with breakdown components, currency range
     work["joined"] = Spill(layout.tmp, "joined", "date")
     billed = Spill(layout.tmp, "billed", "charge_date")
     allocated = Spill(layout.tmp, "allocated", "charge_date")  # allocated shares per request
@@ -403,8 +403,8 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 held_rows.append(_mixed_currency_calls(read, mixed_intents, intents.intent_calls(joined, intent_days), work["calls"].scan(calls_schema)))
             held.sink(pl.concat(held_rows))
         with result.timed("breakdown"):  # where the money goes, from the intents and their components
-            kept = work["intents"].scan(intents_schema).join(mixed_intents.lazy().rename({"intent_date": "date"}), on=["session_id", "date"], how="anti")
-            spills["cost_breakdown"].sink(breakdown_of_intents(kept))
+            one_currency = work["intents"].scan(intents_schema).join(mixed_intents.lazy().rename({"intent_date": "date"}), on=["session_id", "date"], how="anti")
+            spills["cost_breakdown"].sink(breakdown_of_intents(one_currency))
         with result.timed("validate"):
             for name, model in DAILY_TABLES.items():
                 # request_costs and intent_costs were spilled one part per bucket (of requests, of

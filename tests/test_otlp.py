@@ -250,3 +250,20 @@ def test_search_for_span_events_sees_a_name_across_pieces(tmp_path):
     assert all(_may_mention(path, "gen_ai.evaluation.result", piece_size=size) for size in (1, 7, 11, 20, 1000))
     path.write_bytes(b"x" * 10 + b"gen_ai.evaluation.resul" + b"y" * 10)
     assert not any(_may_mention(path, "gen_ai.evaluation.result", piece_size=size) for size in (1, 7, 11, 1000))
+
+
+def test_the_bench_day_in_shards_holds_every_shards_calls_once(tmp_path):
+    """otlp_bench writes a large day shard by shard into one file (the generator holds a day in
+    memory): the file holds the calls of each shard, as each shard written on its own does."""
+    from unitledger.tools.otlp_bench import write_otlp_day
+
+    def calls(path):
+        frame = read_otlp(path, path.name, Telemetry()).filter(pl.col("event_type") == "llm_call").collect()
+        return frame["request_id"].to_list()
+
+    sharded = calls(write_otlp_day(tmp_path / "sharded", 250, seed=7, shard_requests=100))
+    shards = [calls(write_otlp_day(tmp_path / f"alone{k}", size, seed=7 + k)) for k, size in enumerate((84, 83, 83))]
+    # 250 requests in 3 shards, the remainder first; each shard its own ids
+    assert all(len(shard) >= 70 for shard in shards)
+    assert not set(shards[0]) & set(shards[1]) and not set(shards[1]) & set(shards[2])
+    assert sorted(sharded) == sorted(shards[0] + shards[1] + shards[2])

@@ -19,6 +19,7 @@ import argparse
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import time
@@ -43,15 +44,29 @@ _SPAN = (
 _RESOURCE_SPANS = f"STRUCT(resource STRUCT(attributes {_ATTRIBUTES}), scopeSpans STRUCT(spans {_SPAN}[])[])[]"
 
 
-def write_otlp_day(directory: Path, requests: int, seed: int = 7) -> Path:
-    """A generated day (unitledger.tools.generate) written as OTLP JSON traces; returns the file."""
+def write_otlp_day(directory: Path, requests: int, seed: int = 7, shard_requests: int = 1_000_000) -> Path:
+    """A generated day (unitledger.tools.generate) written as OTLP JSON traces; returns the file.
+
+    The generator holds a day in memory (more than 12 GB for 5M requests), so a larger day is
+    generated in shards of at most `shard_requests` (seeds seed, seed + 1, ...: distinct ids), each
+    written as OTLP lines and appended to the one file: every line is a batch of its own."""
     from unitledger.tools.generate import generate
 
-    flat = generate(directory / "flat", start=date(2026, 3, 2), days=1, requests_per_day=requests, seed=seed, events_format="jsonl")
     fields = pl.Struct({n: pl.String for n in flat_events.EVENT_FIELDS})
-    events = pl.scan_lines(flat.event_files[0], glob=False).select(pl.col("line").str.json_decode(fields)).unnest("line")
     path = directory / "traces.jsonl"
-    write_lines(otlp_trace_lines(events), path)
+    part = directory / "shard.jsonl"
+    shards = -(-requests // shard_requests)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        for k in range(shards):
+            shard = requests // shards + (k < requests % shards)
+            flat = generate(directory / "flat", start=date(2026, 3, 2), days=1, requests_per_day=shard, seed=seed + k, events_format="jsonl")
+            events = pl.scan_lines(flat.event_files[0], glob=False).select(pl.col("line").str.json_decode(fields)).unnest("line")
+            write_lines(otlp_trace_lines(events), part)
+            with open(part, "rb") as lines:
+                shutil.copyfileobj(lines, out, 16 << 20)
+            part.unlink()
+            shutil.rmtree(directory / "flat")
     return path
 
 

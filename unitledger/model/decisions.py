@@ -222,10 +222,9 @@ def breakdown_of_intents(intents: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def reaggregate_cost_breakdown(rows: pl.LazyFrame, grain: Sequence[str]) -> pl.LazyFrame:
-    """cost_breakdown rows summed to `grain` + turns bucket: a day's parts built one hash bucket of
-    sessions at a time, or a month's days. Every column is a sum, so the components still add up
-    exactly; a column null on every row summed (a component unknown, money of unbilled intents)
-    stays null."""
+    """cost_breakdown rows summed to `grain` + turns bucket: a month's days. Every column is a
+    sum, so the components still add up exactly; a column null on every row summed (a component
+    unknown, money of unbilled intents) stays null."""
     key = [*grain, "turns_bucket"]
     sums = [c for c in _columns(CostBreakdown) if c not in BREAKDOWN_GRAIN]
     return rows.group_by(key).agg(_sum_known(sums)).select(*key, *sums)

@@ -160,25 +160,26 @@ def test_cost_breakdown_monthly_is_the_sum_of_its_days(built):
 
 
 def test_cost_breakdown_is_the_same_built_in_hash_buckets(tmp_path, monkeypatch, settings):
-    """Past BUCKET_CALLS calls the day is worked one hash bucket of sessions at a time: the parts
-    are added up to the grain once, and the table does not change."""
-    from unitledger.steps import breakdown
+    """Past BUCKET_CALLS calls the day is worked one hash bucket of sessions at a time: the
+    intents of every bucket are summed to the grain once, and the table does not change."""
+    from unitledger.model import intents
 
     layouts = [Layout(tmp_path / name / "data") for name in ("whole", "buckets")]
     generate(layouts[0].data_dir, start=FIRST, days=3, requests_per_day=1500, seed=8)
     shutil.copytree(layouts[0].landing, layouts[1].landing, copy_function=shutil.copy2)
     seen = []
-    spill = breakdown.spill_cost_breakdown
+    intent_costs = intents.intent_costs
 
-    def spy(joined, intents, target, buckets, scratch):
-        seen.append(buckets)
-        return spill(joined, intents, target, buckets, scratch)
+    def spy(*args, **kwargs):  # called once per bucket of sessions
+        seen[-1] += 1
+        return intent_costs(*args, **kwargs)
 
-    monkeypatch.setattr("unitledger.steps.daily.spill_cost_breakdown", spy)
+    monkeypatch.setattr(intents, "intent_costs", spy)
     for layout, bucket_calls in zip(layouts, (daily.BUCKET_CALLS, 1_000)):
         monkeypatch.setattr("unitledger.steps.daily.BUCKET_CALLS", bucket_calls)
         staging.stage_billing(layout, settings, FIRST + timedelta(days=2))
         staging.stage_events(layout)
+        seen.append(0)
         assert daily.build_daily_tables(layout, settings, FIRST + timedelta(days=1), FIRST + timedelta(days=1)).passed
     assert seen[0] == 1 and seen[1] >= 2
     whole, buckets = (read_table(layout, "cost_breakdown") for layout in layouts)

@@ -427,6 +427,47 @@ def test_breakdown_without_the_optional_columns_keeps_their_cost_in_the_others()
     assert s1["retry_cost"] == Decimal("0.07")
 
 
+def test_breakdown_first_turn_is_the_earliest_attempt_one_call_ties_by_request_id():
+    """The first turn is each intent's earliest call with attempt 1 (ties on called_at: the
+    smallest request_id); counted in first_attempt_cost only when it is not an error, else in
+    retry_cost and the intent has no first-attempt cost; a later retry or an earlier one is never
+    the first turn; an unbilled first turn adds nothing. Sessions told apart by feature."""
+    calls = [
+        # a: a retry before any first attempt, two attempt-1 calls at the same minute, a later turn
+        {"id": "a1", "session": "a", "minute": 0, "cost": "0.50", "attempt": 2},
+        {"id": "a2", "session": "a", "minute": 1, "cost": "0.10"},
+        {"id": "a0b", "session": "a", "minute": 1, "cost": "0.20"},
+        {"id": "a4", "session": "a", "minute": 2, "cost": "0.30"},
+        # b: the first attempt-1 call failed; the next is a later turn
+        {"id": "b1", "session": "b", "minute": 0, "cost": "0.10", "status": "error"},
+        {"id": "b2", "session": "b", "minute": 1, "cost": "0.20"},
+        # c: retries only
+        {"id": "c1", "session": "c", "minute": 0, "cost": "0.40", "attempt": 2},
+        # d: an unbilled first turn, then a billed later turn
+        {"id": "d1", "session": "d", "minute": 0, "cost": None},
+        {"id": "d2", "session": "d", "minute": 1, "cost": "0.30"},
+    ]
+    money = {"a": "1.10", "b": "0.30", "c": "0.40", "d": "0.30"}
+    intents = pl.DataFrame(
+        [
+            {"session_id": s, "date": DAY1, "feature_tag": s, "model_version": "m-1", "prompt_version": "v1", "billing_currency": "USD",
+             "requests": n, "turns": 1, "outcome": "unlabeled", "escalated": None,
+             "token_cost": Decimal(money[s]), "labor_cost": Decimal(0), "total_cost": Decimal(money[s])}
+            for s, n in (("a", 4), ("b", 2), ("c", 1), ("d", 2))
+        ],
+        schema_overrides={"token_cost": MONEY, "labor_cost": MONEY, "total_cost": MONEY},
+    ).lazy()
+    frame = decisions.cost_breakdown(requests_frame(calls, typed=False, tool=False), intents).collect()
+    CostBreakdown.validate(frame)
+    got = {r["feature_tag"]: (r["first_attempt_cost"], r["multi_turn_cost"], r["retry_cost"], r["wasted_requests"]) for r in frame.iter_rows(named=True)}
+    assert got == {
+        "a": (Decimal("0.20"), Decimal("0.40"), Decimal("0.50"), 1),
+        "b": (Decimal("0"), Decimal("0.20"), Decimal("0.10"), 1),
+        "c": (Decimal("0"), Decimal("0"), Decimal("0.40"), 1),
+        "d": (Decimal("0"), Decimal("0.30"), Decimal("0"), 0),
+    }
+
+
 def test_breakdown_check_fails_when_components_do_not_add_up():
     frame = decisions.cost_breakdown(requests_frame(CALLS), intents_frame()).collect()
     broken = frame.with_columns(

@@ -106,56 +106,66 @@ def cost_breakdown(requests: pl.LazyFrame, intents: pl.LazyFrame) -> pl.LazyFram
     """schemas.CostBreakdown: the daily table of where the money goes.
 
     `requests`: request_costs rows holding every call `intents` summed (the daily step's intent
-    calls, with `intent_date`; without it a session is one intent); `intents`: intent_costs rows. Each call is in one
-    component, in this order: its cache-write cost (when request_costs carries per-token-type
-    cost: TYPED_COSTS) in cache_write_cost, whatever call made it, since the cache it fills serves
-    later calls; the rest of a call with attempt >= 2 or status error in retry_cost; of a call
-    sending tool results back (request_costs column after_tool_call, when present and not null:
-    a session none of whose calls says, having no trace, leaves tool_cost null) in tool_cost;
-    of the session's first turn (its earliest call with attempt 1) in first_attempt_cost; of later
-    turns in multi_turn_cost. Missing optional columns leave their components null (their cost
-    stays in the others), so the components always add up to token_cost exactly."""
+    calls, with `intent_date`; without it a session is one intent); `intents`: intent_costs rows.
+    Each intent's calls summed into components (intent_components), then the intents to the grain
+    (breakdown_of_intents)."""
     names = requests.collect_schema().names()
-    typed_known = all(c in names for c in TYPED_COSTS)
-    tool_known = TOOL_COLUMN in names
     # An intent is a session's calls from its first call's date (pipeline.session_days): with the
     # calls' intent_date (model.intents.intent_calls) a session calling again later is another intent.
     key = ["session_id", "intent_date"] if "intent_date" in names else ["session_id"]
     if len(key) == 2:
         intents = intents.with_columns(intent_date=pl.col("date"))
-    calls = requests.join(intents.select(key), on=key, how="semi")
-    first_turns = (
-        calls.filter(pl.col("attempt") == 1)
-        .group_by(key)
-        .agg(first_turn=pl.col("request_id").sort_by(["called_at", "request_id"]).first())
-    )
+    sessions = requests.group_by(key).agg(intent_components(names))
+    return breakdown_of_intents(intents.join(sessions, on=key, how="left"))
+
+
+def intent_components(names: Sequence[str]) -> list[pl.Expr]:
+    """Aggregations of one intent's calls (request_costs rows with the columns `names`, grouped by
+    intent) into the components cost_breakdown sums. Each call is in one component, in this order:
+    its cache-write cost (when request_costs carries per-token-type cost: TYPED_COSTS) in
+    cache_write_cost, whatever call made it, since the cache it fills serves later calls; the rest
+    of a call with attempt >= 2 or status error in retry_cost; of a call sending tool results back
+    (request_costs column after_tool_call, when present and not null: a session none of whose
+    calls says, having no trace, leaves tool_cost null) in tool_cost; of the session's first turn
+    (its earliest call with attempt 1, ties by request_id) in first_attempt_cost; of later turns in
+    multi_turn_cost. Missing optional columns leave their components out (null in the table: their
+    cost stays in the others), so the components always add up to token_cost exactly. Usable in
+    the group-by that sums the intents themselves (model.intents.intent_costs' `also`)."""
+    typed_known = all(c in names for c in TYPED_COSTS)
+    tool_known = TOOL_COLUMN in names
+    zero = pl.lit(0, dtype=MONEY)
     typed = pl.lit(False)
     if typed_known:
         typed = pl.all_horizontal(pl.col(c).is_not_null() for c in (*TYPED_COSTS, "effective_cost"))
-    cache_write = pl.when(typed).then(pl.col("cache_write_cost")).otherwise(pl.lit(0, dtype=MONEY)) if typed_known else pl.lit(0, dtype=MONEY)
+    cache_write = pl.when(typed).then(pl.col("cache_write_cost")).otherwise(zero) if typed_known else zero
     rest = (pl.col("effective_cost") - cache_write).cast(MONEY)
     wasted = (pl.col("attempt") >= 2) | (pl.col("status") == "error")
     tool = (pl.col(TOOL_COLUMN).fill_null(False) & ~wasted) if tool_known else pl.lit(False)
-    first = (pl.col("request_id") == pl.col("first_turn")).fill_null(False) & ~wasted & ~tool
-    later = ~first & ~wasted & ~tool
-    per_session = [
+    turns = ~wasted & ~tool  # the first turn's and the later turns' calls
+    # The first turn: the first call by (attempt 1 first, called_at, request_id); counted when it
+    # has attempt 1 and is a turn. One sort per intent: no group-by and join back for it.
+    first = (
+        pl.when(turns & (pl.col("attempt") == 1)).then(rest).otherwise(zero)
+        .sort_by(pl.col("attempt") != 1, "called_at", "request_id").first().fill_null(zero)
+    )
+    components = [
         wasted.sum().cast(pl.Int64).alias("wasted_requests"),
-        rest.filter(first).sum().alias("first_attempt_cost"),
-        rest.filter(later).sum().alias("multi_turn_cost"),
-        rest.filter(wasted).sum().alias("retry_cost"),
+        first.alias("first_attempt_cost"),
+        (_sum_where(turns, rest) - first).cast(MONEY).alias("multi_turn_cost"),
+        _sum_where(wasted, rest).alias("retry_cost"),
     ]
     if tool_known:
         # Known for a session when one of its calls says (a trace): flat events and gateway logs cannot.
         said = pl.col(TOOL_COLUMN).is_not_null().any()
-        per_session += [
+        components += [
             pl.when(said).then(tool.sum().cast(pl.Int64)).alias("tool_requests"),
-            pl.when(said).then(rest.filter(tool).sum()).alias("tool_cost"),
+            pl.when(said).then(_sum_where(tool, rest)).alias("tool_cost"),
         ]
     if typed_known:
         uncached = pl.col("input_tokens") - pl.col("cache_read_input_tokens") - pl.col("cache_write_input_tokens")
-        per_session += [pl.col(c).filter(typed).sum().alias(c) for c in TYPED_COSTS]
-        per_session += [
-            pl.when(typed.any()).then(expr.filter(typed).sum()).cast(pl.Int64).alias(name)
+        components += [_sum_where(typed, pl.col(c)).alias(c) for c in TYPED_COSTS]
+        components += [
+            pl.when(typed.any()).then(_sum_where(typed, expr)).cast(pl.Int64).alias(name)
             for name, expr in {
                 "input_tokens": uncached,
                 "output_tokens": pl.col("output_tokens"),
@@ -163,15 +173,28 @@ def cost_breakdown(requests: pl.LazyFrame, intents: pl.LazyFrame) -> pl.LazyFram
                 "cache_write_tokens": pl.col("cache_write_input_tokens"),
             }.items()
         ]
-        per_session.append(typed.any().alias("_typed"))
-    sessions = calls.join(first_turns, on=key, how="left").group_by(key).agg(per_session)
+        components.append(typed.any().alias("_typed"))
+    return components
 
+
+def _sum_where(condition: pl.Expr, values: pl.Expr) -> pl.Expr:
+    """Sum of `values` where `condition` holds (0 where it never does), as values.filter(condition)
+    .sum(), but elementwise before the sum: in a group-by about five times cheaper than a filter
+    per group (1M calls, measured)."""
+    return pl.when(condition).then(values).sum()
+
+
+def breakdown_of_intents(intents: pl.LazyFrame) -> pl.LazyFrame:
+    """schemas.CostBreakdown from intent_costs rows with their intent_components (null for an
+    intent without calls): summed to BREAKDOWN_GRAIN. The components intent_components left out
+    (no per-token-type cost, no tool flag) are null."""
+    names = intents.collect_schema().names()
+    typed_known, tool_known = "_typed" in names, "tool_cost" in names
     labeled = pl.col("outcome") != "unlabeled"
     components = ["first_attempt_cost", "multi_turn_cost", "retry_cost", "tool_cost", *TYPED_COSTS]
     money = ["token_cost", "labor_cost", "total_cost", "labeled_total_cost", *components]
-    grain = BREAKDOWN_GRAIN
-    with_sessions = intents.join(sessions, on=key, how="left").with_columns(turns_bucket=turns_bucket(pl.col("turns")))
-    sums = with_sessions.group_by(grain).agg(
+    with_buckets = intents.with_columns(turns_bucket=turns_bucket(pl.col("turns")))
+    sums = with_buckets.group_by(BREAKDOWN_GRAIN).agg(
         intents=pl.len().cast(pl.Int64),
         labeled_intents=labeled.sum().cast(pl.Int64),
         successes=(pl.col("outcome") == "success").sum().cast(pl.Int64),
@@ -199,10 +222,9 @@ def cost_breakdown(requests: pl.LazyFrame, intents: pl.LazyFrame) -> pl.LazyFram
 
 
 def reaggregate_cost_breakdown(rows: pl.LazyFrame, grain: Sequence[str]) -> pl.LazyFrame:
-    """cost_breakdown rows summed to `grain` + turns bucket: a day's parts built one hash bucket of
-    sessions at a time, or a month's days. Every column is a sum, so the components still add up
-    exactly; a column null on every row summed (a component unknown, money of unbilled intents)
-    stays null."""
+    """cost_breakdown rows summed to `grain` + turns bucket: a month's days. Every column is a
+    sum, so the components still add up exactly; a column null on every row summed (a component
+    unknown, money of unbilled intents) stays null."""
     key = [*grain, "turns_bucket"]
     sums = [c for c in _columns(CostBreakdown) if c not in BREAKDOWN_GRAIN]
     return rows.group_by(key).agg(_sum_known(sums)).select(*key, *sums)

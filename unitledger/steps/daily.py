@@ -42,14 +42,14 @@ from unitledger.layout import Layout
 from unitledger.model import intents, requests
 from unitledger.model.allocation import allocate_billing, allocated_by_day, allocated_by_request, allocated_costs
 from unitledger.model.allocation import optimizations as allocation_optimizations
+from unitledger.model.decisions import breakdown_of_intents, intent_components
 from unitledger.model.features import cost_per_intent, cost_per_success
 from unitledger.model.quarantine import calls_held, focus_held
 from unitledger.model.reconciliation import gateway_gap
-from unitledger.model.requests import BILLING_ONLY, COPY_DAYS, LATE, days, days_apart, in_dates
+from unitledger.model.requests import BILLING_ONLY, COPY_DAYS, LATE, TOOL_COLUMN, days, days_apart, in_dates
 from unitledger.sources.ai_usage import unrecognized_usage
 from unitledger.sources.events import scan_staged_calls, scan_staged_outcomes
 from unitledger.sources.focus import scan_staged_focus
-from unitledger.steps.breakdown import spill_cost_breakdown
 from unitledger.steps.result import StepResult, money_total
 from schemas.types import MONEY, TYPED_COSTS
 from unitledger.model.requests import COST_COLUMNS
@@ -90,6 +90,14 @@ _BILLED = {
 
 _INTENT_DAYS = {"session_id": pl.String, "call_date": pl.Date, "intent_date": pl.Date}
 _INTENT_KEY = {"session_id": pl.String, "intent_date": pl.Date}
+# The columns of the intent calls the intents' pass reads (the beyond-bound count, intent_costs
+# with the breakdown's decisions.intent_components and the currency range): selected before the
+# join with intent_days, so the other request_costs columns are not carried through it.
+_INTENT_CALL_COLUMNS = [
+    "request_id", "date", "session_id", "intent_date", "called_at", "feature_tag", "model", "model_version", "prompt_version",
+    "billing_currency", "billing_rows", "cost_source", "effective_cost", "allocated_effective_cost", *TYPED_COSTS,
+    "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens", "attempt", "status", TOOL_COLUMN,
+]  # fmt: skip
 
 
 def one_of(column: str, values: pl.Series) -> pl.Expr:
@@ -187,7 +195,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
     spills = {name: Spill(layout.tmp, name, "date") for name in DAILY_TABLES}
     held = Spill(layout.tmp, "quarantine", "date")  # rows the run holds back, by the day they are reported on
     work = {name: Spill(layout.tmp, name, "call_date") for name in ("calls", "intent_days")}
-    work["intent_calls"] = Spill(layout.tmp, "intent_calls", "date")
+    work["intents"] = Spill(layout.tmp, "intents", "date")  # intent_costs rows with breakdown components, currency range
     billed = Spill(layout.tmp, "billed", "charge_date")
     allocated = Spill(layout.tmp, "allocated", "charge_date")  # allocated shares per request
     shares_by_day = Spill(layout.tmp, "allocated_by_day", "date")  # conservation's allocated side
@@ -341,30 +349,43 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
         with result.timed("intents"):
             all_outcomes = scan_staged_outcomes(layout)
             mixed, beyond, unguarded = [], [], []
+            # Summed with each intent: its breakdown components and its currencies' range (two
+            # apart: billed in two currencies, as model.intents.mixed_currency_intents finds them).
+            per_intent = [
+                *intent_components(_INTENT_CALL_COLUMNS),
+                pl.col("billing_currency").min().alias("_lowest_currency"),
+                pl.col("billing_currency").max().alias("_highest_currency"),
+            ]
+            two_currencies = pl.col("_lowest_currency") != pl.col("_highest_currency")
             for bucket in range(buckets):  # buckets of sessions: a session's calls share one
-                # Written once, read by the four queries below.
-                work["intent_calls"].sink(intents.intent_calls(joined.filter(requests.in_bucket("session_id", bucket, buckets)), intent_days), part=bucket)
-                calls = work["intent_calls"].scan(polars_schema(RequestCosts) | {"intent_date": pl.Date}, part=bucket)
-                in_run = calls.filter(ours)
-                beyond_bound_calls, two_currencies = pl.collect_all(
+                # One pass over the bucket's calls with their intent (the columns read only, not
+                # spilled): the calls beyond the bound counted, the run's intents summed and spilled.
+                calls = intents.intent_calls(
+                    joined.filter(requests.in_bucket("session_id", bucket, buckets)).select([c for c in _INTENT_CALL_COLUMNS if c != "intent_date"]),
+                    intent_days,
+                )
+                # The labels of the bucket's sessions with an intent of the run (from the small
+                # intent_days: a superset of the intents' sessions, the left join drops the rest).
+                sessions = intent_days.filter(ours & requests.in_bucket("session_id", bucket, buckets)).select("session_id").unique()
+                outcomes = intents.latest_outcomes(all_outcomes.join(sessions, on="session_id", how="semi"))
+                summed = intents.intent_costs(calls.filter(ours), outcomes, settings.labor_table(), start, end, per_intent)
+                intents_schema = summed.collect_schema()
+                beyond_bound_calls, _ = pl.collect_all(
                     [
                         calls.filter(in_dates("date", start, end) & pl.col("intent_date").is_null()).group_by("date").len(),
-                        intents.mixed_currency_intents(in_run),
+                        work["intents"].sink(summed, lazy=True, part=bucket),
                     ]
                 )
                 beyond.append(beyond_bound_calls)
-                mixed.append(two_currencies)
-                if two_currencies.is_empty():
-                    # Nothing held back: the intents kept are in_run, whose guard (below) is the
-                    # query just run, which found none.
-                    kept = in_run
-                else:
-                    kept = in_run.join(two_currencies.lazy(), on=["session_id", "intent_date"], how="anti")
+                rows = work["intents"].scan(intents_schema, part=bucket)
+                two = rows.filter(two_currencies).select("session_id", intent_date=pl.col("date")).collect()
+                mixed.append(two)
+                kept = rows
+                if not two.is_empty():
+                    kept = rows.join(two.lazy().rename({"intent_date": "date"}), on=["session_id", "date"], how="anti")
                     # The guard behind the quarantine: no intent kept has two currencies.
-                    unguarded.append(intents.mixed_currency_intents(kept).select("session_id", "intent_date").collect())
-                sessions = kept.select("session_id").unique()
-                outcomes = intents.latest_outcomes(all_outcomes.join(sessions, on="session_id", how="semi"))
-                spills["intent_costs"].sink(intents.intent_costs(kept, outcomes, settings.labor_table(), start, end), part=bucket)
+                    unguarded.append(kept.filter(two_currencies).select("session_id", intent_date=pl.col("date")).collect())
+                spills["intent_costs"].sink(kept.select(list(polars_schema(IntentCosts))), part=bucket)
             mixed_intents = pl.concat(mixed)
             beyond_bound = pl.concat(beyond).group_by("date").agg(pl.col("len").sum()).sort("date")
             intent_rows = spills["intent_costs"].scan(polars_schema(IntentCosts))
@@ -381,8 +402,9 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             if not mixed_intents.is_empty():
                 held_rows.append(_mixed_currency_calls(read, mixed_intents, intents.intent_calls(joined, intent_days), work["calls"].scan(calls_schema)))
             held.sink(pl.concat(held_rows))
-        with result.timed("breakdown"):  # where the money goes, from the same requests and intents
-            spill_cost_breakdown(work["intent_calls"].scan(polars_schema(RequestCosts) | {"intent_date": pl.Date}), spills["intent_costs"], spills["cost_breakdown"], buckets, layout.tmp)
+        with result.timed("breakdown"):  # where the money goes, from the intents and their components
+            one_currency = work["intents"].scan(intents_schema).join(mixed_intents.lazy().rename({"intent_date": "date"}), on=["session_id", "date"], how="anti")
+            spills["cost_breakdown"].sink(breakdown_of_intents(one_currency))
         with result.timed("validate"):
             for name, model in DAILY_TABLES.items():
                 # request_costs and intent_costs were spilled one part per bucket (of requests, of
@@ -583,7 +605,7 @@ def _session_bound_outcome(beyond: pl.DataFrame, bounds: Bounds) -> CheckOutcome
 
 
 def _mixed_currency_calls(read: _Inputs, mixed: pl.DataFrame, calls: pl.LazyFrame, winners: pl.LazyFrame) -> pl.LazyFrame:
-    """Quarantine records of the calls of the intents (`mixed`: mixed_currency_intents) billed in
+    """Quarantine records of the calls of the intents (`mixed`: session_id, intent_date) billed in
     more than one currency, each naming the currencies and the FOCUS files and lines that bill them.
     `calls`: intent_calls of the run; `winners`: the run's deduplicated staged calls."""
     key = ["session_id", "intent_date"]

@@ -39,7 +39,7 @@ from schemas.decisions import (
 from schemas.types import MONEY, TYPED_COSTS
 from unitledger.model.features import SAMPLE_OK_MIN_LABELED, Z95, cost_per_success_ratios
 from unitledger.model.intents import attach_labor
-from unitledger.model.requests import TOOL_COLUMN, in_dates
+from unitledger.model.requests import TOOL_COLUMN, in_dates, sum_where
 
 ACTUAL = "actual"
 TREND_WINDOWS = (1, 7, 30)
@@ -151,21 +151,21 @@ def intent_components(names: Sequence[str]) -> list[pl.Expr]:
     components = [
         wasted.sum().cast(pl.Int64).alias("wasted_requests"),
         first.alias("first_attempt_cost"),
-        (_sum_where(turns, rest) - first).cast(MONEY).alias("multi_turn_cost"),
-        _sum_where(wasted, rest).alias("retry_cost"),
+        (sum_where(turns, rest) - first).cast(MONEY).alias("multi_turn_cost"),
+        sum_where(wasted, rest).alias("retry_cost"),
     ]
     if tool_known:
         # Known for a session when one of its calls says (a trace): flat events and gateway logs cannot.
         said = pl.col(TOOL_COLUMN).is_not_null().any()
         components += [
             pl.when(said).then(tool.sum().cast(pl.Int64)).alias("tool_requests"),
-            pl.when(said).then(_sum_where(tool, rest)).alias("tool_cost"),
+            pl.when(said).then(sum_where(tool, rest)).alias("tool_cost"),
         ]
     if typed_known:
         uncached = pl.col("input_tokens") - pl.col("cache_read_input_tokens") - pl.col("cache_write_input_tokens")
-        components += [_sum_where(typed, pl.col(c)).alias(c) for c in TYPED_COSTS]
+        components += [sum_where(typed, pl.col(c)).alias(c) for c in TYPED_COSTS]
         components += [
-            pl.when(typed.any()).then(_sum_where(typed, expr)).cast(pl.Int64).alias(name)
+            pl.when(typed.any()).then(sum_where(typed, expr)).cast(pl.Int64).alias(name)
             for name, expr in {
                 "input_tokens": uncached,
                 "output_tokens": pl.col("output_tokens"),
@@ -175,13 +175,6 @@ def intent_components(names: Sequence[str]) -> list[pl.Expr]:
         ]
         components.append(typed.any().alias("_typed"))
     return components
-
-
-def _sum_where(condition: pl.Expr, values: pl.Expr) -> pl.Expr:
-    """Sum of `values` where `condition` holds (0 where it never does), as values.filter(condition)
-    .sum(), but elementwise before the sum: in a group-by about five times cheaper than a filter
-    per group (1M calls, measured)."""
-    return pl.when(condition).then(values).sum()
 
 
 def breakdown_of_intents(intents: pl.LazyFrame) -> pl.LazyFrame:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from unitledger.model.requests import ESTIMATED_COSTS
+from unitledger.model.requests import ESTIMATED_COSTS, sum_where
 
 
 GRAIN = ["date", "feature_tag", "model_version", "prompt_version", "billing_currency"]
@@ -57,11 +57,6 @@ def cost_per_success_sums(intents: pl.LazyFrame, grain: list[str] = GRAIN) -> pl
     """Numerators, denominators and moments of cost_per_success per grain (labeled intents only)."""
     labeled = pl.col("outcome") != "unlabeled"
     success = pl.col("outcome") == "success"
-
-    def sum_where(condition: pl.Expr, value: pl.Expr) -> pl.Expr:
-        # Nulls where the condition fails, summed (an empty sum is 0): about half the time of
-        # filtering each group's values first.
-        return pl.when(condition).then(value).sum()
 
     return (
         intents.group_by(grain)

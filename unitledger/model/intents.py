@@ -22,7 +22,7 @@ from datetime import date
 import polars as pl
 
 from schemas.types import MONEY
-from unitledger.model.requests import ESTIMATED_COSTS, in_dates
+from unitledger.model.requests import ESTIMATED_COSTS, in_dates, sum_where
 
 
 def session_dates(calls: pl.LazyFrame) -> pl.LazyFrame:
@@ -128,8 +128,7 @@ def intent_costs(
             unbilled_requests=(pl.col("billing_rows") == 0).sum().cast(pl.Int64),
             token_cost=pl.col("effective_cost").sum(),
             allocated_token_cost=pl.col("allocated_effective_cost").sum(),
-            # when/then before the sum, not a filter: elementwise, cheaper per group (as decisions._sum_where)
-            **{column: pl.when(pl.col("cost_source") == source).then(pl.col("effective_cost")).sum() for source, column in ESTIMATED_COSTS.items()},
+            **{column: sum_where(pl.col("cost_source") == source, pl.col("effective_cost")) for source, column in ESTIMATED_COSTS.items()},
         )
     )
     labeled = sessions.join(outcomes, on="session_id", how="left")

@@ -22,7 +22,7 @@ from unitledger.checks.conservation import allocated_costs_check
 from unitledger.config import AccountRule, load_settings
 from unitledger.layout import Layout
 from unitledger.model.allocation import allocate_billing
-from unitledger.model.requests import dedupe_calls, in_dates
+from unitledger.model.requests import dedupe_calls, in_dates, without_request_conflicts
 from unitledger.sources.events import scan_staged_calls
 from unitledger.sources.focus import scan_staged_focus
 from unitledger.steps.daily import build_daily_tables
@@ -695,3 +695,39 @@ def test_requests_with_an_allocated_share_are_billed_not_telemetry_only(layout, 
         logged = read(layout, table, [key]).filter(pl.col("billing_currency").is_null()).row(0, named=True)
         assert (logged["telemetry_requests"], logged["telemetry_only_requests"]) == (4, 0), table
         assert logged["status"] == "ok", logged["status_reason"]
+
+
+def test_unmatched_models_of_the_daily_step_equal_the_one_pass_allocation(layout, settings):
+    """The daily step sums the calls outside every pool hour in its join (their own rows as the
+    join sums them) and merges them with the pooled calls' losses. The table equals the one-pass
+    allocation's (allocate_billing reporting every call) on: a pooled call whose output no pool
+    takes (p1), one billed per request for its input only (u1), one whose call names no model
+    version while its row does (u2: named by the call's model alone, as the allocation names it),
+    one whose rows name two accounts (u3: its rows cover nothing), one never billed (u4)."""
+    rows = [
+        token_row("0.01", "Input Tokens", "300"),
+        focus_row("u1", "0.002", hour="2026-03-02T14:00:00Z"),
+        focus_row("u2", "0.002", hour="2026-03-02T15:00:00Z"),
+        focus_row("u3", "0.002", hour="2026-03-02T16:00:00Z"),
+        focus_row("u3", "0.002", hour="2026-03-02T16:00:00Z", BillingAccountId="acct-eu"),
+    ]
+    write_focus_csv(layout.landing_focus / "acct-us" / "2026-03" / "export.csv", rows, HEADER)
+    calls = [
+        llm_call("p1", "s1", "2026-03-02T10:05:00Z", input_tokens=100, output_tokens=100),
+        llm_call("u1", "s2", "2026-03-02T14:05:00Z", input_tokens=1000, output_tokens=100),
+        llm_call("u2", "s3", "2026-03-02T15:05:00Z", input_tokens=1000, output_tokens=100, model_version=None),
+        llm_call("u3", "s4", "2026-03-02T16:05:00Z", input_tokens=1000, output_tokens=100),
+        llm_call("u4", "s5", "2026-03-02T17:05:00Z", input_tokens=1000, output_tokens=100),
+    ]
+    write_events(layout.landing_events / "2026-03-02.jsonl", calls)
+    run_day(layout, settings)
+    table = read(layout, "unmatched_models")
+
+    billing = without_request_conflicts(scan_staged_focus(layout))
+    one_pass = allocate_billing(billing, dedupe_calls(scan_staged_calls(layout)), settings.allocation)
+    expected = one_pass.tables.unmatched_models.filter(pl.col("date") == DAY).collect()
+    assert table.sort(pl.all()).equals(expected.select(table.columns).sort(pl.all()))
+    # by hand: output no_pool = p1, u1, u3, u4 (100 each); input no_pool = u3, u4; u2's output
+    # under its model alone ("claude": no billed model), which its row's x_ModelVersion would hide
+    lost = {(r["call_model"], r["token_type"], r["reason"]): (r["calls"], r["tokens"]) for r in table.iter_rows(named=True)}
+    assert lost == {("m-1", "output", "no_pool"): (4, 400), ("m-1", "input", "no_pool"): (2, 2000), ("claude", "output", "unknown_model"): (1, 100)}

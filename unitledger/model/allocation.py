@@ -167,7 +167,8 @@ def call_tokens(calls: pl.LazyFrame, settings: Allocation = Allocation(), exact:
     """schemas.CallTokens from staged calls (one row per request: dedupe first). Optional call
     columns `billing_account_hint`, `sub_account_hint`, `own_currency` (with_own_currency) and
     the gateway fields account rules match (GATEWAY_ACCOUNT_FIELDS).
-    `exact`: the token types each request's own rows bill exactly (ai_usage.exact_token_coverage), left out."""
+    `exact`: the token types each request's own rows bill exactly (ai_usage.exact_token_coverage),
+    left out; or the calls carry its `covers_<type>` columns themselves (null: not covered)."""
     from schemas.allocation import CallTokens
 
     present = set(calls.collect_schema().names())
@@ -176,10 +177,11 @@ def call_tokens(calls: pl.LazyFrame, settings: Allocation = Allocation(), exact:
     version, name = blank_as_null(pl.col("model_version")), blank_as_null(pl.col("model"))
     rule_account, rule_sub = _account_rules(settings)
     own_account = blank_as_null(pl.col("billing_account_hint"))
-    covered = {t: pl.lit(False) for t in TOKEN_TYPES}
-    if exact is not None:  # a covered type's tokens count as 0: dropped with the other empty ones
+    if exact is not None:
         calls = calls.join(exact, on="request_id", how="left")
-        covered = {t: pl.col(f"covers_{t}").fill_null(False) for t in TOKEN_TYPES}
+    # A covered type's tokens count as 0: dropped with the other empty ones.
+    covers = {f"covers_{t}" for t in TOKEN_TYPES}
+    covered = {t: pl.col(f"covers_{t}").fill_null(False) if covers <= set(calls.collect_schema().names()) else pl.lit(False) for t in TOKEN_TYPES}
     index = ["request_id", "called_at", "feature_tag", "model_version", "prompt_version", "provider", "call_model", "billing_account_hint", "sub_account_hint", "own_currency"]
     tokens = (
         calls.with_columns(
@@ -225,12 +227,21 @@ def _pool_rows(usage: pl.LazyFrame, settings: Allocation) -> pl.LazyFrame:
     return rows.join(models, on="billed_model", how="left").rename({"model_key": "model"}).with_columns(_origin=_origin_id())
 
 
-def _call_names(call_models: pl.LazyFrame, rows: pl.LazyFrame, settings: Allocation) -> pl.LazyFrame:
+def billed_models(usage: pl.LazyFrame, settings: Allocation = Allocation()) -> pl.LazyFrame:
+    """The billed models of the token rows of `usage` (classify_usage): what a call's model is
+    matched against (provider, model_key, model_family, model_date). A few rows."""
+    return _bill_models(_pool_rows(usage, settings))
+
+
+def _bill_models(rows: pl.LazyFrame) -> pl.LazyFrame:
+    return rows.select("provider", pl.col("model").alias("model_key"), "model_family", "model_date").unique()
+
+
+def _call_names(call_models: pl.LazyFrame, bill_models: pl.LazyFrame, settings: Allocation) -> pl.LazyFrame:
     """(provider, call_model, model, match, candidates) for the (provider, call_model) pairs of
-    `call_models`: which billed model of `rows` each is (match_models), matched once per distinct
-    name, then joined to the calls."""
+    `call_models`: which of `bill_models` (billed_models) each is (match_models), matched once per
+    distinct name, then joined to the calls."""
     call_models = with_model_key(call_models.unique(), "call_model", settings.model_aliases, prefix="call").cache()
-    bill_models = rows.select("provider", pl.col("model").alias("model_key"), "model_family", "model_date").unique()
     mapping = match_models(call_models.select("provider", "call_key", "call_family", "call_date").unique(), bill_models)
     return call_models.select("provider", "call_model", "call_key").join(mapping, on=["provider", "call_key"], how="left", nulls_equal=True).drop("call_key")
 
@@ -384,25 +395,47 @@ def with_allocation_base(frame: pl.LazyFrame, base18: str, logged: str) -> pl.La
     )
 
 
+def lost_token_sums(tokens: pl.LazyFrame) -> pl.LazyFrame:
+    """call_tokens summed per (date, provider, call_model, token_type): `calls` and `tokens`. The
+    sums of disjoint sets of calls add up (unmatched_models' rows are such sums)."""
+    date = pl.col("called_at").dt.date().alias("date")
+    return tokens.group_by(date, "provider", "call_model", "token_type").agg(calls=pl.len().cast(pl.Int64), tokens=pl.col("tokens").sum())
+
+
+def unpooled_unmatched(sums: pl.LazyFrame, bill_models: pl.LazyFrame, settings: Allocation = Allocation()) -> pl.LazyFrame:
+    """unmatched_models' rows of calls known to fall in no pool's provider and hours (pool_hours),
+    from their lost_token_sums: a model matching a billed model of `bill_models` (billed_models)
+    is `no_pool`; otherwise its match (unknown or ambiguous model, with the candidates)."""
+    names = _call_names(sums.select("provider", "call_model"), bill_models, settings)
+    return sums.join(names, on=["provider", "call_model"], how="left", nulls_equal=True).with_columns(
+        reason=pl.when(pl.col("match") == "matched").then(pl.lit("no_pool")).otherwise(pl.col("match")),
+        candidates=pl.when(pl.col("match") != "matched").then(pl.col("candidates")),
+    )
+
+
+def merge_unmatched(parts: list[pl.LazyFrame]) -> pl.LazyFrame:
+    """unmatched_models from parts of it over disjoint calls: rows of one key summed."""
+    from schemas.allocation import UnmatchedModels
+
+    key = ["date", "provider", "call_model", "token_type", "reason", "candidates"]
+    merged = pl.concat([part.select(*key, "calls", "tokens") for part in parts]).group_by(key).agg(pl.col("calls").sum(), pl.col("tokens").sum())
+    return merged.select(list(UnmatchedModels.to_schema().columns))
+
+
 def allocate(
     usage: pl.LazyFrame, tokens: pl.LazyFrame, settings: Allocation = Allocation(), unpooled: pl.LazyFrame | None = None
 ) -> AllocationTables:
     """Allocate the token rows of `usage` (ai_usage.classify_usage) to `tokens` (call_tokens).
-    `unpooled`: more call_tokens, of calls known to fall in no pool's provider and hours
-    (pool_hours): only reported in unmatched_models, summed as they stream (never held, never
-    joined to the pools), so the allocation's cost follows the calls that can take a share."""
-    from schemas.allocation import AllocationPools, RequestAllocations, UnmatchedModels
+    `unpooled`: the lost_token_sums of more calls, known to fall in no pool's provider and hours
+    (pool_hours): only reported in unmatched_models (never joined to the pools), so the
+    allocation's cost follows the calls that can take a share."""
+    from schemas.allocation import AllocationPools, RequestAllocations
 
     # Each of these is read several times below: cached, so the plan stays a DAG and is
     # computed once (without, the plan grows exponentially with the references).
     rows = _pool_rows(usage, settings).cache()
     tokens = tokens.cache()
-    lost_key = [pl.col("called_at").dt.date().alias("date"), "provider", "call_model", "token_type"]
-    call_models = tokens.select("provider", "call_model")
-    if unpooled is not None:
-        unpooled = unpooled.group_by(lost_key).agg(calls=pl.len().cast(pl.Int64), tokens=pl.col("tokens").sum()).cache()
-        call_models = pl.concat([call_models, unpooled.select("provider", "call_model")])
-    names = _call_names(call_models, rows, settings).cache()
+    names = _call_names(tokens.select("provider", "call_model"), _bill_models(rows), settings).cache()
     # names a (call, token type) cheaply
     matched = tokens.join(names, on=["provider", "call_model"], how="left", nulls_equal=True).with_row_index("_call_token").cache()
     calls, pool_rows, two_currencies = _assign(matched, rows)
@@ -491,19 +524,11 @@ def allocate(
         ],
         how="diagonal_relaxed",
     )
-    unmatched_models = lost.group_by(*lost_key, "reason", "candidates").agg(calls=pl.len().cast(pl.Int64), tokens=pl.col("tokens").sum())
-    if unpooled is not None:
-        # No pool of their provider covers their hour: a matched model's tokens are no_pool.
-        unpooled = unpooled.join(names, on=["provider", "call_model"], how="left", nulls_equal=True).with_columns(
-            reason=pl.when(pl.col("match") == "matched").then(pl.lit("no_pool")).otherwise(pl.col("match")),
-            candidates=pl.when(pl.col("match") != "matched").then(pl.col("candidates")),
-        )
-        unmatched_models = (
-            pl.concat([unmatched_models, unpooled.select(unmatched_models.collect_schema().names())])
-            .group_by("date", "provider", "call_model", "token_type", "reason", "candidates")
-            .agg(pl.col("calls").sum(), pl.col("tokens").sum())
-        )
-    unmatched_models = unmatched_models.select(list(UnmatchedModels.to_schema().columns))
+    unmatched_models = merge_unmatched(
+        [lost.group_by(pl.col("called_at").dt.date().alias("date"), "provider", "call_model", "token_type", "reason", "candidates")
+         .agg(calls=pl.len().cast(pl.Int64), tokens=pl.col("tokens").sum())]
+        + ([] if unpooled is None else [unpooled_unmatched(unpooled, _bill_models(rows), settings)])
+    )  # fmt: skip
     return AllocationTables(requests=requests, pools=pools, unmatched_models=unmatched_models)
 
 
@@ -692,9 +717,14 @@ class BillingAllocation(NamedTuple):
 
     classified: pl.LazyFrame
     tables: AllocationTables
-    # Some token row to allocate (a pool hour). False: tables.requests and tables.pools are empty
-    # frames, and so is anything built on them (shares per day, allocated_costs): not computed.
-    pooled: bool = True
+    # pool_hours: (provider, _hour) of the token rows. Empty: tables.requests and tables.pools are
+    # empty frames, and so is anything built on them (shares per day, allocated_costs): not computed.
+    hours: pl.DataFrame
+
+    @property
+    def pooled(self) -> bool:
+        """Some token row to allocate (a pool hour)."""
+        return not self.hours.is_empty()
 
 
 def long_period() -> pl.Expr:
@@ -703,7 +733,7 @@ def long_period() -> pl.Expr:
 
 
 def allocate_billing(
-    billing: pl.LazyFrame, calls: pl.LazyFrame, settings: Allocation = Allocation(), step: str = DAILY
+    billing: pl.LazyFrame, calls: pl.LazyFrame, settings: Allocation = Allocation(), step: str = DAILY, report_unpooled: bool = True
 ) -> BillingAllocation:
     """The one place the pipeline allocates: staged FOCUS rows (`billing`, with and without
     x_RequestId, of whole days) and the calls of the same days (deduplicated, one row per request)
@@ -715,28 +745,34 @@ def allocate_billing(
     (pool_hours, a small table, collected here) split the calls first. Only the calls in them
     are given their own currency and session account hints and go through the pools; the others
     (a whole day billed per request: every call) are only summed into unmatched_models. The
-    pooled calls' currency and exact coverage are read from their own requests' rows only."""
+    pooled calls' currency and exact coverage are read from their own requests' rows only.
+    report_unpooled=False: the others are left out of unmatched_models too, for a caller that
+    sums them where it joins the calls to their rows anyway (unpooled_unmatched; the daily step)."""
     classified = classify_for_allocation(billing, settings, step).cache()
     hours = pool_hours(classified, settings).collect(optimizations=optimizations())
     unpooled, exact = calls, exact_token_coverage(billing, settings)
     if hours.is_empty():  # no call can take a share: no pool to join, no account or currency to find
         tokens = pl.LazyFrame(schema=call_tokens(calls, settings).collect_schema())
     else:
-        keyed = calls.with_columns(
-            _provider=provider_key(pl.col("provider"), settings.provider_aliases), _hour=pl.col("timestamp").dt.truncate("1h")
-        )
-        hour_keys, key = hours.lazy().rename({"provider": "_provider"}), ["_provider", "_hour"]
-        pooled = keyed.join(hour_keys, on=key, how="semi").drop(key).cache()
-        unpooled = keyed.join(hour_keys, on=key, how="anti").drop(key)
+        pooled = by_pool_hours(calls, hours, settings, "semi").cache()
+        unpooled = by_pool_hours(calls, hours, settings, "anti")
         # The pooled requests' own rows only: their currency, their exact coverage.
         own = billing.join(pooled.select(x_RequestId=pl.col("request_id")), on="x_RequestId", how="semi").cache()
         hinted = with_session_accounts(pooled, billing, calls)
         tokens = call_tokens(with_own_currency(hinted, own), settings, exact_token_coverage(own, settings))
-    unpooled_tokens = call_tokens(unpooled, settings, exact)
-    tables = allocate(classified, tokens, settings, unpooled_tokens)
+    unpooled_sums = lost_token_sums(call_tokens(unpooled, settings, exact)) if report_unpooled else None
+    tables = allocate(classified, tokens, settings, unpooled_sums)
     if hours.is_empty():  # no token row, so no pool and no share: empty, not computed (their plans read every call)
         tables = tables._replace(**{name: pl.LazyFrame(schema=getattr(tables, name).collect_schema()) for name in ("requests", "pools")})
-    return BillingAllocation(classified, tables, pooled=not hours.is_empty())
+    return BillingAllocation(classified, tables, hours)
+
+
+def by_pool_hours(calls: pl.LazyFrame, hours: pl.DataFrame, settings: Allocation, how: str) -> pl.LazyFrame:
+    """The `calls` (provider, timestamp) within (how="semi") or outside ("anti") the `hours` of
+    pool_hours."""
+    keyed = calls.with_columns(_provider=provider_key(pl.col("provider"), settings.provider_aliases), _hour=pl.col("timestamp").dt.truncate("1h"))
+    key = ["_provider", "_hour"]
+    return keyed.join(hours.lazy().rename({"provider": "_provider"}), on=key, how=how).drop(key)
 
 
 def pool_hours(classified: pl.LazyFrame, settings: Allocation = Allocation()) -> pl.LazyFrame:

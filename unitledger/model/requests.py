@@ -27,7 +27,7 @@ import polars as pl
 from schemas.types import MONEY, TOKEN_TYPES, TYPED_COSTS
 
 from unitledger.config import Allocation, Bounds
-from unitledger.sources.ai_usage import with_token_types
+from unitledger.sources.ai_usage import token_coverage, with_token_types
 
 
 COST_COLUMNS = ("billed_cost", "effective_cost", "list_cost")
@@ -157,6 +157,7 @@ def billing_by_request(billing: pl.LazyFrame, settings: Allocation = Allocation(
     recognizes aggregated rows (ai_usage.with_token_types, `settings`' meter rules included); all
     four null when a row with a non-zero EffectiveCost has no recognizable type (a per-request
     total, a fee): the request's cost is then not known by type. Else they sum to effective_cost.
+    `covers_<type>`: the token types its rows bill (ai_usage.exact_token_coverage), whatever their cost.
 
     The text columns (a few distinct values each) come out Categorical, compared as text: per
     request a code instead of a string, for a third of the memory (join_requests restores text)."""
@@ -184,6 +185,7 @@ def billing_by_request(billing: pl.LazyFrame, settings: Allocation = Allocation(
             list_cost=pl.col("ListCost").sum(),
             *[pl.col(c).sum() for c in TYPED_COSTS],
             _untyped=pl.col("_untyped").max(),
+            *token_coverage(),
             billing_rows=pl.len().cast(pl.Int64),
             charge_date=pl.col("charge_date").min(),
             last_charge_date=pl.col("charge_date").max(),
@@ -260,6 +262,9 @@ def join_requests(calls: pl.LazyFrame, billed: pl.LazyFrame) -> pl.LazyFrame:
         "output_tokens",
         "cache_read_input_tokens",
         "cache_write_input_tokens",
+        # the call's own, as the allocation names its model (provider and version are filled from billing below)
+        pl.col("provider").alias("call_provider"),
+        pl.col("model_version").alias("call_model_version"),
         "attempt",
         "status",
         pl.col("reported_cost").alias("gateway_reported_cost"),

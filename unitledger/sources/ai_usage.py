@@ -356,7 +356,11 @@ def exact_token_coverage(billing: pl.LazyFrame, settings: Allocation = Allocatio
     fee) covers all four. (Flags per request, not (request, type) pairs: the allocation joins
     them to the calls on the request id alone, before the calls are unpivoted to token types.)"""
     rows = with_token_types(billing.filter(pl.col("x_RequestId").is_not_null()), settings)
+    return rows.group_by(request_id=pl.col("x_RequestId")).agg(token_coverage())
+
+
+def token_coverage() -> list[pl.Expr]:
+    """exact_token_coverage's `covers_<type>` flags, as aggregations over a request's rows with
+    their `token_type` (with_token_types)."""
     token_type = pl.col("token_type")
-    return rows.group_by(request_id=pl.col("x_RequestId")).agg(
-        (token_type.is_null() | (token_type == t)).any().alias(f"covers_{t}") for t in TOKEN_TYPES
-    )
+    return [(token_type.is_null() | (token_type == t)).any().alias(f"covers_{t}") for t in TOKEN_TYPES]

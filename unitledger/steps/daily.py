@@ -40,7 +40,8 @@ from schemas.decisions import CostBreakdown
 from schemas.reconciliation import GatewayGap
 from unitledger.layout import Layout
 from unitledger.model import intents, requests
-from unitledger.model.allocation import allocate_billing, allocated_by_day, allocated_by_request, allocated_costs
+from unitledger.model.allocation import allocate_billing, allocated_by_day, allocated_by_request, allocated_costs, billed_models
+from unitledger.model.allocation import by_pool_hours, call_tokens, classify_for_allocation, lost_token_sums, merge_unmatched, unpooled_unmatched
 from unitledger.model.allocation import optimizations as allocation_optimizations
 from unitledger.model.decisions import breakdown_of_intents, intent_components
 from unitledger.model.features import cost_per_intent, cost_per_success
@@ -51,7 +52,7 @@ from unitledger.sources.ai_usage import unrecognized_usage
 from unitledger.sources.events import scan_staged_calls, scan_staged_outcomes
 from unitledger.sources.focus import scan_staged_focus
 from unitledger.steps.result import StepResult, money_total
-from schemas.types import MONEY, TYPED_COSTS
+from schemas.types import MONEY, TOKEN_TYPES, TYPED_COSTS
 from unitledger.model.requests import COST_COLUMNS
 from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema, write_parquet_atomic
 
@@ -85,8 +86,11 @@ _BILLED = {
     "billed_feature_tag": pl.Categorical, "billed_model_version": pl.Categorical, "billed_prompt_version": pl.Categorical,
     "billed_provider": pl.Categorical,
     "cost_source": pl.String, **{f"allocated_{c}": pl.Decimal(38, 18) for c in ("billed_cost", "effective_cost", "list_cost")},
-    **{c: pl.Decimal(38, 18) for c in TYPED_COSTS},
+    **{c: pl.Decimal(38, 18) for c in TYPED_COSTS}, **{f"covers_{t}": pl.Boolean for t in TOKEN_TYPES},
 }  # fmt: skip
+
+# allocation.lost_token_sums' rows, as spilled.
+_LOST_SUMS = {"date": pl.Date, "provider": pl.String, "call_model": pl.String, "token_type": pl.String, "calls": pl.Int64, "tokens": pl.Int64}
 
 _INTENT_DAYS = {"session_id": pl.String, "call_date": pl.Date, "intent_date": pl.Date}
 _INTENT_KEY = {"session_id": pl.String, "intent_date": pl.Date}
@@ -195,6 +199,8 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
     spills = {name: Spill(layout.tmp, name, "date") for name in DAILY_TABLES}
     held = Spill(layout.tmp, "quarantine", "date")  # rows the run holds back, by the day they are reported on
     work = {name: Spill(layout.tmp, name, "call_date") for name in ("calls", "intent_days")}
+    # unmatched_models in two parts: the pooled calls' (allocate_days), the others' (the join)
+    work |= {name: Spill(layout.tmp, name, "date") for name in ("pooled_lost", "unpooled_lost")}
     work["intents"] = Spill(layout.tmp, "intents", "date")  # intent_costs rows with breakdown components, currency range
     billed = Spill(layout.tmp, "billed", "charge_date")
     allocated = Spill(layout.tmp, "allocated", "charge_date")  # allocated shares per request
@@ -220,7 +226,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             later_days = intent_days.filter(ours & (pl.col("call_date") >= end)).select("session_id", "call_date").unique().collect()
             later_sessions = later_days["session_id"].unique()
         with result.timed("allocate"):
-            allocate_days(read, settings, spills, allocated, shares_by_day)
+            hours, bill_models = allocate_days(read, settings, spills, allocated, shares_by_day, work["pooled_lost"])
             shares = allocated.scan(polars_schema(AllocatedByRequest))
         with result.timed("join"):
             conflicts, spread_ids, uncalled_ids = [], [], []
@@ -268,13 +274,14 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                 # In one pass over the join (computed once for the four): the bucket's part of
                 # request_costs (the kept requests, unbilled calls estimated: the gateway's cost,
                 # else list price) and the few ids the rest of the step needs.
-                _, spread, no_call, conflicts_b = pl.collect_all(
+                _, _, spread, no_call, conflicts_b = pl.collect_all(
                     [
                         spills["request_costs"].sink(
                             requests.with_estimates(flags.filter(pl.col("_kept")).select(list(polars_schema(RequestCosts))), prices),
                             part=bucket,
                             lazy=True,
                         ),
+                        work["unpooled_lost"].sink(_unpooled_lost_tokens(flags, hours, settings, start, end), part=bucket, lazy=True),
                         flags.filter(pl.col("_spread")).select("request_id"),
                         flags.filter(pl.col("_uncalled")).select("request_id"),
                         # (a request summed again below is judged on the rows it keeps)
@@ -346,6 +353,8 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                     spills["request_costs"].sink(bucket_rows.lazy(), part=bucket, prefix="resummed-")
             conflicting = pl.concat(conflicts)
             joined = spills["request_costs"].scan(polars_schema(RequestCosts))
+            unpooled = unpooled_unmatched(work["unpooled_lost"].scan(_LOST_SUMS), bill_models.lazy(), settings.allocation)
+            spills["unmatched_models"].sink(merge_unmatched([work["pooled_lost"].scan(polars_schema(UnmatchedModels)), unpooled]))
         with result.timed("intents"):
             all_outcomes = scan_staged_outcomes(layout)
             mixed, beyond, unguarded = [], [], []
@@ -475,25 +484,33 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
 
 
 def allocate_days(
-    read: _Inputs, settings: Settings, spills: dict[str, Spill], allocated: Spill, shares_by_day: Spill
-) -> None:
+    read: _Inputs, settings: Settings, spills: dict[str, Spill], allocated: Spill, shares_by_day: Spill, pooled_lost: Spill
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The daily step's one call of the allocation (unitledger.model.allocation.allocate_billing):
     the AI token rows without a request id of the days read (hour and day rows; longer charge
     periods are reported in unrecognized_usage) are split over those days' calls by token share.
     Writes the shares per request (`allocated`, joined to request_costs bucket by bucket), their
     sums per call date (`shares_by_day`, the conservation check's allocated side) and the tables
-    allocation_pools, unrecognized_usage and unmatched_models, in one pass. The days read: the
-    run's, up to session_days after it (the later calls of its intents) and COPY_DAYS either side;
-    every one whole (current FOCUS rows, request conflicts removed; calls, one per request), the
-    same inputs as the reconciliation's (steps.reconciliation._placed). Pools span every request
-    of a day, so this runs once for the days, not per bucket. Also the FOCUS allocated_costs
-    export of the allocated rows (model.allocation.allocated_costs)."""
+    allocation_pools and unrecognized_usage, in one pass, and `pooled_lost`: unmatched_models'
+    rows of the calls in pool hours (the others' are summed in the join, _unpooled_lost_tokens:
+    it joins every call to its rows anyway). Returns the pool hours and billed models those need.
+    The days read: the run's, up to session_days after it (the later calls of its intents) and
+    COPY_DAYS either side; every one whole (current FOCUS rows, request conflicts removed; calls,
+    one per request), the same inputs as the reconciliation's (steps.reconciliation._placed).
+    Pools span every request of a day, so this runs once for the days, not per bucket. Also the
+    FOCUS allocated_costs export of the allocated rows (model.allocation.allocated_costs)."""
     lo, hi = requests.with_lookaround(read.start, read.end + read.S)
     window = read.all_focus.filter(in_dates("charge_date", lo, hi))
-    # The conflicts found once: the plan below reads `billing` several times.
-    billing = requests.without_request_conflicts(window, requests.request_conflicts(window).collect())
+    # The rows of requests billed to two accounts or currencies are left out of the shares' side
+    # (found once: the plan below reads `billing` several times). Without a token row to split
+    # (a day billed per request) no call takes a share: no pass over every row to find them.
+    shared = classify_for_allocation(window.filter(pl.col("x_RequestId").is_null()), settings.allocation)
+    if shared.filter(pl.col("usage_class") == "token").select(pl.len()).collect().item():
+        billing = requests.without_request_conflicts(window, requests.request_conflicts(window).collect())
+    else:
+        billing = window
     calls = requests.dedupe_calls(read.calls_between(lo, hi))
-    run = allocate_billing(billing, calls, settings.allocation)
+    run = allocate_billing(billing, calls, settings.allocation, report_unpooled=False)
     dates = calls.select("request_id", date=pl.col("call_date"))
 
     def from_shares(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -502,7 +519,7 @@ def allocate_days(
         # even when one side is empty).
         return frame if run.pooled else pl.LazyFrame(schema=frame.collect_schema())
 
-    pl.collect_all(
+    *_, bill_models = pl.collect_all(
         [
             allocated.sink(allocated_by_request(run.tables.requests), lazy=True),
             shares_by_day.sink(from_shares(allocated_by_day(run.tables.requests, dates)), lazy=True),
@@ -510,7 +527,7 @@ def allocate_days(
             spills["unrecognized_usage"].sink(
                 unrecognized_usage(run.classified).with_columns(date=pl.col("ChargePeriodStart").dt.date()), lazy=True
             ),
-            spills["unmatched_models"].sink(run.tables.unmatched_models, lazy=True),
+            pooled_lost.sink(run.tables.unmatched_models, lazy=True),
             spills["allocated_costs"].sink(
                 from_shares(
                     allocated_costs(billing.filter(pl.col("x_RequestId").is_null()), run.tables.requests, run.tables.pools)
@@ -519,9 +536,26 @@ def allocate_days(
                 ),
                 lazy=True,
             ),
+            billed_models(run.classified, settings.allocation),
         ],
         optimizations=allocation_optimizations(),
     )
+    return run.hours, bill_models
+
+
+def _unpooled_lost_tokens(joined: pl.LazyFrame, hours: pl.DataFrame, settings: Settings, start: date, end: date) -> pl.LazyFrame:
+    """allocation.lost_token_sums of the calls of [start, end) outside every pool hour (`hours`):
+    the tokens of the types their own rows do not bill (billing_by_request's covers_<type>; a
+    request whose rows conflict has none). `joined`: join_requests rows, which carry the call's
+    own provider and model version beside the billed ones."""
+    calls = joined.filter(in_dates("call_date", start, end)).select(
+        "request_id", "feature_tag", "model", "prompt_version", "input_tokens", "output_tokens", "cache_read_input_tokens",
+        "cache_write_input_tokens", *[f"covers_{t}" for t in TOKEN_TYPES],
+        timestamp="called_at", provider="call_provider", model_version="call_model_version",
+    )  # fmt: skip
+    if not hours.is_empty():
+        calls = by_pool_hours(calls, hours, settings.allocation, "anti")
+    return lost_token_sums(call_tokens(calls, settings.allocation))
 
 
 def held_partition(day: str) -> str:

@@ -57,7 +57,8 @@ def _money_batch(texts: pl.Series) -> pl.Series:
     finer_type = pl.Decimal(38, _EXTRA_SCALE)
     frame = texts.cast(pl.String).to_frame("text").with_columns(finer=pl.col("text").str.to_decimal(scale=_EXTRA_SCALE))
     frame = frame.with_columns(value=pl.col("finer").cast(MONEY, strict=False))
-    if frame["finer"].null_count() > frame["text"].null_count() or (frame["value"].cast(finer_type, strict=False) != frame["finer"]).any():
+    exact = frame["finer"].null_count() == frame["text"].null_count() and not (frame["value"].cast(finer_type, strict=False) != frame["finer"]).any()
+    if not exact:
         stripped = pl.col("text").str.strip_chars()
         frame = frame.with_columns(finer=stripped.str.to_decimal(scale=_EXTRA_SCALE), value=stripped.str.to_decimal(scale=MONEY.scale))
     out_of_range = (pl.col("value").abs() >= pl.lit(MONEY_LIMIT, MONEY)).fill_null(False)
@@ -68,6 +69,8 @@ def _money_batch(texts: pl.Series) -> pl.Series:
         out_of_range = out_of_range | (pl.col("value").is_null() & (magnitude >= MONEY_LIMIT)).fill_null(False)
     # strict=False: a value with more than 14 integer digits does not fit the finer type (nor `finer`).
     too_precise = pl.col("text").is_not_null() & pl.col("finer").is_not_null() & (pl.col("finer") != pl.col("value").cast(finer_type, strict=False))
+    if exact:  # every value fit MONEY's scale: none too precise (without comparing them again)
+        too_precise = pl.lit(False)
     frame = frame.with_columns(out_of_range=out_of_range, too_precise=too_precise)
     value = pl.when(~pl.col("out_of_range")).then(pl.col("value"))
     return frame.select(pl.struct(value.alias("value"), "too_precise", "out_of_range").alias(texts.name)).to_series()

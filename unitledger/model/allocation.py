@@ -54,6 +54,7 @@ from schemas.allocation import ALLOCATED_STATUSES, COST_COLUMNS, TOKEN_TYPES
 from schemas.types import MONEY, TYPED_COSTS
 from unitledger.config import Allocation
 from unitledger.model.model_names import blank_as_null, match_models, provider_key, with_model_key
+from unitledger.model.requests import sum_where
 from unitledger.sources.ai_usage import classify_usage, exact_token_coverage
 
 SCALE = 10**MONEY.scale
@@ -63,7 +64,7 @@ GROUP = ["provider", "model", "token_type", "charge_period_start", "charge_perio
 # Staged call columns an account rule may match (what a gateway says about who made the call).
 GATEWAY_ACCOUNT_FIELDS = ("api_key_id", "team_id", "project_id")
 _TOKEN_COLUMNS = {
-    "input": "_uncached_input",
+    "input": "input_tokens",  # less the cached input (_with_uncovered_tokens)
     "output": "output_tokens",
     "cache_read": "cache_read_input_tokens",
     "cache_write": "cache_write_input_tokens",
@@ -164,9 +165,10 @@ def _account_rules(settings: Allocation) -> tuple[pl.Expr, pl.Expr]:
 
 
 def call_tokens(calls: pl.LazyFrame, settings: Allocation = Allocation(), exact: pl.LazyFrame | None = None) -> pl.LazyFrame:
-    """schemas.CallTokens from staged calls (one row per request: dedupe first). Optional call
-    columns `billing_account_hint`, `sub_account_hint`, `own_currency` (with_own_currency) and
-    the gateway fields account rules match (GATEWAY_ACCOUNT_FIELDS).
+    """schemas.CallTokens from staged calls (one row per request: dedupe first): a row per call
+    and token type it has tokens of. Optional call columns `billing_account_hint`,
+    `sub_account_hint`, `own_currency` (with_own_currency) and the gateway fields account rules
+    match (GATEWAY_ACCOUNT_FIELDS).
     `exact`: the token types each request's own rows bill exactly (ai_usage.exact_token_coverage),
     left out; or the calls carry its `covers_<type>` columns themselves (null: not covered)."""
     from schemas.allocation import CallTokens
@@ -174,35 +176,48 @@ def call_tokens(calls: pl.LazyFrame, settings: Allocation = Allocation(), exact:
     present = set(calls.collect_schema().names())
     optional = ("billing_account_hint", "sub_account_hint", "own_currency", *GATEWAY_ACCOUNT_FIELDS)
     calls = calls.with_columns(pl.lit(None, pl.String).alias(c) for c in optional if c not in present)
-    version, name = blank_as_null(pl.col("model_version")), blank_as_null(pl.col("model"))
     rule_account, rule_sub = _account_rules(settings)
     own_account = blank_as_null(pl.col("billing_account_hint"))
-    if exact is not None:
-        calls = calls.join(exact, on="request_id", how="left")
-    # A covered type's tokens count as 0: dropped with the other empty ones.
-    covers = {f"covers_{t}" for t in TOKEN_TYPES}
-    covered = {t: pl.col(f"covers_{t}").fill_null(False) if covers <= set(calls.collect_schema().names()) else pl.lit(False) for t in TOKEN_TYPES}
     index = ["request_id", "called_at", "feature_tag", "model_version", "prompt_version", "provider", "call_model", "billing_account_hint", "sub_account_hint", "own_currency"]
     tokens = (
-        calls.with_columns(
+        _with_uncovered_tokens(calls, exact)
+        .with_columns(
             called_at=pl.col("timestamp"),
-            call_model=pl.when(version.str.contains(r"[A-Za-z]"))
-            .then(version)
-            .when(version.is_not_null() & name.is_not_null())
-            .then(name + "-" + version)
-            .otherwise(pl.coalesce(name, version)),
+            call_model=_call_model(),
             billing_account_hint=pl.coalesce(own_account, rule_account),
             sub_account_hint=pl.coalesce(
                 blank_as_null(pl.col("sub_account_hint")), pl.when(own_account.is_null()).then(rule_sub)
             ),
-            _uncached_input=(pl.col("input_tokens") - pl.col("cache_read_input_tokens") - pl.col("cache_write_input_tokens")).clip(lower_bound=0),
         )
         .with_columns(provider=provider_key(pl.col("provider"), settings.provider_aliases))
-        .select(*index, *[pl.when(covered[t]).then(0).otherwise(pl.col(c)).alias(t) for t, c in _TOKEN_COLUMNS.items()])
         .unpivot(on=list(TOKEN_TYPES), index=index, variable_name="token_type", value_name="tokens")
         .filter(pl.col("tokens") > 0)
     )
     return tokens.select(list(CallTokens.to_schema().columns))
+
+
+def _call_model() -> pl.Expr:
+    """The model a call names: its version when that is a name, else model-version."""
+    version, name = blank_as_null(pl.col("model_version")), blank_as_null(pl.col("model"))
+    return (
+        pl.when(version.str.contains(r"[A-Za-z]"))
+        .then(version)
+        .when(version.is_not_null() & name.is_not_null())
+        .then(name + "-" + version)
+        .otherwise(pl.coalesce(name, version))
+    )
+
+
+def _with_uncovered_tokens(calls: pl.LazyFrame, exact: pl.LazyFrame | None) -> pl.LazyFrame:
+    """`calls` with a column of tokens per token type (TOKEN_TYPES), 0 where their request's own
+    rows bill the type (`exact`, or the calls' own covers_<type> columns)."""
+    if exact is not None:
+        calls = calls.join(exact, on="request_id", how="left")
+    covers = {f"covers_{t}" for t in TOKEN_TYPES}
+    covered = {t: pl.col(f"covers_{t}").fill_null(False) if covers <= set(calls.collect_schema().names()) else pl.lit(False) for t in TOKEN_TYPES}
+    uncached = (pl.col("input_tokens") - pl.col("cache_read_input_tokens") - pl.col("cache_write_input_tokens")).clip(lower_bound=0)
+    counts = {"input": uncached} | {t: pl.col(c) for t, c in _TOKEN_COLUMNS.items() if t != "input"}
+    return calls.with_columns(pl.when(covered[t]).then(0).otherwise(counts[t]).alias(t) for t in TOKEN_TYPES)
 
 
 def _pool_rows(usage: pl.LazyFrame, settings: Allocation) -> pl.LazyFrame:
@@ -395,11 +410,27 @@ def with_allocation_base(frame: pl.LazyFrame, base18: str, logged: str) -> pl.La
     )
 
 
-def lost_token_sums(tokens: pl.LazyFrame) -> pl.LazyFrame:
-    """call_tokens summed per (date, provider, call_model, token_type): `calls` and `tokens`. The
-    sums of disjoint sets of calls add up (unmatched_models' rows are such sums)."""
-    date = pl.col("called_at").dt.date().alias("date")
-    return tokens.group_by(date, "provider", "call_model", "token_type").agg(calls=pl.len().cast(pl.Int64), tokens=pl.col("tokens").sum())
+def lost_token_sums(calls: pl.LazyFrame, settings: Allocation = Allocation(), exact: pl.LazyFrame | None = None) -> pl.LazyFrame:
+    """The tokens of staged calls (as call_tokens reads them: `exact` or covers_<type> columns
+    leave types out) summed per (date, provider, call_model, token_type): `calls` (with tokens of
+    the type) and `tokens`. Sums of disjoint sets of calls add up (unmatched_models' rows are such
+    sums). Summed per call first and named after: the calls are neither unpivoted (which holds
+    them all in memory) nor named one by one (string work per call)."""
+    tokens = _with_uncovered_tokens(calls, exact)
+    some = {t: pl.col(t) > 0 for t in TOKEN_TYPES}
+    sums = tokens.group_by(pl.col("timestamp").dt.date().alias("date"), "provider", "model", "model_version").agg(
+        *[some[t].sum().cast(pl.Int64).alias(f"calls_{t}") for t in TOKEN_TYPES],
+        *[sum_where(some[t], pl.col(t)).cast(pl.Int64).alias(f"tokens_{t}") for t in TOKEN_TYPES],
+    )
+    per_type = [
+        sums.select(
+            "date", provider=provider_key(pl.col("provider"), settings.provider_aliases), call_model=_call_model(),
+            token_type=pl.lit(t), calls=pl.col(f"calls_{t}"), tokens=pl.col(f"tokens_{t}"),
+        )
+        for t in TOKEN_TYPES
+    ]  # fmt: skip
+    key = ["date", "provider", "call_model", "token_type"]
+    return pl.concat(per_type).filter(pl.col("calls") > 0).group_by(key).agg(pl.col("calls").sum(), pl.col("tokens").sum())
 
 
 def unpooled_unmatched(sums: pl.LazyFrame, bill_models: pl.LazyFrame, settings: Allocation = Allocation()) -> pl.LazyFrame:
@@ -760,7 +791,7 @@ def allocate_billing(
         own = billing.join(pooled.select(x_RequestId=pl.col("request_id")), on="x_RequestId", how="semi").cache()
         hinted = with_session_accounts(pooled, billing, calls)
         tokens = call_tokens(with_own_currency(hinted, own), settings, exact_token_coverage(own, settings))
-    unpooled_sums = lost_token_sums(call_tokens(unpooled, settings, exact)) if report_unpooled else None
+    unpooled_sums = lost_token_sums(unpooled, settings, exact) if report_unpooled else None
     tables = allocate(classified, tokens, settings, unpooled_sums)
     if hours.is_empty():  # no token row, so no pool and no share: empty, not computed (their plans read every call)
         tables = tables._replace(**{name: pl.LazyFrame(schema=getattr(tables, name).collect_schema()) for name in ("requests", "pools")})

@@ -41,7 +41,7 @@ from schemas.reconciliation import GatewayGap
 from unitledger.layout import Layout
 from unitledger.model import intents, requests
 from unitledger.model.allocation import allocate_billing, allocated_by_day, allocated_by_request, allocated_costs, billed_models
-from unitledger.model.allocation import by_pool_hours, call_tokens, classify_for_allocation, lost_token_sums, merge_unmatched, unpooled_unmatched
+from unitledger.model.allocation import by_pool_hours, classify_for_allocation, lost_token_sums, merge_unmatched, unpooled_unmatched
 from unitledger.model.allocation import optimizations as allocation_optimizations
 from unitledger.model.decisions import breakdown_of_intents, intent_components
 from unitledger.model.features import cost_per_intent, cost_per_success
@@ -73,10 +73,11 @@ DAILY_TABLES = {
 ALLOCATION_TABLES = ("allocation_pools", "unrecognized_usage", "unmatched_models", "allocated_costs")
 
 # Calls per bucket: past it, the daily step works in hash buckets of requests and sessions, one
-# after the other (join, intents, the checks). Peak memory follows a bucket (about 4.7 GB at 10M
-# calls, measured); each bucket more costs another pass over the day's staged rows and a merge of
-# the parts on publish, so buckets are as large as a fifth of the 24 GB machine allows.
-BUCKET_CALLS = 12_000_000
+# after the other (join, intents, the checks). Peak memory follows a bucket: a 5M-call day in two
+# buckets peaks at 2.8 GB in its join, in one at 4.9 GB (measured, docs/performance.md); each
+# bucket more costs another pass over the day's staged rows and a merge of the parts on publish
+# (+8 s, about 7 %, at 5M). Small enough that a 5M day stays within 3 GB (issue 16).
+BUCKET_CALLS = 4_000_000
 
 # model.requests.billing_by_request's rows, as spilled.
 _BILLED = {
@@ -270,7 +271,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                     _spread=called & (pl.col("billing_rows") > 0) & ~within.fill_null(False),
                     # not called in the run, with rows that may be dated in it
                     _uncalled=~called & (pl.col("charge_date") < end) & (pl.col("last_charge_date") >= start),
-                )
+                ).cache()
                 # In one pass over the join (computed once for the four): the bucket's part of
                 # request_costs (the kept requests, unbilled calls estimated: the gateway's cost,
                 # else list price) and the few ids the rest of the step needs.
@@ -548,14 +549,15 @@ def _unpooled_lost_tokens(joined: pl.LazyFrame, hours: pl.DataFrame, settings: S
     the tokens of the types their own rows do not bill (billing_by_request's covers_<type>; a
     request whose rows conflict has none). `joined`: join_requests rows, which carry the call's
     own provider and model version beside the billed ones."""
-    calls = joined.filter(in_dates("call_date", start, end)).select(
-        "request_id", "feature_tag", "model", "prompt_version", "input_tokens", "output_tokens", "cache_read_input_tokens",
-        "cache_write_input_tokens", *[f"covers_{t}" for t in TOKEN_TYPES],
-        timestamp="called_at", provider="call_provider", model_version="call_model_version",
+    # On columns the join computes (its `date` is a call's date), so that no part of the filter is
+    # pushed below the join: the plan stays the one the bucket's other queries share, joined once.
+    calls = joined.filter((pl.col("match_status") != "billing_only") & in_dates("date", start, end)).select(
+        "model", "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens",
+        *[f"covers_{t}" for t in TOKEN_TYPES], timestamp="called_at", provider="call_provider", model_version="call_model_version",
     )  # fmt: skip
     if not hours.is_empty():
         calls = by_pool_hours(calls, hours, settings.allocation, "anti")
-    return lost_token_sums(call_tokens(calls, settings.allocation))
+    return lost_token_sums(calls, settings.allocation)
 
 
 def held_partition(day: str) -> str:

@@ -63,12 +63,6 @@ ORIGIN = ["source_file", "source_line"]
 GROUP = ["provider", "model", "token_type", "charge_period_start", "charge_period_end", "billing_currency"]
 # Staged call columns an account rule may match (what a gateway says about who made the call).
 GATEWAY_ACCOUNT_FIELDS = ("api_key_id", "team_id", "project_id")
-_TOKEN_COLUMNS = {
-    "input": "input_tokens",  # less the cached input (_with_uncovered_tokens)
-    "output": "output_tokens",
-    "cache_read": "cache_read_input_tokens",
-    "cache_write": "cache_write_input_tokens",
-}
 
 
 class AllocationTables(NamedTuple):
@@ -215,8 +209,12 @@ def _with_uncovered_tokens(calls: pl.LazyFrame, exact: pl.LazyFrame | None) -> p
         calls = calls.join(exact, on="request_id", how="left")
     covers = {f"covers_{t}" for t in TOKEN_TYPES}
     covered = {t: pl.col(f"covers_{t}").fill_null(False) if covers <= set(calls.collect_schema().names()) else pl.lit(False) for t in TOKEN_TYPES}
-    uncached = (pl.col("input_tokens") - pl.col("cache_read_input_tokens") - pl.col("cache_write_input_tokens")).clip(lower_bound=0)
-    counts = {"input": uncached} | {t: pl.col(c) for t, c in _TOKEN_COLUMNS.items() if t != "input"}
+    counts = {
+        "input": (pl.col("input_tokens") - pl.col("cache_read_input_tokens") - pl.col("cache_write_input_tokens")).clip(lower_bound=0),
+        "output": pl.col("output_tokens"),
+        "cache_read": pl.col("cache_read_input_tokens"),
+        "cache_write": pl.col("cache_write_input_tokens"),
+    }
     return calls.with_columns(pl.when(covered[t]).then(0).otherwise(counts[t]).alias(t) for t in TOKEN_TYPES)
 
 

@@ -272,9 +272,11 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
                     # not called in the run, with rows that may be dated in it
                     _uncalled=~called & (pl.col("charge_date") < end) & (pl.col("last_charge_date") >= start),
                 ).cache()
-                # In one pass over the join (computed once for the four): the bucket's part of
+                # In one pass over the join (cached above: the queries read different columns of
+                # it, and Polars would otherwise join once per projection): the bucket's part of
                 # request_costs (the kept requests, unbilled calls estimated: the gateway's cost,
-                # else list price) and the few ids the rest of the step needs.
+                # else list price), the unpooled calls' lost tokens and the few ids the rest of
+                # the step needs.
                 _, _, spread, no_call, conflicts_b = pl.collect_all(
                     [
                         spills["request_costs"].sink(
@@ -549,8 +551,7 @@ def _unpooled_lost_tokens(joined: pl.LazyFrame, hours: pl.DataFrame, settings: S
     the tokens of the types their own rows do not bill (billing_by_request's covers_<type>; a
     request whose rows conflict has none). `joined`: join_requests rows, which carry the call's
     own provider and model version beside the billed ones."""
-    # On columns the join computes (its `date` is a call's date), so that no part of the filter is
-    # pushed below the join: the plan stays the one the bucket's other queries share, joined once.
+    # the calls of the run's days (a called request's `date` is its call's)
     calls = joined.filter((pl.col("match_status") != "billing_only") & in_dates("date", start, end)).select(
         "model", "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_write_input_tokens",
         *[f"covers_{t}" for t in TOKEN_TYPES], timestamp="called_at", provider="call_provider", model_version="call_model_version",

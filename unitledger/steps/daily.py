@@ -74,9 +74,9 @@ ALLOCATION_TABLES = ("allocation_pools", "unrecognized_usage", "unmatched_models
 
 # Calls per bucket: past it, the daily step works in hash buckets of requests and sessions, one
 # after the other (join, intents, the checks). Peak memory follows a bucket: a 5M-call day in two
-# buckets peaks at 2.8 GB in its join, in one at 4.9 GB (measured, docs/performance.md); each
+# buckets peaks at 2.8 GiB in its join, in one at 4.9 GiB (measured, docs/performance.md); each
 # bucket more costs another pass over the day's staged rows and a merge of the parts on publish
-# (+8 s, about 7 %, at 5M). Small enough that a 5M day stays within 3 GB (issue 16).
+# (+8 s, about 7 %, at 5M). Small enough that a 5M day's join stays below its staging's peak.
 BUCKET_CALLS = 4_000_000
 
 # model.requests.billing_by_request's rows, as spilled.

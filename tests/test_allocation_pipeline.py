@@ -282,6 +282,49 @@ def test_an_unbilled_call_keeps_to_the_account_its_session_is_billed_to():
     assert unmatched.select("reason", "calls", "tokens").rows() == [("no_pool", 1, 100)]
 
 
+def test_buckets_and_spilled_parts_allocate_as_one_query(tmp_path):
+    """The daily step allocates in hash buckets of requests with its intermediate frames written
+    and read back (allocate_billing's buckets and spill): the tables equal those of one lazy
+    query. The session hint crosses buckets: eu-2, in another bucket than eu-1, whose own EUR row
+    names the session's account, still takes no share of the USD pool (reported as no_pool), so
+    us-1 and us-2 split the pool's 0.03 by their 200 and 100 tokens: 0.02 and 0.01."""
+    from tests.alloc_frames import at, bill_row, call, calls, focus
+    from unitledger.model.allocation import allocated_by_request
+    from unitledger.model.requests import bucket_of
+    from unitledger.warehouse.publish import Spill
+
+    buckets = 3
+
+    def bucket(request_id: str) -> int:
+        return pl.DataFrame({"id": [request_id]}).select(bucket_of("id", buckets)).item()
+
+    other = next(f"eu-2-{k}" for k in range(100) if bucket(f"eu-2-{k}") != bucket("eu-1"))
+    bill = focus(
+        bill_row("0.03", quantity="300"),  # acct-1, USD, gpt-4o-mini input, 10h
+        bill_row("0.50", x_RequestId="eu-1", BillingAccountId="acct-eu", BillingCurrency="EUR"),
+    )
+    logged = dedupe_calls(
+        calls(
+            call("eu-1", at(10, 1), session_id="s-eu"),
+            call(other, at(10, 2), session_id="s-eu"),  # unbilled retry of the EUR session
+            call("us-1", at(10, 3), input_tokens=200),
+            call("us-2", at(10, 4)),
+            call("us-2", at(10, 4), event_id="e-us-2-copy"),  # logged twice: one call
+        )
+    )
+    scratch = Spill(tmp_path, "allocation", "date")
+    one = allocate_billing(bill, logged)
+    parts = allocate_billing(bill, logged, buckets=buckets, spill=scratch.stash)
+    tables = [pl.collect_all([t.requests, t.pools, t.unmatched_models, allocated_by_request(t.requests)]) for t in (one.tables, parts.tables)]
+    for whole, bucketed in zip(*tables):
+        assert whole.height and bucketed.sort(pl.all()).equals(whole.sort(pl.all()))
+    shares, _, unmatched, _ = tables[1]
+    assert shares.sort("request_id").select("request_id", "billed_cost").rows() == [("us-1", D("0.02")), ("us-2", D("0.01"))]
+    assert unmatched.select("reason", "calls", "tokens").rows() == [("no_pool", 1, 100)]
+    written = {f.stem for f in scratch.dir.glob("*.parquet")}
+    assert {f"pool_tokens-{b}" for b in range(buckets)} | {f"shares-{b}" for b in range(buckets)} <= written
+
+
 def test_calls_outside_every_pool_hour_are_only_reported_and_agree_with_one_pass():
     """allocate_billing splits the calls by the token rows' providers and hours (pool_hours): the
     calls outside them only reach unmatched_models. The tables equal those of allocate on every
@@ -317,7 +360,7 @@ def test_calls_outside_every_pool_hour_are_only_reported_and_agree_with_one_pass
             assert a.sort(pl.all()).equals(b.sort(pl.all()))
         assert run.pooled == bool(pooled_hours)
         built_on = pl.collect_all(
-            [allocated_by_day(one.requests, logged.select("request_id", date=pl.col("call_date"))),
+            [allocated_by_day(one.requests),
              allocated_costs(bill.filter(pl.col("x_RequestId").is_null()), one.requests, one.pools)]
         )  # fmt: skip
         assert [frame.is_empty() for frame in built_on] == [not pooled_hours] * 2

@@ -46,7 +46,7 @@ tables sharing one plan: collect them together (pl.collect_all) to compute the s
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import polars as pl
 
@@ -54,7 +54,7 @@ from schemas.allocation import ALLOCATED_STATUSES, COST_COLUMNS, TOKEN_TYPES
 from schemas.types import MONEY, TYPED_COSTS
 from unitledger.config import Allocation
 from unitledger.model.model_names import blank_as_null, match_models, provider_key, with_model_key
-from unitledger.model.requests import sum_where
+from unitledger.model.requests import in_bucket, sum_where
 from unitledger.sources.ai_usage import classify_usage, exact_token_coverage
 
 SCALE = 10**MONEY.scale
@@ -259,14 +259,19 @@ def _call_names(call_models: pl.LazyFrame, bill_models: pl.LazyFrame, settings: 
     return call_models.select("provider", "call_model", "call_key").join(mapping, on=["provider", "call_key"], how="left", nulls_equal=True).drop("call_key")
 
 
-def _assign(matched: pl.LazyFrame, rows: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
+def _assign(
+    matched: pl.LazyFrame, rows: pl.LazyFrame, write: Callable[[pl.LazyFrame, str], pl.LazyFrame] | None = None
+) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
     """(calls, pool rows, requests in two currencies). Calls and pool rows each with `_unit`: the
     pool (or joint group of pools) it is allocated in; see the module doc on accounts. The account
     logic runs once per distinct (group, account hint, sub-account hint), not per call. A request
     whose tokens fall in pools of two currencies, or of another currency than its own
     x_RequestId rows (`own_currency`), takes part in none: a request's cost is one currency's
     (request_costs), and which account billed it is unknown; the third frame lists them
-    (request_id, `currencies` named). `matched` and `rows` should be cached."""
+    (request_id, `currencies` named). `matched` and `rows` should be cached; with `write`
+    (allocate's spill), `matched` is written files: the calls in pools are then read from them
+    twice instead of held, and the requests in two currencies are written (`write`) before the
+    calls that remain are selected."""
     groups = (
         rows.group_by(GROUP)
         .agg(_n_accounts=pl.col("billing_account_id").n_unique(), _sole_account=pl.col("billing_account_id").first())
@@ -295,8 +300,8 @@ def _assign(matched: pl.LazyFrame, rows: pl.LazyFrame) -> tuple[pl.LazyFrame, pl
         .join(group_hours, on=["provider", "model", "token_type", "_hour"], how="inner")
         .filter(pl.col("called_at") >= start, pl.col("called_at") < end)
         .select("_call_token", "request_id", "called_at", "feature_tag", "model_version", "prompt_version", "tokens", "_group", "own_currency", *hints)
-        .cache()
     )
+    in_group = in_group.cache() if write is None else in_group
 
     hint = pl.col("billing_account_hint")
     combos = (
@@ -363,19 +368,23 @@ def _assign(matched: pl.LazyFrame, rows: pl.LazyFrame) -> tuple[pl.LazyFrame, pl
     mapping = combos.select(*unit_key, *hints).join(units, on=unit_key, how="inner", nulls_equal=True)
     calls = in_group.join(mapping.select("_group", *hints, "_unit"), on=["_group", *hints], how="inner", nulls_equal=True)
     in_pools = calls.join(groups.select("_group", "billing_currency"), on="_group", how="inner")
-    currencies = (
-        pl.concat(
-            [
-                in_pools.select("request_id", "billing_currency"),
-                in_pools.select("request_id", billing_currency=pl.col("own_currency")).drop_nulls(),
-            ]
-        )
-        .group_by("request_id")
-        .agg(pl.col("billing_currency").unique().sort().alias("_currencies"))
-        .filter(pl.col("_currencies").list.len() > 1)
-        .select("request_id", currencies=pl.col("_currencies").list.join(", "))
-        .cache()
+    per_request = pl.concat(
+        [
+            in_pools.select("request_id", "billing_currency"),
+            in_pools.select("request_id", billing_currency=pl.col("own_currency")).drop_nulls(),
+        ]
     )
+    # The few requests in two currencies found by their lowest and highest currency first (plain
+    # aggregations, streamed), then named: a list per request would hold every request's.
+    currency = pl.col("billing_currency")
+    mixed = per_request.group_by("request_id").agg(_lowest=currency.min(), _highest=currency.max()).filter(pl.col("_lowest") != pl.col("_highest"))
+    currencies = (
+        per_request.join(mixed.select("request_id"), on="request_id", how="semi")
+        .group_by("request_id")
+        .agg(currency.unique().sort().alias("_currencies"))
+        .select("request_id", currencies=pl.col("_currencies").list.join(", "))
+    )
+    currencies = currencies.cache() if write is None else write(currencies, "two_currencies")
     keep = ["_call_token", "request_id", "called_at", "feature_tag", "model_version", "prompt_version", "tokens", "_unit"]
     calls = calls.join(currencies, on="request_id", how="anti").select(keep)
     return calls, pool_rows.join(units, on=unit_key, how="inner", nulls_equal=True), currencies
@@ -452,22 +461,40 @@ def merge_unmatched(parts: list[pl.LazyFrame]) -> pl.LazyFrame:
 
 
 def allocate(
-    usage: pl.LazyFrame, tokens: pl.LazyFrame, settings: Allocation = Allocation(), unpooled: pl.LazyFrame | None = None
+    usage: pl.LazyFrame,
+    tokens: pl.LazyFrame,
+    settings: Allocation = Allocation(),
+    unpooled: pl.LazyFrame | None = None,
+    spill: Callable[[pl.LazyFrame, str], pl.LazyFrame] | None = None,
+    buckets: int = 1,
 ) -> AllocationTables:
     """Allocate the token rows of `usage` (ai_usage.classify_usage) to `tokens` (call_tokens).
     `unpooled`: the lost_token_sums of more calls, known to fall in no pool's provider and hours
     (pool_hours): only reported in unmatched_models (never joined to the pools), so the
-    allocation's cost follows the calls that can take a share."""
+    allocation's cost follows the calls that can take a share. `spill` (allocate_billing): the
+    named calls, the calls assigned to pools, the origin rows and the shares are written and read
+    back instead of held for every table that reads them, the per-call frames in `buckets` hash
+    buckets of requests and the shares in `buckets` hash buckets of pools (each pool's split is
+    its own). At 5M calls, all in one query: 5.9 GB."""
     from schemas.allocation import AllocationPools, RequestAllocations
 
     # Each of these is read several times below: cached, so the plan stays a DAG and is
     # computed once (without, the plan grows exponentially with the references).
     rows = _pool_rows(usage, settings).cache()
-    tokens = tokens.cache()
+    tokens = tokens.cache() if spill is None else tokens  # (spilled: a file's scan, read twice)
     names = _call_names(tokens.select("provider", "call_model"), _bill_models(rows), settings).cache()
     # names a (call, token type) cheaply
-    matched = tokens.join(names, on=["provider", "call_model"], how="left", nulls_equal=True).with_row_index("_call_token").cache()
-    calls, pool_rows, two_currencies = _assign(matched, rows)
+    # (numbered before the join, where the rows' order is the input's: a join's output order is not)
+    matched = tokens.with_row_index("_call_token").join(names, on=["provider", "call_model"], how="left", nulls_equal=True)
+
+    def written(frame: pl.LazyFrame, name: str) -> pl.LazyFrame:
+        # per call: written a bucket of requests at a time
+        return pl.concat([spill(frame.filter(in_bucket("request_id", b, buckets)), f"{name}-{b}") for b in range(buckets)])
+
+    matched = matched.cache() if spill is None else written(matched, "matched")
+    calls, pool_rows, two_currencies = _assign(matched, rows, None if spill is None else written)
+    if spill is not None:
+        calls = written(calls, "assigned")
 
     logged = calls.group_by("_unit").agg(pool_logged_tokens=pl.col("tokens").sum(), pool_calls=pl.len().cast(pl.Int64))
     units = (
@@ -499,8 +526,9 @@ def allocate(
             allocation_base_tokens=pl.when(allocatable).then(from_units(pl.col("_base18"))),
             effective_rate=pl.when(allocatable).then(pl.col("effective_cost").cast(pl.Float64) / (pl.col("_base18").cast(pl.Float64) / SCALE)),
         )
-        .cache()
     )
+    # (spilled: one row per origin row, whose plan reads every assigned call: computed once)
+    origin = origin.cache() if spill is None else spill(origin, "origin")
     # Per origin row once: its costs' units, quotients and remainders by the pool's base.
     to_split = origin.filter(allocatable).with_columns(split_constants(list(COST_COLUMNS), "_den"))
     pool_cols = ["provider", "billing_account_id", "sub_account_id", "model", "token_type", "charge_period_start",
@@ -508,16 +536,25 @@ def allocate(
     constants = [f"_{a}_{n}" for a in COST_COLUMNS for n in ("units", "sign", "quotient", "remainder")]
     per_row = to_split.select("_origin", "_unit", "_den", "_per_token", "_residual_weight", *constants).cache()
     call_columns = ["request_id", "called_at", "feature_tag", "model_version", "prompt_version", "tokens", "_unit"]
-    call_parts = calls.select(call_columns).join(per_row, on="_unit", how="inner").with_columns(
-        _weight=pl.col("tokens").cast(pl.Int128) * pl.col("_per_token"), _residual=pl.lit(0, pl.Int8)
-    )
-    residual_parts = per_row.with_columns(_weight=pl.col("_residual_weight"), _residual=pl.lit(1, pl.Int8))
-    parts = pl.concat([call_parts, residual_parts], how="diagonal_relaxed").with_columns(
-        *[pl.lit(0, MONEY).alias(c) for c in COST_COLUMNS],  # replaced by the shares
-        _tie=call_tie(pl.col("_residual") == 1, pl.col("request_id")),
-    )
-    split = split_shares(parts, ["_origin"], list(COST_COLUMNS), "_weight", "_den", "_tie")
-    split = split.select(*call_columns, "_origin", "_residual", *COST_COLUMNS).cache()
+
+    def shares(bucket: int) -> pl.LazyFrame:
+        # Pools are split independently: a bucket of pools (with their calls) at a time.
+        units = in_bucket("_unit", bucket, buckets)
+        call_parts = calls.filter(units).select(call_columns).join(per_row.filter(units), on="_unit", how="inner").with_columns(
+            _weight=pl.col("tokens").cast(pl.Int128) * pl.col("_per_token"), _residual=pl.lit(0, pl.Int8)
+        )
+        residual_parts = per_row.filter(units).with_columns(_weight=pl.col("_residual_weight"), _residual=pl.lit(1, pl.Int8))
+        parts = pl.concat([call_parts, residual_parts], how="diagonal_relaxed").with_columns(
+            *[pl.lit(0, MONEY).alias(c) for c in COST_COLUMNS],  # replaced by the shares
+            _tie=call_tie(pl.col("_residual") == 1, pl.col("request_id")),
+        )
+        split = split_shares(parts, ["_origin"], list(COST_COLUMNS), "_weight", "_den", "_tie")
+        return split.select(*call_columns, "_origin", "_residual", *COST_COLUMNS)
+
+    if spill is None:
+        split = pl.concat([shares(b) for b in range(buckets)]).cache()
+    else:
+        split = pl.concat([spill(shares(b), f"shares-{b}") for b in range(buckets)])
 
     requests = (
         split.filter(pl.col("_residual") == 0)
@@ -563,20 +600,31 @@ def allocate(
 
 def allocated_by_request(requests: pl.LazyFrame) -> pl.LazyFrame:
     """schemas.AllocatedByRequest: RequestAllocations summed per request and currency, with
-    EffectiveCost per token type (TYPED_COSTS)."""
+    EffectiveCost per token type (TYPED_COSTS). Plain sums, minima and maxima only, which the
+    streaming engine aggregates as they come (a filter or n_unique inside the aggregation holds
+    every group's values: 5.9 GB at 5M calls)."""
     from schemas.allocation import AllocatedByRequest
 
     account = pl.col("billing_account_id")
+    zero = pl.lit(0, MONEY)
+    typed = [pl.when(pl.col("token_type") == t).then(pl.col("effective_cost")).otherwise(zero).alias(c) for t, c in zip(TOKEN_TYPES, TYPED_COSTS)]
     return (
-        requests.group_by("request_id", "billing_currency")
+        requests.with_columns(*typed, _no_account=account.is_null())
+        .group_by("request_id", "billing_currency")
         .agg(
-            *[pl.col(c).sum() for c in COST_COLUMNS],
-            *[pl.col("effective_cost").filter(pl.col("token_type") == t).sum().alias(c) for t, c in zip(TOKEN_TYPES, TYPED_COSTS)],
+            *[pl.col(c).sum() for c in (*COST_COLUMNS, *TYPED_COSTS)],
             billing_rows=pl.len().cast(pl.Int64),
-            charge_date=pl.col("charge_period_start").min().dt.date(),
-            billing_account_id=pl.when(account.n_unique() == 1).then(account.first()),
+            _first_charge=pl.col("charge_period_start").min(),
+            _lowest=account.min(),
+            _highest=account.max(),
+            _no_account=pl.col("_no_account").any(),
         )
-        .with_columns(cost_source=pl.lit("invoice_allocated"))
+        .with_columns(
+            charge_date=pl.col("_first_charge").dt.date(),
+            # one account (n_unique == 1): no null, and the lowest is the highest
+            billing_account_id=pl.when(~pl.col("_no_account") & (pl.col("_lowest") == pl.col("_highest"))).then(pl.col("_lowest")),
+            cost_source=pl.lit("invoice_allocated"),
+        )
         .select(list(AllocatedByRequest.to_schema().columns))
     )
 
@@ -761,8 +809,25 @@ def long_period() -> pl.Expr:
     return pl.col("ChargePeriodEnd") - pl.col("ChargePeriodStart") > pl.lit(LONGEST_DAILY_PERIOD)
 
 
+# Calls per bucket when the allocation works in buckets (allocate_billing with a spill): giving
+# every pooled call of a 5M-call day its currency, session account and coverage in one query held
+# 5 GB; in three buckets of under 2M calls, 1.8 GB (measured, docs/performance.md).
+BUCKET_CALLS = 2_000_000
+
+
+def allocation_buckets(calls: int) -> int:
+    """How many buckets of requests `calls` calls are allocated in (BUCKET_CALLS per bucket)."""
+    return max(1, -(-calls // BUCKET_CALLS))
+
+
 def allocate_billing(
-    billing: pl.LazyFrame, calls: pl.LazyFrame, settings: Allocation = Allocation(), step: str = DAILY, report_unpooled: bool = True
+    billing: pl.LazyFrame,
+    calls: pl.LazyFrame,
+    settings: Allocation = Allocation(),
+    step: str = DAILY,
+    report_unpooled: bool = True,
+    buckets: int = 1,
+    spill: Callable[[pl.LazyFrame, str], pl.LazyFrame] | None = None,
 ) -> BillingAllocation:
     """The one place the pipeline allocates: staged FOCUS rows (`billing`, with and without
     x_RequestId, of whole days) and the calls of the same days (deduplicated, one row per request)
@@ -772,28 +837,59 @@ def allocate_billing(
 
     Its cost follows the calls that can take a share: the token rows' providers and hours
     (pool_hours, a small table, collected here) split the calls first. Only the calls in them
-    are given their own currency and session account hints and go through the pools; the others
-    (a whole day billed per request: every call) are only summed into unmatched_models. The
-    pooled calls' currency and exact coverage are read from their own requests' rows only.
-    report_unpooled=False: the others are left out of unmatched_models too, for a caller that
-    sums them where it joins the calls to their rows anyway (unpooled_unmatched; the daily step)."""
+    are given their own currency and session account hints and go through the pools
+    (pooled_call_tokens, in `buckets` hash buckets of request ids); the others (a whole day
+    billed per request: every call) are only summed into unmatched_models. report_unpooled=False:
+    the others are left out of unmatched_models too, for a caller that sums them where it joins
+    the calls to their rows anyway (unpooled_unmatched; the daily step). `spill(frame, name)`,
+    when given, writes an intermediate frame now and returns its scan (the buckets' parts, the
+    shares): memory follows one part, not the whole."""
     classified = classify_for_allocation(billing, settings, step).cache()
     hours = pool_hours(classified, settings).collect(optimizations=optimizations())
     unpooled, exact = calls, exact_token_coverage(billing, settings)
     if hours.is_empty():  # no call can take a share: no pool to join, no account or currency to find
         tokens = pl.LazyFrame(schema=call_tokens(calls, settings).collect_schema())
     else:
-        pooled = by_pool_hours(calls, hours, settings, "semi").cache()
+        tokens = pooled_call_tokens(billing, calls, hours, settings, buckets, spill)
         unpooled = by_pool_hours(calls, hours, settings, "anti")
-        # The pooled requests' own rows only: their currency, their exact coverage.
-        own = billing.join(pooled.select(x_RequestId=pl.col("request_id")), on="x_RequestId", how="semi").cache()
-        hinted = with_session_accounts(pooled, billing, calls)
-        tokens = call_tokens(with_own_currency(hinted, own), settings, exact_token_coverage(own, settings))
     unpooled_sums = lost_token_sums(unpooled, settings, exact) if report_unpooled else None
-    tables = allocate(classified, tokens, settings, unpooled_sums)
+    tables = allocate(classified, tokens, settings, unpooled_sums, None if hours.is_empty() else spill, buckets)
     if hours.is_empty():  # no token row, so no pool and no share: empty, not computed (their plans read every call)
         tables = tables._replace(**{name: pl.LazyFrame(schema=getattr(tables, name).collect_schema()) for name in ("requests", "pools")})
     return BillingAllocation(classified, tables, hours)
+
+
+def pooled_call_tokens(
+    billing: pl.LazyFrame,
+    calls: pl.LazyFrame,
+    hours: pl.DataFrame,
+    settings: Allocation = Allocation(),
+    buckets: int = 1,
+    spill: Callable[[pl.LazyFrame, str], pl.LazyFrame] | None = None,
+) -> pl.LazyFrame:
+    """call_tokens of the `calls` within pool `hours` (pool_hours), each with its own currency,
+    its exact coverage (both from its own request's rows only) and its session's account
+    (with_session_accounts). Everything but the session account is a request's own: worked in
+    `buckets` hash buckets of request ids, the sessions' accounts found over every bucket first
+    (a few rows per billed session). `spill`, when given, writes each bucket's parts in turn and
+    returns their scans, so memory follows a bucket, not the day (a 5M-call day's pooled calls in
+    one query: 5 GB); without it the buckets are one lazy concat."""
+
+    def bucket(frame: pl.LazyFrame, column: str, b: int) -> pl.LazyFrame:
+        return frame.filter(in_bucket(column, b, buckets))  # pushed below dedupe_calls to the scans
+
+    def written(parts: list[pl.LazyFrame], name: str) -> pl.LazyFrame:
+        return pl.concat([spill(part, f"{name}-{b}") for b, part in enumerate(parts)] if spill is not None else parts)
+
+    pairs = [billed_sessions(bucket(billing, "x_RequestId", b), bucket(calls, "request_id", b)) for b in range(buckets)]
+    sessions = session_accounts(written(pairs, "billed_sessions"))
+    parts = []
+    for b in range(buckets):
+        pooled = by_pool_hours(bucket(calls, "request_id", b), hours, settings, "semi").cache()
+        own = bucket(billing, "x_RequestId", b).join(pooled.select(x_RequestId=pl.col("request_id")), on="x_RequestId", how="semi").cache()
+        hinted = hint_session_accounts(pooled, sessions)
+        parts.append(call_tokens(with_own_currency(hinted, own), settings, exact_token_coverage(own, settings)))
+    return written(parts, "pool_tokens")
 
 
 def by_pool_hours(calls: pl.LazyFrame, hours: pl.DataFrame, settings: Allocation, how: str) -> pl.LazyFrame:
@@ -845,25 +941,28 @@ def with_session_accounts(calls: pl.LazyFrame, billing: pl.LazyFrame, session_ca
     the one billing account whose own x_RequestId rows bill the session's other calls (a session
     runs in one account; sessions billed to several keep no hint). So an unbilled call of a
     session billed per request in one account's currency is never allocated a share of another
-    account's pools. `session_calls`: every call of the sessions (default `calls`), of which
-    only the sessions of `calls` are read."""
-    present = calls.collect_schema().names()
-    own = blank_as_null(pl.col("billing_account_hint")) if "billing_account_hint" in present else pl.lit(None, pl.String)
-    members = calls.select("session_id").filter(pl.col("session_id").is_not_null()).unique()
-    members = (calls if session_calls is None else session_calls).select("request_id", "session_id").join(members, on="session_id", how="semi")
-    billed = (
-        billing.filter(pl.col("x_RequestId").is_not_null())
-        .select(request_id=pl.col("x_RequestId"), _account=pl.col("BillingAccountId"))
-        .join(members.select("request_id"), on="request_id", how="semi")
-        .unique()
-    )
-    sessions = (
-        members.join(billed, on="request_id", how="inner")
-        .group_by("session_id")
-        .agg(_n=pl.col("_account").n_unique(), _session_account=pl.col("_account").first())
-        .filter(pl.col("_n") == 1)
-        .select("session_id", "_session_account")
-    )
+    account's pools. `session_calls`: every call of the sessions (default `calls`)."""
+    return hint_session_accounts(calls, session_accounts(billed_sessions(billing, calls if session_calls is None else session_calls)))
+
+
+def billed_sessions(billing: pl.LazyFrame, calls: pl.LazyFrame) -> pl.LazyFrame:
+    """(session_id, _account): the billing accounts whose own x_RequestId rows bill a call of the
+    session. Found from the billed requests' side: its hash tables hold billed requests, never
+    every call. Pairs of disjoint sets of calls combine by concat (session_accounts)."""
+    billed = billing.filter(pl.col("x_RequestId").is_not_null()).select(request_id=pl.col("x_RequestId"), _account=pl.col("BillingAccountId")).unique()
+    members = calls.select("request_id", "session_id").filter(pl.col("session_id").is_not_null())
+    return members.join(billed, on="request_id", how="inner").select("session_id", "_account").unique()
+
+
+def session_accounts(pairs: pl.LazyFrame) -> pl.LazyFrame:
+    """(session_id, _session_account) of the sessions billed to one account (billed_sessions' pairs)."""
+    sessions = pairs.group_by("session_id").agg(_n=pl.col("_account").n_unique(), _session_account=pl.col("_account").first())
+    return sessions.filter(pl.col("_n") == 1).select("session_id", "_session_account")
+
+
+def hint_session_accounts(calls: pl.LazyFrame, sessions: pl.LazyFrame) -> pl.LazyFrame:
+    """`calls` with `billing_account_hint` (where none is named) from `sessions` (session_accounts)."""
+    own = blank_as_null(pl.col("billing_account_hint")) if "billing_account_hint" in calls.collect_schema().names() else pl.lit(None, pl.String)
     return (
         calls.join(sessions, on="session_id", how="left")
         .with_columns(billing_account_hint=pl.coalesce(own, pl.col("_session_account")))
@@ -871,14 +970,12 @@ def with_session_accounts(calls: pl.LazyFrame, billing: pl.LazyFrame, session_ca
     )
 
 
-def allocated_by_day(requests: pl.LazyFrame, dates: pl.LazyFrame) -> pl.LazyFrame:
-    """RequestAllocations summed per request date (`dates`: request_id, date) and currency:
-    the allocated side of request_costs' conservation, summed apart from request_costs."""
-    return (
-        requests.join(dates, on="request_id", how="inner")
-        .group_by("date", "billing_currency")
-        .agg(*[pl.col(c).sum() for c in COST_COLUMNS])
-    )
+def allocated_by_day(requests: pl.LazyFrame) -> pl.LazyFrame:
+    """RequestAllocations summed per request date and currency: the allocated side of
+    request_costs' conservation, summed apart from request_costs. A request's date is its call's
+    (call_date: the UTC date of the timestamp its shares carry as called_at), so no join to the
+    calls (at 5M calls a hash table of every request id: 1.5 GB)."""
+    return requests.group_by(pl.col("called_at").dt.date().alias("date"), "billing_currency").agg(*[pl.col(c).sum() for c in COST_COLUMNS])
 
 
 def placement(classified: pl.LazyFrame, pools: pl.LazyFrame) -> pl.LazyFrame:

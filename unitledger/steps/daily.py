@@ -40,7 +40,7 @@ from schemas.decisions import CostBreakdown
 from schemas.reconciliation import GatewayGap
 from unitledger.layout import Layout
 from unitledger.model import intents, requests
-from unitledger.model.allocation import allocate_billing, allocated_by_day, allocated_by_request, allocated_costs, billed_models
+from unitledger.model.allocation import allocate_billing, allocation_buckets, allocated_by_day, allocated_by_request, allocated_costs, billed_models
 from unitledger.model.allocation import by_pool_hours, classify_for_allocation, lost_token_sums, merge_unmatched, unpooled_unmatched
 from unitledger.model.allocation import optimizations as allocation_optimizations
 from unitledger.model.decisions import breakdown_of_intents, intent_components
@@ -202,6 +202,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
     work = {name: Spill(layout.tmp, name, "call_date") for name in ("calls", "intent_days")}
     # unmatched_models in two parts: the pooled calls' (allocate_days), the others' (the join)
     work |= {name: Spill(layout.tmp, name, "date") for name in ("pooled_lost", "unpooled_lost")}
+    work["allocation"] = Spill(layout.tmp, "allocation", "date")  # the allocation's intermediate files (allocate_days)
     work["intents"] = Spill(layout.tmp, "intents", "date")  # intent_costs rows with breakdown components, currency range
     billed = Spill(layout.tmp, "billed", "charge_date")
     allocated = Spill(layout.tmp, "allocated", "charge_date")  # allocated shares per request
@@ -227,7 +228,7 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
             later_days = intent_days.filter(ours & (pl.col("call_date") >= end)).select("session_id", "call_date").unique().collect()
             later_sessions = later_days["session_id"].unique()
         with result.timed("allocate"):
-            hours, bill_models = allocate_days(read, settings, spills, allocated, shares_by_day, work["pooled_lost"])
+            hours, bill_models = allocate_days(read, settings, spills, allocated, shares_by_day, work["pooled_lost"], work["allocation"])
             shares = allocated.scan(polars_schema(AllocatedByRequest))
         with result.timed("join"):
             conflicts, spread_ids, uncalled_ids = [], [], []
@@ -487,21 +488,23 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
 
 
 def allocate_days(
-    read: _Inputs, settings: Settings, spills: dict[str, Spill], allocated: Spill, shares_by_day: Spill, pooled_lost: Spill
+    read: _Inputs, settings: Settings, spills: dict[str, Spill], allocated: Spill, shares_by_day: Spill, pooled_lost: Spill, scratch: Spill
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The daily step's one call of the allocation (unitledger.model.allocation.allocate_billing):
     the AI token rows without a request id of the days read (hour and day rows; longer charge
     periods are reported in unrecognized_usage) are split over those days' calls by token share.
     Writes the shares per request (`allocated`, joined to request_costs bucket by bucket), their
     sums per call date (`shares_by_day`, the conservation check's allocated side) and the tables
-    allocation_pools and unrecognized_usage, in one pass, and `pooled_lost`: unmatched_models'
+    allocation_pools and unrecognized_usage, and `pooled_lost`: unmatched_models'
     rows of the calls in pool hours (the others' are summed in the join, _unpooled_lost_tokens:
     it joins every call to its rows anyway). Returns the pool hours and billed models those need.
     The days read: the run's, up to session_days after it (the later calls of its intents) and
     COPY_DAYS either side; every one whole (current FOCUS rows, request conflicts removed; calls,
     one per request), the same inputs as the reconciliation's (steps.reconciliation._placed).
     Pools span every request of a day, so this runs once for the days, not per bucket. Also the
-    FOCUS allocated_costs export of the allocated rows (model.allocation.allocated_costs)."""
+    FOCUS allocated_costs export of the allocated rows (model.allocation.allocated_costs).
+    The allocation's intermediate frames are written to `scratch` and read back (allocate_billing's
+    spill): memory follows a bucket of calls (allocation_buckets), not the days."""
     lo, hi = requests.with_lookaround(read.start, read.end + read.S)
     window = read.all_focus.filter(in_dates("charge_date", lo, hi))
     # The rows of requests billed to two accounts or currencies are left out of the shares' side
@@ -512,9 +515,10 @@ def allocate_days(
         billing = requests.without_request_conflicts(window, requests.request_conflicts(window).collect())
     else:
         billing = window
-    calls = requests.dedupe_calls(read.calls_between(lo, hi))
-    run = allocate_billing(billing, calls, settings.allocation, report_unpooled=False)
-    dates = calls.select("request_id", date=pl.col("call_date"))
+    raw_calls = read.calls_between(lo, hi)
+    calls = requests.dedupe_calls(raw_calls)
+    buckets = allocation_buckets(raw_calls.select(pl.len()).collect().item())
+    run = allocate_billing(billing, calls, settings.allocation, report_unpooled=False, buckets=buckets, spill=scratch.stash)
 
     def from_shares(frame: pl.LazyFrame) -> pl.LazyFrame:
         # No token row to allocate (a day billed per request): no share, so these are empty; their
@@ -522,10 +526,12 @@ def allocate_days(
         # even when one side is empty).
         return frame if run.pooled else pl.LazyFrame(schema=frame.collect_schema())
 
+    # Summed per request in the buckets of the pooled calls (a hash table of every request: 4 GB at 5M calls).
+    for bucket in range(buckets):
+        allocated.sink(allocated_by_request(run.tables.requests.filter(requests.in_bucket("request_id", bucket, buckets))), part=bucket)
     *_, bill_models = pl.collect_all(
         [
-            allocated.sink(allocated_by_request(run.tables.requests), lazy=True),
-            shares_by_day.sink(from_shares(allocated_by_day(run.tables.requests, dates)), lazy=True),
+            shares_by_day.sink(from_shares(allocated_by_day(run.tables.requests)), lazy=True),
             spills["allocation_pools"].sink(run.tables.pools.with_columns(date=pl.col("charge_period_start").dt.date()), lazy=True),
             spills["unrecognized_usage"].sink(
                 unrecognized_usage(run.classified).with_columns(date=pl.col("ChargePeriodStart").dt.date()), lazy=True

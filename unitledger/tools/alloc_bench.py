@@ -149,12 +149,21 @@ def _duck_allocation(focus: Path, calls: Path) -> pl.DataFrame:
 
 
 def _pipeline_allocation(focus: Path, calls: Path, settings) -> pl.DataFrame:
-    from unitledger.model.allocation import allocate_billing, optimizations
+    """As the daily step allocates (steps.daily.allocate_days): in buckets of requests, its
+    intermediate frames written beside the calls and read back."""
+    from unitledger.model.allocation import allocate_billing, allocation_buckets, optimizations
+    from unitledger.warehouse.publish import Spill
 
-    run = allocate_billing(pl.scan_parquet(focus, glob=False), pl.scan_parquet(calls, glob=False), settings.allocation)
-    requests, pools = pl.collect_all(
-        [run.tables.requests.select("source_file", "source_line", "request_id", *COSTS), run.tables.pools], optimizations=optimizations()
-    )
+    logged = pl.scan_parquet(calls, glob=False)
+    scratch = Spill(calls.parent, "allocation", "date")
+    try:
+        buckets = allocation_buckets(logged.select(pl.len()).collect().item())
+        run = allocate_billing(pl.scan_parquet(focus, glob=False), logged, settings.allocation, buckets=buckets, spill=scratch.stash)
+        requests, pools = pl.collect_all(
+            [run.tables.requests.select("source_file", "source_line", "request_id", *COSTS), run.tables.pools], optimizations=optimizations()
+        )
+    finally:
+        scratch.cleanup()
     residual = pools.filter(pl.col("allocated_billed_cost").is_not_null() & (pl.col("unmatched_billed_cost") == 0)).select(
         "source_file", "source_line", pl.lit(None, pl.String).alias("request_id"), *[pl.col(f"unlogged_{c}").alias(c) for c in COSTS]
     )

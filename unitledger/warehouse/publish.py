@@ -110,6 +110,14 @@ class Spill:
             return pl.DataFrame(schema=schema).lazy()
         return pl.scan_parquet(files, hive_partitioning=True, hive_schema={self.key: self.key_dtype}, glob=False)
 
+    def stash(self, frame: pl.LazyFrame, name: str) -> pl.LazyFrame:
+        """Write `frame` now to a file `name` of its own (beside the partitions, never published)
+        and return its scan: an intermediate result a step reads back instead of holding it."""
+        file = self.dir / f"{name}.parquet"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        frame.sink_parquet(file, **WRITE_OPTIONS)
+        return pl.scan_parquet(file, glob=False)
+
     def cleanup(self) -> None:
         remove_folder(self.dir)
 

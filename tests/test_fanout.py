@@ -18,12 +18,11 @@ from pipelines.definitions import defs
 from pipelines.reconciliation import reconciliation_months_job, reconciliation_parts, reconciliation_tables
 from polars.testing import assert_frame_equal
 
-from tests.compare import copy_landing, read_table
+from tests.compare import read_table, staged_copy
 from tests.conftest import REPO, TODAY
 from unitledger.config import load_settings
 from unitledger.layout import Layout
 from unitledger.steps.reconciliation import build_reconciliation, part_names, parts_folder, read_plan
-from unitledger.steps.staging import stage_billing, stage_events
 from unitledger.tools.generate import generate
 
 CONFIG = REPO / "unitledger.toml"
@@ -51,11 +50,7 @@ def landed(tmp_path_factory) -> Layout:
 
 
 def _staged_copy(landed: Layout, root) -> Layout:
-    layout = Layout(root / "data")
-    copy_landing(landed, layout)
-    settings = load_settings(CONFIG)
-    assert stage_billing(layout, settings, TODAY).passed and stage_events(layout).passed
-    return layout
+    return staged_copy(landed, root, CONFIG)
 
 
 @pytest.fixture(scope="module")

@@ -75,10 +75,11 @@ DAILY_TABLES = {
 ALLOCATION_TABLES = ("allocation_pools", "unrecognized_usage", "unmatched_models", "allocated_costs")
 
 # Calls per bucket: past it, the daily step works in hash buckets of requests and sessions, one
-# after the other (join, intents, the checks). Peak memory follows a bucket: a 5M-call day in two
-# buckets peaks at 2.8 GiB in its join, in one at 4.9 GiB (measured, docs/performance.md); each
-# bucket more costs another pass over the day's staged rows and a merge of the parts on publish
-# (+8 s, about 7 %, at 5M). Small enough that a 5M day's join stays below its staging's peak.
+# after the other (join, intents, the checks), or side by side as steps of their own (daily_fanout).
+# Peak memory follows a bucket: a 5M-call day in two buckets peaks at 2.8 GiB in its join, in one
+# at 4.9 GiB (measured, docs/performance.md); each bucket more costs another pass over the day's
+# staged rows and a merge of the parts on publish (+8 s, about 7 %, at 5M). Small enough that a 5M
+# day's join stays below its staging's peak.
 BUCKET_CALLS = 4_000_000
 
 # model.requests.billing_by_request's rows, as spilled.
@@ -197,7 +198,6 @@ def build_daily_tables(layout: Layout, settings: Settings, start: date, end_incl
     phases of "the days in phases" below one after the other, in one process, in a scratch folder;
     `buckets`: as many as the days' calls need (BUCKET_CALLS) unless given."""
     result = StepResult()
-    clear_scratch(layout.tmp, layout.warehouse)
     with scratch_folder(layout.tmp, "daily_parts") as folder:
         plan = plan_daily(layout, settings, start, end_inclusive, folder, buckets, result)
         for bucket in range(plan.buckets):
@@ -312,6 +312,7 @@ def plan_daily(
     result = result or StepResult()
     bounds = settings.bounds
     end = end_inclusive + timedelta(days=1)
+    clear_scratch(layout.tmp, layout.warehouse)  # (dead processes' leftovers only: a live run's folder stays)
     remove_folder(folder)
     folder.mkdir(parents=True)
     with result.timed("join"):

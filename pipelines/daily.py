@@ -51,6 +51,7 @@ def _phase(context, phase, warehouse: Warehouse, *args):
 
 
 def _buckets(folder: str, buckets: int):
+    """One (run folder, bucket) per bucket: each becomes a step of the op mapped over them."""
     for bucket in range(buckets):
         yield dg.DynamicOutput((folder, bucket), mapping_key=f"bucket_{bucket:04}")
 

@@ -296,7 +296,7 @@ class _DailyRun:
         missing = [p for p in paths if not p.exists()]
         if missing:
             raise FileNotFoundError(f"{missing[0]} not written: run the daily phases before this one for {self.plan.key}")
-        return pl.concat([pl.read_parquet(p) for p in paths])
+        return pl.concat([pl.read_parquet(p, glob=False) for p in paths])
 
     def _frame_path(self, name: str, bucket: int | None) -> Path:
         return self.folder / "frames" / (f"{name}.parquet" if bucket is None else f"{name}/bucket_{bucket:04}.parquet")
@@ -486,44 +486,36 @@ def settle_daily(layout: Layout, settings: Settings, folder: Path, result: StepR
         run.save("conflicting", conflicting)
 
 
-# Summed with each intent: its breakdown components and its currencies' range (two
-# apart: billed in two currencies, as model.intents.mixed_currency_intents finds them).
-_PER_INTENT = [
-    *intent_components(_INTENT_CALL_COLUMNS),
-    pl.col("billing_currency").min().alias("_lowest_currency"),
-    pl.col("billing_currency").max().alias("_highest_currency"),
-]
-_TWO_CURRENCIES = pl.col("_lowest_currency") != pl.col("_highest_currency")
-
-
-def _intent_sums(run: _DailyRun, bucket: int) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """Session bucket `bucket`'s calls with their intent (the columns read only, not spilled) and
-    the run's intents summed from them."""
-    joined = run.spills["request_costs"].scan(polars_schema(RequestCosts))
-    intent_days = run.intent_days()
-    calls = intents.intent_calls(
-        joined.filter(requests.in_bucket("session_id", bucket, run.buckets)).select([c for c in _INTENT_CALL_COLUMNS if c != "intent_date"]),
-        intent_days,
-    )
-    # The labels of the bucket's sessions with an intent of the run (from the small
-    # intent_days: a superset of the intents' sessions, the left join drops the rest).
-    sessions = intent_days.filter(run.ours() & requests.in_bucket("session_id", bucket, run.buckets)).select("session_id").unique()
-    outcomes = intents.latest_outcomes(scan_staged_outcomes(run.layout).join(sessions, on="session_id", how="semi"))
-    summed = intents.intent_costs(calls.filter(run.ours()), outcomes, run.settings.labor_table(), run.start, run.end, _PER_INTENT)
-    return calls, summed
-
-
 def intents_daily_bucket(layout: Layout, settings: Settings, folder: Path, bucket: int, result: StepResult | None = None) -> None:
     """The intents of session bucket `bucket` (a session's calls share one), from request_costs
     once settle_daily has completed it: its part of intent_costs; the calls beyond the session
     bound, the intents billed in two currencies and those the guard missed saved."""
     result = result or StepResult()
     run = _DailyRun(layout, settings, folder)
-    start, end = run.start, run.end
+    start, end, buckets, ours = run.start, run.end, run.buckets, run.ours()
+    joined, intent_days = run.spills["request_costs"].scan(polars_schema(RequestCosts)), run.intent_days()
     with result.timed("intents"):
-        # One pass over the bucket's calls with their intent: the calls beyond the bound counted,
-        # the run's intents summed and spilled.
-        calls, summed = _intent_sums(run, bucket)
+        all_outcomes = scan_staged_outcomes(layout)
+        # Summed with each intent: its breakdown components and its currencies' range (two
+        # apart: billed in two currencies, as model.intents.mixed_currency_intents finds them).
+        per_intent = [
+            *intent_components(_INTENT_CALL_COLUMNS),
+            pl.col("billing_currency").min().alias("_lowest_currency"),
+            pl.col("billing_currency").max().alias("_highest_currency"),
+        ]
+        two_currencies = pl.col("_lowest_currency") != pl.col("_highest_currency")
+        # One pass over the bucket's calls with their intent (the columns read only, not
+        # spilled): the calls beyond the bound counted, the run's intents summed and spilled.
+        calls = intents.intent_calls(
+            joined.filter(requests.in_bucket("session_id", bucket, buckets)).select([c for c in _INTENT_CALL_COLUMNS if c != "intent_date"]),
+            intent_days,
+        )
+        # The labels of the bucket's sessions with an intent of the run (from the small
+        # intent_days: a superset of the intents' sessions, the left join drops the rest).
+        sessions = intent_days.filter(ours & requests.in_bucket("session_id", bucket, buckets)).select("session_id").unique()
+        outcomes = intents.latest_outcomes(all_outcomes.join(sessions, on="session_id", how="semi"))
+        summed = intents.intent_costs(calls.filter(ours), outcomes, settings.labor_table(), start, end, per_intent)
+        intents_schema = summed.collect_schema()
         beyond_bound_calls, _ = pl.collect_all(
             [
                 calls.filter(in_dates("date", start, end) & pl.col("intent_date").is_null()).group_by("date").len(),
@@ -531,14 +523,16 @@ def intents_daily_bucket(layout: Layout, settings: Settings, folder: Path, bucke
             ]
         )
         run.save("beyond", beyond_bound_calls, bucket)
-        rows = run.work["intents"].scan(summed.collect_schema(), part=bucket)
-        two = rows.filter(_TWO_CURRENCIES).select("session_id", intent_date=pl.col("date")).collect()
+        # The spill's columns, for finish_daily to read it when no bucket had an intent (every bucket's the same).
+        run.save("intents_columns", pl.DataFrame(schema=intents_schema))
+        rows = run.work["intents"].scan(intents_schema, part=bucket)
+        two = rows.filter(two_currencies).select("session_id", intent_date=pl.col("date")).collect()
         run.save("mixed", two, bucket)
         kept, unguarded = rows, two  # (none when no intent has two currencies)
         if not two.is_empty():
             kept = rows.join(two.lazy().rename({"intent_date": "date"}), on=["session_id", "date"], how="anti")
             # The guard behind the quarantine: no intent kept has two currencies.
-            unguarded = kept.filter(_TWO_CURRENCIES).select("session_id", intent_date=pl.col("date")).collect()
+            unguarded = kept.filter(two_currencies).select("session_id", intent_date=pl.col("date")).collect()
         run.save("unguarded", unguarded, bucket)
         run.spills["intent_costs"].sink(kept.select(list(polars_schema(IntentCosts))), part=bucket)
 
@@ -573,8 +567,7 @@ def finish_daily(layout: Layout, settings: Settings, folder: Path, result: StepR
             held_rows.append(_mixed_currency_calls(read, mixed_intents, intents.intent_calls(joined, run.intent_days()), winners))
         held.sink(pl.concat(held_rows))
     with result.timed("breakdown"):  # where the money goes, from the intents and their components
-        intents_schema = _intent_sums(run, 0)[1].collect_schema()
-        one_currency = work["intents"].scan(intents_schema).join(mixed_intents.lazy().rename({"intent_date": "date"}), on=["session_id", "date"], how="anti")
+        one_currency = work["intents"].scan(run.saved("intents_columns").schema).join(mixed_intents.lazy().rename({"intent_date": "date"}), on=["session_id", "date"], how="anti")
         spills["cost_breakdown"].sink(breakdown_of_intents(one_currency))
     with result.timed("validate"):
         run_calls = work["calls"].scan(run.calls_schema).filter(in_dates("call_date", start, end))

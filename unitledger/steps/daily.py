@@ -318,7 +318,8 @@ def plan_daily(
     with result.timed("join"):
         read = _Inputs(layout, bounds, start, end)
         # Past BUCKET_CALLS calls, the day is worked in buckets of requests (by a hash of their
-        # id) one after the other: memory follows the requests of a bucket, not of the day.
+        # id), one after the other or as steps of their own: memory follows the requests of a
+        # bucket, not of the day.
         buckets = buckets or max(1, -(-read.run_calls.select(pl.len()).collect().item() // BUCKET_CALLS))
         run = _DailyRun(layout, settings, folder, DailyPlan(start, end, buckets))
         # Which intent each call of the run's sessions belongs to: a few columns of a few days.
@@ -340,8 +341,7 @@ def join_daily_bucket(layout: Layout, settings: Settings, folder: Path, bucket: 
     requests the settle phase takes up (spread, uncalled) and of its conflicting ones saved."""
     result = result or StepResult()
     run = _DailyRun(layout, settings, folder)
-    read, bounds, start, end, buckets, work, spills = run.read, run.bounds, run.start, run.end, run.buckets, run.work, run.spills
-    billed = run.billed
+    read, bounds, start, end, buckets, work, spills, billed = run.read, run.bounds, run.start, run.end, run.buckets, run.work, run.spills, run.billed
     later_days = run.saved("later_days")
     later_sessions = later_days["session_id"].unique()
     shares = run.allocated.scan(polars_schema(AllocatedByRequest))

@@ -61,6 +61,17 @@ def copy_landing(source: Layout, target: Layout) -> None:
     shutil.copytree(source.data_dir / "landing", target.data_dir / "landing", copy_function=shutil.copy2)
 
 
+def staged_copy(landed: Layout, root, config) -> Layout:
+    """A new data root under `root` with `landed`'s landing files, staged (settings from `config`)."""
+    from unitledger.config import load_settings
+    from unitledger.steps.staging import stage_billing, stage_events
+
+    layout = Layout(root / "data")
+    copy_landing(landed, layout)
+    assert stage_billing(layout, load_settings(config), TODAY).passed and stage_events(layout).passed
+    return layout
+
+
 def build_warehouse(layout: Layout, settings, start, end) -> None:
     """Stage the landing files, build the daily tables for [start, end] and their months, refresh
     the views: the pipeline steps the assets call, without Dagster (faster)."""

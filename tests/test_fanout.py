@@ -18,12 +18,11 @@ from pipelines.definitions import defs
 from pipelines.reconciliation import reconciliation_months_job, reconciliation_parts, reconciliation_tables
 from polars.testing import assert_frame_equal
 
-from tests.compare import copy_landing, read_table
+from tests.compare import read_table, staged_copy
 from tests.conftest import REPO, TODAY
 from unitledger.config import load_settings
 from unitledger.layout import Layout
 from unitledger.steps.reconciliation import build_reconciliation, part_names, parts_folder, read_plan
-from unitledger.steps.staging import stage_billing, stage_events
 from unitledger.tools.generate import generate
 
 CONFIG = REPO / "unitledger.toml"
@@ -50,17 +49,9 @@ def landed(tmp_path_factory) -> Layout:
     return layout
 
 
-def _staged_copy(landed: Layout, root) -> Layout:
-    layout = Layout(root / "data")
-    copy_landing(landed, layout)
-    settings = load_settings(CONFIG)
-    assert stage_billing(layout, settings, TODAY).passed and stage_events(layout).passed
-    return layout
-
-
 @pytest.fixture(scope="module")
 def single_process(landed, tmp_path_factory) -> Layout:
-    layout = _staged_copy(landed, tmp_path_factory.mktemp("single"))
+    layout = staged_copy(landed, tmp_path_factory.mktemp("single"), CONFIG)
     result = build_reconciliation(layout, load_settings(CONFIG), date(2026, 2, 1), date(2026, 3, 1), buckets=1)
     assert result.passed, result.failures()
     return layout
@@ -112,7 +103,7 @@ def assert_same_reconciliation(layout: Layout, reference: Layout) -> None:
 
 
 def test_fanned_out_on_processes_equals_the_single_process_build(landed, single_process, tmp_path):
-    layout = _staged_copy(landed, tmp_path)
+    layout = staged_copy(landed, tmp_path, CONFIG)
     processes = _fanned_out(reconciliation_on_processes, layout, tmp_path, {"multiprocess": {"max_concurrent": 2}})
     assert len(processes) > 2  # a process per step (multiprocess executor)
     assert_same_reconciliation(layout, single_process)
@@ -120,7 +111,7 @@ def test_fanned_out_on_processes_equals_the_single_process_build(landed, single_
 
 def test_fanned_out_on_dask_equals_the_single_process_build(landed, single_process, tmp_path):
     pytest.importorskip("dagster_dask", reason="dagster-dask is not installed (pip install dagster-dask==0.29.27: not a dependency)")
-    layout = _staged_copy(landed, tmp_path)
+    layout = staged_copy(landed, tmp_path, CONFIG)
     cluster = {"cluster": {"local": {"n_workers": 2, "threads_per_worker": 1, "processes": True}}}
     processes = _fanned_out(reconciliation_months_on_dask, layout, tmp_path, cluster, CONFIGURED)
     assert os.getpid() not in processes and len(processes) <= 2  # the steps ran in the two Dask workers

@@ -19,8 +19,9 @@ AI bill rows without a request id split over the day's calls by token share, see
 from __future__ import annotations
 
 import hashlib
-
+from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 
 import polars as pl
 
@@ -51,10 +52,11 @@ from unitledger.model.requests import BILLING_ONLY, COPY_DAYS, LATE, TOOL_COLUMN
 from unitledger.sources.ai_usage import unrecognized_usage
 from unitledger.sources.events import scan_staged_calls, scan_staged_outcomes
 from unitledger.sources.focus import scan_staged_focus
+from unitledger.steps import parts
 from unitledger.steps.result import StepResult, money_total
 from schemas.types import MONEY, TOKEN_TYPES, TYPED_COSTS
 from unitledger.model.requests import COST_COLUMNS
-from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema, write_parquet_atomic
+from unitledger.warehouse.publish import Publication, Spill, clear_scratch, polars_schema, remove_folder, scratch_folder, write_parquet_atomic
 
 
 DAILY_TABLES = {
@@ -73,10 +75,11 @@ DAILY_TABLES = {
 ALLOCATION_TABLES = ("allocation_pools", "unrecognized_usage", "unmatched_models", "allocated_costs")
 
 # Calls per bucket: past it, the daily step works in hash buckets of requests and sessions, one
-# after the other (join, intents, the checks). Peak memory follows a bucket: a 5M-call day in two
-# buckets peaks at 2.8 GiB in its join, in one at 4.9 GiB (measured, docs/performance.md); each
-# bucket more costs another pass over the day's staged rows and a merge of the parts on publish
-# (+8 s, about 7 %, at 5M). Small enough that a 5M day's join stays below its staging's peak.
+# after the other (join, intents, the checks), or side by side as steps of their own (daily_fanout).
+# Peak memory follows a bucket: a 5M-call day in two buckets peaks at 2.8 GiB in its join, in one
+# at 4.9 GiB (measured, docs/performance.md); each bucket more costs another pass over the day's
+# staged rows and a merge of the parts on publish (+8 s, about 7 %, at 5M). Small enough that a 5M
+# day's join stays below its staging's peak.
 BUCKET_CALLS = 4_000_000
 
 # model.requests.billing_by_request's rows, as spilled.
@@ -189,299 +192,447 @@ def classify_loose_rows(
     return requests.classify_unassociated(candidates, far, earlier, bounds).collect()
 
 
-def build_daily_tables(layout: Layout, settings: Settings, start: date, end_inclusive: date) -> StepResult:
+def build_daily_tables(layout: Layout, settings: Settings, start: date, end_inclusive: date, buckets: int | None = None) -> StepResult:
     """Compute request_costs, intent_costs, cost_per_intent, cost_per_success and cost_breakdown for
-    the dates [start, end_inclusive]; validate them; publish them only if every check passed."""
+    the dates [start, end_inclusive]; validate them; publish them only if every check passed. The
+    phases of "the days in phases" below one after the other, in one process, in a scratch folder;
+    `buckets`: as many as the days' calls need (BUCKET_CALLS) unless given."""
     result = StepResult()
+    with scratch_folder(layout.tmp, "daily_parts") as folder:
+        plan = plan_daily(layout, settings, start, end_inclusive, folder, buckets, result)
+        for bucket in range(plan.buckets):
+            join_daily_bucket(layout, settings, folder, bucket, result)
+        settle_daily(layout, settings, folder, result)
+        for bucket in range(plan.buckets):
+            intents_daily_bucket(layout, settings, folder, bucket, result)
+        return finish_daily(layout, settings, folder, result)
+
+
+# --- the days in phases -------------------------------------------------------------------------
+#
+# A run of the daily step is five phases whose state lives on disk in a run folder, so each can run
+# in a process of its own (fanned out by Dagster, pipelines/daily.py) or all in one
+# (build_daily_tables): plan_daily (bucket count, intent days, the allocation: pools span every
+# request of a day, so once per run), join_daily_bucket (per hash bucket of requests), settle_daily
+# (the requests no bucket could place alone), intents_daily_bucket (per hash bucket of sessions) and
+# finish_daily (features, breakdown, checks, publish: the one writer). Each reads what the earlier
+# ones wrote: spills of the tables (one part per bucket) and a few small frames (ids, pool hours).
+
+
+@dataclass(frozen=True)
+class DailyPlan:
+    """How the days [start, end) are worked: `buckets` hash buckets of requests and sessions."""
+
+    start: date
+    end: date
+    buckets: int
+
+    @property
+    def key(self) -> str:
+        return daily_run_key(self.start, self.end - timedelta(days=1))
+
+
+def daily_run_key(start: date, end_inclusive: date) -> str:
+    return f"{start.isoformat()}_{end_inclusive.isoformat()}"
+
+
+def daily_parts_folder(layout: Layout, start: date, end_inclusive: date) -> Path:
+    """The run folder of the days [start, end_inclusive] when their phases are steps of their own."""
+    return parts.parts_folder(layout, "daily", daily_run_key(start, end_inclusive))
+
+
+def read_daily_plan(folder: Path) -> DailyPlan:
+    saved = parts.read_plan(folder, "run the daily plan for these days first")
+    return DailyPlan(date.fromisoformat(saved["start"]), date.fromisoformat(saved["end"]), saved["buckets"])
+
+
+class _DailyRun:
+    """A daily run's files in its folder (each phase opens them afresh): the spills of the tables
+    and of the work between phases, and the small frames the phases hand on (`save`, `saved`)."""
+
+    def __init__(self, layout: Layout, settings: Settings, folder: Path, plan: DailyPlan | None = None):
+        self.layout, self.settings, self.folder = layout, settings, folder
+        self.plan = plan or read_daily_plan(folder)
+        self.start, self.end, self.buckets = self.plan.start, self.plan.end, self.plan.buckets
+        self.bounds = settings.bounds
+        self.read = _Inputs(layout, self.bounds, self.start, self.end)
+
+        def spill(name: str, key: str) -> Spill:
+            return Spill(folder, name, key, shared=True)
+
+        self.spills = {name: spill(name, "date") for name in DAILY_TABLES}
+        self.held = spill("quarantine", "date")  # rows the run holds back, by the day they are reported on
+        self.work = {name: spill(name, "call_date") for name in ("calls", "intent_days")}
+        # unmatched_models in two parts: the pooled calls' (allocate_days), the others' (the join)
+        self.work |= {name: spill(name, "date") for name in ("pooled_lost", "unpooled_lost")}
+        self.work["allocation"] = spill("allocation", "date")  # the allocation's intermediate files (allocate_days)
+        self.work["intents"] = spill("intents", "date")  # intent_costs rows with breakdown components, currency range
+        self.billed = spill("billed", "charge_date")
+        self.allocated = spill("allocated", "charge_date")  # allocated shares per request
+        self.shares_by_day = spill("allocated_by_day", "date")  # conservation's allocated side
+        self.calls_schema = polars_schema(StagedLlmCall)
+        self.prices = settings.telemetry.list_price_table() if settings.telemetry.list_prices else None
+
+    def produced(self, name: str, part: int | None = None) -> pl.LazyFrame:
+        # request_costs is spilled for the later days of the run's intents too: only [start, end) is its.
+        return self.spills[name].scan(polars_schema(DAILY_TABLES[name]), part).filter(in_dates("date", self.start, self.end))
+
+    def intent_days(self) -> pl.LazyFrame:
+        return self.work["intent_days"].scan(_INTENT_DAYS)
+
+    def ours(self) -> pl.Expr:
+        return in_dates("intent_date", self.start, self.end)
+
+    def save(self, name: str, frame: pl.DataFrame, bucket: int | None = None) -> None:
+        """A small frame handed to a later phase: `name`, or `name`'s part of bucket `bucket`."""
+        write_parquet_atomic(frame, self._frame_path(name, bucket))
+
+    def saved(self, name: str, bucket: int | None = None) -> pl.DataFrame:
+        """A frame `save`d (with `bucket`: that bucket's)."""
+        return self.stacked(name, [bucket])
+
+    def stacked(self, name: str, buckets: list[int | None] | None = None) -> pl.DataFrame:
+        """The frames `save`d per bucket under `name`, every bucket's (or `buckets`'), stacked."""
+        paths = [self._frame_path(name, b) for b in (range(self.buckets) if buckets is None else buckets)]
+        missing = [p for p in paths if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"{missing[0]} not written: run the daily phases before this one for {self.plan.key}")
+        return pl.concat([pl.read_parquet(p, glob=False) for p in paths])
+
+    def _frame_path(self, name: str, bucket: int | None) -> Path:
+        return self.folder / "frames" / (f"{name}.parquet" if bucket is None else f"{name}/bucket_{bucket:04}.parquet")
+
+
+def plan_daily(
+    layout: Layout, settings: Settings, start: date, end_inclusive: date, folder: Path, buckets: int | None = None, result: StepResult | None = None
+) -> DailyPlan:
+    """Start `folder` afresh for the days [start, end_inclusive]: the bucket count (`buckets`, or
+    as many as BUCKET_CALLS needs), the intent days of the run's sessions, the later days of its
+    intents and the allocation (allocate_days); then the plan saved (the other phases run only on a
+    complete plan)."""
+    result = result or StepResult()
     bounds = settings.bounds
     end = end_inclusive + timedelta(days=1)
-    keys = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days)]
-    clear_scratch(layout.tmp, layout.warehouse)
-    spills = {name: Spill(layout.tmp, name, "date") for name in DAILY_TABLES}
-    held = Spill(layout.tmp, "quarantine", "date")  # rows the run holds back, by the day they are reported on
-    work = {name: Spill(layout.tmp, name, "call_date") for name in ("calls", "intent_days")}
-    # unmatched_models in two parts: the pooled calls' (allocate_days), the others' (the join)
-    work |= {name: Spill(layout.tmp, name, "date") for name in ("pooled_lost", "unpooled_lost")}
-    work["allocation"] = Spill(layout.tmp, "allocation", "date")  # the allocation's intermediate files (allocate_days)
-    work["intents"] = Spill(layout.tmp, "intents", "date")  # intent_costs rows with breakdown components, currency range
-    billed = Spill(layout.tmp, "billed", "charge_date")
-    allocated = Spill(layout.tmp, "allocated", "charge_date")  # allocated shares per request
-    shares_by_day = Spill(layout.tmp, "allocated_by_day", "date")  # conservation's allocated side
-    read = _Inputs(layout, bounds, start, end)
-    calls_schema = polars_schema(StagedLlmCall)
-    prices = settings.telemetry.list_price_table() if settings.telemetry.list_prices else None
+    clear_scratch(layout.tmp, layout.warehouse)  # (dead processes' leftovers only: a live run's folder stays)
+    remove_folder(folder)
+    folder.mkdir(parents=True)
+    with result.timed("join"):
+        read = _Inputs(layout, bounds, start, end)
+        # Past BUCKET_CALLS calls, the day is worked in buckets of requests (by a hash of their
+        # id), one after the other or as steps of their own: memory follows the requests of a
+        # bucket, not of the day.
+        buckets = buckets or max(1, -(-read.run_calls.select(pl.len()).collect().item() // BUCKET_CALLS))
+        run = _DailyRun(layout, settings, folder, DailyPlan(start, end, buckets))
+        # Which intent each call of the run's sessions belongs to: a few columns of a few days.
+        run.work["intent_days"].sink(intents.intent_days(read.session_pairs(), bounds.session_days))
+        # The (session, day) pairs of the calls after the run that belong to its intents: few.
+        later = pl.col("call_date") >= end
+        run.save("later_days", run.intent_days().filter(run.ours() & later).select("session_id", "call_date").unique().collect())
+    with result.timed("allocate"):
+        hours, bill_models = allocate_days(read, settings, run.spills, run.allocated, run.shares_by_day, run.work["pooled_lost"], run.work["allocation"])
+        run.work["allocation"].cleanup()  # (read back within allocate_days only)
+        run.save("pool_hours", hours)
+        run.save("billed_models", bill_models)
+    parts.write_plan({"start": start.isoformat(), "end": end.isoformat(), "buckets": buckets}, folder)
+    return run.plan
 
-    def produced(name: str, part: int | None = None) -> pl.LazyFrame:
-        # request_costs is spilled for the later days of the run's intents too: only [start, end) is its.
-        return spills[name].scan(polars_schema(DAILY_TABLES[name]), part).filter(in_dates("date", start, end))
 
-    try:
-        with result.timed("join"):
-            # Past BUCKET_CALLS calls, the day is worked in buckets of requests (by a hash of their
-            # id) one after the other: memory follows the requests of a bucket, not of the day.
-            buckets = max(1, -(-read.run_calls.select(pl.len()).collect().item() // BUCKET_CALLS))
-            # Which intent each call of the run's sessions belongs to: a few columns of a few days.
-            work["intent_days"].sink(intents.intent_days(read.session_pairs(), bounds.session_days))
-            intent_days = work["intent_days"].scan(_INTENT_DAYS)
-            ours = in_dates("intent_date", start, end)
-            # The (session, day) pairs of the calls after the run that belong to its intents: few.
-            later_days = intent_days.filter(ours & (pl.col("call_date") >= end)).select("session_id", "call_date").unique().collect()
-            later_sessions = later_days["session_id"].unique()
-        with result.timed("allocate"):
-            hours, bill_models = allocate_days(read, settings, spills, allocated, shares_by_day, work["pooled_lost"], work["allocation"])
-            shares = allocated.scan(polars_schema(AllocatedByRequest))
-        with result.timed("join"):
-            conflicts, spread_ids, uncalled_ids = [], [], []
-            for bucket in range(buckets):
-                # The calls, deduplicated (the few repeated ids found first: deduplicating within
-                # one query would hold every call until all were counted), each request's winning
-                # copy kept when it is dated in the run or is a later call of one of its intents.
-                read_calls = read.calls_read(later_sessions, bucket, buckets)
-                repeated = requests.repeated_keys(read_calls, "request_id").collect().lazy()
-                winners = requests.dedupe_calls(read_calls, repeated)
-                # One filter, not a concat of two: each part of a concat deduplicated again.
-                later = pl.col("_later").fill_null(False)
-                marked = winners.join(later_days.lazy().with_columns(_later=pl.lit(True)), on=["session_id", "call_date"], how="left")
-                work["calls"].sink(marked.filter(in_dates("call_date", start, end) | later).drop("_later"), part=bucket)
-                part_calls = work["calls"].scan(calls_schema, part=bucket)
-                # The FOCUS rows a request of the bucket can be billed by, summed per request (apart
-                # from the join: one query holding both the sums and the join's hash table needs
-                # about a third more memory than the two in turn): those within B days of the run's
-                # days, and those up to B days after its later calls (by request id).
-                near = read.focus_between(start - read.B, end + read.B).filter(requests.in_bucket("x_RequestId", bucket, buckets))
-                after = read.focus_between(end + read.B, end + read.S + read.B).filter(requests.in_bucket("x_RequestId", bucket, buckets))
-                after = after.join(part_calls.filter(pl.col("call_date") >= end).select(x_RequestId="request_id"), on="x_RequestId", how="semi")
-                # with the requests' allocated shares (allocate_days) added
-                billed.sink(
-                    requests.with_allocated(
-                        requests.billing_by_request(pl.concat([near, after]), settings.allocation),
-                        shares.filter(requests.in_bucket("request_id", bucket, buckets)),
-                    ),
+def join_daily_bucket(layout: Layout, settings: Settings, folder: Path, bucket: int, result: StepResult | None = None) -> None:
+    """The join of request bucket `bucket`: its calls deduplicated, its FOCUS rows summed per
+    request, its part of request_costs and of the unpooled calls' lost tokens; the ids of its
+    requests the settle phase takes up (spread, uncalled) and of its conflicting ones saved."""
+    result = result or StepResult()
+    run = _DailyRun(layout, settings, folder)
+    read, bounds, start, end, buckets, work, spills, billed = run.read, run.bounds, run.start, run.end, run.buckets, run.work, run.spills, run.billed
+    later_days = run.saved("later_days")
+    later_sessions = later_days["session_id"].unique()
+    shares = run.allocated.scan(polars_schema(AllocatedByRequest))
+    with result.timed("join"):
+        # The calls, deduplicated (the few repeated ids found first: deduplicating within
+        # one query would hold every call until all were counted), each request's winning
+        # copy kept when it is dated in the run or is a later call of one of its intents.
+        read_calls = read.calls_read(later_sessions, bucket, buckets)
+        repeated = requests.repeated_keys(read_calls, "request_id").collect().lazy()
+        winners = requests.dedupe_calls(read_calls, repeated)
+        # One filter, not a concat of two: each part of a concat deduplicated again.
+        later = pl.col("_later").fill_null(False)
+        marked = winners.join(later_days.lazy().with_columns(_later=pl.lit(True)), on=["session_id", "call_date"], how="left")
+        work["calls"].sink(marked.filter(in_dates("call_date", start, end) | later).drop("_later"), part=bucket)
+        part_calls = work["calls"].scan(run.calls_schema, part=bucket)
+        # The FOCUS rows a request of the bucket can be billed by, summed per request (apart
+        # from the join: one query holding both the sums and the join's hash table needs
+        # about a third more memory than the two in turn): those within B days of the run's
+        # days, and those up to B days after its later calls (by request id).
+        near = read.focus_between(start - read.B, end + read.B).filter(requests.in_bucket("x_RequestId", bucket, buckets))
+        after = read.focus_between(end + read.B, end + read.S + read.B).filter(requests.in_bucket("x_RequestId", bucket, buckets))
+        after = after.join(part_calls.filter(pl.col("call_date") >= end).select(x_RequestId="request_id"), on="x_RequestId", how="semi")
+        # with the requests' allocated shares (allocate_days) added
+        billed.sink(
+            requests.with_allocated(
+                requests.billing_by_request(pl.concat([near, after]), settings.allocation),
+                shares.filter(requests.in_bucket("request_id", bucket, buckets)),
+            ),
+            part=bucket,
+        )
+        joined = requests.join_requests(part_calls, billed.scan(_BILLED, part=bucket))
+        # Most requests' rows all lie within B days of their call: joined as they are.
+        # Requests with a row further away are summed again row by row below; rows
+        # without a call of the run are placed (settle) or belong to other runs.
+        within = (days_apart("charge_date", "call_date") <= bounds.billing_delay_days) & (
+            days_apart("last_charge_date", "call_date") <= bounds.billing_delay_days
+        )
+        called = pl.col("call_date").is_not_null()
+        flags = joined.with_columns(
+            _kept=called & (within.fill_null(False) | (pl.col("billing_rows") == 0)),
+            _spread=called & (pl.col("billing_rows") > 0) & ~within.fill_null(False),
+            # not called in the run, with rows that may be dated in it
+            _uncalled=~called & (pl.col("charge_date") < end) & (pl.col("last_charge_date") >= start),
+        ).cache()
+        # In one pass over the join (cached above: the queries read different columns of
+        # it, and Polars would otherwise join once per projection): the bucket's part of
+        # request_costs (the kept requests, unbilled calls estimated: the gateway's cost,
+        # else list price), the unpooled calls' lost tokens and the few ids the rest of
+        # the step needs.
+        _, _, spread, no_call, conflicts = pl.collect_all(
+            [
+                spills["request_costs"].sink(
+                    requests.with_estimates(flags.filter(pl.col("_kept")).select(list(polars_schema(RequestCosts))), run.prices),
                     part=bucket,
-                )
-                joined = requests.join_requests(part_calls, billed.scan(_BILLED, part=bucket))
-                # Most requests' rows all lie within B days of their call: joined as they are.
-                # Requests with a row further away are summed again row by row below; rows
-                # without a call of the run are placed (settle) or belong to other runs.
-                within = (days_apart("charge_date", "call_date") <= bounds.billing_delay_days) & (
-                    days_apart("last_charge_date", "call_date") <= bounds.billing_delay_days
-                )
-                called = pl.col("call_date").is_not_null()
-                flags = joined.with_columns(
-                    _kept=called & (within.fill_null(False) | (pl.col("billing_rows") == 0)),
-                    _spread=called & (pl.col("billing_rows") > 0) & ~within.fill_null(False),
-                    # not called in the run, with rows that may be dated in it
-                    _uncalled=~called & (pl.col("charge_date") < end) & (pl.col("last_charge_date") >= start),
-                ).cache()
-                # In one pass over the join (cached above: the queries read different columns of
-                # it, and Polars would otherwise join once per projection): the bucket's part of
-                # request_costs (the kept requests, unbilled calls estimated: the gateway's cost,
-                # else list price), the unpooled calls' lost tokens and the few ids the rest of
-                # the step needs.
-                _, _, spread, no_call, conflicts_b = pl.collect_all(
-                    [
-                        spills["request_costs"].sink(
-                            requests.with_estimates(flags.filter(pl.col("_kept")).select(list(polars_schema(RequestCosts))), prices),
-                            part=bucket,
-                            lazy=True,
-                        ),
-                        work["unpooled_lost"].sink(_unpooled_lost_tokens(flags, hours, settings, start, end), part=bucket, lazy=True),
-                        flags.filter(pl.col("_spread")).select("request_id"),
-                        flags.filter(pl.col("_uncalled")).select("request_id"),
-                        # (a request summed again below is judged on the rows it keeps)
-                        billed.scan(_BILLED, part=bucket).filter(pl.col("conflict")).select("request_id")
-                        .join(flags.filter(pl.col("_spread")), on="request_id", how="anti"),
-                    ]
-                )
-                conflicts.append(conflicts_b)
-                spread_ids.append(spread)
-                uncalled_ids.append(no_call)
-            run_calls = work["calls"].scan(calls_schema).filter(in_dates("call_date", start, end))
-            spread, uncalled = pl.concat(spread_ids)["request_id"], pl.concat(uncalled_ids)["request_id"]
+                    lazy=True,
+                ),
+                work["unpooled_lost"].sink(_unpooled_lost_tokens(flags, run.saved("pool_hours"), settings, start, end), part=bucket, lazy=True),
+                flags.filter(pl.col("_spread")).select("request_id"),
+                flags.filter(pl.col("_uncalled")).select("request_id"),
+                # (a request summed again below is judged on the rows it keeps)
+                billed.scan(_BILLED, part=bucket).filter(pl.col("conflict")).select("request_id")
+                .join(flags.filter(pl.col("_spread")), on="request_id", how="anti"),
+            ]
+        )
+        run.save("spread", spread, bucket)
+        run.save("uncalled", no_call, bucket)
+        run.save("conflicts", conflicts, bucket)
 
-            # Rows of requests called in the run with a row further than B days: assigned row by row.
-            spread_rows = requests.associate(
+
+def settle_daily(layout: Layout, settings: Settings, folder: Path, result: StepResult | None = None) -> None:
+    """After every bucket's join: the requests no bucket could place alone (a row further than B
+    days from its call, rows without a call of the run: billing-only, late billing) summed again
+    and added to request_costs, each in its bucket's part; unmatched_models; the late rows, the
+    billing-only rows and the conflicting requests saved for finish_daily."""
+    result = result or StepResult()
+    run = _DailyRun(layout, settings, folder)
+    read, bounds, start, end, buckets, work, spills = run.read, run.bounds, run.start, run.end, run.buckets, run.work, run.spills
+    shares = run.allocated.scan(polars_schema(AllocatedByRequest))
+    with result.timed("join"):
+        spread, uncalled = run.stacked("spread")["request_id"], run.stacked("uncalled")["request_id"]
+
+        # Rows of requests called in the run with a row further than B days: assigned row by row.
+        spread_rows = requests.associate(
+            pl.concat(
+                [
+                    read.focus_between(start - read.B, end + read.B),
+                    read.focus_between(end + read.B, end + read.S + read.B),
+                ]
+            ).filter(one_of("x_RequestId", spread)),
+            work["calls"].scan(run.calls_schema).filter(one_of("request_id", spread)).select("request_id", "call_date"),
+            bounds,
+            how="left",
+        ).collect()
+        # FOCUS rows of the run's days whose request has no call of the run within B days:
+        # rows of calls on other days, late billing, billing-only requests. Few.
+        loose = pl.concat(
+            [
+                spread_rows.filter(pl.col("call_date").is_null() & in_dates("charge_date", start, end)).drop("call_date"),
+                read.focus_between(start, end).filter(one_of("x_RequestId", uncalled)).collect(),
+            ]
+        )
+        settled = read.settle(loose, start, end)
+        late = settled.filter(pl.col("billing_class") == LATE)
+        anchored = settled.filter((pl.col("billing_class") == BILLING_ONLY) & in_dates("request_date", start, end))
+        # A billing-only request dated in the run has its rows up to B days after its date.
+        following = read.focus_between(end, end + read.B).filter(one_of("x_RequestId", anchored["x_RequestId"]))
+        more = read.settle(following.collect(), end, end + read.B)
+        billing_only = pl.concat(
+            [anchored, more.filter((pl.col("billing_class") == BILLING_ONLY) & in_dates("request_date", start, end))]
+        )
+        # The requests summed again: called ones with a row further away, billing-only ones
+        # (dated by their request, whichever of its rows comes first).
+        resummed = requests.with_allocated(
+            requests.billing_by_request(
                 pl.concat(
                     [
-                        read.focus_between(start - read.B, end + read.B),
-                        read.focus_between(end + read.B, end + read.S + read.B),
+                        spread_rows.lazy().filter(pl.col("call_date").is_not_null()).drop("call_date"),
+                        billing_only.lazy().with_columns(charge_date=pl.col("request_date")).select(spread_rows.drop("call_date").columns),
                     ]
-                ).filter(one_of("x_RequestId", spread)),
-                work["calls"].scan(calls_schema).filter(one_of("request_id", spread)).select("request_id", "call_date"),
-                bounds,
-                how="left",
-            ).collect()
-            # FOCUS rows of the run's days whose request has no call of the run within B days:
-            # rows of calls on other days, late billing, billing-only requests. Few.
-            loose = pl.concat(
-                [
-                    spread_rows.filter(pl.col("call_date").is_null() & in_dates("charge_date", start, end)).drop("call_date"),
-                    read.focus_between(start, end).filter(one_of("x_RequestId", uncalled)).collect(),
-                ]
-            )
-            settled = read.settle(loose, start, end)
-            late = settled.filter(pl.col("billing_class") == LATE)
-            anchored = settled.filter((pl.col("billing_class") == BILLING_ONLY) & in_dates("request_date", start, end))
-            # A billing-only request dated in the run has its rows up to B days after its date.
-            following = read.focus_between(end, end + read.B).filter(one_of("x_RequestId", anchored["x_RequestId"]))
-            more = read.settle(following.collect(), end, end + read.B)
-            billing_only = pl.concat(
-                [anchored, more.filter((pl.col("billing_class") == BILLING_ONLY) & in_dates("request_date", start, end))]
-            ).lazy()
-            # The requests summed again: called ones with a row further away, billing-only ones
-            # (dated by their request, whichever of its rows comes first).
-            resummed = requests.with_allocated(
-                requests.billing_by_request(
-                    pl.concat(
-                        [
-                            spread_rows.lazy().filter(pl.col("call_date").is_not_null()).drop("call_date"),
-                            billing_only.with_columns(charge_date=pl.col("request_date")).select(spread_rows.drop("call_date").columns),
-                        ]
-                    ),
-                    settings.allocation,
                 ),
-                shares.filter(one_of("request_id", spread)),
-            ).collect()
-            conflicts.append(resummed.filter(pl.col("conflict")).select("request_id"))
-            redone = requests.request_costs(
-                requests.join_requests(work["calls"].scan(calls_schema).filter(one_of("request_id", spread)), resummed.lazy()),
-                start,
-                end + read.S,
-            ).collect()
-            redone = requests.with_estimates(redone.lazy(), prices).collect()  # (it reads its input twice)
-            for bucket in range(buckets):
-                # Each bucket's requests in one part (validated part by part, a request id in one):
-                # beside the kept ones written above, in files of their own.
-                bucket_rows = redone.filter(requests.in_bucket("request_id", bucket, buckets))
-                if bucket_rows.height:
-                    spills["request_costs"].sink(bucket_rows.lazy(), part=bucket, prefix="resummed-")
-            conflicting = pl.concat(conflicts)
-            joined = spills["request_costs"].scan(polars_schema(RequestCosts))
-            unpooled = unpooled_unmatched(work["unpooled_lost"].scan(_LOST_SUMS), bill_models.lazy(), settings.allocation)
-            spills["unmatched_models"].sink(merge_unmatched([work["pooled_lost"].scan(polars_schema(UnmatchedModels)), unpooled]))
-        with result.timed("intents"):
-            all_outcomes = scan_staged_outcomes(layout)
-            mixed, beyond, unguarded = [], [], []
-            # Summed with each intent: its breakdown components and its currencies' range (two
-            # apart: billed in two currencies, as model.intents.mixed_currency_intents finds them).
-            per_intent = [
-                *intent_components(_INTENT_CALL_COLUMNS),
-                pl.col("billing_currency").min().alias("_lowest_currency"),
-                pl.col("billing_currency").max().alias("_highest_currency"),
+                settings.allocation,
+            ),
+            shares.filter(one_of("request_id", spread)),
+        ).collect()
+        conflicting = pl.concat([run.stacked("conflicts"), resummed.filter(pl.col("conflict")).select("request_id")])
+        redone = requests.request_costs(
+            requests.join_requests(work["calls"].scan(run.calls_schema).filter(one_of("request_id", spread)), resummed.lazy()),
+            start,
+            end + read.S,
+        ).collect()
+        redone = requests.with_estimates(redone.lazy(), run.prices).collect()  # (it reads its input twice)
+        for bucket in range(buckets):
+            # Each bucket's requests in one part (validated part by part, a request id in one):
+            # beside the kept ones written above, in files of their own.
+            bucket_rows = redone.filter(requests.in_bucket("request_id", bucket, buckets))
+            if bucket_rows.height:
+                spills["request_costs"].sink(bucket_rows.lazy(), part=bucket, prefix="resummed-")
+        unpooled = unpooled_unmatched(work["unpooled_lost"].scan(_LOST_SUMS), run.saved("billed_models").lazy(), settings.allocation)
+        spills["unmatched_models"].sink(merge_unmatched([work["pooled_lost"].scan(polars_schema(UnmatchedModels)), unpooled]))
+        run.save("late", late)
+        run.save("billing_only", billing_only)
+        run.save("conflicting", conflicting)
+
+
+def intents_daily_bucket(layout: Layout, settings: Settings, folder: Path, bucket: int, result: StepResult | None = None) -> None:
+    """The intents of session bucket `bucket` (a session's calls share one), from request_costs
+    once settle_daily has completed it: its part of intent_costs; the calls beyond the session
+    bound, the intents billed in two currencies and those the guard missed saved."""
+    result = result or StepResult()
+    run = _DailyRun(layout, settings, folder)
+    start, end, buckets, ours = run.start, run.end, run.buckets, run.ours()
+    joined, intent_days = run.spills["request_costs"].scan(polars_schema(RequestCosts)), run.intent_days()
+    with result.timed("intents"):
+        all_outcomes = scan_staged_outcomes(layout)
+        # Summed with each intent: its breakdown components and its currencies' range (two
+        # apart: billed in two currencies, as model.intents.mixed_currency_intents finds them).
+        per_intent = [
+            *intent_components(_INTENT_CALL_COLUMNS),
+            pl.col("billing_currency").min().alias("_lowest_currency"),
+            pl.col("billing_currency").max().alias("_highest_currency"),
+        ]
+        two_currencies = pl.col("_lowest_currency") != pl.col("_highest_currency")
+        # One pass over the bucket's calls with their intent (the columns read only, not
+        # spilled): the calls beyond the bound counted, the run's intents summed and spilled.
+        calls = intents.intent_calls(
+            joined.filter(requests.in_bucket("session_id", bucket, buckets)).select([c for c in _INTENT_CALL_COLUMNS if c != "intent_date"]),
+            intent_days,
+        )
+        # The labels of the bucket's sessions with an intent of the run (from the small
+        # intent_days: a superset of the intents' sessions, the left join drops the rest).
+        sessions = intent_days.filter(ours & requests.in_bucket("session_id", bucket, buckets)).select("session_id").unique()
+        outcomes = intents.latest_outcomes(all_outcomes.join(sessions, on="session_id", how="semi"))
+        summed = intents.intent_costs(calls.filter(ours), outcomes, settings.labor_table(), start, end, per_intent)
+        intents_schema = summed.collect_schema()
+        beyond_bound_calls, _ = pl.collect_all(
+            [
+                calls.filter(in_dates("date", start, end) & pl.col("intent_date").is_null()).group_by("date").len(),
+                run.work["intents"].sink(summed, lazy=True, part=bucket),
             ]
-            two_currencies = pl.col("_lowest_currency") != pl.col("_highest_currency")
-            for bucket in range(buckets):  # buckets of sessions: a session's calls share one
-                # One pass over the bucket's calls with their intent (the columns read only, not
-                # spilled): the calls beyond the bound counted, the run's intents summed and spilled.
-                calls = intents.intent_calls(
-                    joined.filter(requests.in_bucket("session_id", bucket, buckets)).select([c for c in _INTENT_CALL_COLUMNS if c != "intent_date"]),
-                    intent_days,
-                )
-                # The labels of the bucket's sessions with an intent of the run (from the small
-                # intent_days: a superset of the intents' sessions, the left join drops the rest).
-                sessions = intent_days.filter(ours & requests.in_bucket("session_id", bucket, buckets)).select("session_id").unique()
-                outcomes = intents.latest_outcomes(all_outcomes.join(sessions, on="session_id", how="semi"))
-                summed = intents.intent_costs(calls.filter(ours), outcomes, settings.labor_table(), start, end, per_intent)
-                intents_schema = summed.collect_schema()
-                beyond_bound_calls, _ = pl.collect_all(
-                    [
-                        calls.filter(in_dates("date", start, end) & pl.col("intent_date").is_null()).group_by("date").len(),
-                        work["intents"].sink(summed, lazy=True, part=bucket),
-                    ]
-                )
-                beyond.append(beyond_bound_calls)
-                rows = work["intents"].scan(intents_schema, part=bucket)
-                two = rows.filter(two_currencies).select("session_id", intent_date=pl.col("date")).collect()
-                mixed.append(two)
-                kept = rows
-                if not two.is_empty():
-                    kept = rows.join(two.lazy().rename({"intent_date": "date"}), on=["session_id", "date"], how="anti")
-                    # The guard behind the quarantine: no intent kept has two currencies.
-                    unguarded.append(kept.filter(two_currencies).select("session_id", intent_date=pl.col("date")).collect())
-                spills["intent_costs"].sink(kept.select(list(polars_schema(IntentCosts))), part=bucket)
-            mixed_intents = pl.concat(mixed)
-            beyond_bound = pl.concat(beyond).group_by("date").agg(pl.col("len").sum()).sort("date")
-            intent_rows = spills["intent_costs"].scan(polars_schema(IntentCosts))
-        with result.timed("features"):
-            pl.collect_all(
-                [
-                    spills["cost_per_intent"].sink(cost_per_intent(intent_rows), lazy=True),
-                    spills["cost_per_success"].sink(cost_per_success(intent_rows), lazy=True),
-                    spills["gateway_gap"].sink(gateway_gap(produced("request_costs")), lazy=True),
-                ]
-            )
-        with result.timed("intents"):  # the rows held back: late billing, intents in two currencies
-            held_rows = [focus_held(late.lazy(), "ChargePeriodStart", requests.late_reason(bounds), {"date": pl.col("charge_date")})]
-            if not mixed_intents.is_empty():
-                held_rows.append(_mixed_currency_calls(read, mixed_intents, intents.intent_calls(joined, intent_days), work["calls"].scan(calls_schema)))
-            held.sink(pl.concat(held_rows))
-        with result.timed("breakdown"):  # where the money goes, from the intents and their components
-            one_currency = work["intents"].scan(intents_schema).join(mixed_intents.lazy().rename({"intent_date": "date"}), on=["session_id", "date"], how="anti")
-            spills["cost_breakdown"].sink(breakdown_of_intents(one_currency))
-        with result.timed("validate"):
-            for name, model in DAILY_TABLES.items():
-                # request_costs and intent_costs were spilled one part per bucket (of requests, of
-                # sessions): validated part by part, a key's rows all in one part.
-                parts = range(buckets) if name in ("request_costs", "intent_costs") else [None]
-                checks = [validate_each(model, [produced(name, part) for part in parts])]
-                by_day = shares_by_day.scan({"date": pl.Date, "billing_currency": pl.String, **{c: MONEY for c in COST_COLUMNS}})
-                if name == "request_costs":
-                    billing = read.focus_between(start - read.B, end + read.B)
-                    if conflicting.height:
-                        billing = billing.join(conflicting.lazy().rename({"request_id": "x_RequestId"}), on="x_RequestId", how="anti")
-                    checks.append(
-                        request_costs_conservation_check(
-                            produced(name), billing, run_calls.select("request_id", "call_date"),
-                            billing_only.join(conflicting.lazy().rename({"request_id": "x_RequestId"}), on="x_RequestId", how="anti"),
-                            start, end, bounds, buckets, by_day,
-                        )
+        )
+        run.save("beyond", beyond_bound_calls, bucket)
+        # The spill's columns, for finish_daily to read it when no bucket had an intent (every bucket's the same).
+        run.save("intents_columns", pl.DataFrame(schema=intents_schema))
+        rows = run.work["intents"].scan(intents_schema, part=bucket)
+        two = rows.filter(two_currencies).select("session_id", intent_date=pl.col("date")).collect()
+        run.save("mixed", two, bucket)
+        kept, unguarded = rows, two  # (none when no intent has two currencies)
+        if not two.is_empty():
+            kept = rows.join(two.lazy().rename({"intent_date": "date"}), on=["session_id", "date"], how="anti")
+            # The guard behind the quarantine: no intent kept has two currencies.
+            unguarded = kept.filter(two_currencies).select("session_id", intent_date=pl.col("date")).collect()
+        run.save("unguarded", unguarded, bucket)
+        run.spills["intent_costs"].sink(kept.select(list(polars_schema(IntentCosts))), part=bucket)
+
+
+def finish_daily(layout: Layout, settings: Settings, folder: Path, result: StepResult | None = None) -> StepResult:
+    """After every phase: cost_per_intent, cost_per_success, gateway_gap, the rows held back and
+    cost_breakdown; every table validated; all published only if every check passed (the one
+    writer). The spills published are moved out of `folder`; the rest stays for its owner to remove."""
+    result = result or StepResult()
+    run = _DailyRun(layout, settings, folder)
+    read, bounds, start, end, buckets, work, spills, held = run.read, run.bounds, run.start, run.end, run.buckets, run.work, run.spills, run.held
+    produced = run.produced
+    keys = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days)]
+    late, billing_only, conflicting = run.saved("late"), run.saved("billing_only").lazy(), run.saved("conflicting")
+    mixed_intents = run.stacked("mixed")
+    beyond_bound = run.stacked("beyond").group_by("date").agg(pl.col("len").sum()).sort("date")
+    unguarded = run.stacked("unguarded")
+    joined = spills["request_costs"].scan(polars_schema(RequestCosts))
+    intent_rows = spills["intent_costs"].scan(polars_schema(IntentCosts))
+    with result.timed("features"):
+        pl.collect_all(
+            [
+                spills["cost_per_intent"].sink(cost_per_intent(intent_rows), lazy=True),
+                spills["cost_per_success"].sink(cost_per_success(intent_rows), lazy=True),
+                spills["gateway_gap"].sink(gateway_gap(produced("request_costs")), lazy=True),
+            ]
+        )
+    with result.timed("intents"):  # the rows held back: late billing, intents in two currencies
+        held_rows = [focus_held(late.lazy(), "ChargePeriodStart", requests.late_reason(bounds), {"date": pl.col("charge_date")})]
+        if not mixed_intents.is_empty():
+            winners = work["calls"].scan(run.calls_schema)
+            held_rows.append(_mixed_currency_calls(read, mixed_intents, intents.intent_calls(joined, run.intent_days()), winners))
+        held.sink(pl.concat(held_rows))
+    with result.timed("breakdown"):  # where the money goes, from the intents and their components
+        one_currency = work["intents"].scan(run.saved("intents_columns").schema).join(mixed_intents.lazy().rename({"intent_date": "date"}), on=["session_id", "date"], how="anti")
+        spills["cost_breakdown"].sink(breakdown_of_intents(one_currency))
+    with result.timed("validate"):
+        run_calls = work["calls"].scan(run.calls_schema).filter(in_dates("call_date", start, end))
+        for name, model in DAILY_TABLES.items():
+            # request_costs and intent_costs were spilled one part per bucket (of requests, of
+            # sessions): validated part by part, a key's rows all in one part.
+            parts_of = range(buckets) if name in ("request_costs", "intent_costs") else [None]
+            checks = [validate_each(model, [produced(name, part) for part in parts_of])]
+            by_day = run.shares_by_day.scan({"date": pl.Date, "billing_currency": pl.String, **{c: MONEY for c in COST_COLUMNS}})
+            if name == "request_costs":
+                billing = read.focus_between(start - read.B, end + read.B)
+                if conflicting.height:
+                    billing = billing.join(conflicting.lazy().rename({"request_id": "x_RequestId"}), on="x_RequestId", how="anti")
+                checks.append(
+                    request_costs_conservation_check(
+                        produced(name), billing, run_calls.select("request_id", "call_date"),
+                        billing_only.join(conflicting.lazy().rename({"request_id": "x_RequestId"}), on="x_RequestId", how="anti"),
+                        start, end, bounds, buckets, by_day,
                     )
+                )
+            if name == "allocation_pools":
+                # Every date read, lookaround days too: the shares of a pool's calls are all there.
+                checks.append(allocation_conservation_check(spills[name].scan(polars_schema(model)), by_day))
+            if name == "allocated_costs":
+                checks.append(allocated_costs_check(produced(name), produced("allocation_pools")))
+            if name == "intent_costs":
+                checks.append(single_currency_outcome(unguarded))
+            result.checks[name] = checks
+        result.checks["request_costs"].append(validate(Quarantine, held.scan(polars_schema(Quarantine)).select(list(polars_schema(Quarantine))), "quarantine_schema"))
+        result.warnings["request_costs"] = [_late_billing_outcome(late, bounds)]
+        result.warnings["intent_costs"] = [_session_bound_outcome(beyond_bound, bounds)]
+        result.warnings["gateway_gap"] = [_gateway_gap_outcome(produced("gateway_gap").collect(), settings.reconciliation.gateway_gap_warn)]
+    if result.passed:
+        with result.timed("write"):
+            publication = Publication(layout)  # the daily tables become current together
+            for name, model in DAILY_TABLES.items():
+                frame = produced(name)
+                meta: dict = {"dates": f"{keys[0]}..{keys[-1]}"}
+                if "total_cost" in polars_schema(model):
+                    meta["total_cost"] = money_total(frame, "total_cost")
+                if name == "request_costs":
+                    invoiced = frame.filter(pl.col("billing_rows") > 0)  # estimates apart, labelled
+                    meta["effective_cost"] = money_total(invoiced, "effective_cost")
+                    meta["billed_cost"] = money_total(invoiced, "billed_cost")
+                    meta["allocated_effective_cost"] = money_total(invoiced, "allocated_effective_cost")
+                    for source in requests.ESTIMATED_COSTS:
+                        meta[f"{source}_effective_cost"] = money_total(frame.filter(pl.col("cost_source") == source), "effective_cost")
                 if name == "allocation_pools":
-                    # Every date read, lookaround days too: the shares of a pool's calls are all there.
-                    checks.append(allocation_conservation_check(spills[name].scan(polars_schema(model)), by_day))
-                if name == "allocated_costs":
-                    checks.append(allocated_costs_check(produced(name), produced("allocation_pools")))
-                if name == "intent_costs":
-                    checks.append(single_currency_outcome(pl.concat(unguarded) if unguarded else pl.DataFrame(schema=_INTENT_KEY)))
-                result.checks[name] = checks
-            result.checks["request_costs"].append(validate(Quarantine, held.scan(polars_schema(Quarantine)).select(list(polars_schema(Quarantine))), "quarantine_schema"))
-            result.warnings["request_costs"] = [_late_billing_outcome(late, bounds)]
-            result.warnings["intent_costs"] = [_session_bound_outcome(beyond_bound, bounds)]
-            result.warnings["gateway_gap"] = [_gateway_gap_outcome(produced("gateway_gap").collect(), settings.reconciliation.gateway_gap_warn)]
-        if result.passed:
-            with result.timed("write"):
-                publication = Publication(layout)  # the daily tables become current together
-                for name, model in DAILY_TABLES.items():
-                    frame = produced(name)
-                    meta: dict = {"dates": f"{keys[0]}..{keys[-1]}"}
-                    if "total_cost" in polars_schema(model):
-                        meta["total_cost"] = money_total(frame, "total_cost")
-                    if name == "request_costs":
-                        invoiced = frame.filter(pl.col("billing_rows") > 0)  # estimates apart, labelled
-                        meta["effective_cost"] = money_total(invoiced, "effective_cost")
-                        meta["billed_cost"] = money_total(invoiced, "billed_cost")
-                        meta["allocated_effective_cost"] = money_total(invoiced, "allocated_effective_cost")
-                        for source in requests.ESTIMATED_COSTS:
-                            meta[f"{source}_effective_cost"] = money_total(frame.filter(pl.col("cost_source") == source), "effective_cost")
-                    if name == "allocation_pools":
-                        for part in ("allocated", "unlogged", "unmatched"):
-                            meta[f"{part}_billed_cost"] = money_total(frame, f"{part}_billed_cost")
-                    meta["dagster/row_count"] = sum(publication.add(name, spills[name], keys).values())
-                    result.tables[name] = meta
-                _publish_held(held, publication, keys)
-                publication.commit()
-            result.tables["request_costs"] |= {
-                "late_billing_rows": late.height,
-                "late_billing_effective_cost": _money_by_currency(late),
-            }
-            result.tables["intent_costs"] |= {
-                "calls_beyond_session_days": {str(d): n for d, n in beyond_bound.iter_rows()},
-                "intents_billed_in_two_currencies": mixed_intents.height,
-            }
-        return result
-    finally:
-        for spill in [*spills.values(), *work.values(), held, billed, allocated, shares_by_day]:
-            spill.cleanup()
+                    for part in ("allocated", "unlogged", "unmatched"):
+                        meta[f"{part}_billed_cost"] = money_total(frame, f"{part}_billed_cost")
+                meta["dagster/row_count"] = sum(publication.add(name, spills[name], keys).values())
+                result.tables[name] = meta
+            _publish_held(held, publication, keys)
+            publication.commit()
+        result.tables["request_costs"] |= {
+            "late_billing_rows": late.height,
+            "late_billing_effective_cost": _money_by_currency(late),
+        }
+        result.tables["intent_costs"] |= {
+            "calls_beyond_session_days": {str(d): n for d, n in beyond_bound.iter_rows()},
+            "intents_billed_in_two_currencies": mixed_intents.height,
+        }
+    return result
 
 
 # --- invoice allocation (issue 16) ---------------------------------------------------------------

@@ -9,7 +9,6 @@ with the same attribution rule, so a period's days add up to its month.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -37,11 +36,12 @@ from unitledger.model.requests import COPY_DAYS, associate, dedupe_calls, in_dat
 from unitledger.sources.events import scan_staged_calls
 from unitledger.sources.focus import scan_quarantined_focus, scan_staged_focus
 from unitledger.sources.invoices import read_invoices
+from unitledger.steps import parts
 from unitledger.steps.daily import classify_loose_rows
 from unitledger.steps.monthly import allocate_long_periods
 from unitledger.steps.result import StepResult
 from unitledger.warehouse.manifest import scan_table
-from unitledger.warehouse.publish import WRITE_OPTIONS, Publication, Spill, clear_scratch, polars_schema, remove_folder, scratch_folder, write_text_atomic
+from unitledger.warehouse.publish import WRITE_OPTIONS, Publication, Spill, clear_scratch, polars_schema, remove_folder, scratch_folder
 
 
 MONTHLY_TABLES = {
@@ -211,9 +211,8 @@ class MonthPlan:
 
 def parts_folder(layout: Layout, key: str) -> Path:
     """Where the parts of billing period `key` (YYYY-MM) are kept between the steps that write them
-    and the one that publishes them, when those are steps of their own (Dagster): outside scratch
-    (cleared of dead processes' folders) and outside the warehouse (never read by analysts)."""
-    return layout.data_dir / ".parts" / "reconciliation" / key
+    and the one that publishes them, when those are steps of their own (Dagster): parts.parts_folder."""
+    return parts.parts_folder(layout, "reconciliation", key)
 
 
 # The rows and calls of each bucket (prepare_parts), kept beside the parts: <folder>/split/<source>/bucket=<b>/.
@@ -268,18 +267,15 @@ def _scan_bucket(folder: Path, source: str, bucket: int) -> pl.LazyFrame:
 
 
 def _write_plan(plan: MonthPlan, folder: Path) -> None:
-    text = json.dumps(
+    parts.write_plan(
         {"period": plan.period.isoformat(), "buckets": plan.buckets,
-         "request_dates": [d.isoformat() for d in plan.request_dates], "days": [d.isoformat() for d in plan.days]}
+         "request_dates": [d.isoformat() for d in plan.request_dates], "days": [d.isoformat() for d in plan.days]},
+        folder,
     )  # fmt: skip
-    write_text_atomic(text, folder / "plan.json")
 
 
 def read_plan(folder: Path) -> MonthPlan:
-    plan_file = folder / "plan.json"
-    if not plan_file.exists():
-        raise FileNotFoundError(f"no reconciliation plan in {folder}: materialize reconciliation_parts for this billing period first")
-    saved = json.loads(plan_file.read_text(encoding="utf-8"))
+    saved = parts.read_plan(folder, "materialize reconciliation_parts for this billing period first")
     dates = tuple(date.fromisoformat(d) for d in saved["request_dates"])
     return MonthPlan(date.fromisoformat(saved["period"]), saved["buckets"], dates, tuple(date.fromisoformat(d) for d in saved["days"]))
 

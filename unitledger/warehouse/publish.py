@@ -85,8 +85,9 @@ def _scratch_path(scratch: Path, name: str) -> Path:
 class Spill:
     """A table's new partitions, written to scratch before they replace the published ones."""
 
-    def __init__(self, scratch: Path, name: str, key: str, key_dtype: pl.DataType = pl.Date):
-        self.dir = _scratch_path(scratch, name)
+    def __init__(self, scratch: Path, name: str, key: str, key_dtype: pl.DataType = pl.Date, *, shared: bool = False):
+        # shared: at `scratch/name`, for the steps of one run in several processes (a parts folder)
+        self.dir = scratch / name if shared else _scratch_path(scratch, name)
         self.key = key
         self.key_dtype = key_dtype
 

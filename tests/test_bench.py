@@ -155,7 +155,8 @@ def test_a_day_joined_in_hash_buckets_gives_the_same_tables(tmp_path, monkeypatc
     for implementation, run in (("pipeline", bench.run_pipeline), ("duckdb", bench.run_duckdb)):
         (tmp_path / "out" / implementation).mkdir(parents=True)
         run(data, settings, day, tmp_path / "out" / implementation)
-    assert {(bucket, buckets) for _, bucket, buckets in seen} == {(0, 3), (1, 3), (2, 3)}
+    # (the allocation's shares are summed in buckets of its own: one at this size)
+    assert {(bucket, buckets) for _, bucket, buckets in seen if buckets > 1} == {(0, 3), (1, 3), (2, 3)}
     assert {column for column, _, _ in seen} == {"x_RequestId", "request_id", "session_id"}
     results = {i: bench._load_tables(i, data, tmp_path / "out" / i, day) for i in ("pipeline", "duckdb")}
     assert bench.compare_outputs(results) == []

@@ -31,7 +31,6 @@ from schemas.events import StagedLlmCall
 from unitledger.checks.conservation import (
     allocated_costs_check,
     allocation_conservation_check,
-    collected_by_bucket,
     request_costs_conservation_check,
     single_currency_outcome,
 )

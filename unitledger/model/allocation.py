@@ -489,7 +489,7 @@ def allocate(
 
     def written(frame: pl.LazyFrame, name: str) -> pl.LazyFrame:
         # per call: written a bucket of requests at a time
-        return pl.concat([spill(frame.filter(in_bucket("request_id", b, buckets)), f"{name}-{b}") for b in range(buckets)])
+        return _spilled([frame.filter(in_bucket("request_id", b, buckets)) for b in range(buckets)], name, spill)
 
     matched = matched.cache() if spill is None else written(matched, "matched")
     calls, pool_rows, two_currencies = _assign(matched, rows, None if spill is None else written)
@@ -551,10 +551,8 @@ def allocate(
         split = split_shares(parts, ["_origin"], list(COST_COLUMNS), "_weight", "_den", "_tie")
         return split.select(*call_columns, "_origin", "_residual", *COST_COLUMNS)
 
-    if spill is None:
-        split = pl.concat([shares(b) for b in range(buckets)]).cache()
-    else:
-        split = pl.concat([spill(shares(b), f"shares-{b}") for b in range(buckets)])
+    parts = [shares(b) for b in range(buckets)]
+    split = pl.concat(parts).cache() if spill is None else _spilled(parts, "shares", spill)
 
     requests = (
         split.filter(pl.col("_residual") == 0)
@@ -878,18 +876,21 @@ def pooled_call_tokens(
     def bucket(frame: pl.LazyFrame, column: str, b: int) -> pl.LazyFrame:
         return frame.filter(in_bucket(column, b, buckets))  # pushed below dedupe_calls to the scans
 
-    def written(parts: list[pl.LazyFrame], name: str) -> pl.LazyFrame:
-        return pl.concat([spill(part, f"{name}-{b}") for b, part in enumerate(parts)] if spill is not None else parts)
-
     pairs = [billed_sessions(bucket(billing, "x_RequestId", b), bucket(calls, "request_id", b)) for b in range(buckets)]
-    sessions = session_accounts(written(pairs, "billed_sessions"))
+    sessions = session_accounts(_spilled(pairs, "billed_sessions", spill))
     parts = []
     for b in range(buckets):
         pooled = by_pool_hours(bucket(calls, "request_id", b), hours, settings, "semi").cache()
         own = bucket(billing, "x_RequestId", b).join(pooled.select(x_RequestId=pl.col("request_id")), on="x_RequestId", how="semi").cache()
         hinted = hint_session_accounts(pooled, sessions)
         parts.append(call_tokens(with_own_currency(hinted, own), settings, exact_token_coverage(own, settings)))
-    return written(parts, "pool_tokens")
+    return _spilled(parts, "pool_tokens", spill)
+
+
+def _spilled(parts: list[pl.LazyFrame], name: str, spill: Callable[[pl.LazyFrame, str], pl.LazyFrame] | None) -> pl.LazyFrame:
+    """`parts` as one frame: each written in turn (`spill`, as `name`-<n>) and read back, so memory
+    follows one part; without `spill`, their lazy concat."""
+    return pl.concat([spill(part, f"{name}-{b}") for b, part in enumerate(parts)] if spill is not None else parts)
 
 
 def by_pool_hours(calls: pl.LazyFrame, hours: pl.DataFrame, settings: Allocation, how: str) -> pl.LazyFrame:

@@ -572,12 +572,12 @@ def finish_daily(layout: Layout, settings: Settings, folder: Path, result: StepR
         spills["cost_breakdown"].sink(breakdown_of_intents(one_currency))
     with result.timed("validate"):
         run_calls = work["calls"].scan(run.calls_schema).filter(in_dates("call_date", start, end))
+        by_day = run.shares_by_day.scan({"date": pl.Date, "billing_currency": pl.String, **{c: MONEY for c in COST_COLUMNS}})
         for name, model in DAILY_TABLES.items():
             # request_costs and intent_costs were spilled one part per bucket (of requests, of
             # sessions): validated part by part, a key's rows all in one part.
             parts_of = range(buckets) if name in ("request_costs", "intent_costs") else [None]
             checks = [validate_each(model, [produced(name, part) for part in parts_of])]
-            by_day = run.shares_by_day.scan({"date": pl.Date, "billing_currency": pl.String, **{c: MONEY for c in COST_COLUMNS}})
             if name == "request_costs":
                 billing = read.focus_between(start - read.B, end + read.B)
                 if conflicting.height:
